@@ -1,0 +1,222 @@
+"""The contracts every model honours, so the pipeline, the backtest and serving treat kinds alike.
+
+Series conventions (all models): a ``pd.Series`` with a tz-aware UTC ``DatetimeIndex`` on a regular
+grid at the tenant's step; NaN marks a missing sample (a gap), never a zero. Models must neither
+train on nor be scored on NaN targets.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import ClassVar, Self
+
+import joblib
+import numpy as np
+import pandas as pd
+
+from helios_pipelines.core.events import EventSchedule
+
+FORECAST_COLUMNS = ["timestamp", "yhat", "yhat_lower", "yhat_upper"]
+MODEL_FILE = "model.joblib"
+META_FILE = "helios_model.json"
+
+
+class ModelNotFittedError(RuntimeError):
+    pass
+
+
+class InsufficientHistoryError(ValueError):
+    """Raised when predict/score gets less history than the model needs; says how much it needs."""
+
+
+class SavableModel:
+    """joblib round trip plus a small JSON manifest that tells a loader what it is looking at."""
+
+    kind: ClassVar[str]
+    capability: ClassVar[str]
+
+    def manifest(self) -> dict:
+        return {"kind": self.kind, "capability": self.capability}
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        joblib.dump(self, path / MODEL_FILE)
+        (path / META_FILE).write_text(json.dumps(self.manifest(), indent=2, default=str))
+        return path
+
+    @staticmethod
+    def load(path: str | Path) -> SavableModel:
+        return joblib.load(Path(path) / MODEL_FILE)
+
+
+class Forecaster(SavableModel, ABC):
+    """fit(history) / predict(horizon, history) -> timestamp, yhat, yhat_lower, yhat_upper.
+
+    ``horizon`` counts steps. ``predict`` forecasts the ``horizon`` grid points after the last
+    timestamp of ``history`` (the forecast origin). Scheduled events are known future inputs: the
+    schedule given at construction travels with the model; ``extra_events`` adds ones posted later.
+    ``level`` is the central interval's coverage (0.8 -> yhat_lower/upper are the 10 % / 90 %
+    quantiles).
+    """
+
+    capability: ClassVar[str] = "forecaster"
+
+    def __init__(
+        self,
+        *,
+        step: pd.Timedelta | str = "1min",
+        max_horizon: int = 60,
+        timezone: str = "UTC",
+        events: EventSchedule | None = None,
+        metric: str = "",
+        seed: int = 42,
+    ):
+        self.step = pd.Timedelta(step)
+        self.max_horizon = int(max_horizon)
+        self.timezone = timezone
+        self.events = events or EventSchedule()
+        self.metric = metric
+        self.seed = seed
+        self.fitted_ = False
+
+    @property
+    def min_history(self) -> int:
+        """Steps of history predict needs before the origin."""
+        return 1
+
+    @abstractmethod
+    def fit(self, history: pd.Series) -> Self: ...
+
+    @abstractmethod
+    def _predict(self, horizon: int, history: pd.Series, events: EventSchedule, level: float) -> pd.DataFrame:
+        """Return FORECAST_COLUMNS for the ``horizon`` steps after history's last timestamp."""
+
+    def predict(
+        self,
+        horizon: int,
+        history: pd.Series,
+        extra_events: list | None = None,
+        level: float = 0.8,
+    ) -> pd.DataFrame:
+        if not self.fitted_:
+            raise ModelNotFittedError(f"{self.kind} forecaster for '{self.metric}' is not fitted")
+        if not 0 < level < 1:
+            raise ValueError(f"interval level must be in (0, 1), got {level}")
+        if horizon < 1:
+            raise ValueError(f"horizon must be at least one step, got {horizon}")
+        if horizon > self.max_horizon:
+            raise ValueError(
+                f"horizon of {horizon} steps is beyond the {self.max_horizon} steps "
+                f"'{self.metric}' was trained for"
+            )
+        observed = int(history.notna().sum())
+        if observed < self.min_history:
+            raise InsufficientHistoryError(
+                f"'{self.metric}' needs {self.min_history} observed points before the origin, got {observed}"
+            )
+        events = self.events.with_events(list(extra_events)) if extra_events else self.events
+        frame = self._predict(horizon, history, events, level)
+        return frame[FORECAST_COLUMNS].reset_index(drop=True)
+
+    def future_index(self, history: pd.Series, horizon: int) -> pd.DatetimeIndex:
+        origin = history.index[-1]
+        return pd.date_range(origin + self.step, periods=horizon, freq=self.step)
+
+    def manifest(self) -> dict:
+        return super().manifest() | {
+            "metric": self.metric,
+            "step_seconds": self.step.total_seconds(),
+            "max_horizon": self.max_horizon,
+            "timezone": self.timezone,
+            "min_history": self.min_history,
+        }
+
+
+def seasonal_period(step: pd.Timedelta, season: str = "1D") -> int:
+    return max(1, int(pd.Timedelta(season) / step))
+
+
+def empirical_interval(residuals: np.ndarray, level: float) -> tuple[float, float]:
+    """Quantiles of residuals (actual - forecast) for a central interval of the given level."""
+    residuals = residuals[np.isfinite(residuals)]
+    if residuals.size == 0:
+        return 0.0, 0.0
+    alpha = (1 - level) / 2
+    return float(np.quantile(residuals, alpha)), float(np.quantile(residuals, 1 - alpha))
+
+
+class SeasonalNaive(Forecaster):
+    """The value one season ago (a day by default), with intervals from in-sample seasonal errors.
+
+    Missing seasonal lags fall back to the last observed value.
+    """
+
+    kind: ClassVar[str] = "seasonal_naive"
+
+    def __init__(self, *, season: str = "1D", **kwargs):
+        super().__init__(**kwargs)
+        self.season = season
+
+    @property
+    def period(self) -> int:
+        return seasonal_period(self.step, self.season)
+
+    @property
+    def min_history(self) -> int:
+        return self.period
+
+    def fit(self, history: pd.Series) -> Self:
+        values = history.to_numpy(dtype=float)
+        p = self.period
+        if values.size <= p:
+            raise InsufficientHistoryError(
+                f"seasonal naive for '{self.metric}' needs more than {p} points, got {values.size}"
+            )
+        # Residuals by lead time: the error of "value one season ago" does not depend on the lead
+        # within the season, so one distribution serves every horizon.
+        self.residuals_ = values[p:] - values[:-p]
+        self.residuals_ = self.residuals_[np.isfinite(self.residuals_)]
+        self.fitted_ = True
+        return self
+
+    def _predict(self, horizon, history, events, level):
+        index = self.future_index(history, horizon)
+        lagged = history.reindex(index - pd.Timedelta(self.season))
+        last = history.dropna().iloc[-1]
+        yhat = lagged.fillna(last).to_numpy(dtype=float)
+        lo, hi = empirical_interval(self.residuals_, level)
+        return pd.DataFrame(
+            {"timestamp": index, "yhat": yhat, "yhat_lower": yhat + lo, "yhat_upper": yhat + hi}
+        )
+
+
+class AnomalyDetector(SavableModel, ABC):
+    """fit(frame) / score(frame) -> per-metric anomaly scores in [0, 1].
+
+    ``frame`` has one column per logical metric on the tenant's grid (NaN = missing). Scoring is
+    causal: a row's score uses only that row and the rows before it, exactly as when points arrive
+    one by one in production, so scoring a prefix gives the same scores as scoring the whole frame.
+    Rows still in warm-up score NaN (not a guess). ``threshold`` is the score above which a point is
+    flagged; it is derived from the tenant's ``anomaly_alert`` z-score.
+    """
+
+    capability: ClassVar[str] = "anomaly_detector"
+
+    @property
+    @abstractmethod
+    def threshold(self) -> float: ...
+
+    @property
+    @abstractmethod
+    def min_history(self) -> int:
+        """Rows of history a score needs before it is more than warm-up."""
+
+    @abstractmethod
+    def fit(self, frame: pd.DataFrame) -> Self: ...
+
+    @abstractmethod
+    def score(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Same index as ``frame``; a column per metric plus ``combined`` (the max over metrics)."""

@@ -1,0 +1,408 @@
+"""The tenant registry: one YAML file per customer under ``configs/tenants/``.
+
+Every key is validated strictly (unknown keys are errors, so a typo never silently falls back to a
+default). ``load_tenants`` validates each file on its own, so one bad tenant never hides the others;
+the errors it collects name the file, the key and the problem.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+TENANT_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{1,62}$"
+METRIC_NAME_PATTERN = r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"
+DEFAULT_CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "tenants"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def parse_duration(value: str | int | float) -> timedelta:
+    """'15m', '1h', '2d', '90s', '1h30m' or a number of minutes -> timedelta."""
+    if isinstance(value, int | float):
+        return timedelta(minutes=float(value))
+    text = str(value).strip().lower()
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*(d|h|m|min|s)", text)
+    if not parts or "".join(n + u for n, u in parts) != text.replace(" ", ""):
+        raise ValueError(f"'{value}' is not a duration (use e.g. 15m, 1h, 2d)")
+    seconds = {"d": 86400, "h": 3600, "m": 60, "min": 60, "s": 1}
+    return timedelta(seconds=sum(float(n) * seconds[u] for n, u in parts))
+
+
+def format_horizon(minutes: int) -> str:
+    """Minutes -> the label KEDA and Grafana use ('15m', '1h', '1d')."""
+    if minutes % 1440 == 0:
+        return f"{minutes // 1440}d"
+    if minutes % 60 == 0:
+        return f"{minutes // 60}h"
+    return f"{minutes}m"
+
+
+Horizon = Annotated[int, Field(gt=0, description="minutes")]
+
+
+class ForecastConfig(Strict):
+    horizons: list[Horizon] = Field(min_length=1, description="forecast horizons, in minutes")
+
+    @field_validator("horizons", mode="before")
+    @classmethod
+    def _horizons_as_minutes(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            return value
+        return [int(parse_duration(v).total_seconds() // 60) if isinstance(v, str) else v for v in value]
+
+
+class MetricConfig(Strict):
+    """One metric as users name it (the logical name is its key) and as the source stores it."""
+
+    series: str = Field(pattern=METRIC_NAME_PATTERN, description="the source's own series name")
+    query: str | None = Field(None, description="query in the source's language (PromQL for Prometheus)")
+    kind: Literal["gauge", "counter"] = "gauge"
+    unit: str = ""
+    description: str = ""
+    forecast: ForecastConfig | None = None
+    anomaly: bool = False
+    min_value: float | None = Field(None, description="values below are out of range (data quality)")
+    max_value: float | None = Field(None, description="values above are out of range (data quality)")
+    min_coverage: float = Field(0.9, ge=0, le=1, description="share of the grid that must hold data")
+
+    @model_validator(mode="after")
+    def _range_is_ordered(self) -> MetricConfig:
+        if self.min_value is not None and self.max_value is not None and self.min_value > self.max_value:
+            raise ValueError(f"min_value {self.min_value} is above max_value {self.max_value}")
+        return self
+
+
+class Region(Strict):
+    name: str
+    timezone: str
+    share: float = Field(gt=0, le=1, description="share of the players in this region")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA time zone '{value}'") from exc
+        return value
+
+
+class ScheduledEvent(Strict):
+    """A known future (or past) event that multiplies traffic: a launch, a tournament."""
+
+    name: str = Field(min_length=1)
+    kind: str = Field("", description="events of one kind share a learned multiplier; defaults to the name")
+    start: datetime
+    duration_hours: float = Field(gt=0)
+    multiplier: float = Field(gt=0, description="expected traffic multiplier, e.g. 5.0")
+    metrics: list[str] = Field(default_factory=list, description="logical metrics affected; empty = all")
+    repeat_days: int | None = Field(None, gt=0, description="recurs every N days (a weekly tournament: 7)")
+
+    @field_validator("start")
+    @classmethod
+    def _aware_utc(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+    @property
+    def end(self) -> datetime:
+        return self.start + timedelta(hours=self.duration_hours)
+
+    @property
+    def event_kind(self) -> str:
+        return self.kind or self.name
+
+
+class SimulatorSource(Strict):
+    type: Literal["simulator"] = "simulator"
+    seed: int = 0
+    base_players: float = Field(20000, gt=0, description="mean concurrent players (gaming profile)")
+    base_requests: float = Field(300, gt=0, description="mean requests per second (web profile)")
+    profile: Literal["gaming", "ecommerce"] = "gaming"
+    anomalies_per_week: float = Field(3, ge=0)
+    gap_share: float = Field(0.003, ge=0, le=0.2, description="share of points lost as short gaps")
+
+
+class FilesSource(Strict):
+    type: Literal["files"] = "files"
+    path: str = Field(description="CSV or Parquet file; one column per series plus a timestamp column")
+    time_column: str = "timestamp"
+    time_unit: Literal["s", "ms", "iso"] = "iso"
+
+
+SourceConfig = Annotated[SimulatorSource | FilesSource, Field(discriminator="type")]
+
+
+class Thresholds(Strict):
+    """Thresholds from the integration guide; extra keys are kept for custom rules."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    max_players_per_server: float | None = Field(None, gt=0)
+    latency_warning_ms: float | None = Field(None, gt=0)
+    latency_critical_ms: float | None = Field(None, gt=0)
+    queue_length_scale_trigger: float | None = Field(None, gt=0)
+
+
+class Webhook(Strict):
+    name: str
+    url: str = Field(pattern=r"^https?://", description="http(s) URL of the receiver")
+    type: Literal["slack", "pagerduty", "webhook"] = "webhook"
+    events: list[Literal["anomaly_detected", "scaling_recommended", "capacity_warning", "capacity_critical"]]
+    routing_key: str | None = None
+    secret_env: str | None = Field(None, description="environment variable holding the HMAC secret")
+
+    @model_validator(mode="after")
+    def _pagerduty_needs_key(self) -> Webhook:
+        if self.type == "pagerduty" and not self.routing_key:
+            raise ValueError(f"webhook '{self.name}' is of type pagerduty but has no routing_key")
+        return self
+
+
+class AlertThresholds(Strict):
+    anomaly_alert: float = Field(2.5, gt=0, description="robust z-score above which a point is anomalous")
+    capacity_warning: float = Field(0.75, gt=0, le=1)
+    capacity_critical: float = Field(0.90, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AlertThresholds:
+        if self.capacity_warning >= self.capacity_critical:
+            raise ValueError("capacity_warning must be below capacity_critical")
+        return self
+
+
+class AlertConfig(Strict):
+    webhooks: list[Webhook] = Field(default_factory=list)
+    thresholds: AlertThresholds = AlertThresholds()
+
+
+class ScalingBehaviour(Strict):
+    """HPA behaviour the recommendation honours (the integration guide's KEDA settings by default)."""
+
+    scale_up_window_s: int = Field(30, ge=0)
+    scale_up_percent: float = Field(100, gt=0)
+    scale_up_period_s: int = Field(15, gt=0)
+    scale_down_window_s: int = Field(300, ge=0)
+    scale_down_percent: float = Field(10, gt=0, le=100)
+    scale_down_period_s: int = Field(60, gt=0)
+
+
+class ScalingTarget(Strict):
+    """A workload whose replicas follow a forecast metric: the capacity model behind /recommend."""
+
+    service: str
+    metric: str = Field(description="logical metric that drives it (must be forecast)")
+    capacity_per_replica: float | str = Field(
+        description="units of the metric one replica serves, or the name of a threshold holding it"
+    )
+    target_utilization: float = Field(0.8, gt=0, le=1)
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(100, ge=1)
+    startup_seconds: int = Field(90, ge=0, description="pod start-up time; with the stabilisation window it sets the lead time")
+    quantile: float = Field(0.9, gt=0.5, lt=1, description="upper forecast quantile sized for")
+    behaviour: ScalingBehaviour = ScalingBehaviour()
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ScalingTarget:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas {self.min_replicas} is above max_replicas {self.max_replicas}")
+        return self
+
+
+class TrainingConfig(Strict):
+    history_days: int = Field(14, ge=2, le=90)
+    backtest_folds: int = Field(3, ge=1, le=20)
+    cron: str = Field("0 3 * * *", description="retraining schedule (cron, UTC)")
+    promotion: Literal["auto", "manual"] = "auto"
+    seed: int = 42
+
+
+class TenantConfig(Strict):
+    id: str = Field(pattern=TENANT_ID_PATTERN)
+    name: str
+    plan: Literal["starter", "pro", "enterprise"] = "pro"
+    timezone: str = "UTC"
+    regions: list[Region] = Field(default_factory=list)
+    step: str = Field("1min", description="sampling step of every series (pandas offset, e.g. 1min, 5min)")
+    source: SourceConfig = SimulatorSource()
+    metrics: dict[Annotated[str, Field(pattern=METRIC_NAME_PATTERN)], MetricConfig] = Field(min_length=1)
+    thresholds: Thresholds = Thresholds()
+    alerts: AlertConfig = AlertConfig()
+    events: list[ScheduledEvent] = Field(default_factory=list)
+    scaling: list[ScalingTarget] = Field(default_factory=list)
+    training: TrainingConfig = TrainingConfig()
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        return Region._known_zone(value)
+
+    @field_validator("step")
+    @classmethod
+    def _valid_step(cls, value: str) -> str:
+        try:
+            delta = pd.Timedelta(pd.tseries.frequencies.to_offset(value))
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"'{value}' is not a pandas offset like 1min or 5min") from exc
+        if delta < pd.Timedelta("10s") or delta > pd.Timedelta("1h"):
+            raise ValueError(f"step {value} is outside 10s..1h")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> TenantConfig:
+        series = [m.series for m in self.metrics.values()]
+        duplicated = sorted({s for s in series if series.count(s) > 1})
+        if duplicated:
+            raise ValueError(f"series {duplicated} are mapped to more than one metric")
+        if self.regions and abs(sum(r.share for r in self.regions) - 1) > 1e-6:
+            raise ValueError(f"region shares add up to {sum(r.share for r in self.regions):.3f}, not 1")
+        for event in self.events:
+            for name in event.metrics:
+                if name not in self.metrics:
+                    raise ValueError(f"event '{event.name}' names unknown metric '{name}'")
+        for target in self.scaling:
+            metric = self.metrics.get(target.metric)
+            if metric is None:
+                raise ValueError(f"scaling target '{target.service}' names unknown metric '{target.metric}'")
+            if metric.forecast is None:
+                raise ValueError(f"scaling target '{target.service}' needs metric '{target.metric}' to be forecast")
+            if isinstance(target.capacity_per_replica, str):
+                value = getattr(self.thresholds, target.capacity_per_replica, None)
+                if not isinstance(value, int | float):
+                    raise ValueError(
+                        f"scaling target '{target.service}': capacity_per_replica names threshold "
+                        f"'{target.capacity_per_replica}', which is not set"
+                    )
+        if not self.forecast_metrics:
+            raise ValueError("no metric has a forecast section: at least one must be forecast")
+        return self
+
+    # ---- derived views -------------------------------------------------------------------------
+    @property
+    def step_timedelta(self) -> pd.Timedelta:
+        return pd.Timedelta(pd.tseries.frequencies.to_offset(self.step))
+
+    @property
+    def forecast_metrics(self) -> dict[str, MetricConfig]:
+        return {name: m for name, m in self.metrics.items() if m.forecast is not None}
+
+    @property
+    def anomaly_metrics(self) -> dict[str, MetricConfig]:
+        return {name: m for name, m in self.metrics.items() if m.anomaly}
+
+    def resolve_metric(self, name: str) -> str:
+        """A logical name or the source's series name -> the logical name; unknown names are errors."""
+        if name in self.metrics:
+            return name
+        for logical, metric in self.metrics.items():
+            if metric.series == name:
+                return logical
+        raise UnknownMetricError(self.id, name, sorted(self.metrics))
+
+    def capacity_per_replica(self, target: ScalingTarget) -> float:
+        if isinstance(target.capacity_per_replica, str):
+            return float(getattr(self.thresholds, target.capacity_per_replica))
+        return float(target.capacity_per_replica)
+
+
+class UnknownMetricError(KeyError):
+    def __init__(self, tenant: str, metric: str, known: list[str]):
+        self.tenant, self.metric, self.known = tenant, metric, known
+        super().__init__(f"tenant '{tenant}' has no metric '{metric}'; known metrics: {', '.join(known)}")
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class UnknownTenantError(KeyError):
+    def __init__(self, tenant: str, known: list[str]):
+        self.tenant = tenant
+        super().__init__(f"unknown tenant '{tenant}'; known tenants: {', '.join(known) or '(none)'}")
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class TenantConfigError(ValueError):
+    """A tenant file that does not validate; the message names the file, each key and its problem."""
+
+    def __init__(self, path: Path, problems: list[str]):
+        self.path, self.problems = path, problems
+        super().__init__(f"{path}: " + "; ".join(problems))
+
+
+def _describe(error: ValidationError) -> list[str]:
+    problems = []
+    for item in error.errors():
+        # Drop pydantic's discriminated-union tags so the key reads like the YAML path.
+        location = ".".join(str(p) for p in item["loc"] if p not in ("simulator", "files")) or "(file)"
+        message = item["msg"].removeprefix("Value error, ")
+        problems.append(f"{location}: {message}")
+    return problems
+
+
+def parse_tenant_file(path: Path) -> TenantConfig:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise TenantConfigError(path, [f"(file): not valid YAML: {exc}"]) from exc
+    if not isinstance(raw, dict):
+        raise TenantConfigError(path, ["(file): expected a mapping of keys at the top level"])
+    raw.setdefault("id", path.stem)
+    if raw["id"] != path.stem:
+        raise TenantConfigError(path, [f"id: '{raw['id']}' does not match the file name '{path.stem}'"])
+    try:
+        return TenantConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise TenantConfigError(path, _describe(exc)) from exc
+
+
+class TenantRegistry:
+    """The tenants of one config directory, valid ones and the errors of the rest."""
+
+    def __init__(self, tenants: dict[str, TenantConfig], errors: list[TenantConfigError]):
+        self.tenants = tenants
+        self.errors = errors
+
+    def get(self, tenant_id: str) -> TenantConfig:
+        try:
+            return self.tenants[tenant_id]
+        except KeyError:
+            broken = [e for e in self.errors if e.path.stem == tenant_id]
+            if broken:
+                raise broken[0] from None
+            raise UnknownTenantError(tenant_id, sorted(self.tenants)) from None
+
+    @property
+    def ids(self) -> list[str]:
+        return sorted(self.tenants)
+
+
+def load_tenants(config_dir: str | Path | None = None) -> TenantRegistry:
+    """Every ``*.yaml`` in the directory except files starting with ``_`` (the template)."""
+    directory = Path(config_dir) if config_dir else DEFAULT_CONFIG_DIR
+    if not directory.is_dir():
+        raise FileNotFoundError(f"tenant config directory {directory} does not exist")
+    tenants: dict[str, TenantConfig] = {}
+    errors: list[TenantConfigError] = []
+    for path in sorted(directory.glob("*.y*ml")):
+        if path.name.startswith("_"):
+            continue
+        try:
+            tenant = parse_tenant_file(path)
+        except TenantConfigError as exc:
+            errors.append(exc)
+            continue
+        tenants[tenant.id] = tenant
+    return TenantRegistry(tenants, errors)
