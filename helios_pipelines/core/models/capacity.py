@@ -1,0 +1,174 @@
+"""The capacity model behind /recommend: from a forecast to a replica count, every step shown.
+
+Sizing uses an upper forecast quantile at a horizon that covers the lead time (pod start-up plus
+the scale-up stabilisation window): a replica asked for now only serves once it is up, and sizing
+for the mean would under-provision half the time.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import ClassVar
+
+from helios_pipelines.core.models.base import SavableModel
+from helios_pipelines.core.tenants import AlertThresholds, ScalingTarget, TenantConfig
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    value: float
+    explanation: str
+
+
+@dataclass
+class Recommendation:
+    service: str
+    metric: str
+    replicas: int
+    current_replicas: int | None
+    horizon_minutes: int
+    utilization_at_recommendation: float
+    capacity_warning: bool
+    capacity_critical: bool
+    input_anomalous: bool
+    steps: list[Step] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class CapacityPlanner(SavableModel):
+    kind: ClassVar[str] = "capacity_planner"
+    capability: ClassVar[str] = "capacity_planner"
+
+    def __init__(self, targets: list[ScalingTarget], capacity: dict[str, float], thresholds: AlertThresholds):
+        self.targets = {t.service: t for t in targets}
+        self.capacity = dict(capacity)
+        self.thresholds = thresholds
+
+    @classmethod
+    def from_tenant(cls, tenant: TenantConfig) -> CapacityPlanner:
+        return cls(
+            targets=list(tenant.scaling),
+            capacity={t.service: tenant.capacity_per_replica(t) for t in tenant.scaling},
+            thresholds=tenant.alerts.thresholds,
+        )
+
+    def manifest(self) -> dict:
+        return super().manifest() | {
+            "services": {name: t.model_dump() | {"capacity_per_replica": self.capacity[name]} for name, t in self.targets.items()},
+            "thresholds": self.thresholds.model_dump(),
+        }
+
+    def target(self, service_or_metric: str) -> ScalingTarget:
+        if service_or_metric in self.targets:
+            return self.targets[service_or_metric]
+        for target in self.targets.values():
+            if target.metric == service_or_metric:
+                return target
+        known = ", ".join(sorted(self.targets)) or "(none configured)"
+        raise KeyError(f"no scaling target for '{service_or_metric}'; services: {known}")
+
+    def lead_time_minutes(self, service: str) -> int:
+        target = self.targets[service]
+        return max(1, math.ceil((target.startup_seconds + target.behaviour.scale_up_window_s) / 60))
+
+    def recommend(
+        self,
+        service: str,
+        demand_upper: float,
+        demand_upper_window_max: float,
+        current_replicas: int | None = None,
+        event_multiplier: float = 1.0,
+        input_anomalous: bool = False,
+        quantile_label: str = "upper",
+    ) -> Recommendation:
+        """Replicas for ``service``.
+
+        ``demand_upper``: the upper forecast quantile at the lead-time horizon. ``demand_upper_window_max``:
+        the largest upper quantile over the lead time plus the scale-down stabilisation window, so a
+        dip inside that window never scales down only to scale up again. ``event_multiplier`` is applied
+        only for a forecaster that does not model events itself (the caller passes 1.0 otherwise).
+        """
+        t = self.targets[service]
+        b = t.behaviour
+        per_replica = self.capacity[service]
+        usable = per_replica * t.target_utilization
+        steps = [
+            Step("forecast", demand_upper, f"{quantile_label} forecast of {t.metric} at the lead time"),
+        ]
+        demand = demand_upper
+        if event_multiplier != 1.0:
+            demand *= event_multiplier
+            steps.append(Step("event_adjusted", demand, f"x{event_multiplier:g} for scheduled events in force"))
+        steps.append(
+            Step(
+                "usable_capacity_per_replica",
+                usable,
+                f"{per_replica:g} per replica x target utilisation {t.target_utilization:g}",
+            )
+        )
+        needed = math.ceil(demand / usable - 1e-9) if usable > 0 else t.max_replicas
+        steps.append(Step("replicas_for_forecast", needed, f"ceil({demand:.4g} / {usable:.4g})"))
+        hold_for = math.ceil(demand_upper_window_max * (event_multiplier or 1.0) / usable - 1e-9)
+        desired = needed
+        if current_replicas is not None and needed < current_replicas:
+            # Scale-down stabilisation: keep what the window ahead still needs.
+            desired = max(needed, min(current_replicas, hold_for))
+            steps.append(
+                Step(
+                    "scale_down_stabilised",
+                    desired,
+                    f"max needed over the next {b.scale_down_window_s}s stabilisation window is {hold_for}",
+                )
+            )
+        clamped = min(max(desired, t.min_replicas), t.max_replicas)
+        steps.append(Step("clamped", clamped, f"within min {t.min_replicas} and max {t.max_replicas} replicas"))
+        replicas = clamped
+        if current_replicas is not None:
+            if replicas > current_replicas:
+                # HPA allows +scale_up_percent every scale_up_period_s; the lead time allows several periods.
+                periods = max(1, (self.lead_time_minutes(service) * 60) // b.scale_up_period_s)
+                reachable = math.floor(current_replicas * (1 + b.scale_up_percent / 100) ** periods)
+                reachable = max(reachable, current_replicas + 1)
+                replicas = min(replicas, reachable)
+                steps.append(
+                    Step(
+                        "scale_up_rate_limited",
+                        replicas,
+                        f"+{b.scale_up_percent:g}% per {b.scale_up_period_s}s over {periods} periods from {current_replicas}",
+                    )
+                )
+            elif replicas < current_replicas:
+                floor = math.ceil(current_replicas * (1 - b.scale_down_percent / 100))
+                replicas = max(replicas, min(floor, current_replicas - 1))
+                steps.append(
+                    Step(
+                        "scale_down_rate_limited",
+                        replicas,
+                        f"-{b.scale_down_percent:g}% per {b.scale_down_period_s}s from {current_replicas}",
+                    )
+                )
+        if input_anomalous and current_replicas is not None:
+            replicas = max(replicas, current_replicas)
+            steps.append(
+                Step("anomaly_hold", replicas, "latest input looks anomalous: no scale-down on a possible glitch")
+            )
+        utilization = demand / (replicas * per_replica) if replicas else math.inf
+        steps.append(
+            Step("utilization", utilization, f"{demand:.4g} / ({replicas} x {per_replica:g}) at the recommended size")
+        )
+        return Recommendation(
+            service=service,
+            metric=t.metric,
+            replicas=int(replicas),
+            current_replicas=current_replicas,
+            horizon_minutes=self.lead_time_minutes(service),
+            utilization_at_recommendation=float(utilization),
+            capacity_warning=utilization >= self.thresholds.capacity_warning,
+            capacity_critical=utilization >= self.thresholds.capacity_critical,
+            input_anomalous=input_anomalous,
+            steps=steps,
+        )

@@ -1,0 +1,160 @@
+"""MLflow conventions: where tracking lives, how things are named, how models are logged and promoted.
+
+- one experiment per tenant: ``helios/<tenant>``;
+- registered models named from tenant, metric and capability: ``<tenant>_<metric>_forecaster``,
+  ``<tenant>_anomaly_detector``, ``<tenant>_capacity_planner``;
+- aliases ``challenger`` (the newest candidate) and ``champion`` (what serving loads), never stages;
+- every model is logged as an MLflow pyfunc wrapping the Helios model directory, so notebooks load it
+  with ``mlflow.pyfunc.load_model`` and serving unwraps the same object.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.pyfunc import PythonModel
+
+from helios_pipelines.core.models.base import META_FILE, SavableModel
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+# Pinned requirements keep log_model off pip's dependency inference (6 s -> about 1 s a model).
+PIP_REQUIREMENTS = ["pandas", "numpy", "scikit-learn", "xgboost", "prophet", "joblib"]
+
+
+def helios_home() -> Path:
+    return Path(os.environ.get("HELIOS_HOME", Path.cwd() / ".helios")).resolve()
+
+
+def default_tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{helios_home() / 'mlflow.db'}"
+
+
+def experiment_name(tenant: str) -> str:
+    return f"helios/{tenant}"
+
+
+def registered_model_name(tenant: str, capability: str, metric: str | None = None) -> str:
+    return f"{tenant}_{metric}_{capability}" if metric else f"{tenant}_{capability}"
+
+
+class HeliosPythonModel(PythonModel):
+    """pyfunc face of a Helios model: forecasters take a history frame, detectors a metrics frame."""
+
+    def load_context(self, context) -> None:
+        self.model = SavableModel.load(context.artifacts["helios_model"])
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        params = params or {}
+        frame = model_input.set_index(pd.to_datetime(model_input["timestamp"], utc=True)).drop(columns="timestamp")
+        if self.model.capability == "forecaster":
+            horizon = int(params.get("horizon", self.model.max_horizon))
+            return self.model.predict(horizon, frame.iloc[:, 0].astype(float))
+        if self.model.capability == "anomaly_detector":
+            return self.model.score(frame.astype(float)).reset_index()
+        raise TypeError(f"{self.model.kind} has no pyfunc predict; load it with load_helios_model")
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    name: str
+    version: str
+    run_id: str
+    aliases: tuple[str, ...] = ()
+    tags: dict[str, str] | None = None
+
+
+class Tracker:
+    def __init__(self, tracking_uri: str | None = None):
+        self.tracking_uri = tracking_uri or default_tracking_uri()
+        if self.tracking_uri.startswith("sqlite:///"):
+            Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
+        self.client = MlflowClient(self.tracking_uri, self.tracking_uri)
+
+    def experiment_id(self, tenant: str) -> str:
+        name = experiment_name(tenant)
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        artifacts = None
+        if self.tracking_uri.startswith("sqlite:///"):
+            # Local artifacts beside the database, not in whatever directory the process runs in.
+            artifacts = (Path(self.tracking_uri.removeprefix("sqlite:///")).parent / "mlartifacts" / tenant).as_uri()
+        return self.client.create_experiment(name, artifact_location=artifacts, tags={"tenant": tenant})
+
+    def start_run(self, tenant: str, run_name: str, nested: bool = False, tags: dict | None = None):
+        return mlflow.start_run(
+            experiment_id=self.experiment_id(tenant),
+            run_name=run_name,
+            nested=nested,
+            tags={"tenant": tenant, **(tags or {})},
+        )
+
+    def log_model(
+        self,
+        model: SavableModel,
+        registered_name: str,
+        tags: dict[str, Any] | None = None,
+        alias: str | None = CHALLENGER,
+    ) -> RegisteredVersion:
+        """Log ``model`` in the active run as a pyfunc, register it, tag the version, set ``alias``."""
+        with tempfile.TemporaryDirectory() as tmp:
+            model_dir = model.save(Path(tmp) / "helios_model")
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=HeliosPythonModel(),
+                artifacts={"helios_model": str(model_dir)},
+                pip_requirements=PIP_REQUIREMENTS,
+                registered_model_name=registered_name,
+            )
+        version = str(info.registered_model_version)
+        version_tags = {"kind": model.kind, "capability": model.capability, **(tags or {})}
+        for key, value in version_tags.items():
+            text = value if isinstance(value, str) else json.dumps(value, default=str)
+            self.client.set_model_version_tag(registered_name, version, key, text[:5000])
+        if alias:
+            self.client.set_registered_model_alias(registered_name, alias, version)
+        return self.get_version(registered_name, version)
+
+    def get_version(self, name: str, version: str) -> RegisteredVersion:
+        v = self.client.get_model_version(name, version)
+        return RegisteredVersion(name, str(v.version), v.run_id, tuple(v.aliases), dict(v.tags))
+
+    def version_by_alias(self, name: str, alias: str) -> RegisteredVersion | None:
+        try:
+            v = self.client.get_model_version_by_alias(name, alias)
+        except MlflowException:
+            return None
+        return self.get_version(name, str(v.version))
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        self.client.set_registered_model_alias(name, alias, version)
+
+    def registered_models(self, tenant: str) -> list[str]:
+        return sorted(m.name for m in self.client.search_registered_models() if m.name.startswith(f"{tenant}_"))
+
+    def download_model_dir(self, name: str, version: str, dst: Path) -> Path:
+        """The Helios model directory inside a registered version's pyfunc artifacts."""
+        local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=str(dst)))
+        found = next(local.rglob(META_FILE), None)
+        if found is None:
+            raise FileNotFoundError(f"models:/{name}/{version} holds no Helios model ({META_FILE} missing)")
+        return found.parent
+
+
+def load_helios_model(name: str, alias_or_version: str = CHAMPION, tracker: Tracker | None = None) -> SavableModel:
+    """For notebooks: the Helios object behind a registered model (``champion`` by default)."""
+    tracker = tracker or Tracker()
+    ref = f"models:/{name}@{alias_or_version}" if not alias_or_version.isdigit() else f"models:/{name}/{alias_or_version}"
+    return mlflow.pyfunc.load_model(ref).unwrap_python_model().model
