@@ -461,7 +461,7 @@ class CombinedDetector(AnomalyDetector):
     def alerts(self, scores: pd.DataFrame) -> pd.DataFrame:
         """Boolean alert state per column of ``score``'s output, with trigger and recovery windows."""
         above = (scores >= self.threshold).astype(float).where(scores.notna())
-        share = above.rolling(self.trigger_window, min_periods=1).mean()
+        share = above.rolling(self.trigger_window, min_periods=self.trigger_window).mean()
         recent_max = above.fillna(0).rolling(self.recovery_window, min_periods=self.recovery_window).max()
         state = pd.DataFrame(np.nan, index=scores.index, columns=scores.columns)
         state[recent_max == 0] = 0.0
