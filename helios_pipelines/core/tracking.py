@@ -24,15 +24,12 @@ from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import PythonModel
 
 from helios_pipelines.core.models.base import META_FILE, SavableModel
+from helios_pipelines.core.settings import helios_home
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 # Pinned requirements keep log_model off pip's dependency inference (6 s -> about 1 s a model).
 PIP_REQUIREMENTS = ["pandas", "numpy", "scikit-learn", "xgboost", "prophet", "joblib"]
-
-
-def helios_home() -> Path:
-    return Path(os.environ.get("HELIOS_HOME", Path.cwd() / ".helios")).resolve()
 
 
 def default_tracking_uri() -> str:

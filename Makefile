@@ -1,0 +1,58 @@
+# The README's commands. Everything installs into ./.venv and keeps its state under ./.helios.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+export HELIOS_HOME := $(CURDIR)/.helios
+export DAGSTER_HOME := $(HELIOS_HOME)/dagster
+export BENTOML_HOME := $(HELIOS_HOME)/bentoml
+export MLFLOW_DISABLE_TELEMETRY := true
+export BENTOML_DO_NOT_TRACK := true
+export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
+export GIT_PYTHON_REFRESH := quiet
+PORT ?= 3000
+SHARED ?= $(CURDIR)/../shared
+
+.PHONY: install demo test serve ui validate bench-forecast bench-anomaly clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+validate: install
+	$(BIN)/helios validate
+
+demo: install
+	$(BIN)/helios validate
+	$(BIN)/helios run
+	@echo ""
+	@echo "Serving gaming-corp on http://127.0.0.1:$(PORT) (Ctrl-C stops). Try, from another shell:"
+	@echo "  curl -s -X POST http://127.0.0.1:$(PORT)/predict -H 'Content-Type: application/json' -d '{\"metric\": \"concurrent_users\", \"horizon\": 60}'"
+	@echo "  curl -s -X POST http://127.0.0.1:$(PORT)/detect -H 'Content-Type: application/json' -d '{\"metric\": \"game_latency_p99\"}'"
+	@echo "  curl -s -X POST http://127.0.0.1:$(PORT)/recommend -H 'Content-Type: application/json' -d '{\"service\": \"game-server\", \"current_replicas\": 300}'"
+	@echo ""
+	$(BIN)/helios serve gaming-corp --port $(PORT)
+
+serve: install
+	$(BIN)/helios serve $(or $(TENANT),gaming-corp) --port $(PORT)
+
+test: install
+	$(BIN)/pytest
+
+ui: install
+	@echo "Dagster UI on http://127.0.0.1:3001, MLflow UI on http://127.0.0.1:5000 (Ctrl-C stops both)"
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(HELIOS_HOME)/mlflow.db --host 127.0.0.1 --port 5000 & \
+	  mlflow_pid=$$!; trap "kill $$mlflow_pid" EXIT INT TERM; \
+	  $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3001
+
+bench-forecast: install
+	$(BIN)/python bench/run_forecast.py --shared $(SHARED)
+
+bench-anomaly: install
+	$(BIN)/helios bench anomaly --data $(SHARED)/data/nab/data --labels $(SHARED)/data/nab/labels/combined_windows.json --out bench/out/nab | tee bench/results/anomaly.txt
+
+clean:
+	rm -rf $(HELIOS_HOME) bench/out

@@ -1,0 +1,164 @@
+"""The ``helios`` command: validate tenants, run the pipeline, serve, benchmark."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+from helios_pipelines.core.settings import apply_local_defaults
+from helios_pipelines.core.tenants import TenantConfigError, UnknownTenantError, load_tenants
+
+
+def _registry(config_dir: str | None):
+    try:
+        return load_tenants(config_dir)
+    except FileNotFoundError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group()
+@click.option("--config-dir", envvar="HELIOS_CONFIG_DIR", default=None, help="tenant registry (configs/tenants)")
+@click.pass_context
+def main(ctx: click.Context, config_dir: str | None) -> None:
+    """Helios: forecasts, anomaly scores and scaling recommendations per tenant."""
+    apply_local_defaults()
+    ctx.obj = {"config_dir": config_dir}
+
+
+@main.command()
+@click.pass_context
+def validate(ctx: click.Context) -> None:
+    """Validate every tenant file; exit 1 naming each bad file, key and problem."""
+    registry = _registry(ctx.obj["config_dir"])
+    for tenant in registry.ids:
+        click.echo(f"ok      {tenant}")
+    for error in registry.errors:
+        click.echo(f"INVALID {error}", err=True)
+    if registry.errors:
+        sys.exit(1)
+
+
+@main.group()
+def tenants() -> None:
+    """The tenant registry."""
+
+
+@tenants.command("list")
+@click.pass_context
+def tenants_list(ctx: click.Context) -> None:
+    registry = _registry(ctx.obj["config_dir"])
+    for tenant in registry.tenants.values():
+        forecast = ", ".join(tenant.forecast_metrics)
+        click.echo(f"{tenant.id:16} {tenant.plan:10} source={tenant.source.type:10} step={tenant.step:6} forecast: {forecast}")
+    for error in registry.errors:
+        click.echo(f"INVALID {error}", err=True)
+
+
+def _selected(registry, names: tuple[str, ...]) -> list[str]:
+    if not names:
+        return registry.ids
+    for name in names:
+        try:
+            registry.get(name)
+        except (UnknownTenantError, TenantConfigError) as exc:
+            raise click.ClickException(str(exc)) from None
+    return list(names)
+
+
+@main.command()
+@click.argument("tenant_ids", nargs=-1)
+@click.option("--as-of", default=None, help="end of the training window (ISO time); default: now, floored to the hour")
+@click.option("--no-bento", is_flag=True, help="pack the BentoML model but skip `bentoml build`")
+@click.pass_context
+def run(ctx: click.Context, tenant_ids: tuple[str, ...], as_of: str | None, no_bento: bool) -> None:
+    """Run the whole pipeline for the given tenants (all by default), then print a summary."""
+    from dagster import DagsterInstance
+
+    from helios_pipelines.definitions import build_definitions
+    from helios_pipelines.defs.partitions import tenant_partitions
+
+    registry = _registry(ctx.obj["config_dir"])
+    selected = _selected(registry, tenant_ids)
+    env = dict(os.environ)
+    if as_of:
+        env["HELIOS_AS_OF"] = as_of
+    if no_bento:
+        env["HELIOS_BUILD_BENTO"] = "0"
+    defs = build_definitions(env)
+    instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(
+        tenant_partitions.name, [t for t in selected if not instance.has_dynamic_partition(tenant_partitions.name, t)]
+    )
+    job = defs.resolve_job_def("tenant_training_job")
+    failed = []
+    for tenant_id in selected:
+        click.echo(f"== {tenant_id}: running the pipeline")
+        result = job.execute_in_process(partition_key=tenant_id, instance=instance, raise_on_error=False)
+        if not result.success:
+            failed.append(tenant_id)
+            for event in result.all_events:
+                if event.is_failure:
+                    click.echo(f"   {event.step_key}: {event.message}", err=True)
+    _print_summary(registry, selected)
+    if failed:
+        raise click.ClickException(f"pipeline failed for: {', '.join(failed)} (the others finished)")
+
+
+def _print_summary(registry, tenant_ids: list[str]) -> None:
+    from helios_pipelines.core.tracking import CHAMPION, Tracker, registered_model_name
+
+    tracker = Tracker()
+    click.echo("\nSummary (backtest MASE: lower is better; 1.0 = the one-day seasonal-naive in-sample error)")
+    for tenant_id in tenant_ids:
+        tenant = registry.get(tenant_id)
+        click.echo(f"  {tenant_id}")
+        for metric in tenant.forecast_metrics:
+            name = registered_model_name(tenant_id, "forecaster", metric)
+            champion = tracker.version_by_alias(name, CHAMPION)
+            if champion is None:
+                click.echo(f"    {metric:22} no champion")
+                continue
+            tags = champion.tags or {}
+            click.echo(
+                f"    {metric:22} {tags.get('kind', '?'):15} MASE {tags.get('backtest_mase', '?'):>7} "
+                f"vs baseline {tags.get('baseline_mase', '?'):>7}   champion v{champion.version}"
+            )
+        for capability in ("anomaly_detector", "capacity_planner"):
+            champion = tracker.version_by_alias(registered_model_name(tenant_id, capability), CHAMPION)
+            click.echo(f"    {capability:22} {'champion v' + champion.version if champion else 'no champion'}")
+
+
+@main.command()
+@click.argument("tenant_id")
+@click.option("--port", default=3000, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.pass_context
+def serve(ctx: click.Context, tenant_id: str, port: int, host: str) -> None:
+    """Serve one tenant's champions with `bentoml serve` (the Bento model from its last run)."""
+    _selected(_registry(ctx.obj["config_dir"]), (tenant_id,))
+    root = Path(__file__).resolve().parents[1]
+    command = [
+        sys.executable, "-m", "bentoml", "serve", "serving.service:HeliosService",
+        "--host", host, "--port", str(port), "--arg", f"tenants={tenant_id}",
+    ]
+    raise SystemExit(subprocess.call(command, cwd=root))
+
+
+@main.group()
+def bench() -> None:
+    """Benchmarks on any CSV (forecast) or NAB-format directory (anomaly)."""
+
+
+def _mount_benchmarks() -> None:
+    from helios_pipelines.benchmarks.anomaly import anomaly
+    from helios_pipelines.benchmarks.forecast import forecast
+
+    bench.add_command(forecast)
+    bench.add_command(anomaly)
+
+
+_mount_benchmarks()

@@ -1,0 +1,272 @@
+"""Training and promotion for one tenant, as plain functions the Dagster assets (and notebooks) call.
+
+Each forecast metric gets a rolling-origin backtest of every candidate kind against the
+seasonal-naive baseline; the best kind is refitted on the whole window, logged to MLflow with its
+numbers and a forecast-vs-actual plot, and registered as ``challenger``. Promotion then decides,
+with the numbers recorded on the version, whether the challenger becomes ``champion``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from helios_pipelines.core.evaluation import backtest, decide_promotion
+from helios_pipelines.core.events import EventSchedule
+from helios_pipelines.core.models.base import Forecaster
+from helios_pipelines.core.models.capacity import CapacityPlanner
+from helios_pipelines.core.models.detectors import make_detector
+from helios_pipelines.core.models.forecasters import make_forecaster
+from helios_pipelines.core.tenants import TenantConfig
+from helios_pipelines.core.tracking import CHAMPION, RegisteredVersion, Tracker, registered_model_name
+
+BASELINE = "seasonal_naive"
+CANDIDATES = ("xgboost", "prophet", "helios")
+DETECTOR_KIND = "combined"
+# Share of the detector's recent window it may flag before it is judged too noisy to promote.
+DETECTOR_FLAG_BUDGET = 0.02
+
+
+@dataclass
+class ForecastTraining:
+    metric: str
+    horizon_steps: int
+    scores: dict[str, dict]  # kind -> backtest summary
+    winner: str
+    version: RegisteredVersion
+    fit_seconds: float
+
+
+@dataclass
+class PromotionRecord:
+    name: str
+    challenger: str
+    champion_before: str | None
+    promoted: bool
+    reason: str
+    numbers: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def forecaster_for(tenant: TenantConfig, metric: str, kind: str) -> Forecaster:
+    horizon_minutes = max(tenant.metrics[metric].forecast.horizons)
+    return make_forecaster(
+        kind,
+        step=tenant.step_timedelta,
+        max_horizon=horizon_steps(tenant, horizon_minutes),
+        timezone=tenant.timezone,
+        regions=[(r.timezone, r.share) for r in tenant.regions],
+        events=EventSchedule([e for e in tenant.events if not e.metrics or metric in e.metrics]),
+        metric=metric,
+        seed=tenant.training.seed,
+    )
+
+
+def horizon_steps(tenant: TenantConfig, minutes: int) -> int:
+    return max(1, math.ceil(pd.Timedelta(minutes=minutes) / tenant.step_timedelta))
+
+
+def _plot_forecast(series: pd.Series, forecast: pd.DataFrame, title: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 4))
+    start = forecast["timestamp"].iloc[0] - 6 * (forecast["timestamp"].iloc[-1] - forecast["timestamp"].iloc[0])
+    actual = series[series.index >= start]
+    ax.plot(actual.index, actual.to_numpy(), color="black", lw=1, label="actual")
+    ax.plot(forecast["timestamp"], forecast["yhat"], color="tab:blue", lw=1.5, label="forecast")
+    ax.fill_between(forecast["timestamp"], forecast["yhat_lower"], forecast["yhat_upper"], alpha=0.25, label="80% interval")
+    ax.set_title(title)
+    ax.legend(loc="upper left")
+    fig.autofmt_xdate()
+    return fig
+
+
+def train_forecasters(
+    tenant: TenantConfig,
+    features: pd.DataFrame,
+    tracker: Tracker,
+    tags: dict[str, str],
+    candidates: tuple[str, ...] = CANDIDATES,
+) -> dict[str, ForecastTraining]:
+    """Backtest, pick and register a challenger for each forecast metric of the tenant."""
+    trained = {}
+    for metric in tenant.forecast_metrics:
+        series = features[metric].astype(float)
+        steps = horizon_steps(tenant, max(tenant.metrics[metric].forecast.horizons))
+        with tracker.start_run(tenant.id, f"forecaster {metric}", tags={"metric": metric, **tags}):
+            mlflow.log_params({"metric": metric, "horizon_steps": steps, "folds": tenant.training.backtest_folds})
+            scores, results = {}, {}
+            for kind in (BASELINE, *candidates):
+                with tracker.start_run(tenant.id, f"{metric} {kind}", nested=True, tags={"metric": metric, "kind": kind}):
+                    result = backtest(lambda k=kind: forecaster_for(tenant, metric, k), series, steps, tenant.training.backtest_folds)
+                    summary = result.to_dict()["overall"]
+                    mlflow.log_metrics({k: v for k, v in summary.items() if isinstance(v, int | float) and np.isfinite(v)})
+                    scores[kind], results[kind] = summary, result
+            winner = min(scores, key=lambda k: (scores[k]["mase"], k != BASELINE))
+            started = time.perf_counter()
+            model = forecaster_for(tenant, metric, winner).fit(series)
+            fit_seconds = time.perf_counter() - started
+            last_fold = results[winner].folds[-1]
+            mlflow.log_figure(
+                _plot_forecast(series, last_fold.forecast, f"{tenant.id} {metric}: {winner}, last backtest fold"),
+                "forecast_vs_actual.png",
+            )
+            mlflow.log_metrics({f"winner_{k}": v for k, v in scores[winner].items() if isinstance(v, int | float) and np.isfinite(v)})
+            version = tracker.log_model(
+                model,
+                registered_model_name(tenant.id, "forecaster", metric),
+                tags={
+                    **tags,
+                    "metric": metric,
+                    "backtest": scores[winner],
+                    "baseline_backtest": scores[BASELINE],
+                    "backtest_mase": f"{scores[winner]['mase']:.4f}",
+                    "baseline_mase": f"{scores[BASELINE]['mase']:.4f}",
+                    "candidates": {k: round(v["mase"], 4) for k, v in scores.items()},
+                },
+            )
+        trained[metric] = ForecastTraining(metric, steps, scores, winner, version, fit_seconds)
+    return trained
+
+
+def _champion_backtest(tracker: Tracker, name: str) -> tuple[str | None, dict | None]:
+    champion = tracker.version_by_alias(name, CHAMPION)
+    if champion is None:
+        return None, None
+    raw = (champion.tags or {}).get("backtest")
+    return champion.version, json.loads(raw) if raw else None
+
+
+def promote_forecasters(
+    tenant: TenantConfig, trained: dict[str, ForecastTraining], tracker: Tracker
+) -> list[PromotionRecord]:
+    """Challenger -> champion when it beats the current champion and the seasonal-naive baseline.
+
+    A tenant on manual review keeps the decision as a recommendation only. When no candidate beats
+    the baseline and the metric has no champion yet, the baseline itself is promoted: serving the
+    honest best is better than serving nothing, and the record says so.
+    """
+    records = []
+    for metric, result in trained.items():
+        name = result.version.name
+        champion_version, champion_scores = _champion_backtest(tracker, name)
+        if champion_version == result.version.version:
+            continue
+        challenger = result.scores[result.winner]
+        decision = decide_promotion(challenger, champion_scores, result.scores[BASELINE])
+        promote, reason = decision.promote, decision.reason
+        if not promote and result.winner == BASELINE and champion_version is None:
+            promote, reason = True, "no candidate beat the seasonal-naive baseline; the baseline serves until one does"
+        if promote and tenant.training.promotion == "manual":
+            promote, reason = False, f"manual review: would promote ({reason})"
+        records.append(
+            _record(tracker, name, result.version.version, champion_version, promote, reason, decision.to_dict())
+        )
+    return records
+
+
+def _record(tracker, name, challenger, champion_before, promote, reason, numbers) -> PromotionRecord:
+    if promote:
+        tracker.set_alias(name, CHAMPION, challenger)
+    tracker.client.set_model_version_tag(name, challenger, "promotion", json.dumps({"promoted": promote, "reason": reason}))
+    return PromotionRecord(name, challenger, champion_before, promote, reason, numbers)
+
+
+def train_detector(
+    tenant: TenantConfig,
+    features: pd.DataFrame,
+    tracker: Tracker,
+    tags: dict[str, str],
+    ground_truth: list | None = None,
+) -> tuple[RegisteredVersion, dict]:
+    """Fit the anomaly detector on all but the last day, measure how often it flags the last day
+    (and its recall of known anomalies, where the source knows them), then refit and register."""
+    metrics = sorted(tenant.anomaly_metrics)
+    frame = features[metrics].astype(float)
+    holdout_start = frame.index[-1] - pd.Timedelta("1D")
+
+    def build():
+        return make_detector(
+            DETECTOR_KIND,
+            metrics=metrics,
+            step=tenant.step_timedelta,
+            threshold_z=tenant.alerts.thresholds.anomaly_alert,
+            seed=tenant.training.seed,
+        )
+
+    with tracker.start_run(tenant.id, "anomaly detector", tags=tags):
+        probe = build().fit(frame[frame.index < holdout_start])
+        scores = probe.score(frame)
+        recent = scores.loc[scores.index >= holdout_start, "combined"]
+        flagged = recent >= probe.threshold
+        stats = {"holdout_flag_rate": float(flagged.mean()) if len(recent) else 0.0}
+        if ground_truth is not None:
+            stats |= detection_recall(scores["combined"] >= probe.threshold, ground_truth, scores.index[0])
+        mlflow.log_params({"kind": DETECTOR_KIND, "metrics": ",".join(metrics), "threshold_z": tenant.alerts.thresholds.anomaly_alert})
+        mlflow.log_metrics(stats)
+        detector = build().fit(frame)
+        version = tracker.log_model(
+            detector, registered_model_name(tenant.id, "anomaly_detector"), tags={**tags, "evaluation": stats}
+        )
+    return version, stats
+
+
+def detection_recall(flags: pd.Series, ground_truth: list, scored_from: pd.Timestamp) -> dict:
+    """Event recall (an injected anomaly counts as found when any of its rows is flagged) and the
+    share of flagged rows that fall inside an injected anomaly (precision by rows)."""
+    events = [a for a in ground_truth if a.start >= scored_from]
+    inside = pd.Series(False, index=flags.index)
+    found = 0
+    for anomaly in events:
+        window = (flags.index >= anomaly.start) & (flags.index < anomaly.end + pd.Timedelta("10min"))
+        inside |= window
+        found += bool(flags[window].any())
+    flagged = int(flags.sum())
+    return {
+        "injected_anomalies": float(len(events)),
+        "recall": found / len(events) if events else float("nan"),
+        "precision": float((flags & inside).sum() / flagged) if flagged else float("nan"),
+    }
+
+
+def promote_detector(tenant: TenantConfig, version: RegisteredVersion, stats: dict, tracker: Tracker) -> PromotionRecord:
+    champion_version, _ = _champion_backtest(tracker, version.name)
+    rate = stats["holdout_flag_rate"]
+    promote = rate <= DETECTOR_FLAG_BUDGET
+    reason = (
+        f"flags {rate:.2%} of the last day (budget {DETECTOR_FLAG_BUDGET:.0%})"
+        if promote
+        else f"too noisy: flags {rate:.2%} of the last day, over the {DETECTOR_FLAG_BUDGET:.0%} budget"
+    )
+    if promote and tenant.training.promotion == "manual":
+        promote, reason = False, f"manual review: would promote ({reason})"
+    return _record(tracker, version.name, version.version, champion_version, promote, reason, stats)
+
+
+def train_capacity_planner(tenant: TenantConfig, tracker: Tracker, tags: dict[str, str]) -> PromotionRecord | None:
+    """The planner is configuration, not fitted: a new version only when its configuration changes."""
+    if not tenant.scaling:
+        return None
+    planner = CapacityPlanner.from_tenant(tenant)
+    config_hash = hashlib.sha256(json.dumps(planner.manifest(), sort_keys=True, default=str).encode()).hexdigest()[:16]
+    name = registered_model_name(tenant.id, "capacity_planner")
+    champion = tracker.version_by_alias(name, CHAMPION)
+    if champion is not None and (champion.tags or {}).get("config_hash") == config_hash:
+        return PromotionRecord(name, champion.version, champion.version, False, "configuration unchanged")
+    with tracker.start_run(tenant.id, "capacity planner", tags=tags):
+        mlflow.log_dict(planner.manifest(), "capacity_planner.json")
+        version = tracker.log_model(planner, name, tags={**tags, "config_hash": config_hash})
+    before = champion.version if champion else None
+    return _record(tracker, name, version.version, before, True, "scaling configuration changed", {"config_hash": config_hash})

@@ -1,0 +1,220 @@
+"""The per-tenant pipeline as Dagster assets: thin shells over ``helios_pipelines.core``.
+
+raw_metrics -> validated_metrics (GX, asset checks) -> features -> forecast_candidates,
+anomaly_detector, capacity_model -> champions (promotion) -> tenant_bento.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    MetadataValue,
+    Output,
+    asset,
+)
+
+from helios_pipelines.core.events import EventSchedule
+from helios_pipelines.core.features import build_feature_frame
+from helios_pipelines.core.sources.base import SourceError
+from helios_pipelines.core.training import (
+    promote_detector,
+    promote_forecasters,
+    train_capacity_planner,
+    train_detector,
+    train_forecasters,
+)
+from helios_pipelines.core.validation import validate_metrics
+from helios_pipelines.defs.partitions import tenant_partitions
+from helios_pipelines.defs.resources import (
+    BentoPackagerResource,
+    MetricsSourceResource,
+    MLflowResource,
+    TenantRegistryResource,
+)
+
+GROUP = "helios"
+
+
+def _window_tags(frame: pd.DataFrame, source: str) -> dict[str, str]:
+    return {"data_start": str(frame.index.min()), "data_end": str(frame.index.max()), "source": source}
+
+
+@asset(partitions_def=tenant_partitions, group_name=GROUP)
+def raw_metrics(
+    context: AssetExecutionContext, tenants: TenantRegistryResource, metrics_source: MetricsSourceResource
+) -> Output[pd.DataFrame]:
+    """The tenant's history over its training window, on its step; counters as rates, gaps as NaN."""
+    tenant = tenants.tenant(context.partition_key)
+    end = metrics_source.window_end().floor(tenant.step_timedelta)
+    start = end - pd.Timedelta(days=tenant.training.history_days)
+    try:
+        frame = metrics_source.source(tenant).fetch(start, end)
+    except SourceError:
+        raise
+    except Exception as exc:  # a source's own failure still names the tenant it failed for
+        raise SourceError(f"tenant '{tenant.id}': fetching metrics from {tenant.source.type} failed: {exc}") from exc
+    coverage = frame.notna().mean()
+    return Output(
+        frame,
+        metadata={
+            "rows": len(frame),
+            "metrics": len(frame.columns),
+            "window": f"{start} .. {end}",
+            "source": tenant.source.type,
+            "min_coverage": float(coverage.min()),
+            "coverage": MetadataValue.json({k: round(float(v), 4) for k, v in coverage.items()}),
+        },
+    )
+
+
+@asset(
+    partitions_def=tenant_partitions,
+    group_name=GROUP,
+    check_specs=[
+        AssetCheckSpec("time_and_history", asset="validated_metrics", blocking=True,
+                       description="timestamps strictly increasing, at least two days of history"),
+        AssetCheckSpec("coverage", asset="validated_metrics", blocking=True,
+                       description="every trained metric present and covering its min_coverage of the grid"),
+        AssetCheckSpec("value_ranges", asset="validated_metrics",
+                       description="values within the configured min/max (a warning: anomalies live out there)"),
+    ],
+)
+def validated_metrics(context: AssetExecutionContext, tenants: TenantRegistryResource, raw_metrics: pd.DataFrame):
+    """raw_metrics that passed the tenant's Great Expectations suite; a blocking failure stops this tenant."""
+    tenant = tenants.tenant(context.partition_key)
+    summary = validate_metrics(raw_metrics, tenant)
+    context.log.info(summary.report())
+    yield Output(
+        raw_metrics,
+        metadata={
+            "rows": summary.rows,
+            "success": summary.success,
+            "report": MetadataValue.md("```\n" + summary.report() + "\n```"),
+            "coverage": MetadataValue.json({k: round(v, 4) for k, v in summary.coverage.items()}),
+            "longest_gap_steps": MetadataValue.json(summary.longest_gap_steps),
+        },
+    )
+    groups = {
+        "time_and_history": lambda c: c.column in (None, "timestamp"),
+        "coverage": lambda c: c.name in ("column present", "expect_column_values_to_not_be_null") and c.blocking,
+        "value_ranges": lambda c: c.name == "expect_column_values_to_be_between",
+    }
+    for check, member in groups.items():
+        checks = [c for c in summary.checks if member(c)]
+        failed = [c for c in checks if not c.success]
+        yield AssetCheckResult(
+            check_name=check,
+            passed=not failed,
+            severity=AssetCheckSeverity.ERROR if check != "value_ranges" else AssetCheckSeverity.WARN,
+            description="; ".join(c.line for c in failed) or f"{len(checks)} expectations passed",
+            metadata={"failed": len(failed), "checked": len(checks)},
+        )
+
+
+@asset(partitions_def=tenant_partitions, group_name=GROUP)
+def features(
+    context: AssetExecutionContext, tenants: TenantRegistryResource, validated_metrics: pd.DataFrame
+) -> Output[pd.DataFrame]:
+    """One frame per tenant shared by every model: metrics, calendar in the players' time zones,
+    scheduled-event flags, rolling statistics and gaming signals."""
+    tenant = tenants.tenant(context.partition_key)
+    frame = build_feature_frame(
+        validated_metrics, tenant.timezone, [(r.timezone, r.share) for r in tenant.regions], EventSchedule(tenant.events)
+    )
+    return Output(frame, metadata={"rows": len(frame), "columns": len(frame.columns)})
+
+
+@asset(partitions_def=tenant_partitions, group_name=GROUP)
+def forecast_candidates(
+    context: AssetExecutionContext, tenants: TenantRegistryResource, mlflow_tracking: MLflowResource, features: pd.DataFrame
+) -> Output[dict]:
+    """Per forecast metric: every candidate backtested against seasonal naive; the best registered
+    as ``challenger``."""
+    tenant = tenants.tenant(context.partition_key)
+    trained = train_forecasters(tenant, features, mlflow_tracking.tracker(), _window_tags(features, tenant.source.type))
+    table = "| metric | winner | MASE | baseline MASE | version |\n|---|---|---|---|---|\n" + "\n".join(
+        f"| {m} | {t.winner} | {t.scores[t.winner]['mase']:.3f} | {t.scores['seasonal_naive']['mase']:.3f} | {t.version.version} |"
+        for m, t in trained.items()
+    )
+    return Output(trained, metadata={"backtest": MetadataValue.md(table), "metrics": len(trained)})
+
+
+@asset(partitions_def=tenant_partitions, group_name=GROUP)
+def anomaly_detector(
+    context: AssetExecutionContext,
+    tenants: TenantRegistryResource,
+    mlflow_tracking: MLflowResource,
+    metrics_source: MetricsSourceResource,
+    features: pd.DataFrame,
+) -> Output[dict]:
+    """The causal detector over the tenant's watched metrics, registered as ``challenger``."""
+    tenant = tenants.tenant(context.partition_key)
+    source = metrics_source.source(tenant)
+    truth = source.anomalies(features.index[0], features.index[-1]) if hasattr(source, "anomalies") else None
+    version, stats = train_detector(tenant, features, mlflow_tracking.tracker(), _window_tags(features, tenant.source.type), truth)
+    return Output({"version": version, "stats": stats}, metadata={"version": version.version, **{k: float(v) for k, v in stats.items()}})
+
+
+@asset(partitions_def=tenant_partitions, group_name=GROUP, deps=[forecast_candidates])
+def capacity_model(
+    context: AssetExecutionContext, tenants: TenantRegistryResource, mlflow_tracking: MLflowResource
+) -> Output[dict | None]:
+    """The capacity planner behind /recommend (scaling targets, capacity per replica, behaviour)."""
+    tenant = tenants.tenant(context.partition_key)
+    record = train_capacity_planner(tenant, mlflow_tracking.tracker(), {"source": tenant.source.type})
+    return Output(record.to_dict() if record else None, metadata={"services": len(tenant.scaling)})
+
+
+@asset(partitions_def=tenant_partitions, group_name=GROUP)
+def champions(
+    context: AssetExecutionContext,
+    tenants: TenantRegistryResource,
+    mlflow_tracking: MLflowResource,
+    forecast_candidates: dict,
+    anomaly_detector: dict,
+    capacity_model: dict | None,
+) -> Output[list[dict]]:
+    """Promotion: a challenger becomes ``champion`` only when it beats the champion and the baseline."""
+    tenant = tenants.tenant(context.partition_key)
+    tracker = mlflow_tracking.tracker()
+    records = [r.to_dict() for r in promote_forecasters(tenant, forecast_candidates, tracker)]
+    records.append(promote_detector(tenant, anomaly_detector["version"], anomaly_detector["stats"], tracker).to_dict())
+    if capacity_model:
+        records.append(capacity_model)
+    table = "| model | challenger | champion before | promoted | reason |\n|---|---|---|---|---|\n" + "\n".join(
+        f"| {r['name']} | {r['challenger']} | {r['champion_before'] or '-'} | {r['promoted']} | {r['reason']} |" for r in records
+    )
+    return Output(records, metadata={"decisions": MetadataValue.md(table), "promoted": sum(r["promoted"] for r in records)})
+
+
+@asset(partitions_def=tenant_partitions, group_name=GROUP)
+def tenant_bento(
+    context: AssetExecutionContext,
+    tenants: TenantRegistryResource,
+    mlflow_tracking: MLflowResource,
+    packager: BentoPackagerResource,
+    champions: list[dict],
+) -> Output[dict]:
+    """The tenant's champions packed as the BentoML model ``helios-<tenant>`` and, optionally, a Bento."""
+    from serving.packaging import build_bento, save_bento_model
+
+    tenant = tenants.tenant(context.partition_key)
+    model_tag = save_bento_model(tenant, mlflow_tracking.tracker())
+    bento_tag = build_bento(tenant.id, model_tag) if packager.build_bento else None
+    return Output({"model": model_tag, "bento": bento_tag}, metadata={"bento_model": model_tag, "bento": bento_tag or "(not built)"})
+
+
+ALL_ASSETS = [
+    raw_metrics,
+    validated_metrics,
+    features,
+    forecast_candidates,
+    anomaly_detector,
+    capacity_model,
+    champions,
+    tenant_bento,
+]

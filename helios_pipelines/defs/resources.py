@@ -1,0 +1,51 @@
+"""Resources: the configurable edges of the pipeline (registry, source, MLflow, packaging)."""
+
+from __future__ import annotations
+
+import pandas as pd
+from dagster import ConfigurableResource
+
+from helios_pipelines.core.sources import MetricsSource, make_source
+from helios_pipelines.core.tenants import TenantConfig, TenantRegistry, load_tenants
+from helios_pipelines.core.tracking import Tracker
+
+
+class TenantRegistryResource(ConfigurableResource):
+    """The YAML tenant registry (``configs/tenants`` unless configured)."""
+
+    config_dir: str | None = None
+
+    def registry(self) -> TenantRegistry:
+        return load_tenants(self.config_dir)
+
+    def tenant(self, tenant_id: str) -> TenantConfig:
+        return self.registry().get(tenant_id)
+
+
+class MetricsSourceResource(ConfigurableResource):
+    """Builds each tenant's source from its config. ``as_of`` pins the end of the training window
+    (ISO time) so runs are reproducible; empty means now, floored to the hour."""
+
+    as_of: str | None = None
+
+    def window_end(self) -> pd.Timestamp:
+        end = pd.Timestamp(self.as_of) if self.as_of else pd.Timestamp.now(tz="UTC").floor("1h")
+        return end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC")
+
+    def source(self, tenant: TenantConfig) -> MetricsSource:
+        return make_source(tenant, now=self.window_end())
+
+
+class MLflowResource(ConfigurableResource):
+    """MLflow tracking and registry; empty URI means the embedded SQLite under HELIOS_HOME."""
+
+    tracking_uri: str | None = None
+
+    def tracker(self) -> Tracker:
+        return Tracker(self.tracking_uri)
+
+
+class BentoPackagerResource(ConfigurableResource):
+    """Packs a tenant's champions into a BentoML model; ``build_bento`` also runs ``bentoml build``."""
+
+    build_bento: bool = True

@@ -1,0 +1,109 @@
+"""Packaging a tenant for serving: champions from the MLflow registry -> a bundle -> a BentoML model
+(``helios-<tenant>``) -> a per-tenant Bento.
+
+The BentoML model's version is derived from the pinned champion versions, so packaging the same
+champions twice gives the same model, and a Bento always names exactly the versions it serves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from helios_pipelines.core.tenants import TenantConfig
+from helios_pipelines.core.tracking import CHAMPION, Tracker, registered_model_name
+from serving.runtime import MANIFEST
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SERVICE = "serving.service:HeliosService"
+
+
+class PackagingError(RuntimeError):
+    pass
+
+
+def bento_model_name(tenant_id: str) -> str:
+    return f"helios-{tenant_id}"
+
+
+def champion_pins(tenant: TenantConfig, tracker: Tracker) -> dict[str, dict]:
+    """Every champion the tenant's service needs: {role: {name, version, kind}}; roles are
+    ``forecaster:<metric>``, ``detector`` and ``planner``."""
+    wanted = {f"forecaster:{m}": registered_model_name(tenant.id, "forecaster", m) for m in tenant.forecast_metrics}
+    if tenant.anomaly_metrics:
+        wanted["detector"] = registered_model_name(tenant.id, "anomaly_detector")
+    if tenant.scaling:
+        wanted["planner"] = registered_model_name(tenant.id, "capacity_planner")
+    pins, missing = {}, []
+    for role, name in wanted.items():
+        version = tracker.version_by_alias(name, CHAMPION)
+        if version is None:
+            missing.append(name)
+        else:
+            pins[role] = {"name": name, "version": version.version, "kind": (version.tags or {}).get("kind", "")}
+    if missing:
+        raise PackagingError(f"tenant '{tenant.id}' has no champion for: {', '.join(missing)}")
+    return pins
+
+
+def assemble_bundle(tenant: TenantConfig, pins: dict[str, dict], tracker: Tracker, destination: Path) -> Path:
+    """Download each pinned model into ``destination`` and write the manifest beside them."""
+    destination.mkdir(parents=True, exist_ok=True)
+    manifest: dict = {"tenant": tenant.model_dump(mode="json"), "forecasters": {}, "pins": pins}
+    for role, pin in sorted(pins.items()):
+        local = destination / pin["name"]
+        with tempfile.TemporaryDirectory() as tmp:
+            found = tracker.download_model_dir(pin["name"], pin["version"], Path(tmp))
+            shutil.copytree(found, local, dirs_exist_ok=True)
+        entry = pin | {"path": pin["name"]}
+        if role.startswith("forecaster:"):
+            manifest["forecasters"][role.split(":", 1)[1]] = entry
+        elif role == "detector":
+            manifest["detector"] = entry | {"metrics": sorted(tenant.anomaly_metrics)}
+        else:
+            manifest["planner"] = entry
+    (destination / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    return destination
+
+
+def bundle_version(pins: dict[str, dict], tenant: TenantConfig) -> str:
+    """Stable for the same champions and tenant config."""
+    payload = json.dumps({"pins": pins, "tenant": tenant.model_dump(mode="json")}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def save_bento_model(tenant: TenantConfig, tracker: Tracker) -> str:
+    """The tenant's champions as the BentoML model ``helios-<tenant>:<version>``; returns its tag."""
+    import bentoml
+
+    pins = champion_pins(tenant, tracker)
+    tag = f"{bento_model_name(tenant.id)}:{bundle_version(pins, tenant)}"
+    try:
+        return str(bentoml.models.get(tag).tag)
+    except bentoml.exceptions.NotFound:
+        pass
+    labels = {"tenant": tenant.id, "owner": "helios"}
+    metadata = {role: f"{p['name']}/{p['version']}" for role, p in pins.items()}
+    with bentoml.models.create(tag, labels=labels, metadata=metadata) as model:
+        assemble_bundle(tenant, pins, tracker, Path(model.path))
+    return tag
+
+
+def build_bento(tenant_id: str, model_tag: str) -> str:
+    """``bentoml build`` of the per-tenant service pinned to ``model_tag``; works offline."""
+    import bentoml
+
+    bento = bentoml.bentos.build(
+        SERVICE,
+        name=bento_model_name(tenant_id),
+        labels={"tenant": tenant_id},
+        include=["serving/*.py", "helios_pipelines/**/*.py"],
+        python={"lock_packages": False, "requirements_txt": str(REPO_ROOT / "serving" / "requirements.txt")},
+        models=[model_tag],
+        args={"tenants": tenant_id, "bundles": model_tag},
+        build_ctx=str(REPO_ROOT),
+    )
+    return str(bento.tag)

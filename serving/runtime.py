@@ -1,0 +1,274 @@
+"""What a served tenant can answer, without BentoML: loads a tenant bundle and answers predict,
+detect and recommend. The BentoML service is a thin HTTP shell over this, and tests and notebooks
+can use it directly.
+
+A bundle is a directory with ``manifest.json`` and one Helios model directory per champion. The
+manifest carries everything serving needs (the tenant's metrics, step, source, events, thresholds
+and the pinned model versions): serving never reads ``configs/``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from helios_pipelines.core.events import EventSchedule
+from helios_pipelines.core.models.base import AnomalyDetector, Forecaster, SavableModel
+from helios_pipelines.core.models.capacity import CapacityPlanner
+from helios_pipelines.core.sources import MetricsSource, make_source
+from helios_pipelines.core.tenants import ScheduledEvent, TenantConfig, UnknownMetricError, format_horizon
+
+MANIFEST = "manifest.json"
+
+
+class RequestError(ValueError):
+    """A request the tenant cannot answer as asked; the message says what to change (HTTP 400)."""
+
+
+class NotFoundError(KeyError):
+    """An unknown metric, service or tenant (HTTP 404)."""
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+@dataclass(frozen=True)
+class PinnedModel:
+    name: str
+    version: str
+    kind: str
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "version": self.version, "kind": self.kind}
+
+
+class TenantRuntime:
+    """One tenant's champions plus a short cache of its recent history."""
+
+    def __init__(self, bundle_dir: str | Path, source: MetricsSource | None = None):
+        bundle_dir = Path(bundle_dir)
+        self.manifest = json.loads((bundle_dir / MANIFEST).read_text())
+        self.tenant = TenantConfig.model_validate(self.manifest["tenant"])
+        self.step = self.tenant.step_timedelta
+        self.source = source or make_source(self.tenant)
+        self.forecasters: dict[str, Forecaster] = {}
+        self.pinned: dict[str, PinnedModel] = {}
+        for metric, entry in self.manifest["forecasters"].items():
+            self.forecasters[metric] = SavableModel.load(bundle_dir / entry["path"])
+            self.pinned[metric] = PinnedModel(entry["name"], entry["version"], entry["kind"])
+        detector = self.manifest.get("detector")
+        self.detector: AnomalyDetector | None = SavableModel.load(bundle_dir / detector["path"]) if detector else None
+        self.detector_pin = PinnedModel(detector["name"], detector["version"], detector["kind"]) if detector else None
+        planner = self.manifest.get("planner")
+        self.planner: CapacityPlanner | None = SavableModel.load(bundle_dir / planner["path"]) if planner else None
+        self.planner_pin = PinnedModel(planner["name"], planner["version"], planner["kind"]) if planner else None
+        self.posted_events: list[ScheduledEvent] = []
+        self._history: pd.DataFrame | None = None
+        self._history_end: pd.Timestamp | None = None
+        self._lock = threading.Lock()
+        needed = [f.min_history for f in self.forecasters.values()]
+        if self.detector is not None:
+            needed.append(self.detector.min_history)
+        # Enough rows for every model, plus a day so gaps at the start do not starve them.
+        self.history_span = self.step * (max(needed, default=1) + 1) + pd.Timedelta("1D")
+
+    @property
+    def tenant_id(self) -> str:
+        return self.tenant.id
+
+    # ---- history -------------------------------------------------------------------------------
+    def history(self, now: pd.Timestamp | None = None) -> pd.DataFrame:
+        """Recent history up to the last complete step, fetched at most once per step."""
+        end = (now or pd.Timestamp.now(tz="UTC")).floor(self.step)
+        with self._lock:
+            if self._history is None or self._history_end != end:
+                self._history = self.source.fetch(end - self.history_span, end + self.step)
+                self._history_end = end
+            return self._history
+
+    def metric(self, name: str) -> str:
+        try:
+            return self.tenant.resolve_metric(name)
+        except UnknownMetricError as exc:
+            raise NotFoundError(str(exc)) from None
+
+    def events(self) -> EventSchedule:
+        return EventSchedule(self.tenant.events).with_events(self.posted_events)
+
+    # ---- predict -------------------------------------------------------------------------------
+    def forecaster(self, metric: str) -> Forecaster:
+        forecaster = self.forecasters.get(metric)
+        if forecaster is None:
+            raise NotFoundError(
+                f"tenant '{self.tenant_id}' has no forecast model for '{metric}'; "
+                f"forecast metrics: {', '.join(sorted(self.forecasters)) or '(none)'}"
+            )
+        return forecaster
+
+    def horizon_steps(self, forecaster: Forecaster, horizon_minutes: int) -> int:
+        if horizon_minutes <= 0:
+            raise RequestError(f"horizon must be a positive number of minutes, got {horizon_minutes}")
+        steps = math.ceil(pd.Timedelta(minutes=horizon_minutes) / self.step)
+        if steps > forecaster.max_horizon:
+            longest = int(forecaster.max_horizon * self.step.total_seconds() // 60)
+            raise RequestError(
+                f"horizon {horizon_minutes} min for '{forecaster.metric}' is beyond the {longest} min "
+                f"its model was trained for"
+            )
+        return steps
+
+    def forecast(
+        self, metric: str, horizon_minutes: int, now: pd.Timestamp | None = None, level: float = 0.8
+    ) -> pd.DataFrame:
+        forecaster = self.forecaster(metric)
+        steps = self.horizon_steps(forecaster, horizon_minutes)
+        series = self.history(now)[metric]
+        if series.notna().sum() < forecaster.min_history:
+            raise RequestError(f"not enough recent history for '{metric}' to forecast from")
+        return forecaster.predict(steps, series, extra_events=self.posted_events, level=level)
+
+    def predict(self, metric_name: str, horizon_minutes: int, now: pd.Timestamp | None = None) -> dict:
+        metric = self.metric(metric_name)
+        frame = self.forecast(metric, horizon_minutes, now)
+        row = frame.iloc[-1]
+        origin = frame["timestamp"].iloc[0] - self.step
+        target = row["timestamp"]
+        running = [o.name for o in self.events().occurrences(target, target + self.step) if o.applies_to(metric)]
+        return {
+            "tenant": self.tenant_id,
+            "metric": metric,
+            "series": self.tenant.metrics[metric].series,
+            "horizon_minutes": horizon_minutes,
+            "horizon": format_horizon(horizon_minutes),
+            "origin": origin.isoformat(),
+            "target_time": target.isoformat(),
+            "value": float(row["yhat"]),
+            "lower": float(row["yhat_lower"]),
+            "upper": float(row["yhat_upper"]),
+            "interval": 0.8,
+            "unit": self.tenant.metrics[metric].unit,
+            "events": running,
+            "model": self.pinned[metric].as_dict(),
+        }
+
+    # ---- detect --------------------------------------------------------------------------------
+    def detect(
+        self,
+        metric_names: list[str] | None = None,
+        points: list[tuple[pd.Timestamp, float]] | None = None,
+        now: pd.Timestamp | None = None,
+    ) -> dict:
+        if self.detector is None:
+            raise NotFoundError(f"tenant '{self.tenant_id}' has no anomaly detector")
+        watched = list(self.manifest["detector"]["metrics"])
+        metrics = [self.metric(m) for m in metric_names] if metric_names else watched
+        for metric in metrics:
+            if metric not in watched:
+                raise NotFoundError(
+                    f"metric '{metric}' of tenant '{self.tenant_id}' is not watched for anomalies; "
+                    f"watched: {', '.join(watched)}"
+                )
+        frame = self.history(now)[watched].copy()
+        scored_rows = frame.index[-1:]
+        if points:
+            if len(metrics) != 1:
+                raise RequestError("points can only be given for exactly one metric")
+            frame, scored_rows = self._with_points(frame, metrics[0], points)
+        scores = self.detector.score(frame).loc[scored_rows]
+        threshold = float(self.detector.threshold)
+        results = []
+        for timestamp in scored_rows:
+            for metric in metrics:
+                score = scores.at[timestamp, metric]
+                value = frame.at[timestamp, metric]
+                results.append(
+                    {
+                        "metric": metric,
+                        "timestamp": timestamp.isoformat(),
+                        "value": None if pd.isna(value) else float(value),
+                        "score": None if pd.isna(score) else float(score),
+                        "anomalous": bool(not pd.isna(score) and score >= threshold),
+                        "warming_up": bool(pd.isna(score)),
+                    }
+                )
+        return {
+            "tenant": self.tenant_id,
+            "threshold": threshold,
+            "scores": results,
+            "model": self.detector_pin.as_dict(),
+        }
+
+    def _with_points(self, frame: pd.DataFrame, metric: str, points: list[tuple[pd.Timestamp, float]]):
+        """Client-supplied values replace or extend the history on the tenant's grid."""
+        stamps = []
+        for timestamp, value in points:
+            if value is None or not np.isfinite(value):
+                raise RequestError(f"point at {timestamp} for '{metric}' is not a finite number")
+            stamp = pd.Timestamp(timestamp)
+            stamp = (stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")).floor(self.step)
+            if stamp < frame.index[0]:
+                raise RequestError(f"point at {stamp.isoformat()} is older than the history the detector keeps")
+            if stamp not in frame.index:
+                extra = pd.date_range(frame.index[-1] + self.step, stamp, freq=self.step)
+                frame = pd.concat([frame, pd.DataFrame(index=extra, columns=frame.columns, dtype=float)])
+            frame.loc[stamp, metric] = float(value)
+            stamps.append(stamp)
+        return frame, pd.DatetimeIndex(sorted(set(stamps)))
+
+    # ---- recommend -----------------------------------------------------------------------------
+    def recommend(
+        self,
+        service_or_metric: str | None = None,
+        current_replicas: int | None = None,
+        now: pd.Timestamp | None = None,
+    ) -> dict:
+        if self.planner is None or not self.planner.targets:
+            raise NotFoundError(f"tenant '{self.tenant_id}' has no scaling targets configured")
+        if service_or_metric is None:
+            if len(self.planner.targets) > 1:
+                raise RequestError(f"name a service: {', '.join(sorted(self.planner.targets))}")
+            service_or_metric = next(iter(self.planner.targets))
+        try:
+            target = self.planner.target(service_or_metric)
+        except KeyError as exc:
+            # The request may name the metric by its source series.
+            try:
+                target = self.planner.target(self.metric(service_or_metric))
+            except (KeyError, NotFoundError):
+                raise NotFoundError(str(exc.args[0])) from None
+        if current_replicas is not None and current_replicas < 0:
+            raise RequestError(f"current_replicas must be >= 0, got {current_replicas}")
+        forecaster = self.forecaster(target.metric)
+        lead = self.planner.lead_time_minutes(target.service)
+        window = lead + math.ceil(target.behaviour.scale_down_window_s / 60)
+        longest = int(forecaster.max_horizon * self.step.total_seconds() // 60)
+        lead, window = min(lead, longest), min(window, longest)
+        # The upper bound of a central interval of level 2q-1 is the q-quantile.
+        frame = self.forecast(target.metric, window, now, level=2 * target.quantile - 1)
+        lead_steps = self.horizon_steps(forecaster, lead)
+        upper_at_lead = float(frame["yhat_upper"].iloc[lead_steps - 1])
+        upper_window_max = float(frame["yhat_upper"].iloc[lead_steps - 1 :].max())
+        anomalous = False
+        if self.detector is not None and target.metric in self.manifest["detector"]["metrics"]:
+            latest = self.detect([target.metric], now=now)["scores"][0]
+            anomalous = latest["anomalous"]
+        recommendation = self.planner.recommend(
+            target.service,
+            demand_upper=upper_at_lead,
+            demand_upper_window_max=upper_window_max,
+            current_replicas=current_replicas,
+            input_anomalous=anomalous,
+            quantile_label=f"{target.quantile:.0%} quantile",
+        )
+        return {
+            "tenant": self.tenant_id,
+            **recommendation.to_dict(),
+            "target_time": frame["timestamp"].iloc[lead_steps - 1].isoformat(),
+            "forecast_model": self.pinned[target.metric].as_dict(),
+        }

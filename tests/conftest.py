@@ -1,0 +1,42 @@
+"""Shared fixtures. The whole session keeps its state (MLflow, BentoML, Dagster) in a temporary
+HELIOS_HOME, set before anything imports MLflow or BentoML."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="helios-test-"))
+os.environ["HELIOS_HOME"] = str(_SESSION_HOME)
+for key in ("MLFLOW_TRACKING_URI", "DAGSTER_HOME", "BENTOML_HOME", "HELIOS_CONFIG_DIR", "HELIOS_AS_OF"):
+    os.environ.pop(key, None)
+
+from helios_pipelines.core.settings import apply_local_defaults  # noqa: E402
+
+apply_local_defaults()
+
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from helios_pipelines.core.tenants import load_tenants  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURE_TENANTS = REPO / "tests" / "fixtures" / "tenants"
+SHARED = REPO.parent / "shared"
+AS_OF = pd.Timestamp("2026-11-20T00:00:00Z")
+
+
+@pytest.fixture(scope="session")
+def helios_home() -> Path:
+    return _SESSION_HOME
+
+
+@pytest.fixture(scope="session")
+def demo_registry():
+    return load_tenants()
+
+
+@pytest.fixture(scope="session")
+def arena():
+    return load_tenants(FIXTURE_TENANTS).get("arena")
