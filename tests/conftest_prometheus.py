@@ -1,6 +1,6 @@
 """Pytest fixtures for a real Prometheus (see prometheus_harness); import them from conftest.py:
 
-from conftest_prometheus import prometheus_binaries, simulated_prometheus  # noqa: F401
+from tests.conftest_prometheus import prometheus_binaries, simulated_prometheus  # noqa: F401
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterator
 
 import pandas as pd
 import pytest
-from prometheus_harness import PrometheusServer, ensure_prometheus, serve_simulated_history
 
 from helios_pipelines.core.tenants import TenantConfig
+from tests.prometheus_harness import PrometheusServer, ensure_prometheus, serve_simulated_history
 
 
 @pytest.fixture(scope="session")

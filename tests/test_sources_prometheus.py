@@ -9,14 +9,14 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from conftest_prometheus import prometheus_binaries, simulated_prometheus  # noqa: F401
-from prometheus_harness import simulated_history
-from scripted_http import Reply, ScriptedServer
 
 from helios_pipelines.core.sources import make_source, prometheus
 from helios_pipelines.core.sources.base import SourceError, counter_to_rate, grid
 from helios_pipelines.core.sources.prometheus import MAX_POINTS_PER_QUERY, Prometheus
 from helios_pipelines.core.tenants import TenantConfig
+from tests.conftest_prometheus import prometheus_binaries, simulated_prometheus  # noqa: F401
+from tests.prometheus_harness import simulated_history
+from tests.scripted_http import Reply, ScriptedServer
 
 SEED = 7
 START = pd.Timestamp("2025-03-03", tz="UTC")
