@@ -12,6 +12,7 @@ import pytest
 
 from helios_pipelines.core.sources import make_source, prometheus
 from helios_pipelines.core.sources.base import SourceError, counter_to_rate, grid
+from helios_pipelines.core.sources.check import check_source, format_report
 from helios_pipelines.core.sources.prometheus import MAX_POINTS_PER_QUERY, Prometheus
 from helios_pipelines.core.tenants import TenantConfig
 from tests.conftest_prometheus import prometheus_binaries, simulated_prometheus  # noqa: F401
@@ -263,3 +264,27 @@ def test_failure_mid_fetch_raises_instead_of_returning_part(monkeypatch):
         ):
             Prometheus(tenant(server.url, retries=1)).fetch(START, START + pd.Timedelta("1h"))
     assert [r.params["query"].split("(")[0] for r in server.requests] == ["last_over_time", "rate", "rate"]
+
+
+# ---- helios sources check ---------------------------------------------------------------------
+
+
+def test_check_reports_existing_metrics_coverage_and_gaps(server_url, history):
+    metrics = {**METRICS, "typo": {"series": "game_server_queue_lenght"}}
+    report = check_source(tenant(server_url, metrics), START, START + pd.Timedelta("1D"))
+    rows = {m.name: m for m in report.metrics}
+    assert report.error is None and not report.ok
+    day = history["game_server_active_players"].iloc[:1440]
+    assert rows["players"].listed is True and rows["players"].ok
+    assert rows["players"].coverage == pytest.approx(day.notna().mean())
+    assert sum(g.points for g in rows["players"].gaps) == day.isna().sum() > 0
+    assert rows["typo"].listed is False and "no data" in rows["typo"].error
+    table = format_report(report)
+    assert "typo" in table and "ERROR" in table and "3 of 4 metrics ok" in table
+
+
+def test_check_explains_an_unreachable_server(monkeypatch):
+    monkeypatch.setattr(prometheus, "BACKOFF_SECONDS", 0.01)
+    report = check_source(tenant("http://127.0.0.1:9"), START, START + pd.Timedelta("1h"))
+    assert not report.ok and "ConnectError" in report.error and report.metrics == []
+    assert "FAILED" in format_report(report)
