@@ -14,9 +14,9 @@ from helios_pipelines.core.sources import make_source, prometheus
 from helios_pipelines.core.sources.base import SourceError, counter_to_rate, grid
 from helios_pipelines.core.sources.check import check_source, format_report
 from helios_pipelines.core.sources.prometheus import MAX_POINTS_PER_QUERY, Prometheus
-from helios_pipelines.core.tenants import TenantConfig
+from helios_pipelines.core.tenants import TenantConfig, parse_tenant_file
 from tests.conftest_prometheus import prometheus_binaries, simulated_prometheus  # noqa: F401
-from tests.prometheus_harness import simulated_history
+from tests.prometheus_harness import REPO, simulated_history
 from tests.scripted_http import Reply, ScriptedServer
 
 SEED = 7
@@ -288,3 +288,11 @@ def test_check_explains_an_unreachable_server(monkeypatch):
     report = check_source(tenant("http://127.0.0.1:9"), START, START + pd.Timedelta("1h"))
     assert not report.ok and "ConnectError" in report.error and report.metrics == []
     assert "FAILED" in format_report(report)
+
+
+def test_example_tenant_config_is_valid(monkeypatch):
+    monkeypatch.setenv("ARENA_PROMETHEUS_TOKEN", "token")
+    example = parse_tenant_file(REPO / "configs" / "tenants" / "_examples" / "prometheus-arena.yaml")
+    source = make_source(example)
+    assert source.promql(example.metrics["http_requests"]) == "rate(http_requests_total[120s])"
+    assert source.promql(example.metrics["concurrent_users"]) == "sum(game_active_sessions)"
