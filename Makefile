@@ -40,6 +40,7 @@ serve: install
 	$(BIN)/helios serve $(or $(TENANT),gaming-corp) --port $(PORT)
 
 test: install
+	bash scripts/prometheus.sh install
 	$(BIN)/pytest
 
 ui: install

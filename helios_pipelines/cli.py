@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+import pkgutil
 import subprocess
 import sys
 from pathlib import Path
@@ -148,17 +150,11 @@ def serve(ctx: click.Context, tenant_id: str, port: int, host: str) -> None:
     raise SystemExit(subprocess.call(command, cwd=root))
 
 
-@main.group()
-def bench() -> None:
-    """Benchmarks on any CSV (forecast) or NAB-format directory (anomaly)."""
+def _mount_commands() -> None:
+    from helios_pipelines import commands
+
+    for module in pkgutil.iter_modules(commands.__path__):
+        main.add_command(importlib.import_module(f"{commands.__name__}.{module.name}").command)
 
 
-def _mount_benchmarks() -> None:
-    from helios_pipelines.benchmarks.anomaly import anomaly
-    from helios_pipelines.benchmarks.forecast import forecast
-
-    bench.add_command(forecast)
-    bench.add_command(anomaly)
-
-
-_mount_benchmarks()
+_mount_commands()

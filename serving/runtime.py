@@ -180,7 +180,10 @@ class TenantRuntime:
             if len(metrics) != 1:
                 raise RequestError("points can only be given for exactly one metric")
             frame, scored_rows = self._with_points(frame, metrics[0], points)
-        scores = self.detector.score(frame).loc[scored_rows]
+        all_scores = self.detector.score(frame)
+        # Alert state applies the tenant's trigger and recovery windows, not just the threshold.
+        alerts = self.detector.alerts(all_scores).loc[scored_rows]
+        scores = all_scores.loc[scored_rows]
         threshold = float(self.detector.threshold)
         results = []
         for timestamp in scored_rows:
@@ -193,7 +196,7 @@ class TenantRuntime:
                         "timestamp": timestamp.isoformat(),
                         "value": None if pd.isna(value) else float(value),
                         "score": None if pd.isna(score) else float(score),
-                        "anomalous": bool(not pd.isna(score) and score >= threshold),
+                        "anomalous": bool(alerts.at[timestamp, metric]),
                         "warming_up": bool(pd.isna(score)),
                     }
                 )

@@ -20,6 +20,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from helios_pipelines.core.tenants import load_tenants  # noqa: E402
+from tests.conftest_prometheus import prometheus_binaries, simulated_prometheus  # noqa: E402, F401
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE_TENANTS = REPO / "tests" / "fixtures" / "tenants"
@@ -40,3 +41,46 @@ def demo_registry():
 @pytest.fixture(scope="session")
 def arena():
     return load_tenants(FIXTURE_TENANTS).get("arena")
+
+
+def pipeline_resources(build_bento: bool = False) -> dict:
+    from helios_pipelines.defs.resources import (
+        BentoPackagerResource,
+        MetricsSourceResource,
+        MLflowResource,
+        TenantRegistryResource,
+    )
+
+    return {
+        "tenants": TenantRegistryResource(config_dir=str(FIXTURE_TENANTS)),
+        "metrics_source": MetricsSourceResource(as_of=AS_OF.isoformat()),
+        "mlflow_tracking": MLflowResource(),
+        "packager": BentoPackagerResource(build_bento=build_bento),
+    }
+
+
+@pytest.fixture(scope="session")
+def dagster_instance():
+    from dagster import DagsterInstance
+
+    from helios_pipelines.defs.partitions import tenant_partitions
+
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(tenant_partitions.name, ["arena", "broken"])
+    return instance
+
+
+@pytest.fixture(scope="session")
+def trained_arena(dagster_instance):
+    """The whole pipeline, materialised in process for the arena tenant (Bento built too)."""
+    from dagster import materialize
+
+    from helios_pipelines.defs.assets import ALL_ASSETS
+
+    return materialize(
+        ALL_ASSETS,
+        partition_key="arena",
+        resources=pipeline_resources(build_bento=True),
+        instance=dagster_instance,
+        raise_on_error=False,
+    )

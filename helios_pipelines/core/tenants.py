@@ -19,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 TENANT_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{1,62}$"
 METRIC_NAME_PATTERN = r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"
+# A source's own names: Prometheus' plus the dots of Datadog (system.cpu.user) and CloudWatch.
+SERIES_NAME_PATTERN = r"^[a-zA-Z_:][a-zA-Z0-9_:./-]*$"
 DEFAULT_CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "tenants"
 
 
@@ -64,7 +66,7 @@ class ForecastConfig(Strict):
 class MetricConfig(Strict):
     """One metric as users name it (the logical name is its key) and as the source stores it."""
 
-    series: str = Field(pattern=METRIC_NAME_PATTERN, description="the source's own series name")
+    series: str = Field(pattern=SERIES_NAME_PATTERN, description="the source's own series name")
     query: str | None = Field(None, description="query in the source's language (PromQL for Prometheus)")
     kind: Literal["gauge", "counter"] = "gauge"
     unit: str = ""
@@ -254,9 +256,18 @@ class AlertThresholds(Strict):
         return self
 
 
+class AnomalySensitivity(Strict):
+    """When scores become an alert (Datadog-style trigger and recovery windows)."""
+
+    trigger_window: int = Field(1, ge=1, description="rows looked at before an anomaly alert is raised")
+    trigger_share: float = Field(1.0, gt=0, le=1, description="share of the trigger window at or above the threshold")
+    recovery_window: int = Field(5, ge=1, description="consecutive normal rows before an alert clears")
+
+
 class AlertConfig(Strict):
     webhooks: list[Webhook] = Field(default_factory=list)
     thresholds: AlertThresholds = AlertThresholds()
+    anomaly: AnomalySensitivity = AnomalySensitivity()
 
 
 class ScalingBehaviour(Strict):

@@ -198,11 +198,13 @@ def train_detector(
     holdout_start = frame.index[-1] - pd.Timedelta("1D")
 
     def build():
+        sensitivity = tenant.alerts.anomaly
         return make_detector(
             DETECTOR_KIND,
-            metrics=metrics,
-            step=tenant.step_timedelta,
-            threshold_z=tenant.alerts.thresholds.anomaly_alert,
+            z_threshold=tenant.alerts.thresholds.anomaly_alert,
+            trigger_window=sensitivity.trigger_window,
+            trigger_share=sensitivity.trigger_share,
+            recovery_window=sensitivity.recovery_window,
             seed=tenant.training.seed,
         )
 

@@ -1,0 +1,84 @@
+"""In-process materialisation of every asset for one partition, against a temporary MLflow."""
+
+import json
+
+import pytest
+from dagster import AssetKey, materialize
+
+from helios_pipelines.core.tracking import CHAMPION, Tracker, experiment_name
+from helios_pipelines.defs.assets import ALL_ASSETS
+from tests.conftest import pipeline_resources
+
+ASSETS = ["raw_metrics", "validated_metrics", "features", "forecast_candidates", "anomaly_detector",
+          "capacity_model", "champions", "tenant_bento"]
+
+
+def test_every_asset_materialises_for_the_partition(trained_arena):
+    assert trained_arena.success
+    materialized = {e.asset_key for e in trained_arena.get_asset_materialization_events()}
+    assert materialized == {AssetKey(name) for name in ASSETS}
+    checks = trained_arena.get_asset_check_evaluations()
+    assert {c.check_name for c in checks} == {"time_and_history", "coverage", "value_ranges"}
+    assert all(c.passed for c in checks if c.check_name != "value_ranges")
+
+
+def test_asset_metadata_shows_the_numbers_a_user_wants(trained_arena):
+    by_key = {e.asset_key.path[-1]: e.materialization.metadata for e in trained_arena.get_asset_materialization_events()}
+    assert by_key["raw_metrics"]["rows"].value == 8 * 288
+    assert by_key["raw_metrics"]["min_coverage"].value > 0.95
+    assert "concurrent_users" in by_key["forecast_candidates"]["backtest"].value
+    assert by_key["champions"]["promoted"].value >= 2
+
+
+def test_mlflow_holds_the_experiment_models_aliases_and_plot(trained_arena):
+    tracker = Tracker()
+    experiment = tracker.client.get_experiment_by_name(experiment_name("arena"))
+    assert experiment is not None
+    assert tracker.registered_models("arena") == [
+        "arena_anomaly_detector", "arena_capacity_planner", "arena_concurrent_users_forecaster",
+    ]
+    champion = tracker.version_by_alias("arena_concurrent_users_forecaster", CHAMPION)
+    assert champion is not None
+    tags = champion.tags
+    backtest = json.loads(tags["backtest"])
+    assert backtest["mase"] < json.loads(tags["baseline_backtest"])["mase"] or tags["kind"] == "seasonal_naive"
+    assert {"data_start", "data_end", "source", "candidates", "promotion"} <= set(tags)
+    assert json.loads(tags["promotion"])["promoted"] is True
+    artifacts = [a.path for a in tracker.client.list_artifacts(champion.run_id)]
+    assert "forecast_vs_actual.png" in artifacts
+    runs = tracker.client.search_runs([experiment.experiment_id])
+    kinds = {r.data.tags.get("kind") for r in runs}
+    assert {"seasonal_naive", "xgboost", "prophet", "helios"} <= kinds
+
+
+def test_a_challenger_that_does_not_beat_the_champion_is_not_promoted(trained_arena, dagster_instance):
+    tracker = Tracker()
+    name = "arena_concurrent_users_forecaster"
+    before = tracker.version_by_alias(name, CHAMPION).version
+    # Same data, same seeds: the new challenger only ties the champion, which is not beating it.
+    result = materialize(
+        [a for a in ALL_ASSETS if a.key.path[-1] in ("forecast_candidates", "anomaly_detector", "capacity_model", "champions")],
+        selection=["forecast_candidates", "capacity_model", "champions"],
+        partition_key="arena",
+        resources=pipeline_resources(),
+        instance=dagster_instance,
+    )
+    assert result.success
+    decisions = {d["name"]: d for d in result.output_for_node("champions")}
+    assert decisions[name]["promoted"] is False
+    assert decisions[name]["champion_before"] == before
+    assert tracker.version_by_alias(name, CHAMPION).version == before
+    assert tracker.version_by_alias(name, "challenger").version != before
+
+
+def test_a_blocking_data_failure_stops_that_tenant_only(dagster_instance, trained_arena):
+    result = materialize(
+        ALL_ASSETS, partition_key="broken", resources=pipeline_resources(), instance=dagster_instance, raise_on_error=False
+    )
+    assert not result.success
+    materialized = {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
+    assert materialized == {"raw_metrics", "validated_metrics"}
+    [coverage] = [c for c in result.get_asset_check_evaluations() if c.check_name == "coverage"]
+    assert not coverage.passed
+    assert "request_rate" in coverage.description and "FAILED (blocking)" in coverage.description
+    assert trained_arena.success  # the other tenant's run is untouched

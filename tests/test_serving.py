@@ -1,0 +1,125 @@
+"""Real HTTP against a `bentoml serve` the test starts, serving the arena tenant's packed champions."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+
+import httpx
+import pytest
+
+from helios_pipelines.core.tracking import CHAMPION, Tracker
+from tests.conftest import REPO
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def service(trained_arena, tmp_path_factory):
+    assert trained_arena.success
+    port = _free_port()
+    log = tmp_path_factory.mktemp("serve") / "bentoml.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bentoml", "serve", "serving.service:HeliosService",
+             "--host", "127.0.0.1", "--port", str(port), "--arg", "tenants=arena"],
+            cwd=REPO, env=os.environ.copy(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"bentoml serve did not become ready:\n{log.read_text()[-4000:]}")
+            time.sleep(0.5)
+        with httpx.Client(base_url=base, timeout=30) as client:
+            yield client
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def test_predict_answers_with_bounds_target_time_and_pinned_version(service):
+    response = service.post("/predict", json={"metric": "concurrent_users", "horizon": 60})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["tenant"] == "arena" and body["metric"] == "concurrent_users"
+    assert 0 < body["lower"] <= body["value"] <= body["upper"]
+    origin, target = datetime.fromisoformat(body["origin"]), datetime.fromisoformat(body["target_time"])
+    assert target - origin == timedelta(minutes=60)
+    assert abs(datetime.now(timezone.utc) - origin) < timedelta(minutes=10)
+    champion = Tracker().version_by_alias("arena_concurrent_users_forecaster", CHAMPION)
+    assert body["model"]["version"] == champion.version
+
+
+def test_predict_accepts_the_series_name(service):
+    body = service.post("/predict", json={"metric": "game_server_active_players", "horizon": 15}).json()
+    assert body["metric"] == "concurrent_users" and body["horizon"] == "15m"
+
+
+def test_predict_errors_name_the_problem(service):
+    unknown = service.post("/predict", json={"metric": "mana_pool", "horizon": 15})
+    assert unknown.status_code == 404
+    assert "no metric 'mana_pool'" in unknown.text and "concurrent_users" in unknown.text
+    too_far = service.post("/predict", json={"metric": "concurrent_users", "horizon": 600})
+    assert too_far.status_code == 400 and "beyond the 60 min" in too_far.text
+    malformed = service.post("/predict", json={"metric": "concurrent_users", "horizon": "soon"})
+    assert malformed.status_code == 400 and "horizon" in malformed.text
+    not_json = service.post("/predict", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert 400 <= not_json.status_code < 500
+
+
+def test_detect_scores_every_watched_metric(service):
+    body = service.post("/detect", json={}).json()
+    assert {s["metric"] for s in body["scores"]} == {"concurrent_users", "queue_length", "cpu_usage"}
+    assert 0 < body["threshold"] < 1
+    for score in body["scores"]:
+        assert score["score"] is None or 0 <= score["score"] <= 1
+
+
+def test_detect_flags_a_posted_spike(service):
+    now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+    normal = service.post("/predict", json={"metric": "concurrent_users", "horizon": 15}).json()
+    points = [{"timestamp": (now + timedelta(minutes=5)).isoformat(), "value": normal["upper"] * 20}]
+    body = service.post("/detect", json={"metric": "concurrent_users", "points": points}).json()
+    [score] = body["scores"]
+    assert score["value"] == pytest.approx(normal["upper"] * 20)
+    assert score["score"] >= body["threshold"] and score["anomalous"] is True
+    bad = service.post("/detect", json={"metric": "concurrent_users", "points": [{"timestamp": now.isoformat(), "value": "NaN"}]})
+    assert bad.status_code == 400
+
+
+def test_recommend_shows_the_arithmetic(service):
+    response = service.post("/recommend", json={"service": "game-server", "current_replicas": 10})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert 2 <= body["replicas"] <= 200
+    names = [s["name"] for s in body["steps"]]
+    assert names[0] == "forecast" and "usable_capacity_per_replica" in names and "clamped" in names
+    forecast = body["steps"][0]["value"]
+    assert body["steps"][names.index("usable_capacity_per_replica")]["value"] == pytest.approx(80)
+    needed = body["steps"][names.index("replicas_for_forecast")]["value"]
+    assert needed == -(-forecast // 80)
+    unknown = service.post("/recommend", json={"service": "matchmaker"})
+    assert unknown.status_code == 404 and "game-server" in unknown.text
+
+
+def test_the_tenant_bento_was_built_offline(trained_arena):
+    import bentoml
+
+    packed = trained_arena.output_for_node("tenant_bento")
+    assert packed["model"].startswith("helios-arena:")
+    bento = bentoml.bentos.get(packed["bento"])
+    assert packed["model"] in {str(m.tag) for m in bento.info.models}
