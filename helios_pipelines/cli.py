@@ -12,14 +12,8 @@ from pathlib import Path
 import click
 
 from helios_pipelines.core.settings import apply_local_defaults
-from helios_pipelines.core.tenants import TenantConfigError, UnknownTenantError, load_tenants
-
-
-def _registry(config_dir: str | None):
-    try:
-        return load_tenants(config_dir)
-    except FileNotFoundError as exc:
-        raise click.ClickException(str(exc)) from None
+from helios_pipelines.commands import registry as load_registry
+from helios_pipelines.commands import tenant as load_tenant
 
 
 @click.group()
@@ -35,7 +29,7 @@ def main(ctx: click.Context, config_dir: str | None) -> None:
 @click.pass_context
 def validate(ctx: click.Context) -> None:
     """Validate every tenant file; exit 1 naming each bad file, key and problem."""
-    registry = _registry(ctx.obj["config_dir"])
+    registry = load_registry(ctx)
     for tenant in registry.ids:
         click.echo(f"ok      {tenant}")
     for error in registry.errors:
@@ -44,31 +38,10 @@ def validate(ctx: click.Context) -> None:
         sys.exit(1)
 
 
-@main.group()
-def tenants() -> None:
-    """The tenant registry."""
-
-
-@tenants.command("list")
-@click.pass_context
-def tenants_list(ctx: click.Context) -> None:
-    registry = _registry(ctx.obj["config_dir"])
-    for tenant in registry.tenants.values():
-        forecast = ", ".join(tenant.forecast_metrics)
-        click.echo(f"{tenant.id:16} {tenant.plan:10} source={tenant.source.type:10} step={tenant.step:6} forecast: {forecast}")
-    for error in registry.errors:
-        click.echo(f"INVALID {error}", err=True)
-
-
-def _selected(registry, names: tuple[str, ...]) -> list[str]:
-    if not names:
-        return registry.ids
+def _selected(ctx: click.Context, names: tuple[str, ...]) -> list[str]:
     for name in names:
-        try:
-            registry.get(name)
-        except (UnknownTenantError, TenantConfigError) as exc:
-            raise click.ClickException(str(exc)) from None
-    return list(names)
+        load_tenant(ctx, name)
+    return list(names) or load_registry(ctx).ids
 
 
 @main.command()
@@ -83,8 +56,8 @@ def run(ctx: click.Context, tenant_ids: tuple[str, ...], as_of: str | None, no_b
     from helios_pipelines.definitions import build_definitions
     from helios_pipelines.defs.partitions import tenant_partitions
 
-    registry = _registry(ctx.obj["config_dir"])
-    selected = _selected(registry, tenant_ids)
+    registry = load_registry(ctx)
+    selected = _selected(ctx, tenant_ids)
     env = dict(os.environ)
     if as_of:
         env["HELIOS_AS_OF"] = as_of
@@ -141,7 +114,7 @@ def _print_summary(registry, tenant_ids: list[str]) -> None:
 @click.pass_context
 def serve(ctx: click.Context, tenant_id: str, port: int, host: str) -> None:
     """Serve one tenant's champions with `bentoml serve` (the Bento model from its last run)."""
-    _selected(_registry(ctx.obj["config_dir"]), (tenant_id,))
+    load_tenant(ctx, tenant_id)
     root = Path(__file__).resolve().parents[1]
     command = [
         sys.executable, "-m", "bentoml", "serve", "serving.service:HeliosService",

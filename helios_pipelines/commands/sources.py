@@ -5,7 +5,7 @@ import sys
 import click
 import pandas as pd
 
-from helios_pipelines.core.tenants import TenantConfigError, UnknownTenantError, load_tenants
+from helios_pipelines.commands import tenant as load_tenant
 
 
 @click.group("sources")
@@ -22,10 +22,7 @@ def check(ctx: click.Context, tenant_id: str, days: float | None, as_of: str | N
     """Connect, list which configured metrics exist, their coverage and gaps; exit 1 on problems."""
     from helios_pipelines.core.sources.check import check_source, format_report
 
-    try:
-        tenant = load_tenants(ctx.obj["config_dir"]).get(tenant_id)
-    except (UnknownTenantError, TenantConfigError) as exc:
-        raise click.ClickException(str(exc)) from None
+    tenant = load_tenant(ctx, tenant_id)
     end = pd.Timestamp(as_of) if as_of else pd.Timestamp.now(tz="UTC")
     end = (end.tz_localize("UTC") if end.tzinfo is None else end).floor(tenant.step_timedelta)
     start = end - pd.Timedelta(days=days if days is not None else tenant.training.history_days)
