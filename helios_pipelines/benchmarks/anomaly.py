@@ -2,8 +2,8 @@
 
 Every labelled file found under ``--data`` (``<category>/<name>.csv`` with ``timestamp,value``) is
 scored exactly as its rows stand: never sorted, de-duplicated or resampled. The detector is the one
-the pipeline trains and ``/detect`` serves (CombinedDetector, default sensitivity), fitted on the
-file's NAB probationary period (its first 15 %, the rows NAB gives detectors to learn from) and
+the pipeline trains and ``/detect`` serves (CombinedDetector, default sensitivity: on one metric its
+multi-view rarity score, RarityDetector), fitted on the file's NAB probationary period (its first 15 %, the rows NAB gives detectors to learn from) and
 then run causally over the whole file. Probation rows are training data, so they get score 0 (NAB
 ignores them). The only NAB-specific setting is ``onset_window``: NAB counts the first detection
 of a window only, so the benchmark reports onsets of anomalies, over a third of the probation.

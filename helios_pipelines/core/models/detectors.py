@@ -76,7 +76,7 @@ def detect_season(values: np.ndarray, step: pd.Timedelta | None) -> int | None:
 
 
 #: Sorted neighbours probed directly before the sparse-table search takes over.
-NEIGHBOUR_PROBES = 4
+NEIGHBOUR_PROBES = 8
 
 
 def _gap_to_earlier_on_the_left(rows: np.ndarray, values: np.ndarray, bound: np.ndarray) -> np.ndarray:
@@ -481,12 +481,15 @@ class IsolationForestDetector(AnomalyDetector):
         return self.feature_window
 
     def _features(self, frame: pd.DataFrame) -> np.ndarray:
-        columns = []
-        for metric in self.metrics_:
-            values = frame[metric].astype(float).reset_index(drop=True)
-            rolling = values.rolling(self.feature_window, min_periods=self.feature_window)
-            columns += [values, values.diff(), rolling.mean(), rolling.std()]
-        features = np.column_stack([c.to_numpy() for c in columns])
+        values = frame[self.metrics_].to_numpy(dtype=float)
+        change = np.vstack([np.full((1, values.shape[1]), np.nan), np.diff(values, axis=0)])
+        mean = trailing_mean(values, self.feature_window)
+        spread = np.full(values.shape, np.nan)
+        if values.shape[0] >= self.feature_window:
+            windows = np.lib.stride_tricks.sliding_window_view(values, self.feature_window, axis=0)
+            spread[self.feature_window - 1 :] = windows.std(axis=-1, ddof=1)
+        # Per metric: value, change, trailing mean, trailing standard deviation.
+        features = np.stack([values, change, mean, spread], axis=2).reshape(values.shape[0], -1)
         if hasattr(self, "center_"):
             features = (features - self.center_) / self.spread_
         return features
