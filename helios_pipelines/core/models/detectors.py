@@ -1,15 +1,16 @@
-"""Causal anomaly detectors: a robust univariate scorer, a multivariate IsolationForest, and their blend.
+"""Causal anomaly detectors: multi-view rarity, a robust residual scorer, a multivariate
+IsolationForest, and the combined detector that the pipeline trains, serving runs and the NAB
+benchmark scores.
 
 Every detector scores a frame (one column per logical metric, rows in arrival order) so that a row's
 score uses only that row, the rows before it and what ``fit`` learned from training history. Scoring a
 prefix of a frame therefore gives exactly the first rows of scoring the whole frame. Everything is
-vectorised over rows (rolling statistics, one batched IsolationForest call) because serving scores the
-last day or two of every metric on each request.
+vectorised over rows and metrics (one nearest-earlier-neighbour pass, one batched IsolationForest
+call) because serving scores the last day or two of every metric on each request.
 
 Scores live in [0, 1] and every detector maps its own statistic so that ``threshold`` marks the
-tenant's sensitivity: the robust scorer gives 0.5 to a point whose residual is ``z_threshold`` robust
-standard deviations away *and* which lies ``rarity_scale`` of the training range away from any value
-seen before.
+tenant's sensitivity: the rarity scorer gives 0.5 to a point ``RARITY_PER_Z x z_threshold`` of the
+range seen so far away from anything seen before (in any of its views).
 """
 
 from __future__ import annotations
