@@ -1,0 +1,96 @@
+"""`helios alerts deliver|list`: the alert outbox and its delivery worker."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from datetime import timedelta
+
+import click
+
+from helios_pipelines.commands.db import open_store
+
+
+@click.group("alerts")
+def command() -> None:
+    """Alerts waiting in, delivered from, or dead in the outbox."""
+
+
+@command.command("deliver")
+@click.option("--loop", is_flag=True, help="keep delivering until interrupted (default: deliver what is due, once)")
+@click.option("--interval", type=float, default=5.0, show_default=True, help="seconds between polls with --loop")
+@click.option("--max-attempts", type=click.IntRange(1, 100), default=8, show_default=True)
+@click.option("--base-delay", type=float, default=10.0, show_default=True, help="first retry delay, seconds")
+@click.option("--max-delay", type=float, default=3600.0, show_default=True, help="longest retry delay, seconds")
+@click.option("--timeout", type=float, default=10.0, show_default=True, help="per request, seconds")
+@click.option("--lease", type=float, default=60.0, show_default=True,
+              help="seconds a claimed alert stays reserved; a killed worker's alerts are retried after it")
+@click.option("--retention/--no-retention", default=False,
+              help="with --loop, also apply the plans' retention once an hour")
+def deliver(loop: bool, interval: float, max_attempts: int, base_delay: float, max_delay: float, timeout: float,
+            lease: float, retention: bool) -> None:
+    """Post due alerts to Slack, PagerDuty and webhooks, with retries, backoff and a dead-letter state."""
+    from helios_pipelines.core.alerts import DeliveryWorker, RetryPolicy
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    policy = RetryPolicy(max_attempts, timedelta(seconds=base_delay), timedelta(seconds=max_delay))
+    store = open_store()
+    try:
+        worker = DeliveryWorker(store, policy, timeout=timeout, lease=timedelta(seconds=lease))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--lease") from None
+    try:
+        if not loop:
+            click.echo(str(worker.run_once()))
+            return
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        retention_stop = threading.Event()
+        if retention:
+            threading.Thread(target=_retention_loop, args=(store, retention_stop), daemon=True).start()
+        try:
+            worker.run(interval, stop)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            retention_stop.set()
+    finally:
+        worker.close()
+        store.close()
+
+
+def _retention_loop(store, stop: threading.Event) -> None:
+    while not stop.is_set():
+        store.apply_retention()
+        stop.wait(3600)
+
+
+@command.command("list")
+@click.option("--tenant", "tenant_id", default=None)
+@click.option("--status", type=click.Choice(["pending", "delivered", "dead"]), default=None)
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+def alerts_list(tenant_id: str | None, status: str | None, limit: int) -> None:
+    """Outbox rows, newest first: state, attempts, destination, last error."""
+    from sqlalchemy import select
+
+    from helios_pipelines.core.store import Customer, OutboxRow, StoreError
+
+    store = open_store()
+    try:
+        with store.transaction() as session:
+            query = select(Customer.slug, OutboxRow).join(Customer, Customer.id == OutboxRow.customer_id)
+            if tenant_id:
+                query = query.where(OutboxRow.customer_id == store.customer(session, tenant_id).id)
+            if status:
+                query = query.where(OutboxRow.status == status)
+            rows = session.execute(query.order_by(OutboxRow.id.desc()).limit(limit)).all()
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        store.close()
+    for tenant, row in rows:
+        click.echo(f"{row.id:>6} {tenant:14} {row.status:9} x{row.attempts:<2} {row.event:18} {row.action:8} "
+                   f"-> {row.destination} ({row.destination_type}) {row.last_error or ''}")
+    if not rows:
+        click.echo("no alerts")

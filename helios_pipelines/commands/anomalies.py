@@ -1,0 +1,60 @@
+"""`helios anomalies list|ack`: recorded anomaly episodes."""
+
+from __future__ import annotations
+
+import getpass
+
+import click
+
+from helios_pipelines.commands.db import open_store
+
+
+@click.group("anomalies")
+def command() -> None:
+    """Anomaly episodes recorded from /detect and scheduled detection."""
+
+
+@command.command("list")
+@click.argument("tenant_id", required=False)
+@click.option("--open", "open_only", is_flag=True, help="only episodes still in progress")
+@click.option("--unacknowledged", is_flag=True, help="only episodes nobody has acknowledged")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+def anomalies_list(tenant_id: str | None, open_only: bool, unacknowledged: bool, limit: int) -> None:
+    """Newest first: id, tenant, metric, when, peak score, state, description."""
+    from helios_pipelines.core.anomaly_log import list_anomalies
+    from helios_pipelines.core.store import StoreError
+
+    store = open_store()
+    try:
+        found = list_anomalies(store, tenant_id, open_only, unacknowledged, limit)
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        store.close()
+    if not found:
+        click.echo("no anomalies")
+    for tenant, anomaly in found:
+        state = "open" if anomaly.resolved_at is None else f"resolved {anomaly.resolved_at:%m-%d %H:%M}"
+        ack = f"acked by {anomaly.acknowledged_by}" if anomaly.acknowledged else "unacked"
+        click.echo(f"{anomaly.id:>6} {tenant:14} {anomaly.metric_name:20} {anomaly.detected_at:%Y-%m-%d %H:%M}Z "
+                   f"score {anomaly.anomaly_score:.2f}  {state:18} {ack}  {anomaly.description or ''}")
+
+
+@command.command("ack")
+@click.argument("anomaly_ids", type=int, nargs=-1, required=True)
+@click.option("--by", default=None, help="who acknowledges (default: the current user)")
+@click.option("--tenant", "tenant_id", default=None, help="refuse ids that are not this tenant's")
+def ack(anomaly_ids: tuple[int, ...], by: str | None, tenant_id: str | None) -> None:
+    """Acknowledge anomalies by id."""
+    from helios_pipelines.core.anomaly_log import acknowledge
+    from helios_pipelines.core.store import StoreError
+
+    store = open_store()
+    try:
+        for anomaly_id in anomaly_ids:
+            anomaly = acknowledge(store, anomaly_id, by or getpass.getuser(), tenant_id)
+            click.echo(f"acknowledged {anomaly.id} ({anomaly.metric_name}) by {anomaly.acknowledged_by}")
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        store.close()
