@@ -21,6 +21,7 @@ import pytest  # noqa: E402
 
 from helios_pipelines.core.tenants import load_tenants  # noqa: E402
 from tests.conftest_prometheus import prometheus_binaries, simulated_prometheus  # noqa: E402, F401
+from tests.store_backends import postgres_admin, store, store_url  # noqa: E402, F401
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE_TENANTS = REPO / "tests" / "fixtures" / "tenants"

@@ -94,3 +94,9 @@ def alerts_list(tenant_id: str | None, status: str | None, limit: int) -> None:
                    f"-> {row.destination} ({row.destination_type}) {row.last_error or ''}")
     if not rows:
         click.echo("no alerts")
+
+
+if __name__ == "__main__":
+    # `python -m helios_pipelines.commands.alerts deliver --loop`: the worker as a process of its own
+    # (a sidecar), without importing every other command the `helios` entry point mounts.
+    command()

@@ -237,7 +237,6 @@ class DeliveryWorker:
         policy: RetryPolicy = RetryPolicy(),
         timeout: float = 10.0,
         lease: timedelta = timedelta(seconds=60),
-        batch_size: int = 20,
         client: httpx.Client | None = None,
         clock: Callable[[], datetime] = utcnow,
         rng: random.Random | None = None,
@@ -245,7 +244,10 @@ class DeliveryWorker:
     ):
         if lease.total_seconds() <= timeout:
             raise ValueError(f"lease ({lease.total_seconds()} s) must outlast the request timeout ({timeout} s)")
-        self.store, self.policy, self.lease, self.batch_size = store, policy, lease, batch_size
+        self.store, self.policy, self.lease = store, policy, lease
+        # Claim no more rows than can be posted, one timeout each, before the lease runs out; a row
+        # whose lease expired unsent could be claimed and sent by another worker at the same time.
+        self.batch_size = max(1, int(lease.total_seconds() // timeout) - 1)
         self.client = client or httpx.Client(timeout=timeout, follow_redirects=False)
         self.clock = clock
         self.rng = rng or random.Random()

@@ -465,7 +465,7 @@ class Store:
 
     def authenticate(self, presented: str, now: datetime | None = None) -> Authenticated | None:
         """The customer a presented key belongs to, or None (unknown, expired, revoked, disabled)."""
-        parts = presented.split("_")
+        parts = presented.split("_", 2)  # the secret itself may contain "_"
         if len(parts) != 3 or parts[0] != API_KEY_SCHEME:
             return None
         now = now or utcnow()

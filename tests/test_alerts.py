@@ -1,0 +1,171 @@
+"""Alert formats, signatures, routing and the delivery worker's retry, backoff and dead-letter rules."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import datetime, timedelta
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from helios_pipelines.core import alerts, plans
+from helios_pipelines.core.store import DEAD, DELIVERED, PENDING, OutboxRow
+from tests.store_backends import NOW, add_customer, tenant_config
+
+SECRET = "s3cret-for-tests"
+
+
+class FakeClock:
+    def __init__(self, start: datetime):
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def anomaly_alert(key: str = "anomaly/acme/concurrent_users/1", action: str = alerts.TRIGGER) -> alerts.Alert:
+    return alerts.Alert("acme", "anomaly_detected", key, "concurrent_users is anomalous", NOW, action=action,
+                        details={"score": 0.9})
+
+
+def test_slack_and_pagerduty_formats():
+    slack = alerts.slack_message(anomaly_alert())
+    assert slack["text"] == "[acme] concurrent_users is anomalous"
+    assert slack["blocks"][0]["text"]["type"] == "mrkdwn"
+
+    trigger = alerts.pagerduty_event(anomaly_alert(), "ROUTING")
+    resolve = alerts.pagerduty_event(anomaly_alert(action=alerts.RESOLVE), "ROUTING")
+    assert trigger["routing_key"] == resolve["routing_key"] == "ROUTING"
+    assert (trigger["event_action"], resolve["event_action"]) == ("trigger", "resolve")
+    assert trigger["dedup_key"] == resolve["dedup_key"] == "anomaly/acme/concurrent_users/1"
+    assert trigger["payload"]["severity"] == "error" and trigger["payload"]["source"] == "helios/acme"
+    assert "payload" not in resolve  # Events API v2: a resolve needs only the key
+
+
+def test_signature_verifies_only_fresh_untampered_bodies():
+    body = b'{"a": 1}'
+    sent = int(NOW.timestamp())
+    signature = alerts.sign(SECRET, sent, body)
+    assert alerts.verify_signature(SECRET, str(sent), body, signature, NOW + timedelta(minutes=4))
+    assert not alerts.verify_signature(SECRET, str(sent), b'{"a": 2}', signature, NOW)
+    assert not alerts.verify_signature("other", str(sent), body, signature, NOW)
+    assert not alerts.verify_signature(SECRET, str(sent), body, signature, NOW + timedelta(minutes=6))  # a replay
+    assert not alerts.verify_signature(SECRET, "not-a-time", body, signature, NOW)
+
+
+def test_retry_delays_grow_exponentially_with_bounded_jitter():
+    policy = alerts.RetryPolicy(base_delay=timedelta(seconds=10), max_delay=timedelta(seconds=60))
+    rng = random.Random(7)
+    for attempt, full in [(1, 10), (2, 20), (3, 40), (4, 60), (9, 60)]:
+        delays = [policy.delay(attempt, rng).total_seconds() for _ in range(200)]
+        assert full / 2 <= min(delays) and max(delays) <= full
+        assert max(delays) - min(delays) > full / 4  # jittered, not constant
+
+
+def test_routing_follows_events_and_plans(store):
+    tenant = tenant_config()
+    add_customer(store, tenant)
+    critical = alerts.Alert("acme", "capacity_critical", "capacity/game-server", "at 95%", NOW)
+    assert alerts.route(store, tenant, [anomaly_alert(), critical], NOW) == 2
+    with store.transaction() as session:
+        rows = {r.destination: r for r in session.scalars(select(OutboxRow))}
+    assert rows["ops"].event == "anomaly_detected" and rows["pager"].event == "capacity_critical"
+    assert json.loads(rows["pager"].body)["routing_key"] == "R"
+    assert json.loads(rows["ops"].body)["id"] == rows["ops"].idempotency_key
+
+    # The store's plan, not the YAML's, decides: a customer downgraded to starter gets no webhooks.
+    with store.transaction() as session:
+        store.customer(session, "acme").plan = "starter"
+    with pytest.raises(plans.PlanLimitError, match="starter plan, which does not include webhooks"):
+        alerts.route(store, tenant, [anomaly_alert("another")], NOW)
+
+
+def worker(store, handler, clock, max_attempts=3, environ=None) -> alerts.DeliveryWorker:
+    return alerts.DeliveryWorker(
+        store,
+        alerts.RetryPolicy(max_attempts, timedelta(seconds=10), timedelta(minutes=5)),
+        timeout=1.0,
+        lease=timedelta(seconds=30),
+        client=httpx.Client(transport=httpx.MockTransport(handler)),
+        clock=clock,
+        rng=random.Random(0),
+        environ=environ if environ is not None else {"HOOK_SECRET": SECRET},
+    )
+
+
+def signed_tenant():
+    return tenant_config(webhooks=[{"name": "ops", "type": "webhook", "url": "http://receiver.test/hook",
+                                    "events": ["anomaly_detected"], "secret_env": "HOOK_SECRET"}])
+
+
+def outbox_row(store) -> OutboxRow:
+    with store.transaction() as session:
+        return session.scalars(select(OutboxRow)).one()
+
+
+def test_failures_back_off_then_deliver_signed(store):
+    tenant = signed_tenant()
+    add_customer(store, tenant)
+    alerts.route(store, tenant, [anomaly_alert()], NOW)
+    answers = iter([httpx.Response(503), httpx.Response(200)])
+    seen = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return next(answers)
+
+    clock = FakeClock(NOW)
+    delivery = worker(store, handler, clock)
+    assert delivery.run_once().retrying == 1
+    row = outbox_row(store)
+    assert row.status == PENDING and row.attempts == 1 and "503" in row.last_error
+    assert NOW + timedelta(seconds=5) <= row.next_attempt_at <= NOW + timedelta(seconds=10)
+    assert delivery.run_once() == alerts.DeliveryStats()  # not due yet
+    clock.now = row.next_attempt_at
+    assert delivery.run_once().delivered == 1
+    assert outbox_row(store).status == DELIVERED
+    request = seen[-1]
+    assert request.headers["x-helios-idempotency-key"] == row.idempotency_key == seen[0].headers["x-helios-idempotency-key"]
+    assert alerts.verify_signature(SECRET, request.headers["x-helios-timestamp"], request.content,
+                                   request.headers["x-helios-signature"], clock.now)
+
+
+def test_permanent_rejections_and_exhausted_retries_are_dead_letters(store):
+    tenant = signed_tenant()
+    add_customer(store, tenant)
+    alerts.route(store, tenant, [anomaly_alert("rejected"), anomaly_alert("flaky")], NOW)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(400 if b'"rejected"' in request.content else 503)
+
+    clock = FakeClock(NOW)
+    delivery = worker(store, handler, clock, max_attempts=3)
+    for _ in range(5):
+        delivery.run_once()
+        clock.now += timedelta(minutes=10)
+    with store.transaction() as session:
+        rows = {json.loads(r.body)["alert_key"]: r for r in session.scalars(select(OutboxRow))}
+    assert rows["rejected"].status == DEAD and rows["rejected"].attempts == 1
+    assert rows["rejected"].last_error.startswith("permanent: HTTP 400")
+    assert rows["flaky"].status == DEAD and rows["flaky"].attempts == 3
+    assert rows["flaky"].last_error.startswith("gave up after 3 attempts")
+
+
+def test_a_missing_signing_secret_is_retried_not_sent_unsigned(store):
+    tenant = signed_tenant()
+    add_customer(store, tenant)
+    alerts.route(store, tenant, [anomaly_alert()], NOW)
+    sent = []
+    delivery = worker(store, lambda request: sent.append(request) or httpx.Response(200), FakeClock(NOW), environ={})
+    assert delivery.run_once().retrying == 1
+    assert sent == []
+    assert "HOOK_SECRET" in outbox_row(store).last_error
+
+
+def test_a_disabled_customer_gets_no_alerts(store):
+    tenant = tenant_config()
+    add_customer(store, tenant)
+    store.set_status("acme", "disabled")
+    assert alerts.route(store, tenant, [anomaly_alert()], NOW) == 0
