@@ -18,10 +18,13 @@ def _fmt(value: float | None, pattern: str) -> str:
 @click.option("--window", default="1d", show_default=True, help="length of each window (e.g. 6h, 1d)")
 @click.option("--windows", type=click.IntRange(1, 90), default=7, show_default=True, help="how many windows back")
 @click.option("--no-join", is_flag=True, help="skip fetching actuals from the tenant's source first")
+@click.option("--as-of", default=None, help="end of the last window (ISO time); default: now")
 @click.pass_context
-def command(ctx: click.Context, tenant_id: str, window: str, windows: int, no_join: bool) -> None:
+def command(ctx: click.Context, tenant_id: str, window: str, windows: int, no_join: bool, as_of: str | None) -> None:
     """Join actuals from the tenant's source, then print MAE, MASE and 80% interval coverage per metric,
     horizon and window (MASE below 1 beats the one-day seasonal-naive forecast; coverage should be ~0.80)."""
+    import pandas as pd
+
     from helios_pipelines.core.feedback import join_actuals, live_accuracy
     from helios_pipelines.core.sources import SourceError, make_source
     from helios_pipelines.core.store import StoreError
@@ -31,12 +34,14 @@ def command(ctx: click.Context, tenant_id: str, window: str, windows: int, no_jo
         length = parse_duration(window)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--window") from None
+    now = pd.Timestamp(as_of) if as_of else pd.Timestamp.now(tz="UTC")
+    now = (now.tz_localize("UTC") if now.tzinfo is None else now.tz_convert("UTC")).to_pydatetime()
     store = open_store()
     try:
         if not no_join:
-            joined = join_actuals(store, make_source(tenant), tenant)
+            joined = join_actuals(store, make_source(tenant, now=pd.Timestamp(now)), tenant, now)
             click.echo(f"joined {joined} actuals from the {tenant.source.type} source")
-        rows = live_accuracy(store, tenant_id, length, windows)
+        rows = live_accuracy(store, tenant_id, length, windows, now)
     except (StoreError, SourceError) as exc:
         raise click.ClickException(str(exc)) from None
     finally:

@@ -1,9 +1,11 @@
 """Alembic migrations of the Helios store, run programmatically: ``upgrade(url)`` (``helios db upgrade``).
 
-The directory is the Alembic script location (``env.py``, ``versions/``); no ``alembic.ini`` is needed.
+``alembic/`` is the Alembic script location (``env.py``, ``versions/``); no ``alembic.ini`` is needed.
+It is deliberately not a Python package, so importing every module of ``core`` never runs a migration
+script outside Alembic.
 A new revision after changing the models in ``store.py``: on an upgraded scratch database,
 ``alembic.command.revision(_config(connection), message=..., autogenerate=True, rev_id="0002")``
-writes the difference into ``versions/``; review it (autogenerate misses renames) and commit it.
+writes the difference into ``alembic/versions/``; review it (autogenerate misses renames) and commit it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from alembic.script import ScriptDirectory
 
 from helios_pipelines.core.store import database_url, make_engine
 
-SCRIPT_LOCATION = Path(__file__).resolve().parent
+SCRIPT_LOCATION = Path(__file__).resolve().parent / "alembic"
 
 
 def _config(connection) -> Config:
