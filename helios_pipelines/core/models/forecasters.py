@@ -1,0 +1,548 @@
+"""Every forecaster kind the pipeline and the benchmark compare, and the factory that builds them.
+
+Reference methods are what users already have, implemented as their tools compute them: seasonal
+naive (a day, a week ago), Prometheus' ``predict_linear`` and ``double_exponential_smoothing``,
+Prophet out of the box and XGBoost on lags. ``helios`` is ours (see ``HeliosForecaster``).
+
+Intervals of the reference methods come from their own errors at each lead time, measured at
+origins in the last part of the training data (Prophet uses its own uncertainty intervals).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+
+from helios_pipelines.core.events import EventSchedule
+from helios_pipelines.core.features import (
+    as_utc_index,
+    calendar_features,
+    centred_mean,
+    lagged,
+    last_observed,
+    trailing_mean,
+)
+from helios_pipelines.core.models.base import (
+    Forecaster,
+    InsufficientHistoryError,
+    SeasonalNaive,
+    empirical_interval,
+    seasonal_period,
+)
+
+CALIBRATION_ORIGINS = 200  # origins at which a reference method measures its own errors
+XGB_THREADS = 2
+
+
+def on_grid(history: pd.Series, step: pd.Timedelta) -> pd.Series:
+    """The series on its regular grid from first to last timestamp: a missing timestamp is a NaN."""
+    history = history.astype(float)
+    history.index = as_utc_index(history.index)
+    grid = pd.date_range(history.index[0], history.index[-1], freq=step)
+    if len(grid) == len(history) and grid.equals(history.index):
+        return history
+    return history[~history.index.duplicated(keep="last")].reindex(grid)
+
+
+def step_intervals(residuals: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Lower/upper offsets per lead time from a (origins x lead times) matrix of actual - forecast."""
+    bounds = np.array([empirical_interval(residuals[:, j], level) for j in range(residuals.shape[1])])
+    return bounds[:, 0], bounds[:, 1]
+
+
+def _forecast_frame(index: pd.DatetimeIndex, yhat, lower, upper) -> pd.DataFrame:
+    yhat = np.asarray(yhat, dtype=float)
+    # Quantile offsets of a skewed error distribution can both sit on one side of the point forecast;
+    # the contract keeps yhat inside its interval.
+    lower = np.minimum(np.asarray(lower, dtype=float), yhat)
+    upper = np.maximum(np.asarray(upper, dtype=float), yhat)
+    return pd.DataFrame({"timestamp": index, "yhat": yhat, "yhat_lower": lower, "yhat_upper": upper})
+
+
+class SeasonalNaiveWeekly(SeasonalNaive):
+    """The value one week ago: the baseline for series whose weekdays differ from weekends."""
+
+    kind: ClassVar[str] = "seasonal_naive_weekly"
+
+    def __init__(self, **kwargs):
+        super().__init__(season="7D", **kwargs)
+
+
+class PointForecaster(Forecaster):
+    """A point forecast plus intervals from the method's own errors at each lead time.
+
+    ``fit`` replays the point forecast at CALIBRATION_ORIGINS origins spread over the last quarter of
+    the training data and keeps the errors per lead time; ``predict`` adds their quantiles.
+    """
+
+    @property
+    def min_history(self) -> int:
+        return 2
+
+    def _point_forecast(self, history: pd.Series, horizon: int) -> np.ndarray:
+        """The ``horizon`` values after history's last timestamp."""
+        raise NotImplementedError
+
+    def _point_forecasts(self, history: pd.Series, origins: np.ndarray, horizon: int) -> np.ndarray:
+        """(origins x horizon) forecasts, origin ``o`` seeing only ``history[:o]``; batch it if you can."""
+        return np.array([self._point_forecast(history.iloc[:o], horizon) for o in origins])
+
+    def _fit_point_model(self, history: pd.Series) -> None:
+        """Learn what the point forecast needs (nothing, for the Prometheus functions)."""
+
+    def fit(self, history: pd.Series) -> Self:
+        history = on_grid(history, self.step)
+        if history.notna().sum() < self.min_history + self.max_horizon:
+            raise InsufficientHistoryError(
+                f"{self.kind} for '{self.metric}' needs more than {self.min_history + self.max_horizon} "
+                f"observed points to fit, got {int(history.notna().sum())}"
+            )
+        self._fit_point_model(history)
+        n, horizon = len(history), self.max_horizon
+        first = max(self.min_history, int(n * 0.75), n - horizon - 2000)
+        origins = np.unique(np.linspace(first, n - horizon, CALIBRATION_ORIGINS).astype(int))
+        values = history.to_numpy()
+        actual = np.array([values[o : o + horizon] for o in origins])
+        self.residuals_ = actual - self._point_forecasts(history, origins, horizon)
+        self.fitted_ = True
+        return self
+
+    def _predict(self, horizon, history, events, level):
+        history = on_grid(history, self.step)
+        yhat = self._point_forecasts(history, np.array([len(history)]), horizon)[0]
+        lo, hi = step_intervals(self.residuals_[:, :horizon], level)
+        return _forecast_frame(self.future_index(history, horizon), yhat, yhat + lo, yhat + hi)
+
+
+class PredictLinear(PointForecaster):
+    """Prometheus ``predict_linear(v[window], t)``.
+
+    Ordinary least squares of value on time over the samples in the window ending at the origin,
+    with the intercept taken at the origin (as Prometheus does), extrapolated ``t`` seconds ahead.
+    Missing samples are simply absent from the window, as in a Prometheus range vector.
+    """
+
+    kind: ClassVar[str] = "predict_linear"
+
+    def __init__(self, *, window: str = "1h", **kwargs):
+        super().__init__(**kwargs)
+        self.window = pd.Timedelta(window)
+
+    def _point_forecast(self, history, horizon):
+        origin = history.index[-1]
+        recent = history[history.index > origin - self.window].dropna()
+        x = (recent.index - origin).total_seconds().to_numpy()
+        y = recent.to_numpy()
+        if y.size < 2:
+            # Prometheus returns nothing for fewer than two samples; flat is the graceful answer.
+            slope, intercept = 0.0, float(history.dropna().iloc[-1])
+        else:
+            slope = float(np.sum((x - x.mean()) * (y - y.mean())) / np.sum((x - x.mean()) ** 2))
+            intercept = float(y.mean() - slope * x.mean())
+        ahead = self.step.total_seconds() * np.arange(1, horizon + 1)
+        return intercept + slope * ahead
+
+
+class PrometheusHolt(PointForecaster):
+    """Prometheus ``double_exponential_smoothing(v[window], sf, tf)`` (``holt_winters`` before 3.0).
+
+    The recursion is Prometheus' own: the level starts at the first sample, the trend at the first
+    difference, and the trend update uses the previous two smoothed values. Prometheus returns the
+    smoothed level, so that is the forecast at every lead time; ``extrapolate_trend`` adds the
+    trend Prometheus computes internally (a textbook Holt forecast) for comparison.
+    """
+
+    kind: ClassVar[str] = "holt"
+
+    def __init__(self, *, window: str = "1h", sf: float = 0.3, tf: float = 0.1, extrapolate_trend: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        if not (0 < sf < 1 and 0 < tf < 1):
+            raise ValueError(f"smoothing and trend factors must be in (0, 1), got sf={sf}, tf={tf}")
+        self.window, self.sf, self.tf = pd.Timedelta(window), sf, tf
+        self.extrapolate_trend = extrapolate_trend
+
+    def _point_forecast(self, history, horizon):
+        origin = history.index[-1]
+        samples = history[history.index > origin - self.window].dropna().to_numpy()
+        if samples.size < 2:
+            return np.full(horizon, float(history.dropna().iloc[-1]))
+        sf, tf = self.sf, self.tf
+        s0, s1, trend = 0.0, samples[0], samples[1] - samples[0]
+        for i in range(1, samples.size):
+            if i > 1:  # Prometheus' calcTrendValue keeps the initial trend at the first step
+                trend = tf * (s1 - s0) + (1 - tf) * trend
+            s0, s1 = s1, sf * samples[i] + (1 - sf) * (s1 + trend)
+        if self.extrapolate_trend:
+            return s1 + trend * np.arange(1, horizon + 1)
+        return np.full(horizon, s1)
+
+
+def _quiet_prophet():
+    """Import Prophet without its plotly warning and with cmdstanpy's chatter silenced."""
+    logging.getLogger("prophet.plot").setLevel(logging.CRITICAL)
+    stan_logger = logging.getLogger("cmdstanpy")
+    if not any(isinstance(h, logging.NullHandler) for h in stan_logger.handlers):
+        stan_logger.addHandler(logging.NullHandler())
+    stan_logger.propagate = False
+    from prophet import Prophet
+
+    return Prophet
+
+
+class ProphetForecaster(Forecaster):
+    """Prophet out of the box, daily and weekly seasonality on, its own uncertainty intervals.
+
+    Timestamps go in as naive UTC, as most users feed it. Uncertainty sampling draws from NumPy's
+    global generator, so predict seeds it (and restores it) to be deterministic.
+    """
+
+    kind: ClassVar[str] = "prophet"
+
+    @property
+    def min_history(self) -> int:
+        return 2
+
+    def fit(self, history: pd.Series) -> Self:
+        Prophet = _quiet_prophet()
+        observed = history.dropna()
+        if observed.size < 2 * self.min_history:
+            raise InsufficientHistoryError(f"prophet for '{self.metric}' needs a few observed points to fit")
+        frame = pd.DataFrame({"ds": as_utc_index(observed.index).tz_localize(None), "y": observed.to_numpy()})
+        self.model_ = Prophet(daily_seasonality=True, weekly_seasonality=True)
+        self.model_.fit(frame, seed=self.seed)
+        self.fitted_ = True
+        return self
+
+    def _predict(self, horizon, history, events, level):
+        index = self.future_index(on_grid(history, self.step), horizon)
+        self.model_.interval_width = level
+        state = np.random.get_state()
+        np.random.seed(self.seed)
+        try:
+            out = self.model_.predict(pd.DataFrame({"ds": index.tz_localize(None)}))
+        finally:
+            np.random.set_state(state)
+        return _forecast_frame(index, out["yhat"], out["yhat_lower"], out["yhat_upper"])
+
+
+class XGBoostLags(PointForecaster):
+    """XGBoost on lags and calendar features, one step ahead, applied recursively: the usual recipe.
+
+    Lags are the last hour (at most 24 steps) and the same time a day earlier; calendar features are
+    on the tenant's clock. Forecasts feed back in as lags for the next step.
+    """
+
+    kind: ClassVar[str] = "xgboost"
+
+    def __init__(self, *, regions: Sequence[tuple[str, float]] | None = None, n_estimators: int = 200, max_train_rows: int = 30000, **kwargs):
+        super().__init__(**kwargs)
+        self.regions = list(regions or [])
+        self.n_estimators = n_estimators
+        self.max_train_rows = max_train_rows
+
+    @property
+    def lags(self) -> list[int]:
+        recent = min(24, max(3, seasonal_period(self.step, "1h")))
+        return list(range(1, recent + 1)) + [seasonal_period(self.step, "1D")]
+
+    @property
+    def min_history(self) -> int:
+        return max(self.lags)
+
+    def _fit_point_model(self, history):
+        values = history.to_numpy()
+        positions = np.flatnonzero(np.isfinite(values))
+        positions = positions[positions >= 1]
+        rng = np.random.default_rng(self.seed)
+        if positions.size > self.max_train_rows:
+            positions = np.sort(rng.choice(positions, self.max_train_rows, replace=False))
+        lags = np.column_stack([lagged(values, positions, lag) for lag in self.lags])
+        calendar = calendar_features(history.index[positions], self.timezone, self.regions).to_numpy()
+        params = {"max_depth": 6, "eta": 0.1, "subsample": 0.8, "nthread": XGB_THREADS, "seed": self.seed}
+        train = xgb.DMatrix(np.column_stack([lags, calendar]), label=values[positions])
+        self.booster_ = xgb.train(params, train, self.n_estimators)
+
+    def _point_forecasts(self, history, origins, horizon):
+        # One row per origin holds its last max(lags) values, then its own forecasts as they come.
+        depth = max(self.lags)
+        values = history.to_numpy()
+        window = np.column_stack([lagged(values, origins, depth - j) for j in range(depth)])
+        window = np.column_stack([window, np.full((origins.size, horizon), np.nan)])
+        index = history.index.append(self.future_index(history, horizon))
+        for h in range(horizon):
+            lags = window[:, [depth + h - lag for lag in self.lags]]
+            calendar = calendar_features(index[origins + h], self.timezone, self.regions).to_numpy()
+            window[:, depth + h] = self.booster_.inplace_predict(np.column_stack([lags, calendar]))
+        return window[:, depth:]
+
+
+class HeliosForecaster(Forecaster):
+    """Helios' forecaster: direct multi-horizon XGBoost with conformal intervals and learned events.
+
+    One model serves every lead time (the lead time is a feature), so no forecast feeds on its own
+    errors. Each training row is an (origin, lead time) pair; values are expressed relative to the
+    level at the origin in units of the series' typical one-step change, which makes the model
+    indifferent to level shifts and to the series' units. Features: recent lags, the trailing hour
+    and day, local volatility, what happened over the same stretch a day and a week earlier (smoothed,
+    as a change from the origin's clock time to the target's), and the target time's calendar on the
+    tenant's clocks. The week lag is used when the history reaches back that far; origins early in
+    the training data have none, so the model also learns to do without it.
+
+    Scheduled events: the series is divided by each event's multiplier before training and
+    forecasting, and forecasts are multiplied back. A kind's multiplier is learned from its past
+    occurrences in the training data (against the same hours a week or a day earlier); kinds with
+    none use the configured multiplier.
+
+    Intervals are split-conformal: a first model is fitted without the last ``calibration_share``
+    of the data, its errors on that slice (per lead time, scaled by the local volatility at the
+    origin) give the quantiles, and the final model is refitted on everything.
+    """
+
+    kind: ClassVar[str] = "helios"
+    RECENT_LAGS: ClassVar[tuple[int, ...]] = (0, 1, 2, 3, 5, 8)
+    BOOSTER_PARAMS: ClassVar[dict] = {
+        "max_depth": 6,
+        "eta": 0.05,
+        "subsample": 0.8,
+        "colsample_bytree": 0.8,
+        "min_child_weight": 5,
+        # Huber: squared near the forecast, linear in the tails, so outliers in the training window
+        # cannot drag the model; the slope is one typical one-step change (targets are in that unit).
+        "objective": "reg:pseudohubererror",
+        "huber_slope": 1.0,
+    }
+
+    def __init__(
+        self,
+        *,
+        regions: Sequence[tuple[str, float]] | None = None,
+        n_estimators: int = 300,
+        max_train_rows: int = 30000,
+        calibration_share: float = 0.2,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.regions = list(regions or [])
+        self.n_estimators = n_estimators
+        self.max_train_rows = max_train_rows
+        self.calibration_share = calibration_share
+
+    # ---- periods in steps ---------------------------------------------------------------------
+    @property
+    def hour(self) -> int:
+        return max(2, seasonal_period(self.step, "1h"))
+
+    @property
+    def day(self) -> int:
+        return seasonal_period(self.step, "1D")
+
+    @property
+    def week(self) -> int:
+        return seasonal_period(self.step, "7D")
+
+    @property
+    def smoothing(self) -> int:
+        """Half-width of the window that smooths a seasonal lag (about 10 minutes)."""
+        return max(1, seasonal_period(self.step, "10min"))
+
+    @property
+    def min_history(self) -> int:
+        """A day and an hour: the day lag of every lead time. The week lag needs a week more (optional)."""
+        return self.day + self.hour
+
+    @property
+    def full_history(self) -> int:
+        """History at which predict has every feature, week lag included."""
+        return self.week + self.hour
+
+    def manifest(self) -> dict:
+        return super().manifest() | {"full_history": self.full_history, "multipliers": getattr(self, "multipliers_", {})}
+
+    # ---- events -------------------------------------------------------------------------------
+    def _event_profile(self, index: pd.DatetimeIndex, events: EventSchedule) -> np.ndarray:
+        """Multiplier in force at each timestamp: learned per kind where possible, else configured."""
+        profile = np.ones(len(index))
+        if len(events) == 0 or len(index) == 0:
+            return profile
+        for occ in events.occurrences(index[0], index[-1] + self.step):
+            if occ.applies_to(self.metric):
+                inside = (index >= occ.start) & (index < occ.end)
+                profile[inside] *= self.multipliers_.get(occ.kind, occ.multiplier)
+        return profile
+
+    def _learn_multipliers(self, history: pd.Series) -> dict[str, float]:
+        """Median ratio of each past occurrence to the same hours one week (else one day) earlier."""
+        index, values = history.index, history.to_numpy()
+        occurrences = [o for o in self.events.occurrences(index[0], index[-1] + self.step) if o.applies_to(self.metric)]
+        busy = np.zeros(len(index), dtype=bool)
+        for occ in occurrences:
+            busy |= (index >= occ.start) & (index < occ.end)
+        ratios: dict[str, list[float]] = {}
+        for occ in occurrences:
+            inside = np.flatnonzero((index >= occ.start) & (index < occ.end))
+            if inside.size < max(3, self.hour // 2):
+                continue  # too little of it in the window to say anything
+            for period in (self.week, self.day):
+                reference = inside - period
+                if reference[0] < 0 or busy[reference].any():
+                    continue
+                during, before = np.nanmedian(values[inside]), np.nanmedian(values[reference])
+                if np.isfinite(during) and np.isfinite(before) and before > 0 and during > 0:
+                    ratios.setdefault(occ.kind, []).append(during / before)
+                break
+        return {kind: float(np.median(r)) for kind, r in ratios.items()}
+
+    @staticmethod
+    def _level(values: np.ndarray) -> np.ndarray:
+        """The level forecasts are relative to: the last three points, else the last observed one."""
+        level = trailing_mean(values, 3)
+        return np.where(np.isfinite(level), level, last_observed(values))
+
+    # ---- design -------------------------------------------------------------------------------
+    def _design(self, values: np.ndarray, index: pd.DatetimeIndex, origins: np.ndarray, leads: np.ndarray):
+        """Feature matrix, the origin's level and its volatility for (origin, lead) pairs.
+
+        ``values`` are de-evented and may be shorter than ``index`` (the future part of a predict).
+        Only values at or before each origin are read; the seasonal lags are read at least a day
+        (minus the smoothing half-width) before the target, which is before the origin.
+        """
+        scale = self.scale_
+        level_now = self._level(values)
+        level = level_now[origins]
+        targets = origins + leads
+
+        def rel(x):
+            return (x - level) / scale
+
+        columns = [leads.astype(float)]
+        columns += [rel(lagged(values, origins, j)) for j in self.RECENT_LAGS]
+        columns += [rel(trailing_mean(values, self.hour)[origins]), rel(trailing_mean(values, self.day)[origins])]
+        # Smoothed levels (as Holt's level): on noisy series they say more than any single lag.
+        for alpha in (0.3, 0.1):
+            columns.append(rel(pd.Series(values).ewm(alpha=alpha, ignore_na=True).mean().to_numpy()[origins]))
+        volatility = trailing_mean(np.abs(np.diff(values, prepend=np.nan)), self.hour)[origins] / scale
+        columns.append(volatility)
+        smooth = centred_mean(values, self.smoothing)
+        for period in (self.day, self.week):
+            then_origin = lagged(smooth, origins, period)
+            then_target = lagged(smooth, targets, period)
+            then_target[targets - period + self.smoothing > origins] = np.nan
+            columns += [rel(then_origin), (then_target - then_origin) / scale]
+        # Echoes: the target's own slot one period back (the latest such point at or before the
+        # origin). Infrastructure load repeats at fixed clock minutes (cron jobs, batch windows),
+        # which smoothing would erase; the hourly profile averages that slot's deviation from its
+        # hour over the last few hours.
+        deviation = values - trailing_mean(values, self.hour)
+        for period in (self.hour, self.day, self.week):
+            back = np.ceil(leads / period).astype(int) * period
+            columns.append(rel(lagged(values, targets, back)))
+        back = np.ceil(leads / self.hour).astype(int) * self.hour
+        echoes = np.column_stack([lagged(deviation, targets, back + k * self.hour) for k in range(6)])
+        with np.errstate(invalid="ignore"):
+            columns.append(np.nanmean(echoes, axis=1) / scale)
+        calendar = calendar_features(index[targets], self.timezone, self.regions).to_numpy()
+        design = np.column_stack(columns + [calendar])
+        return design, level, volatility
+
+    def _training_pairs(self, end: int, rng) -> tuple[np.ndarray, np.ndarray]:
+        """A seeded sample of at most ``max_train_rows`` (origin, lead) pairs whose target is before ``end``."""
+        origins = np.arange(self.hour, end - 1)
+        leads = np.arange(1, self.max_horizon + 1)
+        pairs = origins.size * leads.size
+        pick = rng.choice(pairs, min(pairs, self.max_train_rows), replace=False)
+        o, h = origins[pick // leads.size], leads[pick % leads.size]
+        keep = o + h < end
+        return o[keep], h[keep]
+
+    def _train(self, values: np.ndarray, index: pd.DatetimeIndex, end: int, rng) -> xgb.Booster:
+        origins, leads = self._training_pairs(end, rng)
+        target = values[origins + leads]
+        known = np.isfinite(target)
+        origins, leads = origins[known], leads[known]
+        design, level, _ = self._design(values[:end], index, origins, leads)
+        label = (target[known] - level) / self.scale_
+        usable = np.isfinite(label)
+        params = self.BOOSTER_PARAMS | {"nthread": XGB_THREADS, "seed": self.seed}
+        return xgb.train(params, xgb.DMatrix(design[usable], label=label[usable]), self.n_estimators)
+
+    def _predict_grid(self, booster, values, index, origins, leads) -> tuple[np.ndarray, np.ndarray]:
+        design, level, volatility = self._design(values, index, origins, leads)
+        return level + booster.inplace_predict(design) * self.scale_, volatility
+
+    # ---- fit / predict ------------------------------------------------------------------------
+    def fit(self, history: pd.Series) -> Self:
+        history = on_grid(history, self.step)
+        n = len(history)
+        calibration = max(int(n * self.calibration_share), self.max_horizon + 1)
+        if history.notna().sum() < self.min_history + calibration or n - calibration < self.min_history:
+            raise InsufficientHistoryError(
+                f"helios for '{self.metric}' needs about {self.min_history + calibration} observed points "
+                f"(a day, an hour and a calibration slice), got {int(history.notna().sum())}"
+            )
+        self.multipliers_ = self._learn_multipliers(history)
+        values = history.to_numpy() / self._event_profile(history.index, self.events)
+        steps = np.abs(np.diff(values))
+        self.scale_ = float(np.nanmean(steps)) if np.isfinite(steps).any() else 0.0
+        if not self.scale_ > 0:
+            self.scale_ = float(np.nanstd(values)) or 1.0
+        rng = np.random.default_rng(self.seed)
+
+        # Split conformal: errors of a model that never saw the calibration slice.
+        split = n - calibration
+        calibration_model = self._train(values, history.index, split, rng)
+        origins = np.arange(split - 1, n - 1)
+        origins = origins[np.unique(np.linspace(0, origins.size - 1, 1000).astype(int))]
+        leads = np.arange(1, self.max_horizon + 1)
+        o, h = np.repeat(origins, leads.size), np.tile(leads, origins.size)
+        inside = o + h < n
+        forecast, volatility = self._predict_grid(calibration_model, values, history.index, o[inside], h[inside])
+        self.volatility_floor_ = float(np.nanquantile(volatility, 0.1)) if np.isfinite(volatility).any() else 1.0
+        scaled = np.full(o.size, np.nan)  # NaN where the target is missing or past the end
+        scaled[inside] = (values[(o + h)[inside]] - forecast) / self._spread(volatility)
+        self.residuals_ = scaled.reshape(origins.size, leads.size)
+
+        self.booster_ = self._train(values, history.index, n, rng)
+        self.fitted_ = True
+        return self
+
+    def _spread(self, volatility: np.ndarray) -> np.ndarray:
+        """Interval scale at an origin: its local volatility, floored so calm spells keep some width."""
+        return self.scale_ * np.maximum(np.nan_to_num(volatility, nan=self.volatility_floor_), self.volatility_floor_)
+
+    def _predict(self, horizon, history, events, level):
+        history = on_grid(history, self.step)
+        history = history.iloc[-(self.full_history + self.day) :]  # enough for every feature
+        future = self.future_index(history, horizon)
+        index = history.index.append(future)
+        values = history.to_numpy() / self._event_profile(history.index, events)
+        leads = np.arange(1, horizon + 1)
+        origins = np.full(horizon, len(history) - 1)
+        forecast, volatility = self._predict_grid(self.booster_, values, index, origins, leads)
+        lo, hi = step_intervals(self.residuals_[:, :horizon], level)
+        spread = self._spread(volatility)
+        profile = self._event_profile(future, events)
+        return _forecast_frame(future, forecast * profile, (forecast + lo * spread) * profile, (forecast + hi * spread) * profile)
+
+
+FORECASTERS: dict[str, type[Forecaster]] = {
+    cls.kind: cls
+    for cls in (SeasonalNaive, SeasonalNaiveWeekly, PredictLinear, PrometheusHolt, ProphetForecaster, XGBoostLags, HeliosForecaster)
+}
+CALENDAR_KINDS = frozenset({XGBoostLags.kind, HeliosForecaster.kind})
+
+
+def make_forecaster(kind: str, **kwargs: Any) -> Forecaster:
+    """Build a forecaster by kind. ``regions`` (players' time zones) only matters to kinds with calendar
+    features, so it is dropped for the others: the pipeline can pass one set of arguments to all."""
+    try:
+        cls = FORECASTERS[kind]
+    except KeyError:
+        raise ValueError(f"unknown forecaster kind '{kind}'; known kinds: {', '.join(sorted(FORECASTERS))}") from None
+    if kind not in CALENDAR_KINDS:
+        kwargs.pop("regions", None)
+    return cls(**kwargs)
