@@ -1,0 +1,238 @@
+"""``helios deploy render <tenant>``: the integration guide's deploy files for one tenant.
+
+Writes, from the templates in ``deploy/templates``: the Kubernetes Deployment and Service of the
+tenant's Helios service, a KEDA ScaledObject per scaling target (Helios' forecast, the match queue
+and the anomaly score as triggers; the target's replica bounds and HPA behaviour), the Grafana
+dashboard and the alert ConfigMap. Every interpolated value goes through ``tojson``, so a name or a
+query never breaks the YAML it lands in.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import yaml
+
+from helios_pipelines.commands import tenant as load_tenant
+from helios_pipelines.core.tenants import PrometheusSource, ScalingTarget, TenantConfig, format_horizon
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "deploy" / "templates"
+CONTAINER_PORT = 3000  # BentoML's default port inside the image
+SERVICE_PORT = 8080  # the port the integration guide's KEDA triggers and Grafana use
+# The integration guide's match-queue trigger: the metric and the threshold that drive it.
+QUEUE_METRIC = "queue_length"
+QUEUE_THRESHOLD = "queue_length_scale_trigger"
+# The gauge of free capacity reads the utilisation metric when the tenant has one.
+UTILIZATION_METRIC = "server_utilization"
+
+
+@dataclass(frozen=True)
+class DeploySettings:
+    """What differs per installation rather than per tenant."""
+
+    namespace: str = "helios"
+    workload_namespace: str = "default"
+    image_registry: str = "gcr.io/YOUR_PROJECT"
+    image_tag: str = "latest"
+    prometheus_url: str = "http://prometheus.monitoring:9090"
+    metrics_namespace: str | None = None
+    gcs_bucket: str = "helios-models-production"
+    replicas: int = 2
+
+
+def selector(name: str, labels: dict[str, str]) -> str:
+    """An instant-vector selector, the only query form Helios' /api/v1/query answers."""
+    return name + "{" + ",".join(f'{key}="{value}"' for key, value in labels.items()) + "}"
+
+
+def source_query(tenant: TenantConfig, metric: str) -> str:
+    """The PromQL that reads a tenant metric from its own Prometheus."""
+    config = tenant.metrics[metric]
+    return config.query or config.series
+
+
+def forecast_horizon(tenant: TenantConfig, target: ScalingTarget) -> int:
+    """The shortest configured horizon that covers the lead time (start-up plus the scale-up
+    window): a replica asked for now serves only from then on. The longest when none covers it."""
+    from helios_pipelines.core.models.capacity import CapacityPlanner
+
+    lead = CapacityPlanner.from_tenant(tenant).lead_time_minutes(target.service)
+    horizons = sorted(tenant.metrics[target.metric].forecast.horizons)
+    return next((h for h in horizons if h >= lead), horizons[-1])
+
+
+def anomaly_threshold(tenant: TenantConfig) -> float:
+    """The tenant's alert threshold (a robust z-score) on the [0, 1] scale of Helios' scores."""
+    from helios_pipelines.core.models.detectors import z_to_quantile
+
+    return round(z_to_quantile(tenant.alerts.thresholds.anomaly_alert), 4)
+
+
+def triggers(tenant: TenantConfig, target: ScalingTarget, helios_url: str, settings: DeploySettings) -> list[dict]:
+    from serving.runtime import ANOMALY_SCORE, FORECAST_VALUE
+
+    customer = {"customer": tenant.id}
+    capacity = tenant.capacity_per_replica(target) * target.target_utilization
+    found = [{
+        # AverageValue (KEDA's default): replicas = forecast / what one replica should carry.
+        "name": "helios-forecast",
+        "server": helios_url,
+        "threshold": f"{capacity:g}",
+        "query": selector(FORECAST_VALUE, customer | {
+            "metric": target.metric, "horizon": format_horizon(forecast_horizon(tenant, target))}),
+    }]
+    queue_threshold = getattr(tenant.thresholds, QUEUE_THRESHOLD, None)
+    reads_prometheus = tenant.source.type in ("prometheus", "simulator")
+    if QUEUE_METRIC in tenant.metrics and queue_threshold and reads_prometheus:
+        found.append({
+            "name": "match-queue",
+            "server": prometheus_url(tenant, settings),
+            "threshold": f"{queue_threshold:g}",
+            "query": source_query(tenant, QUEUE_METRIC),
+        })
+    if target.metric in tenant.anomaly_metrics:
+        found.append({
+            # Value: desired = current * score / threshold, so an anomalous score adds headroom in
+            # proportion, and a normal one never asks for fewer than the forecast does.
+            "name": "helios-anomaly",
+            "metric_type": "Value",
+            "server": helios_url,
+            "threshold": f"{anomaly_threshold(tenant):g}",
+            "query": selector(ANOMALY_SCORE, customer | {"metric": target.metric}),
+        })
+    return found
+
+
+def prometheus_url(tenant: TenantConfig, settings: DeploySettings) -> str:
+    if isinstance(tenant.source, PrometheusSource) and tenant.source.url:
+        return tenant.source.url
+    return settings.prometheus_url
+
+
+def secret_env(webhook: str, field: str) -> str:
+    """Name of the Secret key (and environment variable) holding one receiver's URL or key."""
+    return "HELIOS_WEBHOOK_" + "".join(c if c.isalnum() else "_" for c in webhook.upper()) + "_" + field
+
+
+def alerts_document(tenant: TenantConfig) -> dict:
+    webhooks = []
+    for hook in tenant.alerts.webhooks:
+        entry = {"name": hook.name, "type": hook.type, "url_env": secret_env(hook.name, "URL"), "events": list(hook.events)}
+        if hook.routing_key:
+            entry["routing_key_env"] = secret_env(hook.name, "ROUTING_KEY")
+        if hook.secret_env:
+            entry["signing_secret_env"] = hook.secret_env
+        webhooks.append(entry)
+    return {"webhooks": webhooks, "thresholds": tenant.alerts.thresholds.model_dump()}
+
+
+def forecast_panels(tenant: TenantConfig) -> list[dict]:
+    from serving.runtime import FORECAST_LOWER, FORECAST_UPPER, FORECAST_VALUE
+
+    panels = []
+    for metric, config in tenant.forecast_metrics.items():
+        customer = {"customer": tenant.id, "metric": metric}
+        targets = [{"expr": source_query(tenant, metric), "legend": f"Actual {metric}"}]
+        for minutes in sorted(config.forecast.horizons):
+            labels = customer | {"horizon": format_horizon(minutes)}
+            targets.append({"expr": selector(FORECAST_VALUE, labels), "legend": f"Predicted ({format_horizon(minutes)})"})
+        longest = customer | {"horizon": format_horizon(max(config.forecast.horizons))}
+        targets += [
+            {"expr": selector(FORECAST_LOWER, longest), "legend": "80% interval, lower"},
+            {"expr": selector(FORECAST_UPPER, longest), "legend": "80% interval, upper"},
+        ]
+        title = f"{metric} forecast ({', '.join(format_horizon(h) for h in sorted(config.forecast.horizons))})"
+        panels.append({"title": title, "unit": config.unit or "short", "targets": targets})
+    return panels
+
+
+def render(tenant: TenantConfig, settings: DeploySettings = DeploySettings()) -> dict[str, str]:
+    """File name -> content of every deploy file of the tenant; each is parsed once to prove it is
+    well-formed before anyone applies it."""
+    import jinja2
+
+    from serving.runtime import ANOMALY_SCORE, RECOMMENDATION
+
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined, keep_trailing_newline=True
+    )
+    app = f"helios-{tenant.id}"
+    helios_url = f"http://{app}.{settings.namespace}:{SERVICE_PORT}"
+    thresholds = tenant.alerts.thresholds
+    values = {
+        "tenant": tenant,
+        "app": app,
+        "namespace": settings.namespace,
+        "workload_namespace": settings.workload_namespace,
+        "labels": {"app": "helios-inference", "customer": tenant.id},
+        "replicas": settings.replicas,
+        "image": f"{settings.image_registry}/{app}:{settings.image_tag}",
+        "container_port": CONTAINER_PORT,
+        "service_port": SERVICE_PORT,
+        "env": {
+            "PROMETHEUS_URL": prometheus_url(tenant, settings),
+            "CUSTOMER_ID": tenant.id,
+            "METRICS_NAMESPACE": settings.metrics_namespace or tenant.id,
+            "MODEL_PREFIX": tenant.id,
+            "GCS_BUCKET": settings.gcs_bucket,
+        },
+        "alert_configmap": f"helios-alerts-{tenant.id}",
+        "alert_secret": f"helios-alerts-{tenant.id}",
+        "alerts_yaml": yaml.safe_dump(alerts_document(tenant), sort_keys=False),
+        "forecast_panels": forecast_panels(tenant),
+        "anomaly_expr": selector(ANOMALY_SCORE, {"customer": tenant.id}),
+        "anomaly_threshold": anomaly_threshold(tenant),
+        # Yellow from halfway between "normal" (0.5) and the alert threshold.
+        "anomaly_warning": round((0.5 + anomaly_threshold(tenant)) / 2, 4),
+        "recommendation_expr": selector(RECOMMENDATION, {"customer": tenant.id}),
+        "headroom_expr": f"1 - ({source_query(tenant, UTILIZATION_METRIC)})" if UTILIZATION_METRIC in tenant.metrics else None,
+        "headroom_warning": round(1 - thresholds.capacity_warning, 4),
+        "headroom_critical": round(1 - thresholds.capacity_critical, 4),
+    }
+    files = {
+        "deployment.yaml": environment.get_template("deployment.yaml.j2").render(values),
+        "service.yaml": environment.get_template("service.yaml.j2").render(values),
+        "alerts-configmap.yaml": environment.get_template("alerts-configmap.yaml.j2").render(values),
+        "grafana-dashboard.json": environment.get_template("grafana-dashboard.json.j2").render(values),
+    }
+    for target in tenant.scaling:
+        files[f"scaledobject-{target.service}.yaml"] = environment.get_template("scaledobject.yaml.j2").render(
+            values | {"target": target, "triggers": triggers(tenant, target, helios_url, settings)}
+        )
+    for name, text in files.items():
+        json.loads(text) if name.endswith(".json") else yaml.safe_load(text)
+    return files
+
+
+@click.group("deploy")
+def command() -> None:
+    """Deploy files for a tenant: Kubernetes, KEDA, Grafana, alerts."""
+
+
+@command.command("render")
+@click.argument("tenant_id")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--namespace", default=DeploySettings.namespace, show_default=True, help="where Helios runs")
+@click.option("--workload-namespace", default=DeploySettings.workload_namespace, show_default=True,
+              help="where the scaled workloads (and so their ScaledObjects) live")
+@click.option("--image-registry", default=DeploySettings.image_registry, show_default=True)
+@click.option("--image-tag", default=DeploySettings.image_tag, show_default=True)
+@click.option("--prometheus-url", envvar="PROMETHEUS_URL", default=DeploySettings.prometheus_url, show_default=True,
+              help="the customer's Prometheus, unless the tenant's source names one")
+@click.option("--metrics-namespace", default=None, help="METRICS_NAMESPACE; the tenant id by default")
+@click.option("--gcs-bucket", envvar="GCS_BUCKET", default=DeploySettings.gcs_bucket, show_default=True)
+@click.pass_context
+def render_command(ctx: click.Context, tenant_id: str, out_dir: Path, **options) -> None:
+    """Write the tenant's Deployment, Service, ScaledObjects, Grafana dashboard and alert ConfigMap."""
+    tenant = load_tenant(ctx, tenant_id)
+    files = render(tenant, DeploySettings(**options))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (out_dir / name).write_text(text)
+        click.echo(f"wrote {out_dir / name}")
+    keys = [v for hook in alerts_document(tenant)["webhooks"] for k, v in hook.items() if k.endswith("_env")]
+    if keys:
+        click.echo(f"create the Secret helios-alerts-{tenant.id} in {options['namespace']} with: {', '.join(keys)}")

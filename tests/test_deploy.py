@@ -1,0 +1,175 @@
+"""`helios deploy render`: the files validate offline (Kubernetes schemas, KEDA's CRD) and every query
+that reads Helios names a series Helios exports, with labels it sets."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from helios_pipelines.cli import main
+from helios_pipelines.core.tenants import format_horizon, load_tenants
+from serving.promql import parse_selector
+from serving.runtime import ANOMALY_SCORE, FORECAST_LOWER, FORECAST_UPPER, FORECAST_VALUE, RECOMMENDATION
+from tests.conftest import FIXTURE_TENANTS, SHARED
+
+KUBERNETES_VERSION = "1.37.0"
+KEDA_CRD = SHARED / "schemas" / "keda.sh_scaledobjects.yaml"
+# The labels serving/runtime.py puts on each series it exports.
+EXPORTED_LABELS = {
+    FORECAST_VALUE: {"customer", "metric", "horizon"},
+    FORECAST_LOWER: {"customer", "metric", "horizon"},
+    FORECAST_UPPER: {"customer", "metric", "horizon"},
+    ANOMALY_SCORE: {"customer", "metric"},
+    RECOMMENDATION: {"customer", "service"},
+}
+
+
+@pytest.fixture(scope="module")
+def gaming_corp():
+    return load_tenants().get("gaming-corp")
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    out = tmp_path_factory.mktemp("deploy")
+    result = CliRunner().invoke(main, ["deploy", "render", "gaming-corp", "--out", str(out), "--namespace", "helios",
+                                       "--workload-namespace", "gaming"])
+    assert result.exit_code == 0, result.output
+    assert "HELIOS_WEBHOOK_SLACK_URL" in result.output  # the operator is told which Secret keys to create
+    return out
+
+
+@pytest.fixture(scope="module")
+def scaled_object(rendered) -> dict:
+    return yaml.safe_load((rendered / "scaledobject-game-server.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def keda_schema() -> dict:
+    if not KEDA_CRD.exists():
+        pytest.skip(f"{KEDA_CRD} is absent (../shared not laid out)")
+    crd = yaml.safe_load(KEDA_CRD.read_text())
+    return next(v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1")["schema"]["openAPIV3Schema"]
+
+
+@pytest.mark.parametrize("name", ["deployment.yaml", "service.yaml", "alerts-configmap.yaml"])
+def test_kubernetes_objects_validate_against_the_kubernetes_schemas(rendered, name):
+    document = yaml.safe_load((rendered / name).read_text())
+    kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+
+
+def test_the_validator_would_catch_a_broken_deployment(rendered):
+    document = yaml.safe_load((rendered / "deployment.yaml").read_text())
+    document["spec"]["replicas"] = "two"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+
+
+def test_deployment_carries_the_guide_s_image_env_and_resources(rendered):
+    deployment = yaml.safe_load((rendered / "deployment.yaml").read_text())
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["CUSTOMER_ID"] == env["MODEL_PREFIX"] == "gaming-corp"
+    assert {"PROMETHEUS_URL", "METRICS_NAMESPACE", "GCS_BUCKET"} <= set(env)
+    assert container["image"].endswith("/helios-gaming-corp:latest")
+    assert container["resources"] == {"requests": {"memory": "512Mi", "cpu": "250m"}, "limits": {"memory": "1Gi", "cpu": "500m"}}
+    service = yaml.safe_load((rendered / "service.yaml").read_text())
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+
+
+def test_scaled_object_validates_against_keda_s_crd(scaled_object, keda_schema):
+    jsonschema.validate(scaled_object, keda_schema)
+    broken = scaled_object | {"spec": scaled_object["spec"] | {"minReplicaCount": "five"}}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, keda_schema)
+
+
+def test_scaled_object_has_the_guide_s_triggers_bounds_and_behaviour(scaled_object, gaming_corp):
+    target = gaming_corp.scaling[0]
+    spec = scaled_object["spec"]
+    assert spec["scaleTargetRef"]["name"] == target.service
+    assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (target.min_replicas, target.max_replicas)
+    by_name = {t["name"]: t for t in spec["triggers"]}
+    assert set(by_name) == {"helios-forecast", "match-queue", "helios-anomaly"}
+    assert all(t["type"] == "prometheus" for t in spec["triggers"])
+    forecast = by_name["helios-forecast"]["metadata"]
+    assert forecast["serverAddress"] == "http://helios-gaming-corp.helios:8080"
+    assert float(forecast["threshold"]) == 100 * 0.8  # players one server carries at the target utilisation
+    assert by_name["match-queue"]["metadata"] == {
+        "serverAddress": "http://prometheus.monitoring:9090", "threshold": "50", "query": "sum(game_matches_in_queue)"}
+    behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    assert behavior["scaleUp"]["stabilizationWindowSeconds"] == target.behaviour.scale_up_window_s
+    assert behavior["scaleDown"]["policies"] == [{"type": "Percent", "value": 10, "periodSeconds": 60}]
+
+
+def _helios_queries(rendered, scaled_object) -> list[str]:
+    dashboard = json.loads((rendered / "grafana-dashboard.json").read_text())["dashboard"]
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    helios_server = [t["metadata"]["query"] for t in scaled_object["spec"]["triggers"]
+                     if "helios-" in t["metadata"]["serverAddress"]]
+    # Every query that names a Helios series is answered by Helios, as a selector (all it answers).
+    return helios_server + [e for e in exprs if "helios_" in e]
+
+
+def test_every_helios_query_names_an_exported_series_with_its_labels(rendered, scaled_object, gaming_corp):
+    queries = _helios_queries(rendered, scaled_object)
+    assert len(queries) >= 3
+    for query in queries:
+        matchers = {m.label: m.value for m in parse_selector(query)}
+        name = matchers.pop("__name__")
+        assert name in EXPORTED_LABELS, query
+        assert set(matchers) <= EXPORTED_LABELS[name], query
+        assert matchers["customer"] == "gaming-corp"
+        if "metric" in matchers:
+            assert matchers["metric"] in gaming_corp.metrics
+        if "horizon" in matchers:
+            horizons = gaming_corp.metrics[matchers["metric"]].forecast.horizons
+            assert matchers["horizon"] in {format_horizon(h) for h in horizons}
+
+
+def test_keda_helios_queries_select_exactly_one_series(scaled_object):
+    # KEDA fails on more than one series: a Helios trigger must pin every label of its series.
+    for trigger in scaled_object["spec"]["triggers"]:
+        if "helios-" not in trigger["metadata"]["serverAddress"]:
+            continue
+        matchers = {m.label for m in parse_selector(trigger["metadata"]["query"])} - {"__name__"}
+        name = re.match(r"\w+", trigger["metadata"]["query"]).group(0)
+        assert matchers == EXPORTED_LABELS[name]
+
+
+def test_dashboard_has_the_guide_s_panels(rendered):
+    dashboard = json.loads((rendered / "grafana-dashboard.json").read_text())["dashboard"]
+    by_type = {}
+    for panel in dashboard["panels"]:
+        by_type.setdefault(panel["type"], []).append(panel["title"])
+    assert "concurrent_users forecast (15m, 1h)" in by_type["timeseries"]
+    assert by_type["stat"] == ["Anomaly Detection"]
+    assert by_type["table"] == ["Scaling Recommendations"]
+    assert by_type["gauge"] == ["Server Capacity Headroom"]
+
+
+def test_alert_config_map_keeps_receivers_secret(rendered, gaming_corp):
+    text = (rendered / "alerts-configmap.yaml").read_text()
+    alerts = yaml.safe_load(yaml.safe_load(text)["data"]["alerts.yaml"])
+    hook = gaming_corp.alerts.webhooks[0]
+    assert hook.url not in text
+    assert alerts["webhooks"][0] == {"name": "slack", "type": "slack", "url_env": "HELIOS_WEBHOOK_SLACK_URL",
+                                     "events": list(hook.events)}
+    assert alerts["thresholds"] == gaming_corp.alerts.thresholds.model_dump()
+
+
+def test_a_tenant_without_queue_or_utilisation_metrics_gets_only_what_applies(tmp_path):
+    result = CliRunner().invoke(main, ["--config-dir", str(FIXTURE_TENANTS), "deploy", "render", "arena",
+                                       "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    scaled = yaml.safe_load((tmp_path / "scaledobject-game-server.yaml").read_text())
+    # arena has a queue metric but no queue threshold: no queue trigger.
+    assert [t["name"] for t in scaled["spec"]["triggers"]] == ["helios-forecast", "helios-anomaly"]
+    panels = [p["title"] for p in json.loads((tmp_path / "grafana-dashboard.json").read_text())["dashboard"]["panels"]]
+    assert "Server Capacity Headroom" not in panels
