@@ -20,7 +20,15 @@ import pandas as pd
 from helios_pipelines.core.evaluation import backtest
 from helios_pipelines.core.models.forecasters import make_forecaster
 
-METHODS = ("seasonal_naive", "seasonal_naive_weekly", "predict_linear", "holt", "prophet", "xgboost", "helios")
+METHODS = (
+    "seasonal_naive",
+    "seasonal_naive_weekly",
+    "predict_linear",
+    "holt",
+    "prophet",
+    "xgboost",
+    "helios",
+)
 REFERENCE_METHODS = tuple(m for m in METHODS if m != "helios")
 DEFAULT_START = "2024-01-01T00:00:00Z"
 
@@ -71,7 +79,11 @@ def run_benchmark(
 
 def summary(results: dict[str, dict]) -> dict:
     """Helios against the best reference method by MASE."""
-    mase = {m: r["metrics"]["mase"] for m, r in results.items() if "metrics" in r and np.isfinite(r["metrics"]["mase"])}
+    mase = {
+        m: r["metrics"]["mase"]
+        for m, r in results.items()
+        if "metrics" in r and np.isfinite(r["metrics"]["mase"])
+    }
     references = {m: v for m, v in mase.items() if m in REFERENCE_METHODS}
     if "helios" not in mase or not references:
         return {}
@@ -87,8 +99,7 @@ def summary(results: dict[str, dict]) -> dict:
 
 def format_table(results: dict[str, dict]) -> str:
     header = (
-        f"{'method':<22}{'MAE':>12}{'sMAPE':>8}{'MASE':>7}{'MASE@H':>8}"
-        f"{'cov80':>7}{'cov95':>7}{'fit s':>8}"
+        f"{'method':<22}{'MAE':>12}{'sMAPE':>8}{'MASE':>7}{'MASE@H':>8}{'cov80':>7}{'cov95':>7}{'fit s':>8}"
     )
     lines = [header, "-" * len(header)]
     for method, r in results.items():
@@ -104,18 +115,38 @@ def format_table(results: dict[str, dict]) -> str:
 
 
 @click.command("forecast")
-@click.option("--csv", "csv_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--csv", "csv_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
 @click.option("--time-col", default="timestamp", show_default=True)
 @click.option("--value-col", required=True)
 @click.option("--freq", default="5min", show_default=True, help="grid step (pandas offset)")
 @click.option("--horizon-minutes", default=60, show_default=True, type=click.IntRange(min=1))
 @click.option("--folds", default=5, show_default=True, type=click.IntRange(min=1))
-@click.option("--timezone", default="UTC", show_default=True, help="the series' local clock, for calendar features")
-@click.option("--start-date", default=DEFAULT_START, show_default=True, help="start of a numeric (seconds) time column")
+@click.option(
+    "--timezone", default="UTC", show_default=True, help="the series' local clock, for calendar features"
+)
+@click.option(
+    "--start-date", default=DEFAULT_START, show_default=True, help="start of a numeric (seconds) time column"
+)
 @click.option("--methods", default=",".join(METHODS), show_default=True, help="comma-separated subset")
 @click.option("--seed", default=42, show_default=True)
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="write results here")
-def forecast(csv_path, time_col, value_col, freq, horizon_minutes, folds, timezone, start_date, methods, seed, json_path):
+@click.option(
+    "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="write results here"
+)
+def forecast(
+    csv_path,
+    time_col,
+    value_col,
+    freq,
+    horizon_minutes,
+    folds,
+    timezone,
+    start_date,
+    methods,
+    seed,
+    json_path,
+):
     """Backtest every reference method and Helios' forecaster on one CSV column."""
     step = pd.Timedelta(pd.tseries.frequencies.to_offset(freq))
     horizon = max(1, int(pd.Timedelta(minutes=horizon_minutes) / step))

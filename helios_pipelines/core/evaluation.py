@@ -122,6 +122,8 @@ def backtest_origins(length: int, horizon: int, folds: int) -> np.ndarray:
     first, last = int(length * (1 - BACKTEST_SHARE)), length - horizon
     if last <= first:
         raise ValueError(f"a series of {length} points is too short for a {horizon}-step backtest")
+    if folds == 1:
+        return np.array([last])  # one fold: the latest origin, the one serving would face
     return np.unique(np.linspace(first, last, folds).round().astype(int))
 
 
@@ -211,10 +213,14 @@ def decide_promotion(
     if not math.isfinite(new):
         return decision(False, f"challenger has no {metric} score")
     if not math.isfinite(base):
-        return decision(False, f"baseline has no {metric} score, so the challenger cannot be shown to beat it")
+        return decision(
+            False, f"baseline has no {metric} score, so the challenger cannot be shown to beat it"
+        )
     if not new < base:
         return decision(False, f"challenger {metric} {new:.4f} does not beat the baseline's {base:.4f}")
     if current is not None and math.isfinite(current) and not new < current:
         return decision(False, f"challenger {metric} {new:.4f} does not beat the champion's {current:.4f}")
-    against = f"the champion's {current:.4f}" if current is not None and math.isfinite(current) else "no champion"
+    against = (
+        f"the champion's {current:.4f}" if current is not None and math.isfinite(current) else "no champion"
+    )
     return decision(True, f"challenger {metric} {new:.4f} beats the baseline's {base:.4f} and {against}")

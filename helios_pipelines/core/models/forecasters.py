@@ -11,12 +11,18 @@ origins in the last part of the training data (Prophet uses its own uncertainty 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from typing import Any, ClassVar, Self
 
-import numpy as np
-import pandas as pd
-import xgboost as xgb
+# OpenMP threads that spin while waiting make a 2-thread XGBoost fit about 6x slower whenever the
+# machine is busy with anything else (a Dagster run next door, a test suite); passive waiting costs
+# nothing when it is idle. It only takes effect if set before OpenMP loads, i.e. before xgboost.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import xgboost as xgb  # noqa: E402
 
 from helios_pipelines.core.events import EventSchedule
 from helios_pipelines.core.features import (
@@ -159,7 +165,15 @@ class PrometheusHolt(PointForecaster):
 
     kind: ClassVar[str] = "holt"
 
-    def __init__(self, *, window: str = "1h", sf: float = 0.3, tf: float = 0.1, extrapolate_trend: bool = False, **kwargs):
+    def __init__(
+        self,
+        *,
+        window: str = "1h",
+        sf: float = 0.3,
+        tf: float = 0.1,
+        extrapolate_trend: bool = False,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if not (0 < sf < 1 and 0 < tf < 1):
             raise ValueError(f"smoothing and trend factors must be in (0, 1), got sf={sf}, tf={tf}")
@@ -239,7 +253,14 @@ class XGBoostLags(PointForecaster):
 
     kind: ClassVar[str] = "xgboost"
 
-    def __init__(self, *, regions: Sequence[tuple[str, float]] | None = None, n_estimators: int = 200, max_train_rows: int = 30000, **kwargs):
+    def __init__(
+        self,
+        *,
+        regions: Sequence[tuple[str, float]] | None = None,
+        n_estimators: int = 200,
+        max_train_rows: int = 30000,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.regions = list(regions or [])
         self.n_estimators = n_estimators
@@ -361,7 +382,10 @@ class HeliosForecaster(Forecaster):
         return self.week + self.hour
 
     def manifest(self) -> dict:
-        return super().manifest() | {"full_history": self.full_history, "multipliers": getattr(self, "multipliers_", {})}
+        return super().manifest() | {
+            "full_history": self.full_history,
+            "multipliers": getattr(self, "multipliers_", {}),
+        }
 
     # ---- events -------------------------------------------------------------------------------
     def _event_profile(self, index: pd.DatetimeIndex, events: EventSchedule) -> np.ndarray:
@@ -376,26 +400,39 @@ class HeliosForecaster(Forecaster):
         return profile
 
     def _learn_multipliers(self, history: pd.Series) -> dict[str, float]:
-        """Median ratio of each past occurrence to the same hours one week (else one day) earlier."""
+        """Each kind's effect from its past occurrences in ``history``.
+
+        An occurrence is compared with the same hours a week before and after it, where those are
+        in the history and free of events; failing that, a day before and after (weekly recurring
+        events have a busy week on both sides). Before and after together cancel a trend and, for
+        days, most of a weekday effect. A kind's multiplier is the median over its occurrences.
+        """
         index, values = history.index, history.to_numpy()
-        occurrences = [o for o in self.events.occurrences(index[0], index[-1] + self.step) if o.applies_to(self.metric)]
+        occurrences = [
+            o for o in self.events.occurrences(index[0], index[-1] + self.step) if o.applies_to(self.metric)
+        ]
         busy = np.zeros(len(index), dtype=bool)
         for occ in occurrences:
             busy |= (index >= occ.start) & (index < occ.end)
-        ratios: dict[str, list[float]] = {}
+        log_ratios: dict[str, list[float]] = {}
         for occ in occurrences:
             inside = np.flatnonzero((index >= occ.start) & (index < occ.end))
             if inside.size < max(3, self.hour // 2):
                 continue  # too little of it in the window to say anything
+            during = np.nanmedian(values[inside])
             for period in (self.week, self.day):
-                reference = inside - period
-                if reference[0] < 0 or busy[reference].any():
-                    continue
-                during, before = np.nanmedian(values[inside]), np.nanmedian(values[reference])
-                if np.isfinite(during) and np.isfinite(before) and before > 0 and during > 0:
-                    ratios.setdefault(occ.kind, []).append(during / before)
-                break
-        return {kind: float(np.median(r)) for kind, r in ratios.items()}
+                references = []
+                for shift in (-period, period):
+                    reference = inside + shift
+                    if reference[0] >= 0 and reference[-1] < len(values) and not busy[reference].any():
+                        references.append(np.nanmedian(values[reference]))
+                references = [r for r in references if np.isfinite(r) and r > 0]
+                if references and np.isfinite(during) and during > 0:
+                    log_ratios.setdefault(occ.kind, []).append(
+                        float(np.mean(np.log(during / np.array(references))))
+                    )
+                    break
+        return {kind: float(np.exp(np.median(r))) for kind, r in log_ratios.items()}
 
     @staticmethod
     def _level(values: np.ndarray) -> np.ndarray:
@@ -421,7 +458,10 @@ class HeliosForecaster(Forecaster):
 
         columns = [leads.astype(float)]
         columns += [rel(lagged(values, origins, j)) for j in self.RECENT_LAGS]
-        columns += [rel(trailing_mean(values, self.hour)[origins]), rel(trailing_mean(values, self.day)[origins])]
+        columns += [
+            rel(trailing_mean(values, self.hour)[origins]),
+            rel(trailing_mean(values, self.day)[origins]),
+        ]
         # Smoothed levels (as Holt's level): on noisy series they say more than any single lag.
         for alpha in (0.3, 0.1):
             columns.append(rel(pd.Series(values).ewm(alpha=alpha, ignore_na=True).mean().to_numpy()[origins]))
@@ -443,8 +483,9 @@ class HeliosForecaster(Forecaster):
             columns.append(rel(lagged(values, targets, back)))
         back = np.ceil(leads / self.hour).astype(int) * self.hour
         echoes = np.column_stack([lagged(deviation, targets, back + k * self.hour) for k in range(6)])
-        with np.errstate(invalid="ignore"):
-            columns.append(np.nanmean(echoes, axis=1) / scale)
+        seen = np.isfinite(echoes).sum(axis=1)
+        profile = np.where(seen > 0, np.nansum(echoes, axis=1) / np.maximum(seen, 1), np.nan)
+        columns.append(profile / scale)
         calendar = calendar_features(index[targets], self.timezone, self.regions).to_numpy()
         design = np.column_stack(columns + [calendar])
         return design, level, volatility
@@ -500,8 +541,12 @@ class HeliosForecaster(Forecaster):
         leads = np.arange(1, self.max_horizon + 1)
         o, h = np.repeat(origins, leads.size), np.tile(leads, origins.size)
         inside = o + h < n
-        forecast, volatility = self._predict_grid(calibration_model, values, history.index, o[inside], h[inside])
-        self.volatility_floor_ = float(np.nanquantile(volatility, 0.1)) if np.isfinite(volatility).any() else 1.0
+        forecast, volatility = self._predict_grid(
+            calibration_model, values, history.index, o[inside], h[inside]
+        )
+        self.volatility_floor_ = (
+            float(np.nanquantile(volatility, 0.1)) if np.isfinite(volatility).any() else 1.0
+        )
         scaled = np.full(o.size, np.nan)  # NaN where the target is missing or past the end
         scaled[inside] = (values[(o + h)[inside]] - forecast) / self._spread(volatility)
         self.residuals_ = scaled.reshape(origins.size, leads.size)
@@ -512,7 +557,9 @@ class HeliosForecaster(Forecaster):
 
     def _spread(self, volatility: np.ndarray) -> np.ndarray:
         """Interval scale at an origin: its local volatility, floored so calm spells keep some width."""
-        return self.scale_ * np.maximum(np.nan_to_num(volatility, nan=self.volatility_floor_), self.volatility_floor_)
+        return self.scale_ * np.maximum(
+            np.nan_to_num(volatility, nan=self.volatility_floor_), self.volatility_floor_
+        )
 
     def _predict(self, horizon, history, events, level):
         history = on_grid(history, self.step)
@@ -526,12 +573,22 @@ class HeliosForecaster(Forecaster):
         lo, hi = step_intervals(self.residuals_[:, :horizon], level)
         spread = self._spread(volatility)
         profile = self._event_profile(future, events)
-        return _forecast_frame(future, forecast * profile, (forecast + lo * spread) * profile, (forecast + hi * spread) * profile)
+        return _forecast_frame(
+            future, forecast * profile, (forecast + lo * spread) * profile, (forecast + hi * spread) * profile
+        )
 
 
 FORECASTERS: dict[str, type[Forecaster]] = {
     cls.kind: cls
-    for cls in (SeasonalNaive, SeasonalNaiveWeekly, PredictLinear, PrometheusHolt, ProphetForecaster, XGBoostLags, HeliosForecaster)
+    for cls in (
+        SeasonalNaive,
+        SeasonalNaiveWeekly,
+        PredictLinear,
+        PrometheusHolt,
+        ProphetForecaster,
+        XGBoostLags,
+        HeliosForecaster,
+    )
 }
 CALENDAR_KINDS = frozenset({XGBoostLags.kind, HeliosForecaster.kind})
 
@@ -542,7 +599,9 @@ def make_forecaster(kind: str, **kwargs: Any) -> Forecaster:
     try:
         cls = FORECASTERS[kind]
     except KeyError:
-        raise ValueError(f"unknown forecaster kind '{kind}'; known kinds: {', '.join(sorted(FORECASTERS))}") from None
+        raise ValueError(
+            f"unknown forecaster kind '{kind}'; known kinds: {', '.join(sorted(FORECASTERS))}"
+        ) from None
     if kind not in CALENDAR_KINDS:
         kwargs.pop("regions", None)
     return cls(**kwargs)
