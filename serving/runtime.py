@@ -23,8 +23,14 @@ from helios_pipelines.core.models.base import AnomalyDetector, Forecaster, Savab
 from helios_pipelines.core.models.capacity import CapacityPlanner
 from helios_pipelines.core.sources import MetricsSource, make_source
 from helios_pipelines.core.tenants import ScheduledEvent, TenantConfig, UnknownMetricError, format_horizon
+from serving.promql import Sample
 
 MANIFEST = "manifest.json"
+FORECAST_VALUE = "helios_forecast_value"
+FORECAST_LOWER = "helios_forecast_lower"
+FORECAST_UPPER = "helios_forecast_upper"
+ANOMALY_SCORE = "helios_anomaly_score"
+RECOMMENDATION = "helios_recommendation"
 
 
 class RequestError(ValueError):
@@ -71,6 +77,8 @@ class TenantRuntime:
         self.posted_events: list[ScheduledEvent] = []
         self._history: pd.DataFrame | None = None
         self._history_end: pd.Timestamp | None = None
+        self._samples: list[Sample] = []
+        self._samples_at: pd.Timestamp | None = None
         self._lock = threading.Lock()
         needed = [f.min_history for f in self.forecasters.values()]
         if self.detector is not None:
@@ -275,3 +283,36 @@ class TenantRuntime:
             "target_time": frame["timestamp"].iloc[lead_steps - 1].isoformat(),
             "forecast_model": self.pinned[target.metric].as_dict(),
         }
+
+    # ---- Prometheus series ---------------------------------------------------------------------
+    def samples(self, now: pd.Timestamp | None = None) -> list[Sample]:
+        """Every Helios series of this tenant, computed at most once per step: what /metrics exports
+        and /api/v1/query answers (KEDA's trigger and the Grafana dashboard read these)."""
+        end = (now or pd.Timestamp.now(tz="UTC")).floor(self.step)
+        with self._lock:
+            if self._samples_at == end:
+                return self._samples
+        customer = {"customer": self.tenant_id}
+        out: list[Sample] = []
+        for metric, forecaster in sorted(self.forecasters.items()):
+            horizons = self.tenant.metrics[metric].forecast.horizons
+            frame = self.forecast(metric, max(horizons), end)
+            for minutes in horizons:
+                row = frame.iloc[self.horizon_steps(forecaster, minutes) - 1]
+                labels = customer | {"metric": metric, "horizon": format_horizon(minutes)}
+                out += [
+                    Sample(FORECAST_VALUE, labels, float(row["yhat"]), "Helios forecast of a metric at a horizon"),
+                    Sample(FORECAST_LOWER, labels, float(row["yhat_lower"]), "lower bound of the 80% interval"),
+                    Sample(FORECAST_UPPER, labels, float(row["yhat_upper"]), "upper bound of the 80% interval"),
+                ]
+        if self.detector is not None:
+            for score in self.detect(now=end)["scores"]:
+                value = float("nan") if score["score"] is None else score["score"]
+                out.append(Sample(ANOMALY_SCORE, customer | {"metric": score["metric"]}, value, "anomaly score in [0, 1]"))
+        if self.planner is not None:
+            for service in sorted(self.planner.targets):
+                replicas = self.recommend(service, now=end)["replicas"]
+                out.append(Sample(RECOMMENDATION, customer | {"service": service}, float(replicas), "recommended replicas"))
+        with self._lock:
+            self._samples, self._samples_at = out, end
+        return out

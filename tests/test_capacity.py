@@ -24,7 +24,10 @@ def test_replicas_from_the_upper_quantile_over_usable_capacity(planner):
     assert _step(rec, "usable_capacity_per_replica").value == 80
     assert _step(rec, "replicas_for_forecast").explanation == "ceil(1e+04 / 80)"
     assert rec.utilization_at_recommendation == pytest.approx(0.8)
-    assert rec.capacity_warning and not rec.capacity_critical
+    assert rec.share_of_max_capacity == pytest.approx(0.25)  # 10000 / (400 x 100)
+    assert not rec.capacity_warning and not rec.capacity_critical
+    warning = planner.recommend("game-server", 31_000, 31_000)
+    assert warning.capacity_warning and not warning.capacity_critical
     assert rec.horizon_minutes == 3  # 120 s start-up + 30 s scale-up window, rounded up
 
 
@@ -33,6 +36,7 @@ def test_min_and_max_replicas_clamp_and_flag_critical(planner):
     rec = planner.recommend("game-server", 50_000, 50_000)
     assert rec.replicas == 400
     assert rec.capacity_critical  # 50000 / (400 * 100) = 1.25
+    assert _step(rec, "share_of_max_capacity").value == pytest.approx(1.25)
 
 
 def test_scale_down_is_slow_and_stabilised(planner):

@@ -38,7 +38,7 @@ DETECTOR_FLAG_BUDGET = 0.02
 class ForecastTraining:
     metric: str
     horizon_steps: int
-    scores: dict[str, dict]  # kind -> backtest summary
+    scores: dict[str, dict]  # kind -> backtest metrics (BacktestResult.metrics)
     winner: str
     version: RegisteredVersion
     fit_seconds: float
@@ -76,12 +76,11 @@ def horizon_steps(tenant: TenantConfig, minutes: int) -> int:
 
 
 def _plot_forecast(series: pd.Series, forecast: pd.DataFrame, title: str):
-    import matplotlib
+    # A bare Figure (no pyplot): no global figure registry to leak across many runs, no GUI backend.
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    ax = fig.subplots()
     start = forecast["timestamp"].iloc[0] - 6 * (forecast["timestamp"].iloc[-1] - forecast["timestamp"].iloc[0])
     actual = series[series.index >= start]
     ax.plot(actual.index, actual.to_numpy(), color="black", lw=1, label="actual")
@@ -107,23 +106,32 @@ def train_forecasters(
         steps = horizon_steps(tenant, max(tenant.metrics[metric].forecast.horizons))
         with tracker.start_run(tenant.id, f"forecaster {metric}", tags={"metric": metric, **tags}):
             mlflow.log_params({"metric": metric, "horizon_steps": steps, "folds": tenant.training.backtest_folds})
-            scores, results = {}, {}
+            scores, last_fold_models = {}, {}
             for kind in (BASELINE, *candidates):
                 with tracker.start_run(tenant.id, f"{metric} {kind}", nested=True, tags={"metric": metric, "kind": kind}):
-                    result = backtest(lambda k=kind: forecaster_for(tenant, metric, k), series, steps, tenant.training.backtest_folds)
-                    summary = result.to_dict()["overall"]
-                    mlflow.log_metrics({k: v for k, v in summary.items() if isinstance(v, int | float) and np.isfinite(v)})
-                    scores[kind], results[kind] = summary, result
+                    fitted: list[Forecaster] = []
+
+                    def factory(k=kind, fitted=fitted):
+                        fitted.append(forecaster_for(tenant, metric, k))
+                        return fitted[-1]
+
+                    result = backtest(factory, series, steps, tenant.training.backtest_folds)
+                    mlflow.log_metrics({k: v for k, v in result.metrics.items() if np.isfinite(v)})
+                    mlflow.log_metric("mean_fit_seconds", result.mean_fit_seconds)
+                    scores[kind] = result.metrics
+                    last_fold_models[kind] = (fitted[-1], pd.Timestamp(result.origins[-1]))
             winner = min(scores, key=lambda k: (scores[k]["mase"], k != BASELINE))
             started = time.perf_counter()
             model = forecaster_for(tenant, metric, winner).fit(series)
             fit_seconds = time.perf_counter() - started
-            last_fold = results[winner].folds[-1]
+            # The plot re-uses the winner's last backtest model: forecast from its origin vs what happened.
+            fold_model, origin = last_fold_models[winner]
+            before = series[series.index < origin]
             mlflow.log_figure(
-                _plot_forecast(series, last_fold.forecast, f"{tenant.id} {metric}: {winner}, last backtest fold"),
+                _plot_forecast(series, fold_model.predict(steps, before), f"{tenant.id} {metric}: {winner}, last backtest fold"),
                 "forecast_vs_actual.png",
             )
-            mlflow.log_metrics({f"winner_{k}": v for k, v in scores[winner].items() if isinstance(v, int | float) and np.isfinite(v)})
+            mlflow.log_metrics({f"winner_{k}": v for k, v in scores[winner].items() if np.isfinite(v)})
             version = tracker.log_model(
                 model,
                 registered_model_name(tenant.id, "forecaster", metric),

@@ -4,7 +4,6 @@ raw_metrics -> validated_metrics (GX, asset checks) -> features -> forecast_cand
 anomaly_detector, capacity_model -> champions (promotion) -> tenant_bento.
 """
 
-from __future__ import annotations
 
 import pandas as pd
 from dagster import (

@@ -1,6 +1,5 @@
 """Resources: the configurable edges of the pipeline (registry, source, MLflow, packaging)."""
 
-from __future__ import annotations
 
 import pandas as pd
 from dagster import ConfigurableResource

@@ -30,6 +30,7 @@ class Recommendation:
     current_replicas: int | None
     horizon_minutes: int
     utilization_at_recommendation: float
+    share_of_max_capacity: float
     capacity_warning: bool
     capacity_critical: bool
     input_anomalous: bool
@@ -160,6 +161,11 @@ class CapacityPlanner(SavableModel):
         steps.append(
             Step("utilization", utilization, f"{demand:.4g} / ({replicas} x {per_replica:g}) at the recommended size")
         )
+        # Capacity flags measure the ceiling: how much of what max_replicas can serve the forecast needs.
+        ceiling = demand / (t.max_replicas * per_replica)
+        steps.append(
+            Step("share_of_max_capacity", ceiling, f"{demand:.4g} / ({t.max_replicas} x {per_replica:g}) at max replicas")
+        )
         return Recommendation(
             service=service,
             metric=t.metric,
@@ -167,8 +173,9 @@ class CapacityPlanner(SavableModel):
             current_replicas=current_replicas,
             horizon_minutes=self.lead_time_minutes(service),
             utilization_at_recommendation=float(utilization),
-            capacity_warning=utilization >= self.thresholds.capacity_warning,
-            capacity_critical=utilization >= self.thresholds.capacity_critical,
+            share_of_max_capacity=float(ceiling),
+            capacity_warning=ceiling >= self.thresholds.capacity_warning,
+            capacity_critical=ceiling >= self.thresholds.capacity_critical,
             input_anomalous=input_anomalous,
             steps=steps,
         )

@@ -1,0 +1,48 @@
+"""Production resources: asset values in GCS (dagster-gcp), MLflow tracking on PostgreSQL with its
+artifacts in ``gs://$GCS_BUCKET/mlflow``. Dagster's own storage (runs, events, schedules) and the run
+queue are the instance's business: ``deploy/dagster/dagster.yaml``.
+
+``definitions.build_definitions`` picks these when ``HELIOS_ENV=production``; the embedded local
+setup stays the default.
+"""
+
+from collections.abc import Mapping
+
+from dagster_gcp.gcs import GCSPickleIOManager, GCSResource
+
+from helios_pipelines.core.tracking import Tracker
+from helios_pipelines.defs.resources import MLflowResource
+
+REQUIRED = ("GCS_BUCKET", "MLFLOW_TRACKING_URI")
+
+
+class ProductionConfigError(RuntimeError):
+    """Production was asked for but the environment does not say where things live."""
+
+
+class GCSArtifactsMLflowResource(MLflowResource):
+    """MLflow whose tracking store is a database and whose experiments keep artifacts under
+    ``artifact_root`` (a database store has no artifact root of its own, unlike a tracking server)."""
+
+    artifact_root: str
+
+    def tracker(self) -> Tracker:
+        return Tracker(self.tracking_uri, artifact_root=self.artifact_root)
+
+
+def production_resources(env: Mapping[str, str]) -> dict:
+    """The resources that differ from the local setup, from ``GCS_BUCKET``, ``MLFLOW_TRACKING_URI``
+    (``postgresql://...``) and optionally ``GCP_PROJECT``. Credentials come from the environment
+    as Google's clients find them (workload identity on GKE)."""
+    missing = [key for key in REQUIRED if not env.get(key)]
+    if missing:
+        raise ProductionConfigError(f"HELIOS_ENV=production needs {', '.join(missing)} in the environment")
+    bucket = env["GCS_BUCKET"]
+    return {
+        "io_manager": GCSPickleIOManager(
+            gcs=GCSResource(project=env.get("GCP_PROJECT")), gcs_bucket=bucket, gcs_prefix="dagster"
+        ),
+        "mlflow_tracking": GCSArtifactsMLflowResource(
+            tracking_uri=env["MLFLOW_TRACKING_URI"], artifact_root=f"gs://{bucket}/mlflow"
+        ),
+    }
