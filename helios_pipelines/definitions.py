@@ -1,14 +1,24 @@
-"""The one Definitions object. The environment is read here, once."""
+"""The one Definitions object. The environment is read here, once.
 
-from __future__ import annotations
+``HELIOS_ENV`` chooses where things live: ``local`` (the default: embedded SQLite, files under
+HELIOS_HOME) or ``production`` (GCS IO manager, MLflow on PostgreSQL with artifacts in GCS; see
+``defs/production.py``). Dagster's own storage is the instance's: ``deploy/dagster/dagster.yaml``.
+"""
 
 import os
 
 from dagster import Definitions
 
 from helios_pipelines.core.settings import apply_local_defaults
+from helios_pipelines.core.tenants import load_tenants
 from helios_pipelines.defs.assets import ALL_ASSETS
-from helios_pipelines.defs.automation import tenant_registry_sensor, training_job
+from helios_pipelines.defs.automation import (
+    AUTOMATION_SENSORS,
+    LiveAccuracyResource,
+    bento_job,
+    retraining_schedules,
+    training_job,
+)
 from helios_pipelines.defs.resources import (
     BentoPackagerResource,
     MetricsSourceResource,
@@ -16,19 +26,31 @@ from helios_pipelines.defs.resources import (
     TenantRegistryResource,
 )
 
+ENVIRONMENTS = ("local", "production")
+
 
 def build_definitions(env: dict[str, str] | None = None) -> Definitions:
     env = dict(os.environ if env is None else env)
+    environment = env.get("HELIOS_ENV", "local")
+    if environment not in ENVIRONMENTS:
+        raise ValueError(f"HELIOS_ENV={environment!r}: expected one of {', '.join(ENVIRONMENTS)}")
+    resources = {
+        "tenants": TenantRegistryResource(config_dir=env.get("HELIOS_CONFIG_DIR")),
+        "metrics_source": MetricsSourceResource(as_of=env.get("HELIOS_AS_OF")),
+        "mlflow_tracking": MLflowResource(tracking_uri=env.get("MLFLOW_TRACKING_URI")),
+        "packager": BentoPackagerResource(build_bento=env.get("HELIOS_BUILD_BENTO", "1") == "1"),
+        "live_accuracy": LiveAccuracyResource(database_url=env.get("HELIOS_DATABASE_URL")),
+    }
+    if environment == "production":
+        from helios_pipelines.defs.production import production_resources
+
+        resources |= production_resources(env)
     return Definitions(
         assets=ALL_ASSETS,
-        jobs=[training_job],
-        sensors=[tenant_registry_sensor],
-        resources={
-            "tenants": TenantRegistryResource(config_dir=env.get("HELIOS_CONFIG_DIR")),
-            "metrics_source": MetricsSourceResource(as_of=env.get("HELIOS_AS_OF")),
-            "mlflow_tracking": MLflowResource(tracking_uri=env.get("MLFLOW_TRACKING_URI")),
-            "packager": BentoPackagerResource(build_bento=env.get("HELIOS_BUILD_BENTO", "1") == "1"),
-        },
+        jobs=[training_job, bento_job],
+        schedules=retraining_schedules(load_tenants(env.get("HELIOS_CONFIG_DIR"))),
+        sensors=AUTOMATION_SENSORS,
+        resources=resources,
     )
 
 

@@ -27,7 +27,13 @@ from dagster import (
     sensor,
 )
 
-from helios_pipelines.core.drift import Profile, RetrainingReasons, decayed_metrics, drifted_metrics, profile_window
+from helios_pipelines.core.drift import (
+    Profile,
+    RetrainingReasons,
+    decayed_metrics,
+    drifted_metrics,
+    profile_window,
+)
 from helios_pipelines.core.tenants import TenantConfig, TenantRegistry
 from helios_pipelines.core.tracking import CHAMPION, Tracker, registered_model_name
 from helios_pipelines.defs.assets import ALL_ASSETS, tenant_bento
