@@ -71,8 +71,12 @@ class RegisteredVersion:
 
 
 class Tracker:
-    def __init__(self, tracking_uri: str | None = None):
+    """``artifact_root`` (e.g. ``gs://bucket/mlflow``) is where new experiments keep their artifacts
+    when the tracking URI is a database rather than a tracking server (which has its own root)."""
+
+    def __init__(self, tracking_uri: str | None = None, artifact_root: str | None = None):
         self.tracking_uri = tracking_uri or default_tracking_uri()
+        self.artifact_root = artifact_root
         if self.tracking_uri.startswith("sqlite:///"):
             Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         mlflow.set_tracking_uri(self.tracking_uri)
@@ -85,7 +89,9 @@ class Tracker:
         if found is not None:
             return found.experiment_id
         artifacts = None
-        if self.tracking_uri.startswith("sqlite:///"):
+        if self.artifact_root:
+            artifacts = f"{self.artifact_root.rstrip('/')}/{tenant}"
+        elif self.tracking_uri.startswith("sqlite:///"):
             # Local artifacts beside the database, not in whatever directory the process runs in.
             artifacts = (Path(self.tracking_uri.removeprefix("sqlite:///")).parent / "mlartifacts" / tenant).as_uri()
         return self.client.create_experiment(name, artifact_location=artifacts, tags={"tenant": tenant})
