@@ -27,6 +27,8 @@ validate: install
 
 demo: install
 	$(BIN)/helios validate
+	$(BIN)/helios db upgrade
+	$(BIN)/helios tenants sync
 	$(BIN)/helios run
 	@echo ""
 	@echo "Serving gaming-corp on http://127.0.0.1:$(PORT) (Ctrl-C stops). Try, from another shell:"

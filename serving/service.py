@@ -7,24 +7,39 @@ Started per tenant (the integration guide's sidecar option) with
 
 from __future__ import annotations
 
+import logging
 import threading
 from datetime import datetime
+from http import HTTPStatus
 from pathlib import Path
 
 import bentoml
 import pandas as pd
-from bentoml.exceptions import InvalidArgument, NotFound
+from bentoml.exceptions import BentoMLException, InvalidArgument, NotFound
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field, field_validator
 
+from helios_pipelines.core.anomaly_log import record_detection
+from helios_pipelines.core.feedback import PredictionRecorder
+from helios_pipelines.core.migrations import upgrade
+from helios_pipelines.core.plans import PlanLimitError
+from helios_pipelines.core.store import CustomerDisabledError, Store, UnknownCustomerError
 from serving import promql
+from serving.auth import TENANT_METRICS_PATH, TenantAuthMiddleware
 from serving.runtime import NotFoundError, RequestError, TenantRuntime
+
+log = logging.getLogger(__name__)
+
+
+class ForbiddenError(PermissionError):
+    """The caller's key may not see what it asked for (HTTP 403)."""
 
 
 class ServiceArguments(BaseModel):
     tenants: str = Field(description="comma-separated tenant ids")
     bundles: str = Field("", description="comma-separated pinned bundle tags; default helios-<tenant>:latest")
+    api_keys: bool = Field(False, description="require X-API-Key on every request (the multi-tenant mode)")
 
     def bundle_tags(self) -> list[str]:
         tenants = [t.strip() for t in self.tenants.split(",") if t.strip()]
@@ -56,6 +71,8 @@ def _http_errors(call):
         raise NotFound(str(exc)) from None
     except RequestError as exc:
         raise InvalidArgument(str(exc)) from None
+    except (ForbiddenError, PlanLimitError, CustomerDisabledError) as exc:
+        raise BentoMLException(str(exc), error_code=HTTPStatus.FORBIDDEN) from None
 
 
 def _query_time(raw: str | None) -> pd.Timestamp:
@@ -73,6 +90,11 @@ def _query_time(raw: str | None) -> pd.Timestamp:
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
+def _authenticated(request) -> str | None:
+    """The tenant the auth middleware found for this request's key (None when keys are off)."""
+    return getattr(request.state, "tenant", None)
+
+
 # Routes that need GET or form bodies (Prometheus' HTTP API, the guide's GET /predict) live here.
 http = FastAPI(title="Helios Prometheus-compatible API")
 
@@ -87,11 +109,28 @@ class HeliosService:
         for bundle in self.bundles:
             runtime = TenantRuntime(Path(bundle.stored.path))
             self.runtimes[runtime.tenant_id] = runtime
-        self._gauges = None
+        # Served predictions and anomalies go to the Helios store (HELIOS_DATABASE_URL), off the hot path.
+        self.store = Store()
+        if self.store.url.startswith("sqlite"):
+            upgrade(self.store.url)  # the embedded store migrates itself; production runs `helios db upgrade`
+        self.recorder = PredictionRecorder(self.store)
         threading.Thread(target=self._publish_forever, name="helios-gauges", daemon=True).start()
 
-    def samples(self, at: pd.Timestamp | None = None) -> list[promql.Sample]:
-        return [s for runtime in self.runtimes.values() for s in runtime.samples(at)]
+    @bentoml.on_shutdown
+    def _flush_recorder(self) -> None:
+        self.recorder.close()
+
+    def samples(self, at: pd.Timestamp | None = None, tenant: str | None = None) -> list[promql.Sample]:
+        runtimes = [self.runtimes[tenant]] if tenant else self.runtimes.values()
+        return [s for runtime in runtimes for s in runtime.samples(at)]
+
+    def _record_detection(self, runtime: TenantRuntime, result: dict) -> None:
+        """Anomalies are recorded once per episode and alerted; a tenant the store does not know
+        (not yet synced) still gets its answer, and the log says why nothing was recorded."""
+        try:
+            record_detection(self.store, runtime.tenant, result, detected_by="detect")
+        except UnknownCustomerError as exc:
+            log.warning("anomalies of tenant '%s' not recorded: %s", runtime.tenant_id, exc)
 
     def _publish_forever(self) -> None:
         """Keep Helios' series on /metrics (BentoML's prometheus registry) fresh, once per step."""
@@ -118,13 +157,14 @@ class HeliosService:
     @http.api_route("/api/v1/query", methods=["GET", "POST"])
     async def prometheus_query(self, request: Request) -> JSONResponse:
         """Prometheus' instant query over Helios' series: exactly one series or an error, never an
-        empty success (KEDA would read that as 0 and scale to the minimum)."""
+        empty success (KEDA would read that as 0 and scale to the minimum). With API keys, only the
+        key's tenant's series are visible."""
         params = dict(request.query_params)
         if request.method == "POST":
             params |= dict(await request.form())
         try:
             at = _query_time(params.get("time"))
-            sample = promql.select_one(self.samples(at), params.get("query", ""))
+            sample = promql.select_one(self.samples(at, _authenticated(request)), params.get("query", ""))
         except promql.QueryError as error:
             status = 422 if error.error_type == "not_found" else 400
             return JSONResponse(promql.error_response(error), status_code=status)
@@ -132,17 +172,43 @@ class HeliosService:
             return JSONResponse(promql.error_response(promql.QueryError(str(error), "execution")), status_code=422)
         return JSONResponse(promql.vector_response([sample], at.timestamp()))
 
+    @http.get(TENANT_METRICS_PATH, include_in_schema=False)
+    def tenant_metrics(self, request: Request) -> PlainTextResponse:
+        """/metrics for an API key: that tenant's series only (the auth middleware routes here)."""
+        tenant = _authenticated(request)
+        if tenant is None:
+            return PlainTextResponse("an API key is required\n", status_code=401)
+        return PlainTextResponse(promql.exposition(self.samples(tenant=tenant)), media_type="text/plain; version=0.0.4")
+
     @http.get("/predict")
-    def predict_get(self, metric: str, horizon: int = 15, tenant: str | None = None) -> JSONResponse:
+    def predict_get(self, request: Request, metric: str, horizon: int = 15, tenant: str | None = None) -> JSONResponse:
         """The integration guide's GET /predict?metric=&horizon= (minutes)."""
         try:
-            return JSONResponse(self.runtime(tenant).predict(metric, horizon))
+            return JSONResponse(self._predict(metric, horizon, tenant, _authenticated(request)))
         except NotFoundError as exc:
             return JSONResponse({"error": str(exc)}, status_code=404)
         except RequestError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
+        except ForbiddenError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=403)
 
-    def runtime(self, tenant: str | None) -> TenantRuntime:
+    def _predict(self, metric: str, horizon: int, tenant: str | None, authenticated: str | None) -> dict:
+        result = self.runtime(tenant, authenticated).predict(metric, horizon)
+        self.recorder.record(result)
+        return result
+
+    def _detect(self, names, points, tenant: str | None, authenticated: str | None) -> dict:
+        runtime = self.runtime(tenant, authenticated)
+        result = runtime.detect(names or None, points)
+        self._record_detection(runtime, result)
+        return result
+
+    def runtime(self, tenant: str | None, authenticated: str | None = None) -> TenantRuntime:
+        """The runtime a request is for: the API key's tenant when keys are on, else ``tenant``."""
+        if authenticated is not None:
+            if tenant is not None and tenant != authenticated:
+                raise ForbiddenError(f"this API key belongs to tenant '{authenticated}', not '{tenant}'")
+            tenant = authenticated
         if tenant is None:
             if len(self.runtimes) == 1:
                 return next(iter(self.runtimes.values()))
@@ -152,9 +218,15 @@ class HeliosService:
         return self.runtimes[tenant]
 
     @bentoml.api(route="/predict")
-    def predict(self, metric: str, horizon: int = Field(15, description="minutes ahead"), tenant: str | None = None) -> dict:
+    def predict(
+        self,
+        metric: str,
+        horizon: int = Field(15, description="minutes ahead"),
+        tenant: str | None = None,
+        ctx: bentoml.Context = None,
+    ) -> dict:
         """Forecast ``metric`` ``horizon`` minutes ahead: value, 80% bounds, target time, model version."""
-        return _http_errors(lambda: self.runtime(tenant).predict(metric, horizon))
+        return _http_errors(lambda: self._predict(metric, horizon, tenant, _authenticated(ctx.request)))
 
     @bentoml.api(route="/detect")
     def detect(
@@ -163,11 +235,12 @@ class HeliosService:
         metrics: list[str] | None = None,
         points: list[Point] | None = None,
         tenant: str | None = None,
+        ctx: bentoml.Context = None,
     ) -> dict:
         """Anomaly scores in [0, 1] for the latest point of each watched metric, or for given points."""
         names = ([metric] if metric else []) + list(metrics or [])
         given = [(p.timestamp, p.value) for p in points] if points else None
-        return _http_errors(lambda: self.runtime(tenant).detect(names or None, given))
+        return _http_errors(lambda: self._detect(names, given, tenant, _authenticated(ctx.request)))
 
     @bentoml.api(route="/recommend")
     def recommend(
@@ -176,6 +249,12 @@ class HeliosService:
         metric: str | None = None,
         current_replicas: int | None = Field(None, ge=0),
         tenant: str | None = None,
+        ctx: bentoml.Context = None,
     ) -> dict:
         """Replicas for a scaled service, with every step of the arithmetic."""
-        return _http_errors(lambda: self.runtime(tenant).recommend(service or metric, current_replicas))
+        authenticated = _authenticated(ctx.request)
+        return _http_errors(lambda: self.runtime(tenant, authenticated).recommend(service or metric, current_replicas))
+
+
+if ARGUMENTS.api_keys:
+    HeliosService.add_asgi_middleware(TenantAuthMiddleware, served=ARGUMENTS.tenants)

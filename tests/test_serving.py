@@ -2,6 +2,7 @@
 
 import os
 import signal
+from contextlib import contextmanager
 import socket
 import subprocess
 import sys
@@ -12,7 +13,8 @@ import httpx
 import pytest
 
 from helios_pipelines.core.tracking import CHAMPION, Tracker
-from tests.conftest import REPO
+from helios_pipelines.core.tenants import load_tenants
+from tests.conftest import FIXTURE_TENANTS, REPO
 
 
 def _free_port() -> int:
@@ -21,15 +23,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def service(trained_arena, tmp_path_factory):
-    assert trained_arena.success
+@contextmanager
+def bentoml_serve(log_dir, *args: str):
+    """`bentoml serve` of the Helios service on a free port; yields an HTTP client."""
     port = _free_port()
-    log = tmp_path_factory.mktemp("serve") / "bentoml.log"
+    log = log_dir / "bentoml.log"
     with log.open("w") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "bentoml", "serve", "serving.service:HeliosService",
-             "--host", "127.0.0.1", "--port", str(port), "--arg", "tenants=arena"],
+             "--host", "127.0.0.1", "--port", str(port), *args],
             cwd=REPO, env=os.environ.copy(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
     base = f"http://127.0.0.1:{port}"
@@ -51,6 +53,25 @@ def service(trained_arena, tmp_path_factory):
         process.wait(timeout=30)
 
 
+@pytest.fixture(scope="module")
+def store(trained_arena):
+    """The embedded store, migrated and holding the fixture tenants (as `helios tenants sync` does)."""
+    from helios_pipelines.core.migrations import upgrade
+    from helios_pipelines.core.store import Store
+
+    store = Store()
+    upgrade(store.url)
+    store.sync_customers(load_tenants(FIXTURE_TENANTS))
+    return store
+
+
+@pytest.fixture(scope="module")
+def service(trained_arena, store, tmp_path_factory):
+    assert trained_arena.success
+    with bentoml_serve(tmp_path_factory.mktemp("serve"), "--arg", "tenants=arena") as client:
+        yield client
+
+
 def test_predict_answers_with_bounds_target_time_and_pinned_version(service):
     response = service.post("/predict", json={"metric": "concurrent_users", "horizon": 60})
     assert response.status_code == 200, response.text
@@ -62,6 +83,24 @@ def test_predict_answers_with_bounds_target_time_and_pinned_version(service):
     assert abs(datetime.now(timezone.utc) - origin) < timedelta(minutes=10)
     champion = Tracker().version_by_alias("arena_concurrent_users_forecaster", CHAMPION)
     assert body["model"]["version"] == champion.version
+
+
+def test_served_predictions_are_recorded_for_the_feedback_loop(service, store):
+    from sqlalchemy import func, select
+
+    from helios_pipelines.core.store import Prediction
+
+    before = _count(store, select(func.count()).select_from(Prediction))
+    service.post("/predict", json={"metric": "concurrent_users", "horizon": 15}).raise_for_status()
+    deadline = time.monotonic() + 15
+    while _count(store, select(func.count()).select_from(Prediction)) == before:
+        assert time.monotonic() < deadline, "the recorder did not write the prediction"
+        time.sleep(0.5)
+
+
+def _count(store, query) -> int:
+    with store.transaction() as session:
+        return session.execute(query).scalar_one()
 
 
 def test_predict_accepts_the_series_name(service):
