@@ -211,9 +211,17 @@ class CloudWatchSource(RemoteSource):
     )
 
 
-SOURCE_TYPES = (SimulatorSource, FilesSource, PrometheusSource, DatadogSource, CloudWatchSource)
+class PushSource(Strict):
+    """Metrics the customer pushes to Helios (Prometheus remote-write or the helios-agent), stored
+    under $HELIOS_HOME/push; nothing to configure here: the tenant's API key says whose they are."""
+
+    type: Literal["push"] = "push"
+
+
+SOURCE_TYPES = (SimulatorSource, FilesSource, PrometheusSource, DatadogSource, CloudWatchSource, PushSource)
 SourceConfig = Annotated[
-    SimulatorSource | FilesSource | PrometheusSource | DatadogSource | CloudWatchSource, Field(discriminator="type")
+    SimulatorSource | FilesSource | PrometheusSource | DatadogSource | CloudWatchSource | PushSource,
+    Field(discriminator="type"),
 ]
 # pydantic puts the discriminator's value in error locations; error messages leave it out.
 _SOURCE_TAGS = frozenset(cls.model_fields["type"].default for cls in SOURCE_TYPES)

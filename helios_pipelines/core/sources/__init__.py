@@ -35,6 +35,10 @@ def make_source(tenant: TenantConfig, now: pd.Timestamp | None = None) -> Metric
         from helios_pipelines.core.sources.cloudwatch import CloudWatch
 
         return CloudWatch(tenant, now=now)
+    if kind == "push":
+        from helios_pipelines.core.sources.push import PushedMetrics
+
+        return PushedMetrics(tenant)
     raise SourceError(f"tenant '{tenant.id}': source type '{kind}' is not supported")
 
 

@@ -1,0 +1,188 @@
+"""Push endpoints: Prometheus remote-write and the JSON batch, stored per tenant in the push store.
+
+- ``POST /api/v1/write``: Prometheus remote-write 1.0 (protobuf + snappy), answered 204.
+- ``POST /ingest``: the JSON batch of ``core/ingest.py`` (``Content-Encoding: gzip`` optional),
+  answered 200 with how many samples were accepted and how many of them were new.
+- ``GET /ingest/config``: what the key's tenant accepts (series, kinds, step, window, limits), so the
+  helios-agent asks Helios instead of being configured twice.
+
+Every route authenticates the tenant's API key (``X-API-Key``, or ``Authorization: Bearer`` as
+Prometheus' remote_write sends it) before reading the body: without a valid key the answer is 401 and
+nothing is stored. The tenant comes from the key alone; a client may name the tenant it expects in
+``X-Helios-Customer`` and is refused (403) when the key belongs to another, a guard against a
+mis-pasted key, never a way to choose where data goes.
+
+The tenant's metrics come from the tenant registry (``HELIOS_CONFIG_DIR``, re-read when a file
+changes), because the store's ``customer_metrics`` holds logical names, not the series names pushes
+carry. Work that blocks (the store, decoding, Parquet) runs in the thread pool, off the event loop.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from helios_pipelines.core import ingest, plans
+from helios_pipelines.core.push_store import PushStore
+from helios_pipelines.core.store import Store
+from helios_pipelines.core.tenants import DEFAULT_CONFIG_DIR, TenantConfig, TenantRegistry, load_tenants
+from serving.auth import presented_key
+
+CUSTOMER_HEADER = "x-helios-customer"
+RETENTION_EVERY_SECONDS = 3600  # how often one process prunes a tenant's expired day files
+
+router = APIRouter(tags=["ingest"])
+
+
+@dataclass(frozen=True)
+class Pusher:
+    tenant: TenantConfig
+    retention: timedelta
+
+
+class _Registry:
+    """The tenant registry, loaded again whenever a tenant file is added, removed or changed."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._snapshot: tuple | None = None
+        self._registry: TenantRegistry | None = None
+
+    def get(self) -> TenantRegistry:
+        directory = Path(os.environ.get("HELIOS_CONFIG_DIR") or DEFAULT_CONFIG_DIR)
+        snapshot = (directory, tuple(sorted((p.name, p.stat().st_mtime_ns) for p in directory.glob("*.y*ml"))))
+        with self._lock:
+            if snapshot != self._snapshot:
+                self._registry, self._snapshot = load_tenants(directory), snapshot
+            return self._registry
+
+
+_registry = _Registry()
+_last_retention: dict[str, float] = {}
+
+
+@functools.cache
+def _store() -> Store:
+    return Store()
+
+
+@functools.cache
+def _push_store() -> PushStore:
+    return PushStore()
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers
+
+
+def _authenticate(request: Request) -> Pusher:
+    key = presented_key(dict(request.scope.get("headers", [])))
+    identity = _store().authenticate(key) if key else None
+    if identity is None:
+        raise _Refused(401, "a valid API key is required (X-API-Key header or Authorization: Bearer)",
+                       {"WWW-Authenticate": "Bearer"})
+    expected = request.headers.get(CUSTOMER_HEADER)
+    if expected and expected != identity.slug:
+        raise _Refused(403, f"the API key belongs to tenant '{identity.slug}', not '{expected}'")
+    registry = _registry.get()
+    if identity.slug not in registry.tenants:
+        raise _Refused(403, f"tenant '{identity.slug}' has no valid configuration in the tenant registry")
+    return Pusher(registry.tenants[identity.slug], timedelta(days=plans.plan(identity.plan).retention_days))
+
+
+async def _body(request: Request) -> bytes:
+    """The raw body, refused (413) as soon as it passes the limit, without reading the rest."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > ingest.MAX_BODY_BYTES:
+        raise ingest.IngestError(413, f"body of {declared} bytes; the limit is {ingest.MAX_BODY_BYTES}: send smaller batches")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > ingest.MAX_BODY_BYTES:
+            raise ingest.IngestError(413, f"body over {ingest.MAX_BODY_BYTES} bytes: send smaller batches")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _store_batch(pusher: Pusher, pushed: list[ingest.PushedSeries]) -> tuple[int, int]:
+    """Validates and stores; returns (samples accepted, samples new)."""
+    batch = ingest.validate(pushed, pusher.tenant, pusher.retention, datetime.now(UTC))
+    tenant_id = pusher.tenant.id
+    new = _push_store().write(tenant_id, batch.series)
+    if time.monotonic() - _last_retention.get(tenant_id, -RETENTION_EVERY_SECONDS) >= RETENTION_EVERY_SECONDS:
+        _last_retention[tenant_id] = time.monotonic()
+        _push_store().apply_retention(tenant_id, pusher.retention)
+    return batch.sample_count, new
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def _handle(request: Request, media_type: str, decode, answer) -> Response:
+    try:
+        pusher = await run_in_threadpool(_authenticate, request)
+        if _media_type(request) != media_type:
+            raise ingest.IngestError(415, f"Content-Type must be {media_type}, got '{_media_type(request) or '(none)'}'")
+        raw = await _body(request)
+        encoding = request.headers.get("content-encoding")
+
+        def decode_and_store() -> tuple[int, int]:
+            return _store_batch(pusher, decode(ingest.decompress(raw, encoding)))
+
+        return answer(*await run_in_threadpool(decode_and_store))
+    except _Refused as refused:
+        return JSONResponse({"error": refused.message}, status_code=refused.status, headers=refused.headers)
+    except ingest.IngestError as error:
+        return JSONResponse({"error": str(error)}, status_code=error.status)
+
+
+@router.post("/api/v1/write", status_code=204)
+async def remote_write(request: Request) -> Response:
+    """Prometheus remote-write 1.0: a snappy-compressed protobuf WriteRequest."""
+    return await _handle(
+        request, ingest.REMOTE_WRITE_CONTENT_TYPE, ingest.decode_write_request, lambda accepted, new: Response(status_code=204)
+    )
+
+
+@router.post("/ingest")
+async def ingest_json(request: Request) -> Response:
+    """The JSON batch ``{"samples": [{"metric", "labels", "timestamp", "value"}, ...]}``."""
+    return await _handle(
+        request, ingest.JSON_CONTENT_TYPE, ingest.decode_json_batch,
+        lambda accepted, new: JSONResponse({"accepted": accepted, "new": new, "duplicates": accepted - new}),
+    )
+
+
+@router.get("/ingest/config")
+async def ingest_config(request: Request) -> Response:
+    """What the key's tenant accepts: the agent reads its series, kinds and step from here."""
+    try:
+        pusher = await run_in_threadpool(_authenticate, request)
+    except _Refused as refused:
+        return JSONResponse({"error": refused.message}, status_code=refused.status, headers=refused.headers)
+    tenant = pusher.tenant
+    return JSONResponse({
+        "tenant": tenant.id,
+        "source": tenant.source.type,
+        "step_seconds": tenant.step_timedelta.total_seconds(),
+        "history_days": tenant.training.history_days,
+        "retention_days": pusher.retention.days,
+        "max_future_seconds": ingest.MAX_FUTURE.total_seconds(),
+        "max_samples_per_request": ingest.MAX_SAMPLES,
+        "max_body_bytes": ingest.MAX_BODY_BYTES,
+        "metrics": [
+            {"name": name, "series": metric.series, "kind": metric.kind} for name, metric in tenant.metrics.items()
+        ],
+    })
