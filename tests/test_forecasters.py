@@ -289,7 +289,19 @@ def test_benchmark_cli_on_azure(tmp_path):
     from helios_pipelines.benchmarks.forecast import forecast
 
     out = tmp_path / "bench.json"
-    args = ["--csv", str(AZURE), "--value-col", "cpu_usage", "--folds", "2", "--json", str(out)]
+    table = tmp_path / "forecast.md"
+    args = [
+        "--csv",
+        str(AZURE),
+        "--value-col",
+        "cpu_usage",
+        "--folds",
+        "2",
+        "--json",
+        str(out),
+        "--markdown",
+        str(table),
+    ]
     result = CliRunner().invoke(forecast, args + ["--methods", "seasonal_naive,holt,helios"])
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
@@ -298,3 +310,10 @@ def test_benchmark_cli_on_azure(tmp_path):
         assert {"mae", "smape", "mase", "coverage_80", "coverage_95"} <= set(scores["metrics"])
         assert scores["final_step"]["n_scored"] == 2 and scores["mean_fit_seconds"] > 0
     assert report["summary"]["helios_mase"] < report["methods"]["seasonal_naive"]["metrics"]["mase"]
+    assert set(report["helios_training"]["split"]) == {
+        "events",
+        "calibration_model",
+        "calibration_errors",
+        "final_model",
+    }
+    assert "| helios |" in table.read_text()

@@ -97,6 +97,52 @@ def summary(results: dict[str, dict]) -> dict:
     }
 
 
+def helios_training_cost(series: pd.Series, freq: str, horizon: int, timezone: str, seed: int) -> dict:
+    """One candidate fit on the whole series, as the pipeline trains it, with its time split."""
+    model = make_forecaster("helios", step=freq, max_horizon=horizon, timezone=timezone, seed=seed)
+    started = time.perf_counter()
+    model.fit(series)
+    return {"fit_seconds": time.perf_counter() - started, "split": model.fit_seconds_}
+
+
+def markdown_section(report: dict) -> str:
+    """The report as a Markdown section: a heading, the table and the training cost."""
+    lines = [
+        f"### {Path(report['csv']).name} `{report['value_col']}`",
+        "",
+        f"{report['points']} points at {report['freq']}, {report['missing_share']:.1%} missing; "
+        f"horizon {report['horizon_minutes']} min ({report['horizon_steps']} steps), {report['folds']} folds.",
+        "",
+        "| method | MAE | sMAPE | MASE | MASE at H | cov 80 | cov 95 | fit s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for method, r in report["methods"].items():
+        if "error" in r:
+            lines.append(f"| {method} | not run: {r['error']} | | | | | | |")
+            continue
+        m, f = r["metrics"], r["final_step"]
+        lines.append(
+            f"| {method} | {m['mae']:.4g} | {m['smape']:.2f} | {m['mase']:.3f} | {f['mase']:.3f} "
+            f"| {m['coverage_80']:.3f} | {m['coverage_95']:.3f} | {r['mean_fit_seconds']:.2f} |"
+        )
+    if report["summary"]:
+        s = report["summary"]
+        lines += [
+            "",
+            f"helios MASE {s['helios_mase']:.3f} = **{s['helios_to_best_reference']:.2f} x** the best reference "
+            f"({s['best_reference']}, {s['best_reference_mase']:.3f}).",
+        ]
+    if report.get("helios_training"):
+        t = report["helios_training"]
+        split = ", ".join(f"{k} {v:.2f} s" for k, v in t["split"].items())
+        lines += [
+            "",
+            f"helios candidate cost: backtest {t['backtest_seconds']:.1f} s + final fit {t['fit_seconds']:.1f} s "
+            f"= {t['candidate_seconds']:.1f} s; one fit splits as {split}.",
+        ]
+    return "\n".join(lines) + "\n\n"
+
+
 def format_table(results: dict[str, dict]) -> str:
     header = (
         f"{'method':<22}{'MAE':>12}{'sMAPE':>8}{'MASE':>7}{'MASE@H':>8}{'cov80':>7}{'cov95':>7}{'fit s':>8}"
@@ -132,6 +178,9 @@ def format_table(results: dict[str, dict]) -> str:
 @click.option("--methods", default=",".join(METHODS), show_default=True, help="comma-separated subset")
 @click.option("--seed", default=42, show_default=True)
 @click.option(
+    "--markdown", "markdown_path", type=click.Path(dir_okay=False, path_type=Path), help="append a table here"
+)
+@click.option(
     "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="write results here"
 )
 def forecast(
@@ -146,6 +195,7 @@ def forecast(
     methods,
     seed,
     json_path,
+    markdown_path,
 ):
     """Backtest every reference method and Helios' forecaster on one CSV column."""
     step = pd.Timedelta(pd.tseries.frequencies.to_offset(freq))
@@ -173,6 +223,17 @@ def forecast(
         "summary": summary(results),
         "methods": results,
     }
+    if "metrics" in results.get("helios", {}):
+        cost = helios_training_cost(series, freq, horizon, timezone, seed)
+        backtest_seconds = results["helios"]["total_seconds"]
+        report["helios_training"] = cost | {
+            "backtest_seconds": backtest_seconds,
+            "candidate_seconds": backtest_seconds + cost["fit_seconds"],
+        }
+        click.echo(
+            f"helios candidate: backtest {backtest_seconds:.1f} s + final fit {cost['fit_seconds']:.1f} s; "
+            + ", ".join(f"{k} {v:.2f} s" for k, v in cost["split"].items())
+        )
     if report["summary"]:
         s = report["summary"]
         click.echo(
@@ -183,3 +244,14 @@ def forecast(
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(report, indent=2, default=str))
         click.echo(f"wrote {json_path}")
+    if markdown_path:
+        markdown_path.parent.mkdir(parents=True, exist_ok=True)
+        with markdown_path.open("a") as out:
+            out.write(markdown_section(report))
+        click.echo(f"appended to {markdown_path}")
+
+
+if (
+    __name__ == "__main__"
+):  # until `helios bench forecast` is mounted: python -m helios_pipelines.benchmarks.forecast
+    forecast()
