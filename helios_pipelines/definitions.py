@@ -3,11 +3,16 @@
 ``HELIOS_ENV`` chooses where things live: ``local`` (the default: embedded SQLite, files under
 HELIOS_HOME) or ``production`` (GCS IO manager, MLflow on PostgreSQL with artifacts in GCS; see
 ``defs/production.py``). Dagster's own storage is the instance's: ``deploy/dagster/dagster.yaml``.
+
+``HELIOS_EXECUTOR=in_process`` runs each launched run's steps in one process instead of Dagster's
+default multiprocess executor: a tenant's steps are mostly sequential, and on a small machine the
+start-up of a process per step (10-15 s each) costs more than the steps of a small tenant; the run
+queue still runs tenants side by side.
 """
 
 import os
 
-from dagster import Definitions
+from dagster import Definitions, in_process_executor
 
 from helios_pipelines.core.settings import apply_local_defaults
 from helios_pipelines.core.tenants import load_tenants
@@ -27,6 +32,7 @@ from helios_pipelines.defs.resources import (
 )
 
 ENVIRONMENTS = ("local", "production")
+EXECUTORS = ("multiprocess", "in_process")
 
 
 def build_definitions(env: dict[str, str] | None = None) -> Definitions:
@@ -34,6 +40,9 @@ def build_definitions(env: dict[str, str] | None = None) -> Definitions:
     environment = env.get("HELIOS_ENV", "local")
     if environment not in ENVIRONMENTS:
         raise ValueError(f"HELIOS_ENV={environment!r}: expected one of {', '.join(ENVIRONMENTS)}")
+    executor = env.get("HELIOS_EXECUTOR", "multiprocess")
+    if executor not in EXECUTORS:
+        raise ValueError(f"HELIOS_EXECUTOR={executor!r}: expected one of {', '.join(EXECUTORS)}")
     resources = {
         "tenants": TenantRegistryResource(config_dir=env.get("HELIOS_CONFIG_DIR")),
         "metrics_source": MetricsSourceResource(as_of=env.get("HELIOS_AS_OF")),
@@ -51,6 +60,7 @@ def build_definitions(env: dict[str, str] | None = None) -> Definitions:
         schedules=retraining_schedules(load_tenants(env.get("HELIOS_CONFIG_DIR"))),
         sensors=AUTOMATION_SENSORS,
         resources=resources,
+        executor=in_process_executor if executor == "in_process" else None,
     )
 
 

@@ -19,7 +19,11 @@ from helios_pipelines.core.models.base import META_FILE, SeasonalNaive
 from helios_pipelines.definitions import build_definitions
 from helios_pipelines.defs.assets import raw_metrics
 from helios_pipelines.defs.partitions import tenant_partitions
-from helios_pipelines.defs.production import GCSArtifactsMLflowResource, ProductionConfigError, production_resources
+from helios_pipelines.defs.production import (
+    GCSArtifactsMLflowResource,
+    ProductionConfigError,
+    production_resources,
+)
 from tests.conftest import AS_OF, FIXTURE_TENANTS, REPO, pipeline_resources
 from tests.store_backends import POSTGRES_URL
 
