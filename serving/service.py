@@ -15,7 +15,7 @@ from pathlib import Path
 
 import bentoml
 import pandas as pd
-from bentoml.exceptions import BentoMLException, InvalidArgument, NotFound
+from bentoml.exceptions import InvalidArgument, NotFound
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field, field_validator
@@ -63,7 +63,7 @@ class Point(BaseModel):
         return value
 
 
-def _http_errors(call):
+def _http_errors(call, ctx: bentoml.Context):
     """Domain errors become 4xx responses that say what was wrong."""
     try:
         return call()
@@ -72,7 +72,9 @@ def _http_errors(call):
     except RequestError as exc:
         raise InvalidArgument(str(exc)) from None
     except (ForbiddenError, PlanLimitError, CustomerDisabledError) as exc:
-        raise BentoMLException(str(exc), error_code=HTTPStatus.FORBIDDEN) from None
+        # BentoML blanks the message of a raised 403; the caller must learn which tenant its key is for.
+        ctx.response.status_code = HTTPStatus.FORBIDDEN
+        return {"error": str(exc)}
 
 
 def _query_time(raw: str | None) -> pd.Timestamp:
@@ -226,7 +228,7 @@ class HeliosService:
         ctx: bentoml.Context = None,
     ) -> dict:
         """Forecast ``metric`` ``horizon`` minutes ahead: value, 80% bounds, target time, model version."""
-        return _http_errors(lambda: self._predict(metric, horizon, tenant, _authenticated(ctx.request)))
+        return _http_errors(lambda: self._predict(metric, horizon, tenant, _authenticated(ctx.request)), ctx)
 
     @bentoml.api(route="/detect")
     def detect(
@@ -240,7 +242,7 @@ class HeliosService:
         """Anomaly scores in [0, 1] for the latest point of each watched metric, or for given points."""
         names = ([metric] if metric else []) + list(metrics or [])
         given = [(p.timestamp, p.value) for p in points] if points else None
-        return _http_errors(lambda: self._detect(names, given, tenant, _authenticated(ctx.request)))
+        return _http_errors(lambda: self._detect(names, given, tenant, _authenticated(ctx.request)), ctx)
 
     @bentoml.api(route="/recommend")
     def recommend(
@@ -253,7 +255,7 @@ class HeliosService:
     ) -> dict:
         """Replicas for a scaled service, with every step of the arithmetic."""
         authenticated = _authenticated(ctx.request)
-        return _http_errors(lambda: self.runtime(tenant, authenticated).recommend(service or metric, current_replicas))
+        return _http_errors(lambda: self.runtime(tenant, authenticated).recommend(service or metric, current_replicas), ctx)
 
 
 if ARGUMENTS.api_keys:

@@ -11,7 +11,7 @@ from helios_pipelines.core.models.detectors import make_detector
 from helios_pipelines.core.sources.simulator import Simulator
 from helios_pipelines.core.tracking import CHAMPION, Tracker, registered_model_name
 from tests.conftest import FIXTURE_TENANTS
-from tests.test_serving import bentoml_serve
+from tests.test_serving import bentoml_serve, embedded_store  # noqa: F401
 
 
 @pytest.fixture(scope="module")
@@ -38,11 +38,11 @@ def duel_bundle(trained_arena):
 
 
 @pytest.fixture(scope="module")
-def keys(store, duel_bundle):
+def keys(embedded_store, duel_bundle):
     duel, _ = duel_bundle
-    with store.transaction() as session:
-        store.add_customer(session, duel)
-    return {"arena": store.rotate_key("arena"), "duel": store.rotate_key("duel")}
+    with embedded_store.transaction() as session:
+        embedded_store.add_customer(session, duel)
+    return {"arena": embedded_store.rotate_key("arena"), "duel": embedded_store.rotate_key("duel")}
 
 
 @pytest.fixture(scope="module")

@@ -54,7 +54,7 @@ def bentoml_serve(log_dir, *args: str):
 
 
 @pytest.fixture(scope="module")
-def store(trained_arena):
+def embedded_store(trained_arena):
     """The embedded store, migrated and holding the fixture tenants (as `helios tenants sync` does)."""
     from helios_pipelines.core.migrations import upgrade
     from helios_pipelines.core.store import Store
@@ -66,7 +66,7 @@ def store(trained_arena):
 
 
 @pytest.fixture(scope="module")
-def service(trained_arena, store, tmp_path_factory):
+def service(trained_arena, embedded_store, tmp_path_factory):
     assert trained_arena.success
     with bentoml_serve(tmp_path_factory.mktemp("serve"), "--arg", "tenants=arena") as client:
         yield client
@@ -85,15 +85,15 @@ def test_predict_answers_with_bounds_target_time_and_pinned_version(service):
     assert body["model"]["version"] == champion.version
 
 
-def test_served_predictions_are_recorded_for_the_feedback_loop(service, store):
+def test_served_predictions_are_recorded_for_the_feedback_loop(service, embedded_store):
     from sqlalchemy import func, select
 
     from helios_pipelines.core.store import Prediction
 
-    before = _count(store, select(func.count()).select_from(Prediction))
+    before = _count(embedded_store, select(func.count()).select_from(Prediction))
     service.post("/predict", json={"metric": "concurrent_users", "horizon": 15}).raise_for_status()
     deadline = time.monotonic() + 15
-    while _count(store, select(func.count()).select_from(Prediction)) == before:
+    while _count(embedded_store, select(func.count()).select_from(Prediction)) == before:
         assert time.monotonic() < deadline, "the recorder did not write the prediction"
         time.sleep(0.5)
 
