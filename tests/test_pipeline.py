@@ -48,7 +48,7 @@ def test_mlflow_holds_the_experiment_models_aliases_and_plot(trained_arena):
     assert "forecast_vs_actual.png" in artifacts
     runs = tracker.client.search_runs([experiment.experiment_id])
     kinds = {r.data.tags.get("kind") for r in runs}
-    assert {"seasonal_naive", "xgboost", "prophet", "helios"} <= kinds
+    assert {"seasonal_naive", "prophet", "helios"} <= kinds
 
 
 def test_a_challenger_that_does_not_beat_the_champion_is_not_promoted(trained_arena, dagster_instance):
