@@ -45,7 +45,6 @@ client never has to work out which part was kept.
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
 import struct
@@ -133,11 +132,6 @@ def decompress(body: bytes, encoding: str | None) -> bytes:
 def _check_decoded_size(size: int) -> None:
     if size > MAX_DECODED_BYTES:
         raise IngestError(413, f"body decompresses to more than {MAX_DECODED_BYTES} bytes; send smaller batches")
-
-
-def gzip_json(payload: dict) -> bytes:
-    """A JSON batch as clients send it (the tests and the agent's spool use the same encoding)."""
-    return gzip.compress(json.dumps(payload, separators=(",", ":")).encode(), mtime=0)
 
 
 # ---- Prometheus remote-write ----------------------------------------------------------------------

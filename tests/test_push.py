@@ -1,0 +1,270 @@
+"""Pushing metrics into Helios: a real Prometheus remote-writing to the ingest service, the JSON batch,
+keys, limits and bad input, and tenant isolation. The service is the ingest router under uvicorn in
+its own process (see push_harness); samples land in the session's HELIOS_HOME push store."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import struct
+import time
+from datetime import UTC, datetime, timedelta
+
+import cramjam
+import httpx
+import pandas as pd
+import pytest
+
+from helios_pipelines.core import ingest
+from helios_pipelines.core.push_store import PushStore
+from helios_pipelines.core.sources import make_source
+from helios_pipelines.core.sources.check import check_source
+from helios_pipelines.core.tenants import TenantConfig
+from tests.push_harness import (
+    REMOTE_WRITE_HEADERS,
+    IngestService,
+    PushTenants,
+    RemoteWritingPrometheus,
+    ScrapeTarget,
+    remote_write_body,
+)
+
+PLAYERS, CPU = "game_server_active_players", "container_cpu_usage_seconds_total"
+STEP_MS = 60_000
+STALE_NAN = struct.unpack("<d", struct.pack("<Q", ingest.STALE_NAN_BITS))[0]
+
+
+def push_tenant(tenant_id: str, step: str = "1min") -> TenantConfig:
+    return TenantConfig.model_validate({
+        "id": tenant_id, "name": tenant_id.title(), "step": step, "source": {"type": "push"},
+        "metrics": {
+            "concurrent_users": {"series": PLAYERS, "forecast": {"horizons": ["15m"]}},
+            "cpu_usage": {"series": CPU, "kind": "counter"},
+        },
+    })
+
+
+@pytest.fixture(scope="module")
+def tenants(tmp_path_factory) -> PushTenants:
+    ids = ["pushy", "rival", "limits", "keys"]
+    configs = [push_tenant(t) for t in ids] + [push_tenant("remote", step="10s")]
+    return PushTenants(tmp_path_factory.mktemp("push"), configs)
+
+
+@pytest.fixture(scope="module")
+def service(tenants, tmp_path_factory):
+    running = IngestService(tenants, tmp_path_factory.mktemp("ingest") / "uvicorn.log")
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def http(service):
+    with httpx.Client(base_url=service.url, timeout=30) as client:
+        yield client
+
+
+def minute(offset: int = 0) -> int:
+    """Unix ms of a whole minute ``offset`` minutes from 30 minutes ago (well inside every window)."""
+    return (int(time.time() * 1000) // STEP_MS - 30 + offset) * STEP_MS
+
+
+def post_json(http: httpx.Client, key: str, samples: list[dict], **headers) -> httpx.Response:
+    return http.post("/ingest", content=json.dumps({"samples": samples}), headers={
+        "X-API-Key": key, "Content-Type": "application/json", **headers})
+
+
+def stored(tenant: str) -> dict[str, int]:
+    store = PushStore()
+    return {series: store.count(tenant, series) for series in store.series(tenant)}
+
+
+# ---- decoding ---------------------------------------------------------------------------------
+def test_the_hand_written_decoder_reads_what_protobuf_writes():
+    body = remote_write_body([
+        ({"__name__": PLAYERS, "pod": "a", "region": "eu"}, [(1_700_000_000_000, 12.5), (1_700_000_060_000, STALE_NAN)]),
+        ({"__name__": CPU}, [(1_700_000_000_000, 3e9)]),
+    ], metadata=2)
+    decoded = ingest.decode_write_request(ingest.decompress(body, "snappy"))
+    assert [(s.name, s.labels) for s in decoded] == [(PLAYERS, (("pod", "a"), ("region", "eu"))), (CPU, ())]
+    assert decoded[0].samples[0] == (1_700_000_000_000, 12.5) and decoded[1].samples == [(1_700_000_000_000, 3e9)]
+    assert ingest.is_stale_marker(decoded[0].samples[1][1]) and not ingest.is_stale_marker(float("nan"))
+    assert ingest.decode_write_request(ingest.decompress(remote_write_body([], metadata=3), "snappy")) == []
+
+
+# ---- (a) a real Prometheus remote-writes; the push tenant reads it on its grid -------------------
+def test_prometheus_remote_write_reaches_the_push_source(service, tenants, prometheus_binaries, tmp_path):
+    """Prometheus scrapes a target whose samples carry their own timestamps on a clock running 5x faster
+    than the wall from the first scrape on (remote-write sends nothing older than its own start, and
+    Helios nothing far ahead of now), so a few seconds cover several 10-second grid points. Values are
+    functions of the grid point k a sample falls in, so the expected grid is exact: players 110 + k % 50
+    (two pods), cpu a 7/s rate (pods at 5/s and 2/s)."""
+    step_ms = 10_000
+    first_scrape: list[int] = []
+
+    def render(now_ms: int) -> str:
+        first_scrape[:] = first_scrape or [now_ms]
+        fake = first_scrape[0] + 5 * (now_ms - first_scrape[0])
+        k = -(-fake // step_ms)
+        return (
+            f"# TYPE {PLAYERS} gauge\n{PLAYERS}{{pod=\"a\"}} {100 + k % 50} {fake}\n{PLAYERS}{{pod=\"b\"}} 10 {fake}\n"
+            f"# TYPE {CPU} counter\n{CPU}{{pod=\"a\"}} {5 * 10 * k} {fake}\n{CPU}{{pod=\"b\"}} {2 * 10 * k} {fake}\n"
+            f"# TYPE unrelated_gauge gauge\nunrelated_gauge 1 {fake}\n"
+        )
+
+    target = ScrapeTarget(render)
+    prometheus = RemoteWritingPrometheus(
+        tmp_path, target.address, f"{service.url}/api/v1/write", tenants.keys["remote"], keep=[PLAYERS, CPU]
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not first_scrape or (PushStore().latest("remote", CPU) or 0) < _ceil(first_scrape[0], step_ms) + 5 * step_ms:
+            assert time.monotonic() < deadline, f"too little arrived: {prometheus.log.read_text()[-2000:]}"
+            time.sleep(0.5)
+    finally:
+        prometheus.stop()
+        target.stop()
+
+    tenant = tenants.tenants["remote"]
+    first_point = _ceil(first_scrape[0], step_ms) + step_ms
+    start, end = (pd.Timestamp(first_point + i * step_ms, unit="ms", tz="UTC") for i in (0, 4))
+    frame = make_source(tenant).fetch(start, end)
+    ks = frame.index.asi8 // 1_000_000 // step_ms
+    assert frame["concurrent_users"].tolist() == [110.0 + k % 50 for k in ks]
+    assert frame["cpu_usage"].tolist() == pytest.approx([7.0] * 4)
+    assert sorted(PushStore().series("remote")) == sorted([CPU, PLAYERS])  # `up` and the rest were relabelled away
+    report = check_source(tenant, start, end)
+    assert report.ok and [m.coverage for m in report.metrics] == [1.0, 1.0], report
+
+
+def _ceil(milliseconds: int, step_ms: int) -> int:
+    return -(-milliseconds // step_ms) * step_ms
+
+
+# ---- the JSON batch ---------------------------------------------------------------------------
+def test_json_batch_takes_every_timestamp_form_and_replays_add_nothing(http, tenants):
+    key = tenants.keys["pushy"]
+    t0 = minute()
+    samples = [
+        {"metric": "concurrent_users", "timestamp": t0, "value": 100},  # logical name, unix ms
+        {"metric": PLAYERS, "timestamp": (t0 + STEP_MS) / 1000, "value": 101.5},  # series name, unix s
+        {"metric": PLAYERS, "timestamp": datetime.fromtimestamp((t0 + 2 * STEP_MS) / 1000, UTC).isoformat(), "value": 99},
+        {"metric": CPU, "labels": {"pod": "a"}, "timestamp": t0, "value": 0},
+        {"metric": CPU, "labels": {"pod": "a"}, "timestamp": t0 + STEP_MS, "value": 600},
+        {"metric": CPU, "labels": {"pod": "a"}, "timestamp": t0 + 2 * STEP_MS, "value": 60},  # a reset
+    ]
+    first = http.post("/ingest", content=gzip.compress(json.dumps({"samples": samples}).encode()), headers={
+        "X-API-Key": key, "Content-Type": "application/json", "Content-Encoding": "gzip"})
+    assert first.status_code == 200, first.text
+    assert first.json() == {"accepted": 6, "new": 6, "duplicates": 0}
+    replay = post_json(http, key, samples)
+    assert replay.json() == {"accepted": 6, "new": 0, "duplicates": 6}
+    assert stored("pushy") == {PLAYERS: 3, CPU: 3}
+
+    grid = make_source(tenants.tenants["pushy"]).fetch(pd.Timestamp(t0, unit="ms", tz="UTC"),
+                                                       pd.Timestamp(t0 + 3 * STEP_MS, unit="ms", tz="UTC"))
+    assert grid["concurrent_users"].tolist() == [100.0, 101.5, 99.0]
+    assert math.isnan(grid["cpu_usage"].iloc[0]) and grid["cpu_usage"].tolist()[1:] == [10.0, 1.0]
+
+
+# ---- (c) keys ---------------------------------------------------------------------------------
+def test_a_wrong_or_missing_key_is_refused_and_nothing_is_stored(http, tenants):
+    sample = [{"metric": PLAYERS, "timestamp": minute(), "value": 1}]
+    body = remote_write_body([({"__name__": PLAYERS}, [(minute(), 1.0)])])
+    wrong = tenants.keys["keys"][:-4] + "AAAA"
+    refused = [
+        post_json(http, wrong, sample),
+        http.post("/ingest", content=json.dumps({"samples": sample}), headers={"Content-Type": "application/json"}),
+        http.post("/api/v1/write", content=body, headers=REMOTE_WRITE_HEADERS | {"Authorization": f"Bearer {wrong}"}),
+        http.post("/api/v1/write", content=body, headers=REMOTE_WRITE_HEADERS),
+        http.get("/ingest/config", headers={"X-API-Key": "not-a-helios-key"}),
+    ]
+    assert [r.status_code for r in refused] == [401] * 5
+    assert "valid API key" in refused[0].json()["error"] and refused[0].headers["WWW-Authenticate"] == "Bearer"
+    other = post_json(http, tenants.keys["keys"], sample, **{"X-Helios-Customer": "rival"})
+    assert other.status_code == 403 and "belongs to tenant 'keys', not 'rival'" in other.text
+    assert stored("keys") == {}
+    accepted = http.post("/api/v1/write", content=body,
+                         headers=REMOTE_WRITE_HEADERS | {"Authorization": f"Bearer {tenants.keys['keys']}"})
+    assert accepted.status_code == 204 and stored("keys") == {PLAYERS: 1}
+
+
+# ---- (d) limits and bad input -----------------------------------------------------------------
+def _json(samples: list[dict]) -> tuple[bytes, dict]:
+    return json.dumps({"samples": samples}).encode(), {"Content-Type": "application/json"}
+
+
+def _remote(series) -> tuple[bytes, dict]:
+    return remote_write_body(series), REMOTE_WRITE_HEADERS
+
+
+def _bad_input_cases() -> list:
+    now = minute(30)
+    far_future = now + 10 * STEP_MS
+    too_old = now - 31 * 86_400_000
+    one = {"metric": PLAYERS, "timestamp": now, "value": 1}
+    return [
+        ("unknown metric", "/ingest", _json([one, {**one, "metric": "mana_pool"}]), 422, "no metric 'mana_pool'"),
+        ("unknown series", "/api/v1/write", _remote([({"__name__": "up"}, [(now, 1.0)])]), 422, "configured series"),
+        ("NaN", "/api/v1/write", _remote([({"__name__": PLAYERS}, [(now, float("nan"))])]), 422, "not a finite number"),
+        ("Inf", "/ingest", (b'{"samples": [{"metric": "%s", "timestamp": %d, "value": Infinity}]}' % (PLAYERS.encode(), now),
+                            {"Content-Type": "application/json"}), 422, "not a finite number"),
+        ("value as text", "/ingest", _json([{**one, "value": "12"}]), 422, "is not a number"),
+        ("far future", "/ingest", _json([{**one, "timestamp": far_future}]), 422, "minutes ahead"),
+        ("older than retention", "/api/v1/write", _remote([({"__name__": PLAYERS}, [(too_old, 1.0)])]), 422, "30-day retention"),
+        ("out of order", "/api/v1/write", _remote([({"__name__": PLAYERS}, [(now, 1.0), (now - STEP_MS, 2.0)])]), 422, "out of order"),
+        ("out of order json", "/ingest", _json([one, {**one, "timestamp": now - STEP_MS}]), 422, "out of order"),
+        ("too many samples", "/ingest",
+         _json([{**one, "labels": {"i": str(i)}} for i in range(ingest.MAX_SAMPLES + 1)]), 413, "the limit is 50000"),
+        ("too many bytes", "/ingest", (b" " * (ingest.MAX_BODY_BYTES + 1), {"Content-Type": "application/json"}), 413, "limit"),
+        ("malformed protobuf", "/api/v1/write", (bytes(cramjam.snappy.compress_raw(b"\x0a\xff\xff")),
+                                                 REMOTE_WRITE_HEADERS), 400, "not a remote-write WriteRequest"),
+        ("not snappy", "/api/v1/write", (b"\x00\x01garbage", REMOTE_WRITE_HEADERS), 400, "not snappy"),
+        ("not JSON", "/ingest", (b"{samples: [", {"Content-Type": "application/json"}), 400, "not JSON"),
+        ("tenant in payload", "/ingest", (json.dumps({"samples": [one], "tenant": "rival"}).encode(),
+                                          {"Content-Type": "application/json"}), 400, "nothing else"),
+        ("bad timestamp", "/ingest", _json([{**one, "timestamp": "yesterday"}]), 400, "RFC 3339"),
+        ("wrong content type", "/api/v1/write", (remote_write_body([]), {"Content-Type": "text/plain"}), 415, "x-protobuf"),
+        ("unknown encoding", "/ingest", (b"{}", {"Content-Type": "application/json", "Content-Encoding": "br"}), 415, "br"),
+    ]
+
+
+@pytest.mark.parametrize("case", _bad_input_cases(), ids=lambda case: case[0])
+def test_limits_and_bad_input_get_a_clear_4xx_and_store_nothing(http, tenants, case):
+    _, path, (body, headers), status, words = case
+    response = http.post(path, content=body, headers=headers | {"X-API-Key": tenants.keys["limits"]})
+    assert response.status_code == status, response.text
+    assert words in response.json()["error"]
+    assert stored("limits") == {}
+
+
+def test_metadata_only_requests_and_stale_markers_are_accepted(http, tenants):
+    headers = REMOTE_WRITE_HEADERS | {"Authorization": f"Bearer {tenants.keys['rival']}"}
+    assert http.post("/api/v1/write", content=remote_write_body([], metadata=2), headers=headers).status_code == 204
+    stale = remote_write_body([({"__name__": PLAYERS, "pod": "gone"}, [(minute(20), 5.0), (minute(21), STALE_NAN)])])
+    assert http.post("/api/v1/write", content=stale, headers=headers).status_code == 204
+    assert stored("rival") == {PLAYERS: 1}
+
+
+# ---- (e) isolation ----------------------------------------------------------------------------
+def test_two_tenants_pushes_stay_apart(http, tenants):
+    t0 = minute(24)
+    for tenant, value in (("pushy", 1.0), ("rival", 2.0)):
+        samples = [{"metric": PLAYERS, "timestamp": t0 + i * STEP_MS, "value": value, "labels": {"tenant": "rival"}}
+                   for i in range(3)]
+        assert post_json(http, tenants.keys[tenant], samples).status_code == 200
+    window = pd.Timestamp(t0, unit="ms", tz="UTC"), pd.Timestamp(t0 + 3 * STEP_MS, unit="ms", tz="UTC")
+    for tenant, value in (("pushy", 1.0), ("rival", 2.0)):
+        column = make_source(tenants.tenants[tenant]).fetch(*window, metrics=["concurrent_users"])["concurrent_users"]
+        assert column.tolist() == [value] * 3, tenant
+
+
+def test_retention_deletes_the_days_the_plan_no_longer_keeps(tmp_path):
+    store = PushStore(tmp_path)
+    day = 86_400_000
+    now = datetime(2026, 11, 20, 12, tzinfo=UTC)
+    today = int(now.timestamp() * 1000) // day * day
+    store.write("acme", {PLAYERS: {(): [(today - 9 * day, 1.0), (today - 7 * day, 2.0), (today, 3.0)]}})
+    assert store.apply_retention("acme", timedelta(days=7), now) == 1
+    assert store.read("acme", PLAYERS, 0, today + day)["value"].to_pylist() == [2.0, 3.0]
