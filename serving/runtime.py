@@ -77,6 +77,7 @@ class TenantRuntime:
         self.posted_events: list[ScheduledEvent] = []
         self._history: pd.DataFrame | None = None
         self._history_end: pd.Timestamp | None = None
+        self._per_step: dict[tuple, object] = {}  # per-step results: forecasts and detector scores
         self._samples: list[Sample] = []
         self._samples_at: pd.Timestamp | None = None
         self._lock = threading.Lock()
@@ -134,12 +135,23 @@ class TenantRuntime:
     def forecast(
         self, metric: str, horizon_minutes: int, now: pd.Timestamp | None = None, level: float = 0.8
     ) -> pd.DataFrame:
+        """The first ``horizon_minutes`` of the model's whole-horizon forecast from the last complete
+        step. Within a step the answer cannot change, so it is computed once per step and level."""
         forecaster = self.forecaster(metric)
         steps = self.horizon_steps(forecaster, horizon_minutes)
-        series = self.history(now)[metric]
-        if series.notna().sum() < forecaster.min_history:
-            raise RequestError(f"not enough recent history for '{metric}' to forecast from")
-        return forecaster.predict(steps, series, extra_events=self.posted_events, level=level)
+        history = self.history(now)
+        key = (metric, level, history.index[-1], len(self.posted_events))
+        frame = self._per_step.get(key)
+        if frame is None:
+            series = history[metric]
+            if series.notna().sum() < forecaster.min_history:
+                raise RequestError(f"not enough recent history for '{metric}' to forecast from")
+            frame = forecaster.predict(forecaster.max_horizon, series, extra_events=self.posted_events, level=level)
+            with self._lock:
+                if len(self._per_step) > 256:  # old steps' forecasts are never asked for again
+                    self._per_step.clear()
+                self._per_step[key] = frame
+        return frame.iloc[:steps]
 
     def predict(self, metric_name: str, horizon_minutes: int, now: pd.Timestamp | None = None) -> dict:
         metric = self.metric(metric_name)
@@ -182,15 +194,20 @@ class TenantRuntime:
                     f"metric '{metric}' of tenant '{self.tenant_id}' is not watched for anomalies; "
                     f"watched: {', '.join(watched)}"
                 )
-        frame = self.history(now)[watched].copy()
+        frame = self.history(now)[watched]
         scored_rows = frame.index[-1:]
         if points:
             if len(metrics) != 1:
                 raise RequestError("points can only be given for exactly one metric")
-            frame, scored_rows = self._with_points(frame, metrics[0], points)
-        all_scores = self.detector.score(frame)
-        # Alert state applies the tenant's trigger and recovery windows, not just the threshold.
-        alerts = self.detector.alerts(all_scores).loc[scored_rows]
+            frame, scored_rows = self._with_points(frame.copy(), metrics[0], points)
+            all_scores, alert_state = self._score(frame)
+        else:
+            # The latest scores only change with the step: score the history once per step.
+            key = ("detect", frame.index[-1])
+            if key not in self._per_step:
+                self._per_step[key] = self._score(frame)
+            all_scores, alert_state = self._per_step[key]
+        alerts = alert_state.loc[scored_rows]
         scores = all_scores.loc[scored_rows]
         threshold = float(self.detector.threshold)
         results = []
@@ -214,6 +231,11 @@ class TenantRuntime:
             "scores": results,
             "model": self.detector_pin.as_dict(),
         }
+
+    def _score(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        scores = self.detector.score(frame)
+        # Alert state applies the tenant's trigger and recovery windows, not just the threshold.
+        return scores, self.detector.alerts(scores)
 
     def _with_points(self, frame: pd.DataFrame, metric: str, points: list[tuple[pd.Timestamp, float]]):
         """Client-supplied values replace or extend the history on the tenant's grid."""

@@ -162,3 +162,46 @@ def test_the_tenant_bento_was_built_offline(trained_arena):
     assert packed["model"].startswith("helios-arena:")
     bento = bentoml.bentos.get(packed["bento"])
     assert packed["model"] in {str(m.tag) for m in bento.info.models}
+
+
+SELECTOR = 'helios_forecast_value{customer="arena", metric="concurrent_users", horizon="1h"}'
+
+
+def test_keda_shaped_request_reads_exactly_one_forecast_series(service):
+    # KEDA's prometheus scaler: GET /api/v1/query?query=...&time=<RFC3339>, one vector element.
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    response = service.get("/api/v1/query", params={"query": SELECTOR, "time": now})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "success" and body["data"]["resultType"] == "vector"
+    [element] = body["data"]["result"]
+    assert element["metric"] == {"__name__": "helios_forecast_value", "customer": "arena",
+                                 "metric": "concurrent_users", "horizon": "1h"}
+    predicted = service.post("/predict", json={"metric": "concurrent_users", "horizon": 60}).json()["value"]
+    assert float(element["value"][1]) == pytest.approx(predicted)
+    for wrong in ('helios_forecast_value{customer="arena"}', 'helios_forecast_value{customer="ghost"}'):
+        refused = service.get("/api/v1/query", params={"query": wrong, "time": now})
+        assert refused.status_code in (400, 422) and refused.json()["status"] == "error"
+
+
+def test_promtool_query_instant_against_the_service(service, prometheus_binaries):
+    url = str(service.base_url).rstrip("/")
+    ok = subprocess.run(["promtool", "query", "instant", url, SELECTOR], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    assert 'helios_forecast_value{customer="arena", horizon="1h", metric="concurrent_users"} =>' in ok.stdout
+    wrong = subprocess.run(["promtool", "query", "instant", url, 'helios_forecast_value{customer="arena"}'],
+                           capture_output=True, text=True, timeout=60)
+    assert wrong.returncode != 0 and "2 series match" in wrong.stderr
+
+
+def test_metrics_exports_helios_series_beside_bentomls(service):
+    deadline = time.monotonic() + 60
+    while True:
+        text = service.get("/metrics").text
+        if 'helios_recommendation{customer="arena",service="game-server"}' in text:
+            break
+        assert time.monotonic() < deadline, text[-2000:]
+        time.sleep(1)
+    for name in ("helios_forecast_value", "helios_forecast_lower", "helios_forecast_upper", "helios_anomaly_score"):
+        assert f'{name}{{customer="arena"' in text
+    assert "bentoml_service_request" in text
