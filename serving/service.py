@@ -27,6 +27,8 @@ from helios_pipelines.core.plans import PlanLimitError
 from helios_pipelines.core.store import CustomerDisabledError, Store, UnknownCustomerError
 from serving import promql
 from serving.auth import TENANT_METRICS_PATH, TenantAuthMiddleware
+from serving.content_type import JSONBodyOnly
+from serving.ingest import router as ingest_router
 from serving.runtime import NotFoundError, RequestError, TenantRuntime
 
 log = logging.getLogger(__name__)
@@ -99,6 +101,7 @@ def _authenticated(request) -> str | None:
 
 # Routes that need GET or form bodies (Prometheus' HTTP API, the guide's GET /predict) live here.
 http = FastAPI(title="Helios Prometheus-compatible API")
+http.include_router(ingest_router)  # pushed metrics: Prometheus remote_write and the agent's JSON batches
 
 
 @bentoml.service(name="helios", traffic={"timeout": 30}, workers=1)
@@ -258,5 +261,6 @@ class HeliosService:
         return _http_errors(lambda: self.runtime(tenant, authenticated).recommend(service or metric, current_replicas), ctx)
 
 
+HeliosService.add_asgi_middleware(JSONBodyOnly)
 if ARGUMENTS.api_keys:
     HeliosService.add_asgi_middleware(TenantAuthMiddleware, served=ARGUMENTS.tenants)

@@ -3,6 +3,7 @@
 import os
 import signal
 from contextlib import contextmanager
+from pathlib import Path
 import socket
 import subprocess
 import sys
@@ -205,3 +206,20 @@ def test_metrics_exports_helios_series_beside_bentomls(service):
     for name in ("helios_forecast_value", "helios_forecast_lower", "helios_forecast_upper", "helios_anomaly_score"):
         assert f'{name}{{customer="arena"' in text
     assert "bentoml_service_request" in text
+
+
+def test_schemathesis_finds_no_server_error(service, tmp_path):
+    """Property-based requests from the service's own OpenAPI document, bounded in count and time."""
+    url = str(service.base_url).rstrip("/")
+    run = subprocess.run(
+        [str(Path(sys.executable).with_name("schemathesis")), "run", f"{url}/docs.json", "--checks", "not_a_server_error",
+         "--max-examples", "40", "--seed", "7", "--request-timeout", "20"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stdout[-4000:]
+    assert "passed" in run.stdout
+
+
+def test_a_multipart_body_is_refused_with_415(service):
+    response = service.post("/detect", content=b"{}", headers={"Content-Type": "multipart/form-data"})
+    assert response.status_code == 415 and "application/json" in response.text
