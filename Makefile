@@ -14,7 +14,7 @@ export OMP_WAIT_POLICY := PASSIVE
 PORT ?= 3000
 SHARED ?= $(CURDIR)/../shared
 
-.PHONY: install demo test serve ui validate bench-forecast bench-anomaly clean
+.PHONY: install demo test serve ui validate bench-forecast bench-anomaly bench-serve clean
 
 install: $(VENV)/.installed
 
@@ -65,6 +65,10 @@ bench-anomaly: install
 	mkdir -p bench/out
 	$(BIN)/helios bench anomaly --data $(SHARED)/data/nab/data --labels $(SHARED)/data/nab/labels/combined_windows.json \
 	  --out bench/out/nab | tee bench/out/anomaly-latest.txt
+
+bench-serve: install
+	mkdir -p bench/out
+	$(BIN)/python bench/serve_bench.py --tenant $(or $(TENANT),gaming-corp) --seconds 10 --out bench/results/serve.md
 
 clean:
 	rm -rf $(HELIOS_HOME) bench/out
