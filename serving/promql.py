@@ -9,9 +9,10 @@ error here, never an empty success.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
+
+from helios_pipelines.core.exposition import Sample, exposition, format_value  # noqa: F401 - served from here too
 
 NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
 LABEL = r"[a-zA-Z_][a-zA-Z0-9_]*"
@@ -26,18 +27,6 @@ class QueryError(ValueError):
     def __init__(self, message: str, error_type: str = "bad_data"):
         super().__init__(message)
         self.error_type = error_type
-
-
-@dataclass(frozen=True)
-class Sample:
-    name: str
-    labels: dict[str, str]
-    value: float
-    help: str = ""
-
-    @property
-    def all_labels(self) -> dict[str, str]:
-        return {"__name__": self.name, **self.labels}
 
 
 @dataclass(frozen=True)
@@ -140,14 +129,6 @@ def _series_id(sample: Sample) -> str:
     return f"{sample.name}{{{labels}}}"
 
 
-def format_value(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(float(value))
-
-
 def vector_response(samples: list[Sample], timestamp: float) -> dict:
     return {
         "status": "success",
@@ -160,21 +141,3 @@ def vector_response(samples: list[Sample], timestamp: float) -> dict:
 
 def error_response(error: QueryError) -> dict:
     return {"status": "error", "errorType": error.error_type, "error": str(error)}
-
-
-def exposition(samples: list[Sample]) -> str:
-    """Prometheus text format 0.0.4, one HELP/TYPE block per metric name (all Helios series are gauges)."""
-    lines, seen = [], set()
-    for sample in sorted(samples, key=lambda s: (s.name, sorted(s.labels.items()))):
-        if sample.name not in seen:
-            seen.add(sample.name)
-            if sample.help:
-                lines.append(f"# HELP {sample.name} {sample.help}")
-            lines.append(f"# TYPE {sample.name} gauge")
-        labels = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(sample.labels.items()))
-        lines.append(f"{sample.name}{{{labels}}} {format_value(sample.value)}")
-    return "\n".join(lines) + "\n"
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import datetime
+import time
+from datetime import datetime, timedelta
 from http import HTTPStatus
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field, field_validator
 
 from helios_pipelines.core.anomaly_log import record_detection
-from helios_pipelines.core.feedback import PredictionRecorder
+from helios_pipelines.core.feedback import PredictionRecorder, accuracy_samples, live_accuracy
 from helios_pipelines.core.migrations import upgrade
 from helios_pipelines.core.plans import PlanLimitError
 from helios_pipelines.core.store import CustomerDisabledError, Store, UnknownCustomerError
@@ -119,6 +120,7 @@ class HeliosService:
         if self.store.url.startswith("sqlite"):
             upgrade(self.store.url)  # the embedded store migrates itself; production runs `helios db upgrade`
         self.recorder = PredictionRecorder(self.store)
+        self._accuracy: dict[str, tuple[float, list[promql.Sample]]] = {}
         threading.Thread(target=self._publish_forever, name="helios-gauges", daemon=True).start()
 
     @bentoml.on_shutdown
@@ -126,8 +128,21 @@ class HeliosService:
         self.recorder.close()
 
     def samples(self, at: pd.Timestamp | None = None, tenant: str | None = None) -> list[promql.Sample]:
+        """Forecast, anomaly and recommendation series, plus the live accuracy of served forecasts."""
         runtimes = [self.runtimes[tenant]] if tenant else self.runtimes.values()
-        return [s for runtime in runtimes for s in runtime.samples(at)]
+        return [s for runtime in runtimes for s in runtime.samples(at) + self._live_accuracy(runtime.tenant_id)]
+
+    def _live_accuracy(self, tenant: str) -> list[promql.Sample]:
+        """Accuracy over the last day of recorded predictions, re-read from the store once a minute."""
+        cached = self._accuracy.get(tenant)
+        if cached is None or time.monotonic() - cached[0] > 60:
+            try:
+                rows = live_accuracy(self.store, tenant, timedelta(days=1))
+            except UnknownCustomerError:
+                rows = []  # not synced into the store yet: nothing recorded to measure
+            cached = (time.monotonic(), accuracy_samples(tenant, rows))
+            self._accuracy[tenant] = cached
+        return cached[1]
 
     def _record_detection(self, runtime: TenantRuntime, result: dict) -> None:
         """Anomalies are recorded once per episode and alerted; a tenant the store does not know
@@ -139,8 +154,6 @@ class HeliosService:
 
     def _publish_forever(self) -> None:
         """Keep Helios' series on /metrics (BentoML's prometheus registry) fresh, once per step."""
-        import time
-
         import prometheus_client  # after BentoML set PROMETHEUS_MULTIPROC_DIR in this worker
 
         gauges: dict[str, prometheus_client.Gauge] = {}
@@ -154,9 +167,7 @@ class HeliosService:
                         )
                     gauges[sample.name].labels(**sample.labels).set(sample.value)
             except Exception:  # a failed refresh must not kill the publisher; the next step retries
-                import logging
-
-                logging.getLogger(__name__).exception("refreshing Helios gauges failed")
+                log.exception("refreshing Helios gauges failed")
             time.sleep(max(15.0, period))
 
     @http.api_route("/api/v1/query", methods=["GET", "POST"])

@@ -12,10 +12,11 @@ from sqlalchemy import func, select
 from helios_pipelines.core.feedback import (
     PredictionRecorder,
     accuracy_samples,
-    exposition,
+
     join_actuals,
     live_accuracy,
 )
+from helios_pipelines.core.exposition import exposition
 from helios_pipelines.core.sources.base import MetricsSource
 from helios_pipelines.core.sources.simulator import Simulator
 from helios_pipelines.core.store import ModelRecord, Prediction
@@ -121,9 +122,9 @@ def test_live_accuracy_per_window_and_its_prometheus_gauges(store):
 
     text = exposition(accuracy_samples("acme", rows))
     assert '# TYPE helios_live_mae gauge' in text
-    assert 'helios_live_mae{customer="acme",metric="concurrent_users",horizon="1h"} 0.5' in text
-    assert 'helios_live_coverage{customer="acme",metric="concurrent_users",horizon="15m"} 0' in text
-    assert 'helios_live_mase{customer="acme",metric="concurrent_users",horizon="15m"} 0.5' in text
+    assert 'helios_live_mae{customer="acme",horizon="1h",metric="concurrent_users"} 0.5' in text
+    assert 'helios_live_coverage{customer="acme",horizon="15m",metric="concurrent_users"} 0.0' in text
+    assert 'helios_live_mase{customer="acme",horizon="15m",metric="concurrent_users"} 0.5' in text
 
 
 def test_actuals_come_from_the_tenants_real_source(store, arena):

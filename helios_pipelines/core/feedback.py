@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import select, update
 
+from helios_pipelines.core.exposition import Sample
 from helios_pipelines.core.sources import MetricsSource
 from helios_pipelines.core.store import Prediction, Store, UnknownCustomerError, utcnow
 from helios_pipelines.core.tenants import TenantConfig, format_horizon
@@ -231,13 +232,6 @@ def live_accuracy(store: Store, tenant_id: str, window: timedelta = timedelta(da
     return sorted(rows, key=lambda r: (r.window_start, r.metric, r.horizon_minutes))
 
 
-@dataclass(frozen=True)
-class GaugeSample:
-    name: str
-    labels: dict[str, str]
-    value: float
-
-
 GAUGES = {
     "helios_live_mae": "Mean absolute error of served forecasts over the latest window, in the metric's unit",
     "helios_live_mase": "MAE over the seasonal-naive MAE on the same targets (below 1 beats the baseline)",
@@ -246,7 +240,7 @@ GAUGES = {
 }
 
 
-def accuracy_samples(tenant_id: str, rows: list[AccuracyRow]) -> list[GaugeSample]:
+def accuracy_samples(tenant_id: str, rows: list[AccuracyRow]) -> list[Sample]:
     """Gauges of the newest window of each metric and horizon (``live_accuracy``'s last rows)."""
     latest: dict[tuple[str, int], AccuracyRow] = {}
     for row in rows:
@@ -256,23 +250,5 @@ def accuracy_samples(tenant_id: str, rows: list[AccuracyRow]) -> list[GaugeSampl
         labels = {"customer": tenant_id, "metric": metric, "horizon": format_horizon(horizon)}
         values = {"helios_live_mae": row.mae, "helios_live_mase": row.mase,
                   "helios_live_coverage": row.coverage, "helios_live_samples": row.count}
-        samples += [GaugeSample(name, labels, float(v)) for name, v in values.items() if v is not None]
+        samples += [Sample(name, labels, float(v), GAUGES[name]) for name, v in values.items() if v is not None]
     return samples
-
-
-def exposition(samples: list[GaugeSample]) -> str:
-    """Prometheus text format (HELP and TYPE once per gauge) for appending to a ``/metrics`` body."""
-    lines = []
-    for name, help_text in GAUGES.items():
-        mine = [s for s in samples if s.name == name]
-        if not mine:
-            continue
-        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
-        for sample in mine:
-            labels = ",".join(f'{k}="{_escape(v)}"' for k, v in sample.labels.items())
-            lines.append(f"{name}{{{labels}}} {sample.value:.10g}")
-    return "\n".join(lines) + ("\n" if lines else "")
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
