@@ -312,8 +312,8 @@ def test_benchmark_cli_on_azure(tmp_path):
     assert report["summary"]["helios_mase"] < report["methods"]["seasonal_naive"]["metrics"]["mase"]
     assert set(report["helios_training"]["split"]) == {
         "events",
-        "calibration_model",
+        "calibration_models",
         "calibration_errors",
-        "final_model",
+        "final_models",
     }
     assert "| helios |" in table.read_text()
