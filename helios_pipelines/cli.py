@@ -11,9 +11,9 @@ from pathlib import Path
 
 import click
 
-from helios_pipelines.core.settings import apply_local_defaults
 from helios_pipelines.commands import registry as load_registry
 from helios_pipelines.commands import tenant as load_tenant
+from helios_pipelines.core.settings import apply_local_defaults
 
 
 @click.group()

@@ -9,14 +9,13 @@ import pandas as pd
 import pytest
 from sqlalchemy import func, select
 
+from helios_pipelines.core.exposition import exposition
 from helios_pipelines.core.feedback import (
     PredictionRecorder,
     accuracy_samples,
-
     join_actuals,
     live_accuracy,
 )
-from helios_pipelines.core.exposition import exposition
 from helios_pipelines.core.sources.base import MetricsSource
 from helios_pipelines.core.sources.simulator import Simulator
 from helios_pipelines.core.store import ModelRecord, Prediction

@@ -38,7 +38,7 @@ def duel_bundle(trained_arena):
 
 
 @pytest.fixture(scope="module")
-def keys(embedded_store, duel_bundle):
+def keys(embedded_store, duel_bundle):  # noqa: F811 - the fixture imported above
     duel, _ = duel_bundle
     with embedded_store.transaction() as session:
         embedded_store.add_customer(session, duel)

@@ -2,7 +2,6 @@
 
 import json
 
-import pytest
 from dagster import AssetKey, materialize
 
 from helios_pipelines.core.tracking import CHAMPION, Tracker, experiment_name

@@ -2,19 +2,19 @@
 
 import os
 import signal
-from contextlib import contextmanager
-from pathlib import Path
 import socket
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
 
-from helios_pipelines.core.tracking import CHAMPION, Tracker
 from helios_pipelines.core.tenants import load_tenants
+from helios_pipelines.core.tracking import CHAMPION, Tracker
 from tests.conftest import FIXTURE_TENANTS, REPO
 
 
@@ -81,7 +81,7 @@ def test_predict_answers_with_bounds_target_time_and_pinned_version(service):
     assert 0 < body["lower"] <= body["value"] <= body["upper"]
     origin, target = datetime.fromisoformat(body["origin"]), datetime.fromisoformat(body["target_time"])
     assert target - origin == timedelta(minutes=60)
-    assert abs(datetime.now(timezone.utc) - origin) < timedelta(minutes=10)
+    assert abs(datetime.now(UTC) - origin) < timedelta(minutes=10)
     champion = Tracker().version_by_alias("arena_concurrent_users_forecaster", CHAMPION)
     assert body["model"]["version"] == champion.version
 
@@ -130,7 +130,7 @@ def test_detect_scores_every_watched_metric(service):
 
 
 def test_detect_flags_a_posted_spike(service):
-    now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
     normal = service.post("/predict", json={"metric": "concurrent_users", "horizon": 15}).json()
     points = [{"timestamp": (now + timedelta(minutes=5)).isoformat(), "value": normal["upper"] * 20}]
     body = service.post("/detect", json={"metric": "concurrent_users", "points": points}).json()
@@ -170,7 +170,7 @@ SELECTOR = 'helios_forecast_value{customer="arena", metric="concurrent_users", h
 
 def test_keda_shaped_request_reads_exactly_one_forecast_series(service):
     # KEDA's prometheus scaler: GET /api/v1/query?query=...&time=<RFC3339>, one vector element.
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     response = service.get("/api/v1/query", params={"query": SELECTOR, "time": now})
     assert response.status_code == 200, response.text
     body = response.json()

@@ -6,7 +6,6 @@ from helios_pipelines.core.sources import make_source
 from helios_pipelines.core.sources.base import counter_to_rate
 from helios_pipelines.core.sources.simulator import Simulator, history_window
 from helios_pipelines.core.tenants import ScheduledEvent
-
 from tests.conftest import AS_OF
 
 

@@ -1,5 +1,4 @@
 import numpy as np
-import pandas as pd
 import pytest
 
 from helios_pipelines.core.sources.simulator import Simulator, history_window

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import click
 
-from helios_pipelines.core.tenants import TenantConfig, TenantConfigError, TenantRegistry, UnknownTenantError, load_tenants
+from helios_pipelines.core.tenants import (
+    TenantConfig,
+    TenantConfigError,
+    TenantRegistry,
+    UnknownTenantError,
+    load_tenants,
+)
 
 
 def registry(ctx: click.Context) -> TenantRegistry:

@@ -112,8 +112,8 @@ def train_forecasters(
                 with tracker.start_run(tenant.id, f"{metric} {kind}", nested=True, tags={"metric": metric, "kind": kind}):
                     fitted: list[Forecaster] = []
 
-                    def factory(k=kind, fitted=fitted):
-                        fitted.append(forecaster_for(tenant, metric, k))
+                    def factory(k=kind, m=metric, fitted=fitted):
+                        fitted.append(forecaster_for(tenant, m, k))
                         return fitted[-1]
 
                     result = backtest(factory, series, steps, tenant.training.backtest_folds)
@@ -168,7 +168,7 @@ def promote_forecasters(
     honest best is better than serving nothing, and the record says so.
     """
     records = []
-    for metric, result in trained.items():
+    for result in trained.values():
         name = result.version.name
         champion_version, champion_scores = _champion_backtest(tracker, name)
         if champion_version == result.version.version:
