@@ -14,7 +14,7 @@ export OMP_WAIT_POLICY := PASSIVE
 PORT ?= 3000
 SHARED ?= $(CURDIR)/../shared
 
-.PHONY: install demo test serve ui validate bench-forecast bench-anomaly bench-serve clean
+.PHONY: install demo test lint serve ui validate bench-forecast bench-anomaly bench-serve clean
 
 install: $(VENV)/.installed
 
@@ -46,6 +46,9 @@ serve: install
 test: install
 	bash scripts/prometheus.sh install
 	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check helios_pipelines serving helios_sdk bench tests
 
 ui: install
 	@echo "Dagster UI on http://127.0.0.1:3001, MLflow UI on http://127.0.0.1:5000 (Ctrl-C stops both)"
