@@ -29,6 +29,18 @@ SHARED = REPO.parent / "shared"
 AS_OF = pd.Timestamp("2026-11-20T00:00:00Z")
 
 
+@pytest.fixture(autouse=True)
+def _keep_mlflow_tracking_uri():
+    """mlflow.set_tracking_uri also sets MLFLOW_TRACKING_URI in the environment: a test that points
+    MLflow elsewhere (production storage) must not leave every later test pointing there."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 @pytest.fixture(scope="session")
 def helios_home() -> Path:
     return _SESSION_HOME
