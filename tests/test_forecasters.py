@@ -317,3 +317,49 @@ def test_benchmark_cli_on_azure(tmp_path):
         "final_models",
     }
     assert "| helios |" in table.read_text()
+
+
+# ---- helios' ensemble ---------------------------------------------------------------------------
+
+
+def test_helios_blends_its_members_with_convex_weights_per_lead(history):
+    model = light("helios").fit(history)
+    # direct model, recursive one-step model, seasonal naive of the change over a day and a week
+    assert model.weights_.shape == (HORIZON, 4)
+    assert (model.weights_ >= 0).all()
+    np.testing.assert_allclose(model.weights_.sum(axis=1), 1.0)
+    assert model.residuals_.shape[1] == HORIZON
+    # without the blend it is the direct model alone
+    alone = light("helios", blend=False).fit(history)
+    assert (alone.weights_[:, 0] == 1).all() and alone.recursive_ is None
+    assert np.isfinite(alone.predict(HORIZON, history)["yhat"]).all()
+
+
+def test_helios_follows_a_level_shift_beyond_its_training_range():
+    """A launch nobody posted triples the load: trees on raw levels cannot forecast above what they
+    were trained on; Helios' members work on changes, so it follows the new level."""
+    series = synthetic(days=9, seed=2, gaps=False)
+    model = light("helios").fit(series.iloc[:-300])
+    shifted = series.copy()
+    shifted.iloc[-300:] *= 3.0
+    history = shifted.iloc[:-200]  # 100 points (8 hours) into the new level
+    forecast = model.predict(HORIZON, history)
+    actual = shifted.iloc[-200 : -200 + HORIZON].to_numpy()
+    assert np.abs(forecast["yhat"].to_numpy() / actual - 1).mean() < 0.15
+
+
+def test_benchmark_cli_on_a_simulated_tenant(tmp_path):
+    from helios_pipelines.benchmarks.forecast import forecast
+
+    out = tmp_path / "sim.json"
+    args = ["--tenant", "shopfast", "--value-col", "request_rate", "--days", "4", "--folds", "2"]
+    result = CliRunner().invoke(forecast, args + ["--methods", "seasonal_naive,holt", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    exported = tmp_path / "sim_shopfast_request_rate.csv"
+    frame = pd.read_csv(exported)
+    assert list(frame.columns) == ["timestamp", "request_rate"] and len(frame) == 4 * 288
+    report = json.loads(out.read_text())
+    assert report["freq"] == "5min" and report["horizon_steps"] == 12
+    assert report["methods"]["holt"]["metrics"]["n_scored"] > 0
+    neither = CliRunner().invoke(forecast, ["--value-col", "x"])
+    assert neither.exit_code != 0 and "exactly one of --csv and --tenant" in neither.output

@@ -303,6 +303,66 @@ class XGBoostLags(PointForecaster):
         return window[:, depth:]
 
 
+class _RelativeLags(XGBoostLags):
+    """The recursive one-step lag model in Helios' ensemble, on changes rather than levels.
+
+    Lags and target are taken relative to the last observed value before the target (the anchor),
+    so the trees forecast a change: unlike the raw-level reference they stay right after a level
+    shift (a launch nobody posted, a new fleet size) that takes the series beyond the range they were
+    trained on. The anchor itself is a feature too, for series whose changes depend on their level.
+    """
+
+    kind: ClassVar[str] = "xgboost_relative"  # internal: not in FORECASTERS
+
+    def _rows(self, window: np.ndarray, at: int) -> tuple[np.ndarray, np.ndarray]:
+        """Relative lag matrix for the target in column ``at`` of ``window`` and its anchor."""
+        lags = window[:, [at - lag for lag in self.lags]]
+        anchor = last_observed_rows(window[:, :at])
+        return lags - anchor[:, None], anchor
+
+    def _fit_point_model(self, history):
+        values = history.to_numpy()
+        positions = np.flatnonzero(np.isfinite(values))
+        positions = positions[positions >= 1]
+        rng = np.random.default_rng(self.seed)
+        if positions.size > self.max_train_rows:
+            positions = np.sort(rng.choice(positions, self.max_train_rows, replace=False))
+        lags = np.column_stack([lagged(values, positions, lag) for lag in self.lags])
+        # the anchor: the latest observed value among the recent lags (lag 1 unless it is missing)
+        recent = lags[:, : len(self.lags) - 1]
+        anchor = last_observed_rows(recent[:, ::-1])
+        keep = np.isfinite(anchor)
+        calendar = calendar_features(history.index[positions[keep]], self.timezone, self.regions).to_numpy()
+        design = np.column_stack([lags[keep] - anchor[keep, None], anchor[keep], calendar])
+        params = {"max_depth": 6, "eta": 0.1, "subsample": 0.8, "nthread": XGB_THREADS, "seed": self.seed, "max_bin": 64}
+        train = xgb.DMatrix(design, label=values[positions[keep]] - anchor[keep])
+        self.booster_ = xgb.train(params, train, self.n_estimators)
+
+    def _point_forecasts(self, history, origins, horizon):
+        depth = max(self.lags)
+        values = history.to_numpy()
+        source = origins[:, None] - depth + np.arange(depth)[None, :]  # the last ``depth`` values
+        window = np.where(source >= 0, values[np.clip(source, 0, None)], np.nan)
+        window = np.column_stack([window, np.full((origins.size, horizon), np.nan)])
+        index = history.index.append(self.future_index(history, horizon))
+        targets = (origins[:, None] + np.arange(horizon)[None, :]).ravel()
+        calendar = calendar_features(index[targets], self.timezone, self.regions).to_numpy()
+        calendar = calendar.reshape(origins.size, horizon, -1)
+        for h in range(horizon):
+            lags, anchor = self._rows(window, depth + h)
+            step = self.booster_.inplace_predict(np.column_stack([lags, anchor, calendar[:, h]]))
+            window[:, depth + h] = anchor + step
+        return window[:, depth:]
+
+
+def last_observed_rows(matrix: np.ndarray) -> np.ndarray:
+    """Per row, the last finite value (NaN if none)."""
+    finite = np.isfinite(matrix)
+    last = matrix.shape[1] - 1 - np.argmax(finite[:, ::-1], axis=1)
+    out = matrix[np.arange(matrix.shape[0]), last]
+    return np.where(finite.any(axis=1), out, np.nan)
+
+
 class HeliosForecaster(Forecaster):
     """Helios' forecaster: direct multi-horizon XGBoost with conformal intervals and learned events.
 
@@ -350,6 +410,7 @@ class HeliosForecaster(Forecaster):
         calibration_share: float = 0.2,
         blend: bool = True,
         recursive_estimators: int = 200,
+        recursive_steps: int = 24,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -359,6 +420,7 @@ class HeliosForecaster(Forecaster):
         self.calibration_share = calibration_share
         self.blend = blend
         self.recursive_estimators = recursive_estimators
+        self.recursive_steps = recursive_steps
 
     # ---- periods in steps ---------------------------------------------------------------------
     @property
@@ -581,7 +643,7 @@ class HeliosForecaster(Forecaster):
         return self
 
     # ---- the recursive one-step model and the blend ---------------------------------------------
-    def _train_recursive(self, values: np.ndarray, index: pd.DatetimeIndex, end: int) -> XGBoostLags | None:
+    def _train_recursive(self, values: np.ndarray, index: pd.DatetimeIndex, end: int) -> _RelativeLags | None:
         """The one-step lag model (applied recursively) on the de-evented values before ``end``.
 
         It reads the last hour point by point, which is what the first lead times need most; the
@@ -589,7 +651,7 @@ class HeliosForecaster(Forecaster):
         """
         if not self.blend:
             return None
-        model = XGBoostLags(
+        model = _RelativeLags(
             step=self.step,
             max_horizon=self.max_horizon,
             timezone=self.timezone,
@@ -615,11 +677,14 @@ class HeliosForecaster(Forecaster):
         shape = (origins.size, leads.size)
         direct, volatility = self._predict_grid(booster, values, index, o, h)
         columns = [direct.reshape(shape)]
+        recursive_part = np.full(shape, np.nan)
         if recursive is not None:
+            # Only the first RECURSIVE_STEPS lead times: that is where it helps, and each step is
+            # one booster call at predict time.
+            reach = min(leads.size, self.recursive_steps)
             series = pd.Series(values[: origins.max() + 1], index=index[: origins.max() + 1])
-            columns.append(recursive._point_forecasts(series, origins + 1, leads.size)[:, : leads.size])
-        else:
-            columns.append(np.full(shape, np.nan))
+            recursive_part[:, :reach] = recursive._point_forecasts(series, origins + 1, reach)
+        columns.append(recursive_part)
         last = last_observed(values)[o]
         for period in (self.day, self.week):
             change = lagged(values, o + h, period) - lagged(values, o, period)
