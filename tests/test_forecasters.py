@@ -47,7 +47,7 @@ def history() -> pd.Series:
 # Smaller boosters keep the table fast; the contract does not depend on model size.
 LIGHT = {
     "xgboost": {"n_estimators": 40, "max_train_rows": 4000},
-    "helios": {"n_estimators": 60, "max_train_rows": 6000},
+    "helios": {"n_estimators": 60, "max_train_rows": 6000, "recursive_estimators": 40},
 }
 
 
@@ -205,7 +205,10 @@ def test_events_learned_from_past_occurrences_raise_the_forecast():
     series = plain * tournaments(3.0).multiplier(plain.index)
     history = series[series.index < pd.Timestamp("2024-03-14T12:00:00Z")]
     horizon = 48  # 4 hours: across the third one's start at 14:00
-    settings = {"step": STEP, "max_horizon": horizon, "seed": 1, "n_estimators": 100, "max_train_rows": 8000}
+    settings = {
+        "step": STEP, "max_horizon": horizon, "seed": 1, "n_estimators": 100, "max_train_rows": 8000,
+        "recursive_estimators": 60,
+    }
     aware = HeliosForecaster(events=tournaments(1.5), **settings).fit(history)  # the configured 1.5 is wrong
     blind = HeliosForecaster(**settings).fit(history)
 
