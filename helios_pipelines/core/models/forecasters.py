@@ -364,10 +364,16 @@ def last_observed_rows(matrix: np.ndarray) -> np.ndarray:
 
 
 class HeliosForecaster(Forecaster):
-    """Helios' forecaster: direct multi-horizon XGBoost with conformal intervals and learned events.
+    """Helios' forecaster: an ensemble around a direct multi-horizon XGBoost, with conformal
+    intervals and learned events.
 
-    One model serves every lead time (the lead time is a feature), so no forecast feeds on its own
-    errors. Each training row is an (origin, lead time) pair; values are expressed relative to the
+    The forecast blends, per lead time, the direct model below, a recursive one-step lag model on
+    changes (``_RelativeLags``, the first ``recursive_steps`` lead times) and the seasonal naive
+    forecasts of the change over a day and a week; the weights are learned on the calibration slice
+    (``_blend_weights``), and the conformal intervals come from the blend's errors there.
+
+    The direct model serves every lead time (the lead time is a feature), so none of its forecasts
+    feeds on its own errors. Each training row is an (origin, lead time) pair; values are expressed relative to the
     level at the origin in units of the series' typical one-step change, which makes the model
     indifferent to level shifts and to the series' units. Features: recent lags, the trailing hour
     and day, local volatility, what happened over the same stretch a day and a week earlier (smoothed,
@@ -380,9 +386,9 @@ class HeliosForecaster(Forecaster):
     occurrences in the training data (against the same hours a week or a day earlier); kinds with
     none use the configured multiplier.
 
-    Intervals are split-conformal: a first model is fitted without the last ``calibration_share``
-    of the data, its errors on that slice (per lead time, scaled by the local volatility at the
-    origin) give the quantiles, and the final model is refitted on everything.
+    Intervals are split-conformal: first models are fitted without the last ``calibration_share``
+    of the data, the blend's errors on that slice (per lead time, scaled by the local volatility at the
+    origin) give the quantiles, and the final models are refitted on everything.
     """
 
     kind: ClassVar[str] = "helios"
