@@ -14,7 +14,7 @@ export OMP_WAIT_POLICY := PASSIVE
 PORT ?= 3000
 SHARED ?= $(CURDIR)/../shared
 
-.PHONY: install demo test lint serve ui validate bench-forecast bench-anomaly bench-serve clean
+.PHONY: install demo test lint serve ui validate bench-forecast bench-anomaly bench-serve bench-scale clean
 
 install: $(VENV)/.installed
 
@@ -72,6 +72,9 @@ bench-anomaly: install
 bench-serve: install
 	mkdir -p bench/out
 	$(BIN)/python bench/serve_bench.py --tenant $(or $(TENANT),gaming-corp) --seconds 10 --out bench/results/serve.md
+
+bench-scale: install
+	$(BIN)/python bench/scale_tenants.py --tenants 50 --executor in_process
 
 clean:
 	rm -rf $(HELIOS_HOME) bench/out

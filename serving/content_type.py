@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-JSON_ENDPOINTS = frozenset({"/predict", "/detect", "/recommend"})
+JSON_ENDPOINTS = frozenset({"/predict", "/detect", "/recommend", "/events"})
 
 
 class JSONBodyOnly:

@@ -110,6 +110,20 @@ class TenantRuntime:
     def events(self) -> EventSchedule:
         return EventSchedule(self.tenant.events).with_events(self.posted_events)
 
+    def post_event(self, event: ScheduledEvent) -> dict:
+        """An upcoming event (a tournament the tenant just announced): every forecast from now on
+        honours it, and so does every recommendation built on them."""
+        for name in event.metrics:
+            self.metric(name)
+        self.posted_events.append(event)
+        upcoming = self.events().occurrences(pd.Timestamp.now(tz="UTC"), pd.Timestamp.now(tz="UTC") + pd.Timedelta("90D"))
+        return {
+            "tenant": self.tenant_id,
+            "posted": event.model_dump(mode="json"),
+            "upcoming": [{"name": o.name, "kind": o.kind, "start": o.start.isoformat(), "end": o.end.isoformat(),
+                          "multiplier": o.multiplier} for o in upcoming],
+        }
+
     # ---- predict -------------------------------------------------------------------------------
     def forecaster(self, metric: str) -> Forecaster:
         forecaster = self.forecasters.get(metric)
@@ -147,6 +161,9 @@ class TenantRuntime:
             if series.notna().sum() < forecaster.min_history:
                 raise RequestError(f"not enough recent history for '{metric}' to forecast from")
             frame = forecaster.predict(forecaster.max_horizon, series, extra_events=self.posted_events, level=level)
+            if not forecaster.models_events:
+                factor = self.events().multiplier(pd.DatetimeIndex(frame["timestamp"]), metric).to_numpy()
+                frame[["yhat", "yhat_lower", "yhat_upper"]] = frame[["yhat", "yhat_lower", "yhat_upper"]].mul(factor, axis=0)
             with self._lock:
                 if len(self._per_step) > 256:  # old steps' forecasts are never asked for again
                     self._per_step.clear()

@@ -26,6 +26,7 @@ from helios_pipelines.core.feedback import PredictionRecorder, accuracy_samples,
 from helios_pipelines.core.migrations import upgrade
 from helios_pipelines.core.plans import PlanLimitError
 from helios_pipelines.core.store import CustomerDisabledError, Store, UnknownCustomerError
+from helios_pipelines.core.tenants import ScheduledEvent
 from serving import promql
 from serving.auth import TENANT_METRICS_PATH, TenantAuthMiddleware
 from serving.content_type import JSONBodyOnly
@@ -270,6 +271,25 @@ class HeliosService:
         """Replicas for a scaled service, with every step of the arithmetic."""
         authenticated = _authenticated(ctx.request)
         return _http_errors(lambda: self.runtime(tenant, authenticated).recommend(service or metric, current_replicas), ctx)
+
+    @bentoml.api(route="/events")
+    def events(
+        self,
+        name: str,
+        start: datetime,
+        duration_hours: float = Field(gt=0),
+        multiplier: float = Field(gt=0),
+        kind: str = "",
+        metrics: list[str] | None = None,
+        tenant: str | None = None,
+        ctx: bentoml.Context = None,
+    ) -> dict:
+        """Post an upcoming scheduled event (the guide's name, start, duration, expected multiplier).
+        Kept in this service process; the tenant's YAML stays the durable schedule."""
+        event = ScheduledEvent(name=name, kind=kind, start=start, duration_hours=duration_hours,
+                               multiplier=multiplier, metrics=metrics or [])
+        authenticated = _authenticated(ctx.request)
+        return _http_errors(lambda: self.runtime(tenant, authenticated).post_event(event), ctx)
 
 
 HeliosService.add_asgi_middleware(JSONBodyOnly)

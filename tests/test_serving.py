@@ -223,3 +223,18 @@ def test_schemathesis_finds_no_server_error(service, tmp_path):
 def test_a_multipart_body_is_refused_with_415(service):
     response = service.post("/detect", content=b"{}", headers={"Content-Type": "multipart/form-data"})
     assert response.status_code == 415 and "application/json" in response.text
+
+
+def test_a_posted_tournament_raises_the_forecast_over_its_window(service):
+    before = service.post("/predict", json={"metric": "concurrent_users", "horizon": 60}).json()
+    start = datetime.fromisoformat(before["origin"]) + timedelta(minutes=5)
+    posted = service.post("/events", json={"name": "Flash Tournament", "start": start.isoformat(),
+                                           "duration_hours": 3, "multiplier": 3.0})
+    assert posted.status_code == 200, posted.text
+    assert "Flash Tournament" in {e["name"] for e in posted.json()["upcoming"]}
+    after = service.post("/predict", json={"metric": "concurrent_users", "horizon": 60}).json()
+    assert "Flash Tournament" in after["events"]
+    assert after["value"] > 1.5 * before["value"]
+    bad = service.post("/events", json={"name": "x", "start": start.isoformat(), "duration_hours": 1,
+                                        "multiplier": 2, "metrics": ["mana_pool"]})
+    assert bad.status_code == 404 and "mana_pool" in bad.text

@@ -63,6 +63,9 @@ class Forecaster(SavableModel, ABC):
     """
 
     capability: ClassVar[str] = "forecaster"
+    # Whether the forecast already honours scheduled events; serving applies the configured
+    # multipliers itself to a model that does not.
+    models_events: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -132,6 +135,7 @@ class Forecaster(SavableModel, ABC):
             "max_horizon": self.max_horizon,
             "timezone": self.timezone,
             "min_history": self.min_history,
+            "models_events": self.models_events,
         }
 
 

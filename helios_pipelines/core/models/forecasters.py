@@ -392,6 +392,7 @@ class HeliosForecaster(Forecaster):
     """
 
     kind: ClassVar[str] = "helios"
+    models_events: ClassVar[bool] = True
     RECENT_LAGS: ClassVar[tuple[int, ...]] = (0, 1, 2, 3, 5, 8)
     BOOSTER_PARAMS: ClassVar[dict] = {
         "max_depth": 6,
