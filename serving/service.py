@@ -19,7 +19,7 @@ import pandas as pd
 from bentoml.exceptions import InvalidArgument, NotFound
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from helios_pipelines.core.anomaly_log import record_detection
 from helios_pipelines.core.feedback import PredictionRecorder, accuracy_samples, live_accuracy
@@ -277,8 +277,8 @@ class HeliosService:
         self,
         name: str,
         start: datetime,
-        duration_hours: float = Field(gt=0),
-        multiplier: float = Field(gt=0),
+        duration_hours: float,
+        multiplier: float,
         kind: str = "",
         metrics: list[str] | None = None,
         tenant: str | None = None,
@@ -286,10 +286,17 @@ class HeliosService:
     ) -> dict:
         """Post an upcoming scheduled event (the guide's name, start, duration, expected multiplier).
         Kept in this service process; the tenant's YAML stays the durable schedule."""
-        event = ScheduledEvent(name=name, kind=kind, start=start, duration_hours=duration_hours,
-                               multiplier=multiplier, metrics=metrics or [])
         authenticated = _authenticated(ctx.request)
-        return _http_errors(lambda: self.runtime(tenant, authenticated).post_event(event), ctx)
+
+        def post() -> dict:
+            try:  # ScheduledEvent holds the rules (positive duration and multiplier, a known kind of start)
+                event = ScheduledEvent(name=name, kind=kind, start=start, duration_hours=duration_hours,
+                                       multiplier=multiplier, metrics=metrics or [])
+            except ValidationError as exc:
+                raise RequestError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
+            return self.runtime(tenant, authenticated).post_event(event)
+
+        return _http_errors(post, ctx)
 
 
 HeliosService.add_asgi_middleware(JSONBodyOnly)

@@ -238,3 +238,5 @@ def test_a_posted_tournament_raises_the_forecast_over_its_window(service):
     bad = service.post("/events", json={"name": "x", "start": start.isoformat(), "duration_hours": 1,
                                         "multiplier": 2, "metrics": ["mana_pool"]})
     assert bad.status_code == 404 and "mana_pool" in bad.text
+    negative = service.post("/events", json={"name": "x", "start": start.isoformat(), "duration_hours": -1, "multiplier": 2})
+    assert negative.status_code == 400 and "duration_hours" in negative.text
