@@ -106,14 +106,15 @@ def test_agent_survives_a_helios_restart_without_losing_or_doubling_samples(push
 
 def test_the_push_tenant_trains_from_what_was_pushed(pushed, window, service, prometheus_url, tmp_path):
     """What the agent pushed, through the push source on the grid, `helios sources check`, and the
-    pipeline's data assets (raw, validated with its blocking checks, features) in process; the model
-    assets after them take the same features frame whatever the source, and 20-60 s more here."""
+    whole pipeline in process, to a promoted champion whose version says its data came from pushes."""
     from dagster import DagsterInstance, materialize
 
     from helios_pipelines.cli import main as helios
-    from helios_pipelines.defs.assets import features, raw_metrics, validated_metrics
+    from helios_pipelines.core.tracking import CHAMPION, Tracker, registered_model_name
+    from helios_pipelines.defs.assets import ALL_ASSETS
     from helios_pipelines.defs.partitions import tenant_partitions
     from helios_pipelines.defs.resources import MetricsSourceResource, TenantRegistryResource
+    from tests.conftest import pipeline_resources
 
     start, end = window
     forwarder = agent(pushed, service, prometheus_url, tmp_path, lambda: end.timestamp())
@@ -136,14 +137,14 @@ def test_the_push_tenant_trains_from_what_was_pushed(pushed, window, service, pr
 
     instance = DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(tenant_partitions.name, [TENANT])
-    result = materialize(
-        [raw_metrics, validated_metrics, features], partition_key=TENANT, instance=instance,
-        resources={"tenants": TenantRegistryResource(config_dir=str(pushed.config_dir)),
-                   "metrics_source": MetricsSourceResource(as_of=end.isoformat())},
-    )
+    resources = pipeline_resources() | {"tenants": TenantRegistryResource(config_dir=str(pushed.config_dir)),
+                                        "metrics_source": MetricsSourceResource(as_of=end.isoformat())}
+    result = materialize(ALL_ASSETS, partition_key=TENANT, instance=instance, resources=resources)
     assert result.success
     assert all(check.passed for check in result.get_asset_check_evaluations() if check.check_name != "value_ranges")
     assert len(result.output_for_node("features")) == 2 * 288
+    champion = Tracker().version_by_alias(registered_model_name(TENANT, "forecaster", next(iter(tenant.forecast_metrics))), CHAMPION)
+    assert champion is not None and champion.tags["source"] == "push"
 
 
 def test_helios_agent_command(pushed, service, prometheus_url, tmp_path, capsys):

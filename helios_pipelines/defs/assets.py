@@ -199,12 +199,17 @@ def tenant_bento(
     champions: list[dict],
 ) -> Output[dict]:
     """The tenant's champions packed as the BentoML model ``helios-<tenant>`` and, optionally, a Bento."""
-    from serving.packaging import build_bento, save_bento_model
+    from serving.packaging import build_bento, champion_pins, save_bento_model
 
     tenant = tenants.tenant(context.partition_key)
-    model_tag = save_bento_model(tenant, mlflow_tracking.tracker())
+    tracker = mlflow_tracking.tracker()
+    model_tag = save_bento_model(tenant, tracker)
     bento_tag = build_bento(tenant.id, model_tag) if packager.build_bento else None
-    return Output({"model": model_tag, "bento": bento_tag}, metadata={"bento_model": model_tag, "bento": bento_tag or "(not built)"})
+    served = sorted(p["name"] for p in champion_pins(tenant, tracker).values())
+    return Output(
+        {"model": model_tag, "bento": bento_tag, "served": served},
+        metadata={"bento_model": model_tag, "bento": bento_tag or "(not built)", "served": ", ".join(served)},
+    )
 
 
 ALL_ASSETS = [
