@@ -82,7 +82,6 @@ class CapacityPlanner(SavableModel):
         demand_upper: float,
         demand_upper_window_max: float,
         current_replicas: int | None = None,
-        event_multiplier: float = 1.0,
         input_anomalous: bool = False,
         quantile_label: str = "upper",
     ) -> Recommendation:
@@ -90,20 +89,17 @@ class CapacityPlanner(SavableModel):
 
         ``demand_upper``: the upper forecast quantile at the lead-time horizon. ``demand_upper_window_max``:
         the largest upper quantile over the lead time plus the scale-down stabilisation window, so a
-        dip inside that window never scales down only to scale up again. ``event_multiplier`` is applied
-        only for a forecaster that does not model events itself (the caller passes 1.0 otherwise).
+        dip inside that window never scales down only to scale up again. Both already include the
+        scheduled events in force (serving applies them to forecasters that do not model events).
         """
         t = self.targets[service]
         b = t.behaviour
         per_replica = self.capacity[service]
         usable = per_replica * t.target_utilization
         steps = [
-            Step("forecast", demand_upper, f"{quantile_label} forecast of {t.metric} at the lead time"),
+            Step("forecast", demand_upper, f"{quantile_label} forecast of {t.metric} at the lead time, scheduled events included"),
         ]
         demand = demand_upper
-        if event_multiplier != 1.0:
-            demand *= event_multiplier
-            steps.append(Step("event_adjusted", demand, f"x{event_multiplier:g} for scheduled events in force"))
         steps.append(
             Step(
                 "usable_capacity_per_replica",
@@ -113,7 +109,7 @@ class CapacityPlanner(SavableModel):
         )
         needed = math.ceil(demand / usable - 1e-9) if usable > 0 else t.max_replicas
         steps.append(Step("replicas_for_forecast", needed, f"ceil({demand:.4g} / {usable:.4g})"))
-        hold_for = math.ceil(demand_upper_window_max * (event_multiplier or 1.0) / usable - 1e-9)
+        hold_for = math.ceil(demand_upper_window_max / usable - 1e-9)
         desired = needed
         if current_replicas is not None and needed < current_replicas:
             # Scale-down stabilisation: keep what the window ahead still needs.
