@@ -310,15 +310,32 @@ def trailing_mean(matrix: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
+def relative_change(matrix: np.ndarray, window: int) -> np.ndarray:
+    """Each row against the mean m of the ``window`` rows before it, as log(x / m). Scale-free, so a 3x
+    jump is as rare at night as at the daily peak, which the value views cannot see (a night-time
+    spike stays inside the day's range), and symmetric: a drop to a third is as far as a tripling.
+    NaN while the window is not full or holds a gap, and where x or m is not positive."""
+    before = np.full(matrix.shape, np.nan)
+    before[1:] = trailing_mean(matrix, window)[:-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        change = np.log(matrix / before)
+    change[~np.isfinite(change)] = np.nan
+    return change
+
+
 class RarityDetector(AnomalyDetector):
     """Per metric: how unlike anything seen before a point is, in several views. The univariate core.
 
     Views of each metric: its value; its trailing mean over ``level_window`` rows (a change of level or
-    of the density of spikes, which no single value shows); and, when the fit history repeats at a
-    daily or weekly season, its difference from the value one season earlier (a missing daily peak).
-    A view's rarity is the distance to the closest value of that view seen before (fit history or
-    earlier rows), in units of the range of the view seen so far: a recurring spike or a drift that
-    keeps widening the range stops being news, while a value far outside the known range is. Each view
+    of the density of spikes, which no single value shows); with ``use_change``, its log ratio to the
+    mean of the ``level_window`` rows before it (a sudden jump or drop at any time of day); and, when
+    the fit history repeats at a daily or weekly season, its difference from the value one season
+    earlier (a missing daily peak). A view's rarity is the distance to the closest value of that view
+    seen before (fit history or earlier rows), in units of the range of the view seen so far: a
+    recurring spike or a drift that keeps widening the range stops being news, while a value far
+    outside the known range is. The fit history's own incidents would teach the detector that they
+    are normal, so ``trim`` of each tail of every view (the fit history's most extreme 1 %) is left out
+    of what counts as seen before. Each view
     maps rarity ``q`` to ``q / (q + rarity_scale)`` (0.5 at ``rarity_scale`` = RARITY_PER_Z x
     ``z_threshold``), and the metric scores the largest of its views.
 
@@ -335,14 +352,18 @@ class RarityDetector(AnomalyDetector):
         z_threshold: float = 2.5,
         level_window: int = 20,
         use_season: bool = True,
+        use_change: bool = True,
+        trim: float = 0.01,
         onset_window: int = 0,
         seed: int = 42,
     ):
-        if z_threshold <= 0 or level_window < 2 or onset_window < 0:
-            raise ValueError("z_threshold > 0, level_window >= 2 and onset_window >= 0 are required")
+        if z_threshold <= 0 or level_window < 2 or onset_window < 0 or not 0 <= trim < 0.5:
+            raise ValueError("z_threshold > 0, level_window >= 2, onset_window >= 0 and trim in [0, 0.5) are required")
         self.z_threshold = float(z_threshold)
         self.level_window = int(level_window)
         self.use_season = bool(use_season)
+        self.use_change = bool(use_change)
+        self.trim = float(trim)
         self.onset_window = int(onset_window)
         self.seed = seed  # nothing random here; kept so every detector takes the same arguments
         self.fitted_ = False
@@ -360,9 +381,12 @@ class RarityDetector(AnomalyDetector):
         return self.level_window
 
     def _views(self, frame: pd.DataFrame) -> np.ndarray:
-        """(rows, views) for the fitted metrics: value and trailing mean of each, then seasonal differences."""
+        """(rows, views) for the fitted metrics: value, trailing mean and change of each (the change
+        views only with ``use_change``), then seasonal differences."""
         values = frame[self.metrics_].to_numpy(dtype=float)
         columns = [values, trailing_mean(values, self.level_window)]
+        if self.use_change:
+            columns.append(relative_change(values, self.level_window))
         for position, season in self.seasons_:
             seasonal = np.full(values.shape[0], np.nan)
             seasonal[season:] = values[season:, position] - values[:-season, position]
@@ -389,6 +413,9 @@ class RarityDetector(AnomalyDetector):
         self.memory_, self.low_, self.high_, self.floor_ = [], [], [], []
         for column in views.T:
             observed = column[np.isfinite(column)]
+            if self.trim and observed.size:
+                low, high = np.quantile(observed, [self.trim, 1 - self.trim])
+                observed = observed[(observed >= low) & (observed <= high)]
             memory = np.unique(observed)
             if memory.size > MEMORY_SIZE:
                 memory = np.quantile(observed, np.linspace(0, 1, MEMORY_SIZE))
@@ -411,9 +438,10 @@ class RarityDetector(AnomalyDetector):
         rarity = distance / unit
         rarity = rarity / (rarity + self.rarity_scale)
         n_metrics = len(self.metrics_)
-        score = np.fmax(rarity[:, :n_metrics], rarity[:, n_metrics : 2 * n_metrics])
+        per_metric_views = 3 if self.use_change else 2
+        score = np.fmax.reduce([rarity[:, k * n_metrics : (k + 1) * n_metrics] for k in range(per_metric_views)])
         for offset, (position, _) in enumerate(self.seasons_):
-            score[:, position] = np.fmax(score[:, position], rarity[:, 2 * n_metrics + offset])
+            score[:, position] = np.fmax(score[:, position], rarity[:, per_metric_views * n_metrics + offset])
         score[~np.isfinite(views[:, :n_metrics])] = np.nan  # a gap is not scored
         score[: self.min_history] = np.nan  # warm-up: the trailing mean is not there yet
         return score
