@@ -11,17 +11,27 @@ Two profiles:
   weekends and scheduled events (with ramps) multiply them; matches, queue, server utilisation, CPU,
   memory, request rate, latency and database metrics all follow from the players.
 - ecommerce: request rate with lunchtime and evening peaks, checkout latency and CPU following it.
+
+Besides the seeded anomalies, an operator can inject an incident at a chosen time
+(``helios simulator inject``, for a demo or a drill): incidents are kept in
+``$HELIOS_HOME/simulator/<tenant>-incidents.json`` and every reader of the tenant's simulated
+monitoring (the pipeline, the service) sees them, as it would see a real incident.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from helios_pipelines.core.events import EventSchedule
+from helios_pipelines.core.settings import helios_home
 from helios_pipelines.core.sources.base import MetricsSource, counter_to_rate
 from helios_pipelines.core.tenants import MetricConfig, SimulatorSource, TenantConfig
 
@@ -62,6 +72,48 @@ ANOMALY_TARGET_SERIES = {
     "cpu_spike": "container_cpu_usage_seconds_total",
     "traffic_surge": "players_or_requests",
 }
+
+
+def incidents_path(tenant_id: str) -> Path:
+    return helios_home() / "simulator" / f"{tenant_id}-incidents.json"
+
+
+def injected_incidents(tenant_id: str) -> list[InjectedAnomaly]:
+    path = incidents_path(tenant_id)
+    if not path.exists():
+        return []
+    return [
+        InjectedAnomaly(i["metric"], i["kind"], pd.Timestamp(i["start"]), pd.Timestamp(i["end"]), float(i["magnitude"]))
+        for i in json.loads(path.read_text())
+    ]
+
+
+def inject_incident(tenant: TenantConfig, kind: str, start: pd.Timestamp, minutes: int,
+                    magnitude: float) -> InjectedAnomaly:
+    """Add an incident of ``kind`` to the tenant's simulated monitoring (kept with the earlier ones)."""
+    if not isinstance(tenant.source, SimulatorSource):
+        raise ValueError(f"tenant '{tenant.id}' does not use the simulator source ({tenant.source.type})")
+    kinds = ANOMALY_KINDS[tenant.source.profile]
+    if kind not in kinds:
+        raise ValueError(f"incident kind '{kind}' does not exist in the {tenant.source.profile} profile; kinds: {', '.join(kinds)}")
+    if minutes <= 0 or magnitude <= 1:
+        raise ValueError(f"an incident needs minutes > 0 and magnitude > 1, got {minutes} and {magnitude}")
+    metric = Simulator(tenant)._anomaly_metric(kind)
+    if metric is None:
+        raise ValueError(f"tenant '{tenant.id}' has no metric a {kind} shows up in")
+    step = tenant.step_timedelta
+    start = pd.Timestamp(start)
+    start = (start.tz_localize("UTC") if start.tzinfo is None else start.tz_convert("UTC")).ceil(step)
+    incident = InjectedAnomaly(metric, kind, start, start + pd.Timedelta(minutes=minutes), float(magnitude))
+    path = incidents_path(tenant.id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kept = [{"metric": i.metric, "kind": i.kind, "start": i.start.isoformat(), "end": i.end.isoformat(),
+             "magnitude": i.magnitude} for i in [*injected_incidents(tenant.id), incident]]
+    # Written whole and renamed: a service reading the file mid-write sees the old list or the new one.
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
+        json.dump(kept, handle, indent=1)
+    os.replace(handle.name, path)
+    return incident
 
 
 class Simulator(MetricsSource):
@@ -188,6 +240,7 @@ class Simulator(MetricsSource):
                 metric = self._anomaly_metric(kind)
                 if metric is not None and begin < end and begin + length > start:
                     found.append(InjectedAnomaly(metric, kind, begin, begin + length, magnitude))
+        found += [i for i in injected_incidents(self.tenant.id) if i.start < end and i.end > start]
         return sorted(found, key=lambda a: a.start)
 
     def _anomaly_metric(self, kind: str) -> str | None:
