@@ -11,6 +11,8 @@ export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 export GIT_PYTHON_REFRESH := quiet
 # XGBoost's OpenMP threads spin while waiting; on a shared 2-core machine that costs up to 6x.
 export OMP_WAIT_POLICY := PASSIVE
+# Signs the demo tenant's webhook alerts (gaming-corp's secret_env); the demo's receiver checks it.
+export HELIOS_WEBHOOK_SECRET ?= demo-secret-not-for-production
 PORT ?= 3000
 SHARED ?= $(CURDIR)/../shared
 
@@ -33,12 +35,19 @@ demo: install
 	$(BIN)/helios tenants sync
 	$(BIN)/helios run
 	@echo ""
-	@echo "Serving gaming-corp on http://127.0.0.1:$(PORT) (Ctrl-C stops). Try, from another shell:"
+	@echo "Serving gaming-corp on http://127.0.0.1:$(PORT) (Ctrl-C stops), with the alert worker and a local"
+	@echo "webhook receiver on :9009 (signed alerts land in $(HELIOS_HOME)/received-alerts.jsonl). From another shell:"
 	@echo "  curl -s -X POST http://127.0.0.1:$(PORT)/predict -H 'Content-Type: application/json' -d '{\"metric\": \"concurrent_users\", \"horizon\": 60}'"
 	@echo "  curl -s -X POST http://127.0.0.1:$(PORT)/detect -H 'Content-Type: application/json' -d '{\"metric\": \"game_latency_p99\"}'"
 	@echo "  curl -s -X POST http://127.0.0.1:$(PORT)/recommend -H 'Content-Type: application/json' -d '{\"service\": \"game-server\", \"current_replicas\": 300}'"
+	@echo "  $(BIN)/helios simulator inject gaming-corp --kind latency_spike --ago 5m   # an incident: a signed alert follows"
+	@echo "  $(BIN)/helios anomalies list --tenant gaming-corp; $(BIN)/helios alerts list --tenant gaming-corp"
+	@echo "  $(BIN)/helios accuracy gaming-corp   # live accuracy, once the first served horizon (15 min) has passed"
 	@echo ""
-	$(BIN)/helios serve gaming-corp --port $(PORT)
+	$(BIN)/helios alerts receive --port 9009 & receiver=$$!; \
+	  $(BIN)/helios alerts deliver --loop --interval 2 & worker=$$!; \
+	  trap "kill $$receiver $$worker 2>/dev/null" EXIT INT TERM; \
+	  $(BIN)/helios serve gaming-corp --port $(PORT)
 
 serve: install
 	$(BIN)/helios serve $(or $(TENANT),gaming-corp) --port $(PORT)

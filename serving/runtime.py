@@ -200,7 +200,10 @@ class TenantRuntime:
         metric_names: list[str] | None = None,
         points: list[tuple[pd.Timestamp, float]] | None = None,
         now: pd.Timestamp | None = None,
+        since: pd.Timestamp | None = None,
     ) -> dict:
+        """Scores of the latest step, of client-given ``points``, or of every step after ``since``
+        (scheduled detection catching up on the steps since its last look)."""
         if self.detector is None:
             raise NotFoundError(f"tenant '{self.tenant_id}' has no anomaly detector")
         watched = list(self.manifest["detector"]["metrics"])
@@ -212,7 +215,7 @@ class TenantRuntime:
                     f"watched: {', '.join(watched)}"
                 )
         frame = self.history(now)[watched]
-        scored_rows = frame.index[-1:]
+        scored_rows = frame.index[-1:] if since is None else frame.index[frame.index > since]
         if points:
             if len(metrics) != 1:
                 raise RequestError("points can only be given for exactly one metric")

@@ -32,6 +32,7 @@ from serving.auth import TENANT_METRICS_PATH, TenantAuthMiddleware
 from serving.content_type import JSONBodyOnly
 from serving.ingest import router as ingest_router
 from serving.runtime import NotFoundError, RequestError, TenantRuntime
+from serving.watch import TenantWatch
 
 log = logging.getLogger(__name__)
 
@@ -154,11 +155,14 @@ class HeliosService:
             log.warning("anomalies of tenant '%s' not recorded: %s", runtime.tenant_id, exc)
 
     def _publish_forever(self) -> None:
-        """Keep Helios' series on /metrics (BentoML's prometheus registry) fresh, once per step."""
+        """Once per step: keep Helios' series on /metrics (BentoML's prometheus registry) fresh, and
+        let each tenant's watch record the published forecasts, run the scheduled detection and join
+        actuals (serving/watch.py)."""
         import prometheus_client  # after BentoML set PROMETHEUS_MULTIPROC_DIR in this worker
 
         gauges: dict[str, prometheus_client.Gauge] = {}
-        period = min(r.step.total_seconds() for r in self.runtimes.values())
+        watches = [TenantWatch(runtime, self.store, self.recorder) for runtime in self.runtimes.values()]
+        period = max(15.0, min(r.step.total_seconds() for r in self.runtimes.values()))
         while True:
             try:
                 for sample in self.samples():
@@ -169,7 +173,15 @@ class HeliosService:
                     gauges[sample.name].labels(**sample.labels).set(sample.value)
             except Exception:  # a failed refresh must not kill the publisher; the next step retries
                 log.exception("refreshing Helios gauges failed")
-            time.sleep(max(15.0, period))
+            for watch in watches:
+                try:
+                    report = watch.tick()
+                    if report.opened:
+                        log.warning("tenant '%s': anomaly opened on %s", watch.runtime.tenant_id, ", ".join(report.opened))
+                except Exception:
+                    log.exception("watching tenant '%s' failed", watch.runtime.tenant_id)
+            # Wake just after the next step boundary, when that step's point is complete.
+            time.sleep(period - time.time() % period + 1.0)
 
     @http.api_route("/api/v1/query", methods=["GET", "POST"])
     async def prometheus_query(self, request: Request) -> JSONResponse:

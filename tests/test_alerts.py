@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import random
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -169,3 +169,27 @@ def test_a_disabled_customer_gets_no_alerts(store):
     add_customer(store, tenant)
     store.set_status("acme", "disabled")
     assert alerts.route(store, tenant, [anomaly_alert()], NOW) == 0
+
+
+def test_the_receiver_acts_once_per_key_and_refuses_bad_or_stale_signatures(tmp_path):
+    from helios_pipelines.core.alert_receiver import AlertReceiver
+
+    receiver = AlertReceiver("s3cret", tmp_path / "received.jsonl")
+    body = b'{"event": "anomaly_detected"}'
+    now = int(datetime.now(UTC).timestamp())
+
+    def headers(secret="s3cret", sent=now, key="k1"):
+        return {"X-Helios-Idempotency-Key": key, "X-Helios-Timestamp": str(sent),
+                "X-Helios-Signature": alerts.sign(secret, sent, body)}
+
+    assert receiver.receive(headers(), body) == (200, "accepted")
+    assert receiver.receive(headers(), body) == (200, "duplicate")
+    assert receiver.receive(headers(secret="guess", key="k2"), body)[0] == 401
+    assert receiver.receive(headers(sent=now - 3600, key="k3"), body)[0] == 401
+    assert receiver.receive({"X-Helios-Timestamp": str(now)}, body)[0] == 400
+    assert [r["alert"] for r in receiver.received()] == [{"event": "anomaly_detected"}]
+    assert receiver.rejected == 2
+    receiver.stop()
+    restarted = AlertReceiver("s3cret", tmp_path / "received.jsonl")  # remembers what it acted on
+    assert restarted.receive(headers(), body) == (200, "duplicate")
+    restarted.stop()

@@ -1,10 +1,12 @@
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from helios_pipelines.core.sources import make_source
 from helios_pipelines.core.sources.base import counter_to_rate
-from helios_pipelines.core.sources.simulator import Simulator, history_window
+from helios_pipelines.core.sources.simulator import Simulator, history_window, incidents_path
 from helios_pipelines.core.tenants import ScheduledEvent
 from tests.conftest import AS_OF
 
@@ -109,3 +111,26 @@ def test_current_values_and_listing(gaming):
     assert set(current) == set(gaming.metrics)
     assert current["concurrent_users"] > 0
     assert "game_server_active_players" in source.list_metrics()
+
+
+def test_an_injected_incident_shows_in_every_reader_and_in_the_cli(gaming, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from helios_pipelines.cli import main
+
+    monkeypatch.setenv("HELIOS_HOME", str(tmp_path))
+    start = AS_OF - pd.Timedelta("3h")
+    before = Simulator(gaming).fetch(start, start + pd.Timedelta("20min"))["game_latency_p99"]
+    runner = CliRunner()
+    result = runner.invoke(main, ["simulator", "inject", "gaming-corp", "--kind", "latency_spike",
+                                  "--start", start.isoformat(), "--minutes", "20", "--magnitude", "4"])
+    assert result.exit_code == 0, result.output
+    assert "latency_spike on game_latency_p99 (x4)" in result.output
+    after = Simulator(gaming).fetch(start, start + pd.Timedelta("20min"))["game_latency_p99"]
+    assert np.allclose(after.dropna(), 4 * before.dropna())
+    assert any(a.kind == "latency_spike" and a.start == start for a in Simulator(gaming).anomalies(start, AS_OF))
+
+    unknown = runner.invoke(main, ["simulator", "inject", "gaming-corp", "--kind", "traffic_surge"])
+    assert unknown.exit_code != 0 and "does not exist in the gaming profile" in unknown.output
+    assert "queue_spike" in unknown.output
+    assert len(json.loads(incidents_path("gaming-corp").read_text())) == 1  # the refused one is not kept

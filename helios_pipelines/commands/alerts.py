@@ -1,4 +1,4 @@
-"""`helios alerts deliver|list`: the alert outbox and its delivery worker."""
+"""`helios alerts deliver|receive|list`: the alert outbox, its delivery worker, and a local receiver."""
 
 from __future__ import annotations
 
@@ -64,6 +64,43 @@ def _retention_loop(store, stop: threading.Event) -> None:
     while not stop.is_set():
         store.apply_retention()
         stop.wait(3600)
+
+
+@command.command("receive")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=9009, show_default=True)
+@click.option("--secret-env", default="HELIOS_WEBHOOK_SECRET", show_default=True,
+              help="environment variable holding the webhook's signing secret (the tenant's secret_env)")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="JSON-lines file of accepted alerts (default: $HELIOS_HOME/received-alerts.jsonl)")
+def receive(host: str, port: int, secret_env: str, out: str | None) -> None:
+    """A local receiver for generic webhook alerts: verifies each signature, acts on each alert once,
+    prints it and appends it to a file."""
+    import os
+    from pathlib import Path
+
+    from helios_pipelines.core.alert_receiver import AlertReceiver
+    from helios_pipelines.core.settings import helios_home
+
+    secret = os.environ.get(secret_env)
+    if not secret:
+        raise click.ClickException(f"environment variable {secret_env} (the signing secret) is not set")
+
+    def show(entry: dict) -> None:
+        alert = entry["alert"]
+        click.echo(f"{entry['received_at']} signed alert: [{alert.get('tenant')}] {alert.get('event')} "
+                   f"{alert.get('action')}: {alert.get('summary')}")
+
+    path = Path(out) if out else helios_home() / "received-alerts.jsonl"
+    receiver = AlertReceiver(secret, path, host, port, on_alert=show)
+    click.echo(f"receiving signed alerts on {receiver.url} -> {path}")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with receiver:
+        try:
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
 
 
 @command.command("list")
