@@ -41,7 +41,8 @@ def rendered(tmp_path_factory):
     result = CliRunner().invoke(main, ["deploy", "render", "gaming-corp", "--out", str(out), "--namespace", "helios",
                                        "--workload-namespace", "gaming"])
     assert result.exit_code == 0, result.output
-    assert "HELIOS_WEBHOOK_SLACK_URL" in result.output  # the operator is told which Secret keys to create
+    # The operator is told which Secret keys to create: the receiver's URL and its signing secret.
+    assert "HELIOS_WEBHOOK_OPS_WEBHOOK_URL, HELIOS_WEBHOOK_SECRET" in result.output
     return out
 
 
@@ -159,8 +160,8 @@ def test_alert_config_map_keeps_receivers_secret(rendered, gaming_corp):
     alerts = yaml.safe_load(yaml.safe_load(text)["data"]["alerts.yaml"])
     hook = gaming_corp.alerts.webhooks[0]
     assert hook.url not in text
-    assert alerts["webhooks"][0] == {"name": "slack", "type": "slack", "url_env": "HELIOS_WEBHOOK_SLACK_URL",
-                                     "events": list(hook.events)}
+    assert alerts["webhooks"][0] == {"name": "ops-webhook", "type": "webhook", "url_env": "HELIOS_WEBHOOK_OPS_WEBHOOK_URL",
+                                     "events": list(hook.events), "signing_secret_env": "HELIOS_WEBHOOK_SECRET"}
     assert alerts["thresholds"] == gaming_corp.alerts.thresholds.model_dump()
 
 
