@@ -94,7 +94,15 @@ class Tracker:
         elif self.tracking_uri.startswith("sqlite:///"):
             # Local artifacts beside the database, not in whatever directory the process runs in.
             artifacts = (Path(self.tracking_uri.removeprefix("sqlite:///")).parent / "mlartifacts" / tenant).as_uri()
-        return self.client.create_experiment(name, artifact_location=artifacts, tags={"tenant": tenant})
+        try:
+            return self.client.create_experiment(name, artifact_location=artifacts, tags={"tenant": tenant})
+        except MlflowException:
+            # Another step of the same run (the detector and the candidates run side by side under the
+            # multiprocess executor) created it first: use theirs.
+            found = self.client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return found.experiment_id
 
     def start_run(self, tenant: str, run_name: str, nested: bool = False, tags: dict | None = None):
         return mlflow.start_run(
