@@ -111,7 +111,9 @@ def main() -> None:
 
     from helios_pipelines.defs.assets import ALL_ASSETS
 
-    with tempfile.TemporaryDirectory(prefix="helios-scale-") as tmp:
+    # A run worker may still be writing its last events when the server stops; the figures matter more
+    # than removing every file of the temporary home.
+    with tempfile.TemporaryDirectory(prefix="helios-scale-", ignore_cleanup_errors=True) as tmp:
         home = Path(tmp)
         config_dir = home / "tenants"
         config_dir.mkdir()
