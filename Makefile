@@ -41,7 +41,7 @@ demo: install
 	@echo "  curl -s -X POST http://127.0.0.1:$(PORT)/detect -H 'Content-Type: application/json' -d '{\"metric\": \"game_latency_p99\"}'"
 	@echo "  curl -s -X POST http://127.0.0.1:$(PORT)/recommend -H 'Content-Type: application/json' -d '{\"service\": \"game-server\", \"current_replicas\": 300}'"
 	@echo "  $(BIN)/helios simulator inject gaming-corp --kind latency_spike --ago 5m   # an incident: a signed alert follows"
-	@echo "  $(BIN)/helios anomalies list --tenant gaming-corp; $(BIN)/helios alerts list --tenant gaming-corp"
+	@echo "  $(BIN)/helios anomalies list gaming-corp; $(BIN)/helios alerts list --tenant gaming-corp"
 	@echo "  $(BIN)/helios accuracy gaming-corp   # live accuracy, once the first served horizon (15 min) has passed"
 	@echo ""
 	$(BIN)/helios alerts receive --port 9009 & receiver=$$!; \
@@ -79,7 +79,7 @@ bench-anomaly: install
 	  --out bench/out/nab | tee bench/out/anomaly-latest.txt
 
 bench-serve: install
-	mkdir -p bench/out
+	bash scripts/wrk.sh install
 	$(BIN)/python bench/serve_bench.py --tenant $(or $(TENANT),gaming-corp) --seconds 10 --out bench/results/serve.md
 
 bench-scale: install
