@@ -10,7 +10,8 @@ seen the new level), each from the actual history up to that origin (as serving 
 - ``tournaments only``: the tenant's configured schedule, the launch not posted;
 - ``launch posted``: the same model, the launch passed to ``predict(extra_events=[...])`` as a
   tenant posts it through the API; the simulator realises a different effect than the configured
-  multiplier (by design), and the ramps are 30 minutes where the schedule has a step.
+  multiplier (by design); the posted launch, like the tenant's tournaments, declares its 30-minute
+  ramps (``ramp_minutes``).
 
 Errors are over the forecast targets inside the launch window (and, for reference, all targets).
 Run: ``python bench/forecast_events.py [--metric concurrent_users] [--markdown bench/results/forecast.md]``
@@ -35,7 +36,8 @@ from helios_pipelines.core.tenants import ScheduledEvent, load_tenants  # noqa: 
 
 LAUNCH_START = pd.Timestamp("2026-10-15T14:00:00Z")  # a Thursday: no tournament that day
 LAUNCH = ScheduledEvent(
-    name="Season 6 Launch", kind="season_6_launch", start=LAUNCH_START, duration_hours=48, multiplier=3.0
+    name="Season 6 Launch", kind="season_6_launch", start=LAUNCH_START, duration_hours=48, multiplier=3.0,
+    ramp_minutes=30,
 )
 TRAIN_DAYS = 14
 

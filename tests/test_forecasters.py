@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from pydantic import ValidationError
 
 from helios_pipelines.core.evaluation import backtest, decide_promotion
 from helios_pipelines.core.events import EventSchedule
@@ -229,6 +230,20 @@ def test_an_event_never_seen_before_uses_its_configured_multiplier(history):
     boosted = model.predict(HORIZON, history, extra_events=[launch])
     np.testing.assert_allclose(boosted["yhat"][:6], plain["yhat"][:6])
     np.testing.assert_allclose(boosted["yhat"][6:], 5.0 * plain["yhat"][6:])
+
+
+def test_a_ramped_event_builds_up_and_winds_down_and_a_ramp_longer_than_the_event_is_refused(history):
+    model = light("helios").fit(history)
+    origin = history.index[-1]
+    launch = ScheduledEvent(name="launch", start=origin + STEP, duration_hours=HORIZON * STEP / pd.Timedelta("1h"),
+                            multiplier=5.0, ramp_minutes=4 * STEP / pd.Timedelta("1min"))
+    plain = model.predict(HORIZON, history)
+    ramped = model.predict(HORIZON, history, extra_events=[launch])
+    ratio = (ramped["yhat"] / plain["yhat"]).to_numpy()
+    np.testing.assert_allclose(ratio[:5], [1.0, 2.0, 3.0, 4.0, 5.0])  # a quarter of the way each step
+    np.testing.assert_allclose(ratio[-4:], [5.0, 4.0, 3.0, 2.0])  # and back down before the end
+    with pytest.raises(ValidationError, match="ramp_minutes 300 twice over is longer than its 8 hours"):
+        ScheduledEvent(name="cup", start=origin, duration_hours=8, multiplier=2.0, ramp_minutes=300)
 
 
 # ---- features -----------------------------------------------------------------------------------

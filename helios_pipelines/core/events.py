@@ -17,6 +17,14 @@ import pandas as pd
 from helios_pipelines.core.tenants import ScheduledEvent
 
 
+def ramp_weight(index: pd.DatetimeIndex, start: pd.Timestamp, end: pd.Timestamp, ramp: pd.Timedelta) -> np.ndarray:
+    """How much of an event is in force at each timestamp: 0 outside it, rising linearly to 1 over
+    ``ramp`` after the start and falling back to 0 over ``ramp`` before the end (a step without ramp)."""
+    if ramp <= pd.Timedelta(0):
+        return ((index >= start) & (index < end)).astype(float)
+    return np.minimum(np.clip((index - start) / ramp, 0, 1), np.clip((end - index) / ramp, 0, 1))
+
+
 @dataclass(frozen=True)
 class Occurrence:
     name: str
@@ -25,9 +33,16 @@ class Occurrence:
     end: pd.Timestamp
     multiplier: float
     metrics: tuple[str, ...]
+    ramp: pd.Timedelta = pd.Timedelta(0)
 
     def applies_to(self, metric: str) -> bool:
         return not self.metrics or metric in self.metrics
+
+    def factor(self, index: pd.DatetimeIndex, multiplier: float | None = None) -> np.ndarray:
+        """The traffic multiplier this occurrence puts on each timestamp, ramps included (1 outside
+        it); ``multiplier`` replaces the configured one (a learned effect)."""
+        peak = self.multiplier if multiplier is None else multiplier
+        return 1 + (peak - 1) * ramp_weight(index, self.start, self.end, self.ramp)
 
 
 def event_column(kind: str) -> str:
@@ -65,7 +80,8 @@ class EventSchedule:
             for s in starts:
                 if s < end and s + length > start:
                     found.append(
-                        Occurrence(event.name, event.event_kind, s, s + length, event.multiplier, tuple(event.metrics))
+                        Occurrence(event.name, event.event_kind, s, s + length, event.multiplier, tuple(event.metrics),
+                                   pd.Timedelta(minutes=event.ramp_minutes))
                     )
         return sorted(found, key=lambda o: o.start)
 
@@ -80,11 +96,12 @@ class EventSchedule:
         return frame
 
     def multiplier(self, index: pd.DatetimeIndex, metric: str | None = None) -> pd.Series:
-        """The configured multiplier in force at each timestamp (1 where no event runs; overlaps multiply)."""
-        result = pd.Series(1.0, index=index)
+        """The configured multiplier in force at each timestamp, ramps included (1 where no event runs;
+        overlaps multiply)."""
+        result = np.ones(len(index))
         if len(index) == 0:
-            return result
+            return pd.Series(result, index=index)
         for occ in self.occurrences(index.min(), index.max() + timedelta(seconds=1)):
             if metric is None or occ.applies_to(metric):
-                result[(index >= occ.start) & (index < occ.end)] *= occ.multiplier
-        return result
+                result *= occ.factor(index)
+        return pd.Series(result, index=index)

@@ -109,6 +109,18 @@ class ScheduledEvent(Strict):
     multiplier: float = Field(gt=0, description="expected traffic multiplier, e.g. 5.0")
     metrics: list[str] = Field(default_factory=list, description="logical metrics affected; empty = all")
     repeat_days: int | None = Field(None, gt=0, description="recurs every N days (a weekly tournament: 7)")
+    ramp_minutes: float = Field(
+        0, ge=0, description="traffic builds up linearly over this long after the start, and winds down before the end"
+    )
+
+    @model_validator(mode="after")
+    def _ramps_fit(self) -> ScheduledEvent:
+        if 2 * self.ramp_minutes > 60 * self.duration_hours:
+            raise ValueError(
+                f"event '{self.name}': ramp_minutes {self.ramp_minutes:g} twice over is longer than its "
+                f"{self.duration_hours:g} hours"
+            )
+        return self
 
     @field_validator("start")
     @classmethod

@@ -465,14 +465,14 @@ class HeliosForecaster(Forecaster):
 
     # ---- events -------------------------------------------------------------------------------
     def _event_profile(self, index: pd.DatetimeIndex, events: EventSchedule) -> np.ndarray:
-        """Multiplier in force at each timestamp: learned per kind where possible, else configured."""
+        """Multiplier in force at each timestamp, ramps included: learned per kind where possible, else
+        configured."""
         profile = np.ones(len(index))
         if len(events) == 0 or len(index) == 0:
             return profile
         for occ in events.occurrences(index[0], index[-1] + self.step):
             if occ.applies_to(self.metric):
-                inside = (index >= occ.start) & (index < occ.end)
-                profile[inside] *= self.multipliers_.get(occ.kind, occ.multiplier)
+                profile *= occ.factor(index, self.multipliers_.get(occ.kind))
         return profile
 
     def _learn_multipliers(self, history: pd.Series) -> dict[str, float]:

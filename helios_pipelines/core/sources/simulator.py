@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helios_pipelines.core.events import EventSchedule
+from helios_pipelines.core.events import EventSchedule, ramp_weight
 from helios_pipelines.core.settings import helios_home
 from helios_pipelines.core.sources.base import MetricsSource, counter_to_rate
 from helios_pipelines.core.tenants import MetricConfig, SimulatorSource, TenantConfig
@@ -216,11 +216,8 @@ class Simulator(MetricsSource):
         for occ in self.events.occurrences(index[0] - RAMP, index[-1] + RAMP):
             realised_gap = np.random.default_rng([self.config.seed, _key("event", occ.kind)]).uniform(0.75, 1.05)
             peak = 1 + (occ.multiplier - 1) * realised_gap
-            t = index
-            ramp_in = np.clip((t - occ.start) / RAMP, 0, 1)
-            ramp_out = np.clip((occ.end - t) / RAMP, 0, 1)
-            weight = np.minimum(ramp_in, ramp_out)
-            effect *= 1 + (peak - 1) * weight
+            # The simulated world ramps every event over RAMP, whatever the config believes.
+            effect *= 1 + (peak - 1) * ramp_weight(index, occ.start, occ.end, RAMP)
         return effect
 
     def anomalies(self, start: pd.Timestamp, end: pd.Timestamp) -> list[InjectedAnomaly]:
