@@ -69,7 +69,7 @@ bench-forecast: install
 	mkdir -p bench/results bench/out
 	for col in cpu_usage assigned_mem; do \
 	  $(BIN)/helios bench forecast --csv $(SHARED)/data/forecast/azure_vm_fleet_5min.csv --time-col timestamp \
-	    --value-col $$col --freq 5min --horizon-minutes 60 --folds 10 \
+	    --value-col $$col --freq 5min --horizon-minutes 60 --folds 20 \
 	    --json bench/out/forecast_azure_$$col.json --markdown bench/out/forecast_tables.md; \
 	done
 
@@ -83,7 +83,7 @@ bench-serve: install
 	$(BIN)/python bench/serve_bench.py --tenant $(or $(TENANT),gaming-corp) --seconds 10 --out bench/results/serve.md
 
 bench-scale: install
-	$(BIN)/python bench/scale_tenants.py --tenants 50 --executor in_process
+	$(BIN)/python bench/scale_tenants.py --tenants 50 --executor multiprocess
 
 clean:
 	rm -rf $(HELIOS_HOME) bench/out
