@@ -31,6 +31,9 @@ FORECAST_LOWER = "helios_forecast_lower"
 FORECAST_UPPER = "helios_forecast_upper"
 ANOMALY_SCORE = "helios_anomaly_score"
 RECOMMENDATION = "helios_recommendation"
+# Finished answers kept per step: one per (metric, horizon) or (service, current replicas) asked for.
+# Clients choose current_replicas freely, so the cache is bounded rather than trusting them.
+MAX_ANSWERS = 4096
 
 
 class RequestError(ValueError):
@@ -52,6 +55,17 @@ class PinnedModel:
 
     def as_dict(self) -> dict:
         return {"name": self.name, "version": self.version, "kind": self.kind}
+
+
+@dataclass(frozen=True)
+class RecommendInputs:
+    service: str
+    metric: str
+    upper_at_lead: float  # upper forecast quantile at the lead time
+    upper_window_max: float  # its largest value over the lead time plus the scale-down window
+    anomalous: bool  # the latest input point looks anomalous
+    quantile_label: str
+    target_time: str
 
 
 class TenantRuntime:
@@ -78,6 +92,9 @@ class TenantRuntime:
         self._history: pd.DataFrame | None = None
         self._history_end: pd.Timestamp | None = None
         self._per_step: dict[tuple, object] = {}  # per-step results: forecasts and detector scores
+        # Finished predict and recommend answers of one step: a repeated request is a dict lookup.
+        self._answers: dict[tuple, object] = {}
+        self._answers_end: pd.Timestamp | None = None
         self._samples: list[Sample] = []
         self._samples_at: pd.Timestamp | None = None
         self._lock = threading.Lock()
@@ -100,6 +117,28 @@ class TenantRuntime:
                 self._history = self.source.fetch(end - self.history_span, end + self.step)
                 self._history_end = end
             return self._history
+
+    def step_end(self, now: pd.Timestamp | None = None) -> pd.Timestamp:
+        """The last complete step: every answer is the same from one step boundary to the next."""
+        return (now or pd.Timestamp.now(tz="UTC")).floor(self.step)
+
+    def cached_answer(self, kind: str, *request, now: pd.Timestamp | None = None) -> dict | None:
+        """This step's finished answer to ``kind`` ("predict" or "recommend") with these arguments,
+        or None when it has not been computed yet (or the request is an error)."""
+        answer = self._answers.get(self._answer_key(kind, request, self.step_end(now)))
+        return None if answer is None else dict(answer)
+
+    def _answer_key(self, kind: str, request: tuple, end: pd.Timestamp) -> tuple:
+        # Posted events are only ever appended, so their count says which forecasts they shaped.
+        return (kind, *request, end, len(self.posted_events))
+
+    def _remember(self, key: tuple, answer: object) -> None:
+        end = key[-2]
+        with self._lock:
+            if self._answers_end != end or len(self._answers) >= MAX_ANSWERS:
+                self._answers = {}  # a new dict, so lock-free readers never see one being cleared
+                self._answers_end = end
+            self._answers[key] = answer
 
     def metric(self, name: str) -> str:
         try:
@@ -171,8 +210,17 @@ class TenantRuntime:
         return frame.iloc[:steps]
 
     def predict(self, metric_name: str, horizon_minutes: int, now: pd.Timestamp | None = None) -> dict:
+        end = self.step_end(now)
+        key = self._answer_key("predict", (metric_name, horizon_minutes), end)
+        answer = self._answers.get(key)
+        if answer is None:
+            answer = self._predict(metric_name, horizon_minutes, end)
+            self._remember(key, answer)
+        return dict(answer)
+
+    def _predict(self, metric_name: str, horizon_minutes: int, end: pd.Timestamp) -> dict:
         metric = self.metric(metric_name)
-        frame = self.forecast(metric, horizon_minutes, now)
+        frame = self.forecast(metric, horizon_minutes, end)
         row = frame.iloc[-1]
         origin = frame["timestamp"].iloc[0] - self.step
         target = row["timestamp"]
@@ -281,6 +329,37 @@ class TenantRuntime:
         current_replicas: int | None = None,
         now: pd.Timestamp | None = None,
     ) -> dict:
+        end = self.step_end(now)
+        key = self._answer_key("recommend", (service_or_metric, current_replicas), end)
+        answer = self._answers.get(key)
+        if answer is None:
+            inputs = self._recommend_inputs(service_or_metric, end)
+            if current_replicas is not None and current_replicas < 0:
+                raise RequestError(f"current_replicas must be >= 0, got {current_replicas}")
+            recommendation = self.planner.recommend(
+                inputs.service,
+                demand_upper=inputs.upper_at_lead,
+                demand_upper_window_max=inputs.upper_window_max,
+                current_replicas=current_replicas,
+                input_anomalous=inputs.anomalous,
+                quantile_label=inputs.quantile_label,
+            )
+            answer = {
+                "tenant": self.tenant_id,
+                **recommendation.to_dict(),
+                "target_time": inputs.target_time,
+                "forecast_model": self.pinned[inputs.metric].as_dict(),
+            }
+            self._remember(key, answer)
+        return dict(answer)
+
+    def _recommend_inputs(self, service_or_metric: str | None, end: pd.Timestamp) -> RecommendInputs:
+        """What a service's recommendation takes from the forecast and the detector: the same for
+        every ``current_replicas`` within a step, so computed once per step and service."""
+        key = self._answer_key("recommend-inputs", (service_or_metric,), end)
+        inputs = self._answers.get(key)
+        if inputs is not None:
+            return inputs
         if self.planner is None or not self.planner.targets:
             raise NotFoundError(f"tenant '{self.tenant_id}' has no scaling targets configured")
         if service_or_metric is None:
@@ -295,36 +374,28 @@ class TenantRuntime:
                 target = self.planner.target(self.metric(service_or_metric))
             except (KeyError, NotFoundError):
                 raise NotFoundError(str(exc.args[0])) from None
-        if current_replicas is not None and current_replicas < 0:
-            raise RequestError(f"current_replicas must be >= 0, got {current_replicas}")
         forecaster = self.forecaster(target.metric)
         lead = self.planner.lead_time_minutes(target.service)
         window = lead + math.ceil(target.behaviour.scale_down_window_s / 60)
         longest = int(forecaster.max_horizon * self.step.total_seconds() // 60)
         lead, window = min(lead, longest), min(window, longest)
         # The upper bound of a central interval of level 2q-1 is the q-quantile.
-        frame = self.forecast(target.metric, window, now, level=2 * target.quantile - 1)
+        frame = self.forecast(target.metric, window, end, level=2 * target.quantile - 1)
         lead_steps = self.horizon_steps(forecaster, lead)
-        upper_at_lead = float(frame["yhat_upper"].iloc[lead_steps - 1])
-        upper_window_max = float(frame["yhat_upper"].iloc[lead_steps - 1 :].max())
         anomalous = False
         if self.detector is not None and target.metric in self.manifest["detector"]["metrics"]:
-            latest = self.detect([target.metric], now=now)["scores"][0]
-            anomalous = latest["anomalous"]
-        recommendation = self.planner.recommend(
-            target.service,
-            demand_upper=upper_at_lead,
-            demand_upper_window_max=upper_window_max,
-            current_replicas=current_replicas,
-            input_anomalous=anomalous,
+            anomalous = self.detect([target.metric], now=end)["scores"][0]["anomalous"]
+        inputs = RecommendInputs(
+            service=target.service,
+            metric=target.metric,
+            upper_at_lead=float(frame["yhat_upper"].iloc[lead_steps - 1]),
+            upper_window_max=float(frame["yhat_upper"].iloc[lead_steps - 1 :].max()),
+            anomalous=anomalous,
             quantile_label=f"{target.quantile:.0%} quantile",
+            target_time=frame["timestamp"].iloc[lead_steps - 1].isoformat(),
         )
-        return {
-            "tenant": self.tenant_id,
-            **recommendation.to_dict(),
-            "target_time": frame["timestamp"].iloc[lead_steps - 1].isoformat(),
-            "forecast_model": self.pinned[target.metric].as_dict(),
-        }
+        self._remember(key, inputs)
+        return inputs
 
     # ---- Prometheus series ---------------------------------------------------------------------
     def samples(self, now: pd.Timestamp | None = None) -> list[Sample]:

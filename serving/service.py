@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from http import HTTPStatus
 from pathlib import Path
 
+import anyio
 import bentoml
 import pandas as pd
 from bentoml.exceptions import InvalidArgument, NotFound
@@ -82,6 +83,16 @@ def _http_errors(call, ctx: bentoml.Context):
         return {"error": str(exc)}
 
 
+async def _answer(ctx: bentoml.Context, cached, compute, limiter: anyio.CapacityLimiter):
+    """This step's finished answer straight from the event loop; anything else (a forecast to
+    compute, an error to raise) in a worker thread, so the loop never waits on pandas. BentoML would
+    run a sync endpoint in its one-thread pool even when the answer is a dict lookup."""
+    answer = _http_errors(cached, ctx)
+    if answer is None:
+        answer = await anyio.to_thread.run_sync(_http_errors, compute, ctx, limiter=limiter)
+    return answer
+
+
 def _query_time(raw: str | None) -> pd.Timestamp:
     """Prometheus accepts unix seconds (promtool) or RFC 3339 (KEDA); default now."""
     if raw is None or raw == "":
@@ -123,7 +134,15 @@ class HeliosService:
             upgrade(self.store.url)  # the embedded store migrates itself; production runs `helios db upgrade`
         self.recorder = PredictionRecorder(self.store)
         self._accuracy: dict[str, tuple[float, list[promql.Sample]]] = {}
+        self._compute_limiter: anyio.CapacityLimiter | None = None
         threading.Thread(target=self._publish_forever, name="helios-gauges", daemon=True).start()
+
+    def compute_limiter(self) -> anyio.CapacityLimiter:
+        """One thread computes what the cache misses, as BentoML runs sync endpoints: concurrent
+        requests at a step boundary wait for the first one's forecast instead of each computing it."""
+        if self._compute_limiter is None:  # created on the event loop, which anyio requires
+            self._compute_limiter = anyio.CapacityLimiter(1)
+        return self._compute_limiter
 
     @bentoml.on_shutdown
     def _flush_recorder(self) -> None:
@@ -226,6 +245,12 @@ class HeliosService:
         self.recorder.record(result)
         return result
 
+    def _cached_predict(self, metric: str, horizon: int, tenant: str | None, authenticated: str | None) -> dict | None:
+        result = self.runtime(tenant, authenticated).cached_answer("predict", metric, horizon)
+        if result is not None:
+            self.recorder.record(result)
+        return result
+
     def _detect(self, names, points, tenant: str | None, authenticated: str | None) -> dict:
         runtime = self.runtime(tenant, authenticated)
         result = runtime.detect(names or None, points)
@@ -247,7 +272,7 @@ class HeliosService:
         return self.runtimes[tenant]
 
     @bentoml.api(route="/predict")
-    def predict(
+    async def predict(
         self,
         metric: str,
         horizon: int = Field(15, description="minutes ahead"),
@@ -255,7 +280,9 @@ class HeliosService:
         ctx: bentoml.Context = None,
     ) -> dict:
         """Forecast ``metric`` ``horizon`` minutes ahead: value, 80% bounds, target time, model version."""
-        return _http_errors(lambda: self._predict(metric, horizon, tenant, _authenticated(ctx.request)), ctx)
+        request = (metric, horizon, tenant, _authenticated(ctx.request))
+        return await _answer(ctx, lambda: self._cached_predict(*request), lambda: self._predict(*request),
+                             self.compute_limiter())
 
     @bentoml.api(route="/detect")
     def detect(
@@ -272,7 +299,7 @@ class HeliosService:
         return _http_errors(lambda: self._detect(names, given, tenant, _authenticated(ctx.request)), ctx)
 
     @bentoml.api(route="/recommend")
-    def recommend(
+    async def recommend(
         self,
         service: str | None = None,
         metric: str | None = None,
@@ -282,7 +309,12 @@ class HeliosService:
     ) -> dict:
         """Replicas for a scaled service, with every step of the arithmetic."""
         authenticated = _authenticated(ctx.request)
-        return _http_errors(lambda: self.runtime(tenant, authenticated).recommend(service or metric, current_replicas), ctx)
+        return await _answer(
+            ctx,
+            lambda: self.runtime(tenant, authenticated).cached_answer("recommend", service or metric, current_replicas),
+            lambda: self.runtime(tenant, authenticated).recommend(service or metric, current_replicas),
+            self.compute_limiter(),
+        )
 
     @bentoml.api(route="/events")
     def events(
