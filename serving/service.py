@@ -335,17 +335,19 @@ class HeliosService:
         multiplier: float,
         kind: str = "",
         metrics: list[str] | None = None,
+        ramp_minutes: float = 0.0,
         tenant: str | None = None,
         ctx: bentoml.Context = None,
     ) -> dict:
-        """Post an upcoming scheduled event (the guide's name, start, duration, expected multiplier).
+        """Post an upcoming scheduled event (the guide's name, start, duration, expected multiplier;
+        optionally how long its traffic takes to build up and wind down).
         Kept in this service process; the tenant's YAML stays the durable schedule."""
         authenticated = _authenticated(ctx.request)
 
         def post() -> dict:
             try:  # ScheduledEvent holds the rules (positive duration and multiplier, a known kind of start)
                 event = ScheduledEvent(name=name, kind=kind, start=start, duration_hours=duration_hours,
-                                       multiplier=multiplier, metrics=metrics or [])
+                                       multiplier=multiplier, metrics=metrics or [], ramp_minutes=ramp_minutes)
             except ValidationError as exc:
                 raise RequestError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
             return self.runtime(tenant, authenticated).post_event(event)

@@ -240,3 +240,6 @@ def test_a_posted_tournament_raises_the_forecast_over_its_window(service):
     assert bad.status_code == 404 and "mana_pool" in bad.text
     negative = service.post("/events", json={"name": "x", "start": start.isoformat(), "duration_hours": -1, "multiplier": 2})
     assert negative.status_code == 400 and "duration_hours" in negative.text
+    too_slow = service.post("/events", json={"name": "x", "start": start.isoformat(), "duration_hours": 1,
+                                             "multiplier": 2, "ramp_minutes": 45})
+    assert too_slow.status_code == 400 and "ramp_minutes 45 twice over is longer than its 1 hours" in too_slow.text
