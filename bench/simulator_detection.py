@@ -24,25 +24,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from helios_pipelines.core.models.detectors import make_detector
 from helios_pipelines.core.sources.simulator import ANOMALY_KINDS, Simulator, inject_incident
 from helios_pipelines.core.tenants import load_tenants
-from helios_pipelines.core.training import DETECTOR_KIND
+from helios_pipelines.core.training import tenant_detector
 
 AS_OF = pd.Timestamp("2026-11-20T00:00:00Z")
 GRACE = pd.Timedelta("10min")
-
-
-def pipeline_detector(tenant):
-    sensitivity = tenant.alerts.anomaly
-    return make_detector(
-        DETECTOR_KIND,
-        z_threshold=tenant.alerts.thresholds.anomaly_alert,
-        trigger_window=sensitivity.trigger_window,
-        trigger_share=sensitivity.trigger_share,
-        recovery_window=sensitivity.recovery_window,
-        seed=tenant.training.seed,
-    )
 
 
 def onsets_of(detector, frame: pd.DataFrame) -> pd.DatetimeIndex:
@@ -55,7 +42,7 @@ def evaluate(tenant, days: int) -> dict:
     simulator = Simulator(tenant)
     scored_from = AS_OF - pd.Timedelta(days=days)
     frame = simulator.fetch(scored_from - pd.Timedelta(days=tenant.training.history_days), AS_OF)[metrics]
-    detector = pipeline_detector(tenant).fit(frame[frame.index < scored_from])
+    detector = tenant_detector(tenant).fit(frame[frame.index < scored_from])
     alerts = detector.alerts(detector.score(frame))["combined"]
     alerts = alerts[alerts.index >= scored_from]
     onsets = alerts.index[alerts & ~alerts.shift(1, fill_value=False)]
@@ -76,7 +63,7 @@ def drill(tenant) -> dict:
     """Incidents injected one at a time after the training window, each scored on two days of history."""
     metrics = sorted(tenant.anomaly_metrics)
     training = Simulator(tenant).fetch(AS_OF - pd.Timedelta(days=tenant.training.history_days), AS_OF)[metrics]
-    detector = pipeline_detector(tenant).fit(training)
+    detector = tenant_detector(tenant).fit(training)
     kinds = ANOMALY_KINDS[tenant.source.profile]
     found, false_onsets, missed = 0, 0, []
     home = os.environ.get("HELIOS_HOME")

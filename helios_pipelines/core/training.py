@@ -20,7 +20,7 @@ import pandas as pd
 
 from helios_pipelines.core.evaluation import backtest, decide_promotion
 from helios_pipelines.core.events import EventSchedule
-from helios_pipelines.core.models.base import Forecaster
+from helios_pipelines.core.models.base import AnomalyDetector, Forecaster
 from helios_pipelines.core.models.capacity import CapacityPlanner
 from helios_pipelines.core.models.detectors import make_detector
 from helios_pipelines.core.models.forecasters import make_forecaster
@@ -193,6 +193,19 @@ def _record(tracker, name, challenger, champion_before, promote, reason, numbers
     return PromotionRecord(name, challenger, champion_before, promote, reason, numbers)
 
 
+def tenant_detector(tenant: TenantConfig) -> AnomalyDetector:
+    """The detector the pipeline trains for a tenant, unfitted: its sensitivity from the config."""
+    sensitivity = tenant.alerts.anomaly
+    return make_detector(
+        DETECTOR_KIND,
+        z_threshold=tenant.alerts.thresholds.anomaly_alert,
+        trigger_window=sensitivity.trigger_window,
+        trigger_share=sensitivity.trigger_share,
+        recovery_window=sensitivity.recovery_window,
+        seed=tenant.training.seed,
+    )
+
+
 def train_detector(
     tenant: TenantConfig,
     features: pd.DataFrame,
@@ -206,19 +219,8 @@ def train_detector(
     frame = features[metrics].astype(float)
     holdout_start = frame.index[-1] - pd.Timedelta("1D")
 
-    def build():
-        sensitivity = tenant.alerts.anomaly
-        return make_detector(
-            DETECTOR_KIND,
-            z_threshold=tenant.alerts.thresholds.anomaly_alert,
-            trigger_window=sensitivity.trigger_window,
-            trigger_share=sensitivity.trigger_share,
-            recovery_window=sensitivity.recovery_window,
-            seed=tenant.training.seed,
-        )
-
     with tracker.start_run(tenant.id, "anomaly detector", tags=tags):
-        probe = build().fit(frame[frame.index < holdout_start])
+        probe = tenant_detector(tenant).fit(frame[frame.index < holdout_start])
         scores = probe.score(frame)
         recent = scores.loc[scores.index >= holdout_start, "combined"]
         flagged = recent >= probe.threshold
@@ -227,7 +229,7 @@ def train_detector(
             stats |= detection_recall(scores["combined"] >= probe.threshold, ground_truth, scores.index[0])
         mlflow.log_params({"kind": DETECTOR_KIND, "metrics": ",".join(metrics), "threshold_z": tenant.alerts.thresholds.anomaly_alert})
         mlflow.log_metrics(stats)
-        detector = build().fit(frame)
+        detector = tenant_detector(tenant).fit(frame)
         version = tracker.log_model(
             detector, registered_model_name(tenant.id, "anomaly_detector"), tags={**tags, "evaluation": stats}
         )

@@ -276,14 +276,19 @@ class XGBoostLags(PointForecaster):
     def min_history(self) -> int:
         return max(self.lags)
 
-    def _fit_point_model(self, history):
+    def _training_rows(self, history) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(values, target positions, their lags): observed targets, at most ``max_train_rows`` of
+        them drawn with the model's seed."""
         values = history.to_numpy()
         positions = np.flatnonzero(np.isfinite(values))
         positions = positions[positions >= 1]
         rng = np.random.default_rng(self.seed)
         if positions.size > self.max_train_rows:
             positions = np.sort(rng.choice(positions, self.max_train_rows, replace=False))
-        lags = np.column_stack([lagged(values, positions, lag) for lag in self.lags])
+        return values, positions, np.column_stack([lagged(values, positions, lag) for lag in self.lags])
+
+    def _fit_point_model(self, history):
+        values, positions, lags = self._training_rows(history)
         calendar = calendar_features(history.index[positions], self.timezone, self.regions).to_numpy()
         params = {"max_depth": 6, "eta": 0.1, "subsample": 0.8, "nthread": XGB_THREADS, "seed": self.seed}
         train = xgb.DMatrix(np.column_stack([lags, calendar]), label=values[positions])
@@ -321,13 +326,7 @@ class _RelativeLags(XGBoostLags):
         return lags - anchor[:, None], anchor
 
     def _fit_point_model(self, history):
-        values = history.to_numpy()
-        positions = np.flatnonzero(np.isfinite(values))
-        positions = positions[positions >= 1]
-        rng = np.random.default_rng(self.seed)
-        if positions.size > self.max_train_rows:
-            positions = np.sort(rng.choice(positions, self.max_train_rows, replace=False))
-        lags = np.column_stack([lagged(values, positions, lag) for lag in self.lags])
+        values, positions, lags = self._training_rows(history)
         # the anchor: the latest observed value among the recent lags (lag 1 unless it is missing)
         recent = lags[:, : len(self.lags) - 1]
         anchor = last_observed_rows(recent[:, ::-1])
