@@ -53,7 +53,7 @@ serve: install
 	$(BIN)/helios serve $(or $(TENANT),gaming-corp) --port $(PORT)
 
 test: install
-	bash scripts/prometheus.sh install
+	bash scripts/debian_package.sh install prometheus prometheus promtool
 	$(BIN)/pytest
 
 lint: install
@@ -79,7 +79,7 @@ bench-anomaly: install
 	  --out bench/out/nab | tee bench/out/anomaly-latest.txt
 
 bench-serve: install
-	bash scripts/wrk.sh install
+	bash scripts/debian_package.sh install wrk
 	$(BIN)/python bench/serve_bench.py --tenant $(or $(TENANT),gaming-corp) --seconds 10 --out bench/results/serve.md
 
 bench-scale: install

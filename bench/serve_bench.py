@@ -1,8 +1,8 @@
 """Serving benchmark: p50/p99 latency and throughput of /predict, /detect and /recommend at
 concurrency 1, 8 and 32 against a real `bentoml serve`, and the service's memory.
 
-The load generator is `wrk` (a compiled, closed-loop generator; `scripts/wrk.sh` installs it), one
-thread, so it takes a small share of the machine the service runs on. The tenant's champions must
+The load generator is `wrk` (a compiled, closed-loop generator; `bash scripts/debian_package.sh
+install wrk` installs it), one thread, so it takes a small share of the machine the service runs on. The tenant's champions must
 have been packed first (`make demo`, or `helios run <tenant>`).
 
     python bench/serve_bench.py --tenant gaming-corp --seconds 10 --out bench/results/serve.md
@@ -167,7 +167,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "serve.md")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
-        raise SystemExit("wrk is not installed: bash scripts/wrk.sh install")
+        raise SystemExit("wrk is not installed: bash scripts/debian_package.sh install wrk")
 
     port = free_port()
     (REPO / "bench" / "out").mkdir(exist_ok=True)

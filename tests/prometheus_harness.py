@@ -24,7 +24,7 @@ from helios_pipelines.core.sources.simulator import Simulator
 from helios_pipelines.core.tenants import SimulatorSource, TenantConfig
 
 REPO = Path(__file__).resolve().parents[1]
-INSTALL_SCRIPT = REPO / "scripts" / "prometheus.sh"
+INSTALL_SCRIPT = REPO / "scripts" / "debian_package.sh"
 READY_TIMEOUT_SECONDS = 60
 
 
@@ -32,7 +32,8 @@ def ensure_prometheus() -> str | None:
     """None when ``prometheus`` and ``promtool`` are usable (installing them if needed), else why not."""
     if shutil.which("prometheus") and shutil.which("promtool"):
         return None
-    done = subprocess.run(["bash", str(INSTALL_SCRIPT), "install"], capture_output=True, text=True)
+    done = subprocess.run(["bash", str(INSTALL_SCRIPT), "install", "prometheus", "prometheus", "promtool"],
+                          capture_output=True, text=True)
     if done.returncode == 0 and shutil.which("prometheus") and shutil.which("promtool"):
         return None
     return f"prometheus could not be installed by {INSTALL_SCRIPT.name}: {(done.stderr or done.stdout).strip()[-300:]}"
