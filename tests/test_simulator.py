@@ -134,3 +134,20 @@ def test_an_injected_incident_shows_in_every_reader_and_in_the_cli(gaming, tmp_p
     assert unknown.exit_code != 0 and "does not exist in the gaming profile" in unknown.output
     assert "queue_spike" in unknown.output
     assert len(json.loads(incidents_path("gaming-corp").read_text())) == 1  # the refused one is not kept
+
+
+def test_ground_truth_labels_incidents_only_and_every_recurrence(gaming, tmp_path, monkeypatch):
+    # A tournament (and the queue surge its ramp causes) is normal traffic: no label. Two outages of
+    # the same kind on one day are two incidents: both labelled.
+    monkeypatch.setenv("HELIOS_HOME", str(tmp_path))
+    from helios_pipelines.core.sources.simulator import inject_incident
+
+    quiet = gaming.model_copy(update={"source": gaming.source.model_copy(update={"anomalies_per_week": 0})})
+    tournament = pd.Timestamp("2026-11-14T14:00:00Z")  # a Saturday of the weekly tournament
+    window = (tournament - pd.Timedelta("1h"), tournament + pd.Timedelta("9h"))
+    frame = Simulator(quiet).fetch(*window)
+    assert frame["queue_length"].max() > 3 * frame["queue_length"].iloc[:30].mean()  # the surge is there
+    assert Simulator(quiet).anomalies(*window) == []
+    first = inject_incident(quiet, "outage", tournament + pd.Timedelta("2h"), 20, 3.0)
+    second = inject_incident(quiet, "outage", tournament + pd.Timedelta("5h"), 20, 3.0)
+    assert Simulator(quiet).anomalies(*window) == [first, second]
