@@ -98,7 +98,7 @@ class TenantRuntime:
         self._samples: list[Sample] = []
         self._samples_at: pd.Timestamp | None = None
         self._lock = threading.Lock()
-        needed = [f.min_history for f in self.forecasters.values()]
+        needed = [f.full_history for f in self.forecasters.values()]  # what the backtest forecast from
         if self.detector is not None:
             needed.append(self.detector.min_history)
         # Enough rows for every model, plus a day so gaps at the start do not starve them.
@@ -199,10 +199,8 @@ class TenantRuntime:
             series = history[metric]
             if series.notna().sum() < forecaster.min_history:
                 raise RequestError(f"not enough recent history for '{metric}' to forecast from")
+            # Events (configured and posted) are applied inside predict, as in the backtest.
             frame = forecaster.predict(forecaster.max_horizon, series, extra_events=self.posted_events, level=level)
-            if not forecaster.models_events:
-                factor = self.events().multiplier(pd.DatetimeIndex(frame["timestamp"]), metric).to_numpy()
-                frame[["yhat", "yhat_lower", "yhat_upper"]] = frame[["yhat", "yhat_lower", "yhat_upper"]].mul(factor, axis=0)
             with self._lock:
                 if len(self._per_step) > 256:  # old steps' forecasts are never asked for again
                     self._per_step.clear()

@@ -25,7 +25,13 @@ from helios_pipelines.core.models.capacity import CapacityPlanner
 from helios_pipelines.core.models.detectors import make_detector
 from helios_pipelines.core.models.forecasters import make_forecaster
 from helios_pipelines.core.tenants import TenantConfig
-from helios_pipelines.core.tracking import CHAMPION, RegisteredVersion, Tracker, registered_model_name
+from helios_pipelines.core.tracking import (
+    CHALLENGER,
+    CHAMPION,
+    RegisteredVersion,
+    Tracker,
+    registered_model_name,
+)
 
 BASELINE = "seasonal_naive"
 # Prophet against Helios' multi-horizon XGBoost; the lag-only XGBoost reference lives in the benchmark.
@@ -268,18 +274,33 @@ def promote_detector(tenant: TenantConfig, version: RegisteredVersion, stats: di
     return _record(tracker, version.name, version.version, champion_version, promote, reason, stats)
 
 
-def train_capacity_planner(tenant: TenantConfig, tracker: Tracker, tags: dict[str, str]) -> PromotionRecord | None:
-    """The planner is configuration, not fitted: a new version only when its configuration changes."""
+def train_capacity_planner(tenant: TenantConfig, tracker: Tracker, tags: dict[str, str]) -> dict | None:
+    """The planner is configuration, not fitted: a new version (the ``challenger``) only when its
+    configuration differs from the champion's and the challenger's. Promotion decides in ``champions``
+    (``promote_capacity_planner``), like every other model."""
     if not tenant.scaling:
         return None
     planner = CapacityPlanner.from_tenant(tenant)
     config_hash = hashlib.sha256(json.dumps(planner.manifest(), sort_keys=True, default=str).encode()).hexdigest()[:16]
     name = registered_model_name(tenant.id, "capacity_planner")
-    champion = tracker.version_by_alias(name, CHAMPION)
-    if champion is not None and (champion.tags or {}).get("config_hash") == config_hash:
-        return PromotionRecord(name, champion.version, champion.version, False, "configuration unchanged")
+    for alias in (CHAMPION, CHALLENGER):
+        existing = tracker.version_by_alias(name, alias)
+        if existing is not None and (existing.tags or {}).get("config_hash") == config_hash:
+            return {"name": name, "version": existing.version, "config_hash": config_hash}
     with tracker.start_run(tenant.id, "capacity planner", tags=tags):
         mlflow.log_dict(planner.manifest(), "capacity_planner.json")
         version = tracker.log_model(planner, name, tags={**tags, "config_hash": config_hash})
-    before = champion.version if champion else None
-    return _record(tracker, name, version.version, before, True, "scaling configuration changed", {"config_hash": config_hash})
+    return {"name": name, "version": version.version, "config_hash": config_hash}
+
+
+def promote_capacity_planner(tenant: TenantConfig, planner: dict, tracker: Tracker) -> PromotionRecord:
+    """The planner version of the current configuration becomes ``champion``, unless the tenant is on
+    manual review (then it is a recommendation, as for every other model)."""
+    name, version = planner["name"], planner["version"]
+    champion_version, _ = _champion_backtest(tracker, name)
+    if champion_version == version:
+        return PromotionRecord(name, version, champion_version, False, "configuration unchanged")
+    promote, reason = True, "scaling configuration changed"
+    if tenant.training.promotion == "manual":
+        promote, reason = False, f"manual review: would promote ({reason})"
+    return _record(tracker, name, version, champion_version, promote, reason, {"config_hash": planner["config_hash"]})

@@ -20,6 +20,7 @@ from helios_pipelines.core.events import EventSchedule
 from helios_pipelines.core.features import build_feature_frame
 from helios_pipelines.core.sources.base import SourceError
 from helios_pipelines.core.training import (
+    promote_capacity_planner,
     promote_detector,
     promote_forecasters,
     train_capacity_planner,
@@ -162,10 +163,11 @@ def anomaly_detector(
 def capacity_model(
     context: AssetExecutionContext, tenants: TenantRegistryResource, mlflow_tracking: MLflowResource
 ) -> Output[dict | None]:
-    """The capacity planner behind /recommend (scaling targets, capacity per replica, behaviour)."""
+    """The capacity planner behind /recommend (scaling targets, capacity per replica, behaviour),
+    registered as ``challenger`` when its configuration changed; ``champions`` promotes it."""
     tenant = tenants.tenant(context.partition_key)
-    record = train_capacity_planner(tenant, mlflow_tracking.tracker(), {"source": tenant.source.type})
-    return Output(record.to_dict() if record else None, metadata={"services": len(tenant.scaling)})
+    planner = train_capacity_planner(tenant, mlflow_tracking.tracker(), {"source": tenant.source.type})
+    return Output(planner, metadata={"services": len(tenant.scaling), "version": planner["version"] if planner else "-"})
 
 
 @asset(partitions_def=tenant_partitions, group_name=GROUP)
@@ -183,7 +185,7 @@ def champions(
     records = [r.to_dict() for r in promote_forecasters(tenant, forecast_candidates, tracker)]
     records.append(promote_detector(tenant, anomaly_detector["version"], anomaly_detector["stats"], tracker).to_dict())
     if capacity_model:
-        records.append(capacity_model)
+        records.append(promote_capacity_planner(tenant, capacity_model, tracker).to_dict())
     table = "| model | challenger | champion before | promoted | reason |\n|---|---|---|---|---|\n" + "\n".join(
         f"| {r['name']} | {r['challenger']} | {r['champion_before'] or '-'} | {r['promoted']} | {r['reason']} |" for r in records
     )

@@ -63,8 +63,9 @@ class Forecaster(SavableModel, ABC):
     """
 
     capability: ClassVar[str] = "forecaster"
-    # Whether the forecast already honours scheduled events; serving applies the configured
-    # multipliers itself to a model that does not.
+    # Whether ``_predict`` already honours scheduled events; ``predict`` applies the configured
+    # multipliers to the forecast of a model that does not, so the backtest, the MLflow pyfunc and
+    # serving all score the same function.
     models_events: ClassVar[bool] = False
 
     def __init__(
@@ -89,6 +90,12 @@ class Forecaster(SavableModel, ABC):
     def min_history(self) -> int:
         """Steps of history predict needs before the origin."""
         return 1
+
+    @property
+    def full_history(self) -> int:
+        """Steps of history at which predict uses every feature it has (serving fetches this much,
+        so it forecasts from what the backtest forecast from)."""
+        return self.min_history
 
     @abstractmethod
     def fit(self, history: pd.Series) -> Self: ...
@@ -121,8 +128,12 @@ class Forecaster(SavableModel, ABC):
                 f"'{self.metric}' needs {self.min_history} observed points before the origin, got {observed}"
             )
         events = self.events.with_events(list(extra_events)) if extra_events else self.events
-        frame = self._predict(horizon, history, events, level)
-        return frame[FORECAST_COLUMNS].reset_index(drop=True)
+        frame = self._predict(horizon, history, events, level)[FORECAST_COLUMNS].reset_index(drop=True)
+        if not self.models_events and len(events):
+            factor = events.multiplier(pd.DatetimeIndex(frame["timestamp"]), self.metric).to_numpy()
+            values = ["yhat", "yhat_lower", "yhat_upper"]
+            frame[values] = frame[values].mul(factor, axis=0)
+        return frame
 
     def future_index(self, history: pd.Series, horizon: int) -> pd.DatetimeIndex:
         origin = history.index[-1]
@@ -135,6 +146,7 @@ class Forecaster(SavableModel, ABC):
             "max_horizon": self.max_horizon,
             "timezone": self.timezone,
             "min_history": self.min_history,
+            "full_history": self.full_history,
             "models_events": self.models_events,
         }
 

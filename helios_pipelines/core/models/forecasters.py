@@ -457,10 +457,7 @@ class HeliosForecaster(Forecaster):
         return self.week + self.hour
 
     def manifest(self) -> dict:
-        return super().manifest() | {
-            "full_history": self.full_history,
-            "multipliers": getattr(self, "multipliers_", {}),
-        }
+        return super().manifest() | {"multipliers": getattr(self, "multipliers_", {})}
 
     # ---- events -------------------------------------------------------------------------------
     def _event_profile(self, index: pd.DatetimeIndex, events: EventSchedule) -> np.ndarray:
