@@ -332,16 +332,17 @@ class TenantRuntime:
         answer = self._answers.get(key)
         if answer is None:
             inputs = self._recommend_inputs(service_or_metric, end)
-            if current_replicas is not None and current_replicas < 0:
-                raise RequestError(f"current_replicas must be >= 0, got {current_replicas}")
-            recommendation = self.planner.recommend(
-                inputs.service,
-                demand_upper=inputs.upper_at_lead,
-                demand_upper_window_max=inputs.upper_window_max,
-                current_replicas=current_replicas,
-                input_anomalous=inputs.anomalous,
-                quantile_label=inputs.quantile_label,
-            )
+            try:  # the planner bounds current_replicas and says so by name
+                recommendation = self.planner.recommend(
+                    inputs.service,
+                    demand_upper=inputs.upper_at_lead,
+                    demand_upper_window_max=inputs.upper_window_max,
+                    current_replicas=current_replicas,
+                    input_anomalous=inputs.anomalous,
+                    quantile_label=inputs.quantile_label,
+                )
+            except ValueError as exc:
+                raise RequestError(str(exc)) from None
             answer = {
                 "tenant": self.tenant_id,
                 **recommendation.to_dict(),

@@ -14,6 +14,9 @@ from typing import ClassVar
 from helios_pipelines.core.models.base import SavableModel
 from helios_pipelines.core.tenants import AlertThresholds, ScalingTarget, TenantConfig
 
+# No workload has more; a larger "current" count is a client's mistake, not a cluster to size from.
+MAX_CURRENT_REPLICAS = 1_000_000
+
 
 @dataclass(frozen=True)
 class Step:
@@ -94,6 +97,8 @@ class CapacityPlanner(SavableModel):
         """
         t = self.targets[service]
         b = t.behaviour
+        if current_replicas is not None and not 0 <= current_replicas <= MAX_CURRENT_REPLICAS:
+            raise ValueError(f"current_replicas must be between 0 and {MAX_CURRENT_REPLICAS}, got {current_replicas}")
         per_replica = self.capacity[service]
         usable = per_replica * t.target_utilization
         steps = [
@@ -153,6 +158,10 @@ class CapacityPlanner(SavableModel):
             steps.append(
                 Step("anomaly_hold", replicas, "latest input looks anomalous: no scale-down on a possible glitch")
             )
+        # Last, as the HPA does: a workload above max goes to max, below min to min, whatever the
+        # rate limits or the hold would keep.
+        replicas = min(max(replicas, t.min_replicas), t.max_replicas)
+        steps.append(Step("bounded", replicas, f"the answer within min {t.min_replicas} and max {t.max_replicas} replicas"))
         utilization = demand / (replicas * per_replica) if replicas else math.inf
         steps.append(
             Step("utilization", utilization, f"{demand:.4g} / ({replicas} x {per_replica:g}) at the recommended size")
