@@ -20,7 +20,7 @@ import pandas as pd
 
 from helios_pipelines.core.events import EventSchedule
 from helios_pipelines.core.models.base import AnomalyDetector, Forecaster, SavableModel
-from helios_pipelines.core.models.capacity import CapacityPlanner
+from helios_pipelines.core.models.capacity import CapacityPlanner, observed_replicas
 from helios_pipelines.core.sources import MetricsSource, make_source
 from helios_pipelines.core.tenants import ScheduledEvent, TenantConfig, UnknownMetricError, format_horizon
 from serving.promql import Sample
@@ -31,6 +31,9 @@ FORECAST_LOWER = "helios_forecast_lower"
 FORECAST_UPPER = "helios_forecast_upper"
 ANOMALY_SCORE = "helios_anomaly_score"
 RECOMMENDATION = "helios_recommendation"
+# What KEDA's primary trigger scales on: /recommend's answer from the workload's current replica count.
+DESIRED_REPLICAS = "helios_desired_replicas"
+CURRENT_REPLICAS = "helios_current_replicas"
 # Finished answers kept per step: one per (metric, horizon) or (service, current replicas) asked for.
 # Clients choose current_replicas freely, so the cache is bounded rather than trusting them.
 MAX_ANSWERS = 4096
@@ -97,6 +100,7 @@ class TenantRuntime:
         self._answers_end: pd.Timestamp | None = None
         self._samples: list[Sample] = []
         self._samples_at: pd.Timestamp | None = None
+        self._desired: dict[str, int] = {}  # last published desired replicas per service
         self._lock = threading.Lock()
         needed = [f.full_history for f in self.forecasters.values()]  # what the backtest forecast from
         if self.detector is not None:
@@ -396,6 +400,17 @@ class TenantRuntime:
         self._remember(key, inputs)
         return inputs
 
+    def desired_replicas(self, service: str, end: pd.Timestamp) -> dict:
+        """``/recommend``'s answer for ``service`` from the replica count the tenant's source reports
+        (the last published answer when it reports none), so rate limits, stabilisation and the
+        anomaly hold apply to what the cluster scales on."""
+        current = observed_replicas(self.source, self.planner.targets[service], end, self.step)
+        if current is None:
+            current = self._desired.get(service)
+        answer = self.recommend(service, current, now=end)
+        self._desired[service] = answer["replicas"]
+        return answer
+
     # ---- Prometheus series ---------------------------------------------------------------------
     def samples(self, now: pd.Timestamp | None = None) -> list[Sample]:
         """Every Helios series of this tenant, computed at most once per step: what /metrics exports
@@ -425,6 +440,13 @@ class TenantRuntime:
             for service in sorted(self.planner.targets):
                 replicas = self.recommend(service, now=end)["replicas"]
                 out.append(Sample(RECOMMENDATION, customer | {"service": service}, float(replicas), "recommended replicas"))
+                desired = self.desired_replicas(service, end)
+                labels = customer | {"service": service}
+                out.append(Sample(DESIRED_REPLICAS, labels, float(desired["replicas"]),
+                                  "replicas to run now: /recommend from the current replica count"))
+                if desired["current_replicas"] is not None:
+                    out.append(Sample(CURRENT_REPLICAS, labels, float(desired["current_replicas"]),
+                                      "replica count helios_desired_replicas started from"))
         with self._lock:
             self._samples, self._samples_at = out, end
         return out

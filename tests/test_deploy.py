@@ -15,7 +15,14 @@ from click.testing import CliRunner
 from helios_pipelines.cli import main
 from helios_pipelines.core.tenants import format_horizon, load_tenants
 from serving.promql import parse_selector
-from serving.runtime import ANOMALY_SCORE, FORECAST_LOWER, FORECAST_UPPER, FORECAST_VALUE, RECOMMENDATION
+from serving.runtime import (
+    ANOMALY_SCORE,
+    DESIRED_REPLICAS,
+    FORECAST_LOWER,
+    FORECAST_UPPER,
+    FORECAST_VALUE,
+    RECOMMENDATION,
+)
 from tests.conftest import FIXTURE_TENANTS, SHARED
 
 KUBERNETES_VERSION = "1.37.0"
@@ -27,6 +34,7 @@ EXPORTED_LABELS = {
     FORECAST_UPPER: {"customer", "metric", "horizon"},
     ANOMALY_SCORE: {"customer", "metric"},
     RECOMMENDATION: {"customer", "service"},
+    DESIRED_REPLICAS: {"customer", "service"},
 }
 
 
@@ -59,7 +67,7 @@ def keda_schema() -> dict:
     return next(v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1")["schema"]["openAPIV3Schema"]
 
 
-@pytest.mark.parametrize("name", ["deployment.yaml", "service.yaml", "alerts-configmap.yaml"])
+@pytest.mark.parametrize("name", ["deployment.yaml", "service.yaml", "service-helios-inference.yaml", "alerts-configmap.yaml"])
 def test_kubernetes_objects_validate_against_the_kubernetes_schemas(rendered, name):
     document = yaml.safe_load((rendered / name).read_text())
     kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
@@ -84,6 +92,15 @@ def test_deployment_carries_the_guide_s_image_env_and_resources(rendered):
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
 
 
+def test_the_guide_s_service_name_reaches_the_same_pods(rendered):
+    # The guide's KEDA serverAddress is http://helios-inference.helios:8080.
+    deployment = yaml.safe_load((rendered / "deployment.yaml").read_text())
+    alias = yaml.safe_load((rendered / "service-helios-inference.yaml").read_text())
+    assert (alias["metadata"]["name"], alias["metadata"]["namespace"]) == ("helios-inference", "helios")
+    assert alias["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert alias["spec"]["ports"] == [{"name": "http", "port": 8080, "targetPort": "http"}]
+
+
 def test_scaled_object_validates_against_keda_s_crd(scaled_object, keda_schema):
     jsonschema.validate(scaled_object, keda_schema)
     broken = scaled_object | {"spec": scaled_object["spec"] | {"minReplicaCount": "five"}}
@@ -91,22 +108,27 @@ def test_scaled_object_validates_against_keda_s_crd(scaled_object, keda_schema):
         jsonschema.validate(broken, keda_schema)
 
 
-def test_scaled_object_has_the_guide_s_triggers_bounds_and_behaviour(scaled_object, gaming_corp):
+def test_scaled_object_scales_on_helios_desired_replicas_first(scaled_object, gaming_corp):
     target = gaming_corp.scaling[0]
     spec = scaled_object["spec"]
     assert spec["scaleTargetRef"]["name"] == target.service
     assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (target.min_replicas, target.max_replicas)
-    by_name = {t["name"]: t for t in spec["triggers"]}
-    assert set(by_name) == {"helios-forecast", "match-queue", "helios-anomaly"}
+    assert [t["name"] for t in spec["triggers"]] == ["helios-desired-replicas", "match-queue"]
     assert all(t["type"] == "prometheus" for t in spec["triggers"])
-    forecast = by_name["helios-forecast"]["metadata"]
-    assert forecast["serverAddress"] == "http://helios-gaming-corp.helios:8080"
-    assert float(forecast["threshold"]) == 100 * 0.8  # players one server carries at the target utilisation
-    assert by_name["match-queue"]["metadata"] == {
+    primary = spec["triggers"][0]
+    # AverageValue with target 1: the HPA asks for ceil(value / 1), Helios' count itself.
+    assert primary["metricType"] == "AverageValue"
+    assert primary["metadata"] == {
+        "serverAddress": "http://helios-gaming-corp.helios:8080", "threshold": "1",
+        "query": 'helios_desired_replicas{customer="gaming-corp",service="game-server"}'}
+    # The guide's emergency trigger reads the customer's own Prometheus.
+    assert spec["triggers"][1]["metadata"] == {
         "serverAddress": "http://prometheus.monitoring:9090", "threshold": "50", "query": "sum(game_matches_in_queue)"}
+    # Helios applied the target's behaviour already: the HPA's passes the answer through.
     behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
-    assert behavior["scaleUp"]["stabilizationWindowSeconds"] == target.behaviour.scale_up_window_s
-    assert behavior["scaleDown"]["policies"] == [{"type": "Percent", "value": 10, "periodSeconds": 60}]
+    for direction in ("scaleUp", "scaleDown"):
+        assert behavior[direction] == {"stabilizationWindowSeconds": 0, "tolerance": "0",
+                                       "policies": [{"type": "Pods", "value": 400, "periodSeconds": 15}]}
 
 
 def _helios_queries(rendered, scaled_object) -> list[str]:
@@ -171,6 +193,6 @@ def test_a_tenant_without_queue_or_utilisation_metrics_gets_only_what_applies(tm
     assert result.exit_code == 0, result.output
     scaled = yaml.safe_load((tmp_path / "scaledobject-game-server.yaml").read_text())
     # arena has a queue metric but no queue threshold: no queue trigger.
-    assert [t["name"] for t in scaled["spec"]["triggers"]] == ["helios-forecast", "helios-anomaly"]
+    assert [t["name"] for t in scaled["spec"]["triggers"]] == ["helios-desired-replicas"]
     panels = [p["title"] for p in json.loads((tmp_path / "grafana-dashboard.json").read_text())["dashboard"]["panels"]]
     assert "Server Capacity Headroom" not in panels

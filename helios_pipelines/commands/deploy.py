@@ -1,9 +1,19 @@
 """``helios deploy render <tenant>``: the integration guide's deploy files for one tenant.
 
 Writes, from the templates in ``deploy/templates``: the Kubernetes Deployment and Service of the
-tenant's Helios service, a KEDA ScaledObject per scaling target (Helios' forecast, the match queue
-and the anomaly score as triggers; the target's replica bounds and HPA behaviour), the Grafana
-dashboard and the alert ConfigMap. Every interpolated value goes through ``tojson``, so a name or a
+tenant's Helios service (plus the guide's Service name ``helios-inference`` as an alias), a KEDA
+ScaledObject per scaling target (primary trigger: ``helios_desired_replicas``, Helios' own answer;
+the match queue from the customer's Prometheus as the guide's emergency trigger), the Grafana
+dashboard and the alert ConfigMap.
+
+Why the primary trigger is ``AverageValue`` with threshold 1 and a pass-through HPA behaviour: for an
+external metric with an ``AverageValue`` target the HPA asks for ceil(value / target) replicas, so
+target 1 asks for exactly Helios' count; with ``Value`` it would ask ceil(current x value / target),
+a multiple of the current size. Helios already applied the stabilisation windows and rate limits of
+the target's ``behaviour`` (and the anomaly hold) to that count, so the HPA's own behaviour is set
+not to apply them twice (no stabilisation window, a policy as wide as max_replicas, tolerance 0:
+the default 10 % tolerance would ignore a change from 100 to 105 replicas). The HPA takes the
+largest count of all triggers, so the queue trigger can only add replicas in an emergency. Every interpolated value goes through ``tojson``, so a name or a
 query never breaks the YAML it lands in.
 """
 
@@ -22,6 +32,7 @@ from helios_pipelines.core.tenants import PrometheusSource, ScalingTarget, Tenan
 TEMPLATES = Path(__file__).resolve().parents[2] / "deploy" / "templates"
 CONTAINER_PORT = 3000  # BentoML's default port inside the image
 SERVICE_PORT = 8080  # the port the integration guide's KEDA triggers and Grafana use
+GUIDE_SERVICE = "helios-inference"  # the Service name the integration guide's triggers and dashboard use
 # The integration guide's match-queue trigger: the metric and the threshold that drive it.
 QUEUE_METRIC = "queue_length"
 QUEUE_THRESHOLD = "queue_length_scale_trigger"
@@ -54,16 +65,6 @@ def source_query(tenant: TenantConfig, metric: str) -> str:
     return config.query or config.series
 
 
-def forecast_horizon(tenant: TenantConfig, target: ScalingTarget) -> int:
-    """The shortest configured horizon that covers the lead time (start-up plus the scale-up
-    window): a replica asked for now serves only from then on. The longest when none covers it."""
-    from helios_pipelines.core.models.capacity import CapacityPlanner
-
-    lead = CapacityPlanner.from_tenant(tenant).lead_time_minutes(target.service)
-    horizons = sorted(tenant.metrics[target.metric].forecast.horizons)
-    return next((h for h in horizons if h >= lead), horizons[-1])
-
-
 def anomaly_threshold(tenant: TenantConfig) -> float:
     """The tenant's alert threshold (a robust z-score) on the [0, 1] scale of Helios' scores."""
     from helios_pipelines.core.models.detectors import z_to_quantile
@@ -72,17 +73,15 @@ def anomaly_threshold(tenant: TenantConfig) -> float:
 
 
 def triggers(tenant: TenantConfig, target: ScalingTarget, helios_url: str, settings: DeploySettings) -> list[dict]:
-    from serving.runtime import ANOMALY_SCORE, FORECAST_VALUE
+    from serving.runtime import DESIRED_REPLICAS
 
-    customer = {"customer": tenant.id}
-    capacity = tenant.capacity_per_replica(target) * target.target_utilization
     found = [{
-        # AverageValue (KEDA's default): replicas = forecast / what one replica should carry.
-        "name": "helios-forecast",
+        # AverageValue: the HPA asks for ceil(helios_desired_replicas / 1) replicas (module docstring).
+        "name": "helios-desired-replicas",
+        "metric_type": "AverageValue",
         "server": helios_url,
-        "threshold": f"{capacity:g}",
-        "query": selector(FORECAST_VALUE, customer | {
-            "metric": target.metric, "horizon": format_horizon(forecast_horizon(tenant, target))}),
+        "threshold": "1",
+        "query": selector(DESIRED_REPLICAS, {"customer": tenant.id, "service": target.service}),
     }]
     queue_threshold = getattr(tenant.thresholds, QUEUE_THRESHOLD, None)
     reads_prometheus = tenant.source.type in ("prometheus", "simulator")
@@ -92,16 +91,6 @@ def triggers(tenant: TenantConfig, target: ScalingTarget, helios_url: str, setti
             "server": prometheus_url(tenant, settings),
             "threshold": f"{queue_threshold:g}",
             "query": source_query(tenant, QUEUE_METRIC),
-        })
-    if target.metric in tenant.anomaly_metrics:
-        found.append({
-            # Value: desired = current * score / threshold, so an anomalous score adds headroom in
-            # proportion, and a normal one never asks for fewer than the forecast does.
-            "name": "helios-anomaly",
-            "metric_type": "Value",
-            "server": helios_url,
-            "threshold": f"{anomaly_threshold(tenant):g}",
-            "query": selector(ANOMALY_SCORE, customer | {"metric": target.metric}),
         })
     return found
 
@@ -172,6 +161,7 @@ def render(tenant: TenantConfig, settings: DeploySettings = DeploySettings()) ->
         "image": f"{settings.image_registry}/{app}:{settings.image_tag}",
         "container_port": CONTAINER_PORT,
         "service_port": SERVICE_PORT,
+        "alias_of": None,
         "env": {
             "PROMETHEUS_URL": prometheus_url(tenant, settings),
             "CUSTOMER_ID": tenant.id,
@@ -202,6 +192,9 @@ def render(tenant: TenantConfig, settings: DeploySettings = DeploySettings()) ->
         files[f"scaledobject-{target.service}.yaml"] = environment.get_template("scaledobject.yaml.j2").render(
             values | {"target": target, "triggers": triggers(tenant, target, helios_url, settings)}
         )
+    files[f"service-{GUIDE_SERVICE}.yaml"] = environment.get_template("service.yaml.j2").render(
+        values | {"app": GUIDE_SERVICE, "alias_of": app}
+    )
     for name, text in files.items():
         json.loads(text) if name.endswith(".json") else yaml.safe_load(text)
     return files

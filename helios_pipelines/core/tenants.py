@@ -301,6 +301,14 @@ class ScalingBehaviour(Strict):
     scale_down_period_s: int = Field(60, gt=0)
 
 
+class ReplicaCountSeries(Strict):
+    """Where the workload's current replica count is read, in the tenant's source: e.g. Prometheus'
+    ``kube_deployment_status_replicas{deployment="game-server"}`` (kube-state-metrics)."""
+
+    series: str = Field(pattern=SERIES_NAME_PATTERN, description="the source's own series name")
+    query: str | None = Field(None, description="query in the source's language; defaults to the series")
+
+
 class ScalingTarget(Strict):
     """A workload whose replicas follow a forecast metric: the capacity model behind /recommend."""
 
@@ -315,6 +323,9 @@ class ScalingTarget(Strict):
     startup_seconds: int = Field(90, ge=0, description="pod start-up time; with the stabilisation window it sets the lead time")
     quantile: float = Field(0.9, gt=0.5, lt=1, description="upper forecast quantile sized for")
     behaviour: ScalingBehaviour = ScalingBehaviour()
+    current_replicas: ReplicaCountSeries | None = Field(
+        None, description="the current replica count in the source; published helios_desired_replicas starts from it"
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> ScalingTarget:

@@ -7,12 +7,18 @@ for the mean would under-provision half the time.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import asdict, dataclass, field
 from typing import ClassVar
 
+import pandas as pd
+
 from helios_pipelines.core.models.base import SavableModel
-from helios_pipelines.core.tenants import AlertThresholds, ScalingTarget, TenantConfig
+from helios_pipelines.core.sources.base import MetricsSource, SourceError, grid
+from helios_pipelines.core.tenants import AlertThresholds, MetricConfig, ScalingTarget, TenantConfig
+
+log = logging.getLogger(__name__)
 
 # No workload has more; a larger "current" count is a client's mistake, not a cluster to size from.
 MAX_CURRENT_REPLICAS = 1_000_000
@@ -184,3 +190,26 @@ class CapacityPlanner(SavableModel):
             input_anomalous=input_anomalous,
             steps=steps,
         )
+
+
+def observed_replicas(source: MetricsSource, target: ScalingTarget, end: pd.Timestamp, step: pd.Timedelta,
+                      lookback_steps: int = 5) -> int | None:
+    """The workload's replica count at the last complete step, read from the tenant's source with the
+    target's ``current_replicas`` series; None when it has none configured, no recent point, or a
+    value no workload can have (logged, never trusted)."""
+    if target.current_replicas is None:
+        return None
+    config = MetricConfig(series=target.current_replicas.series, query=target.current_replicas.query)
+    try:
+        values = source.fetch_series(f"{target.service} replicas", config, grid(end - step * lookback_steps, end + step, step))
+    except SourceError as exc:
+        log.warning("replicas of '%s' not read: %s", target.service, exc)
+        return None
+    values = pd.to_numeric(values, errors="coerce").dropna()
+    if values.empty:
+        return None
+    latest = float(values.iloc[-1])
+    if not (math.isfinite(latest) and 0 <= latest <= MAX_CURRENT_REPLICAS):
+        log.warning("replicas of '%s' read as %r: ignored", target.service, latest)
+        return None
+    return int(round(latest))

@@ -142,7 +142,12 @@ class Simulator(MetricsSource):
             extended = index.insert(0, index[0] - self.step)
             native = self.native_frame(extended)[config.series]
             return counter_to_rate(native, self.step).iloc[1:]
-        return self.native_frame(index)[config.series]
+        native = self.native_frame(index)
+        if config.series not in native:
+            # A series no tenant metric names (the scaled workload's replica count): simulated alike.
+            series = pd.Series(self._series(config, index, self._drivers(index)), index=index)
+            return series.mask(self._gap_mask(index))
+        return native[config.series]
 
     def current_values(self, metrics: list[str] | None = None) -> dict[str, float]:
         end = self.now() + self.step
@@ -291,7 +296,7 @@ class Simulator(MetricsSource):
             requests = players = demand
             replicas = np.maximum(2, np.ceil(requests / 40))
             utilization = requests / (replicas * 50)
-        return {"players": players, "utilization": utilization, "requests": requests, **anomalies}
+        return {"players": players, "utilization": utilization, "requests": requests, "replicas": replicas, **anomalies}
 
     def _series(self, config: MetricConfig, index: pd.DatetimeIndex, d: dict[str, np.ndarray]) -> np.ndarray:
         noise = self._noise(config.series, index, smooth=3)
@@ -304,6 +309,8 @@ class Simulator(MetricsSource):
             value = players / 10 * (1 + 0.02 * noise)
         elif name == "game_server_queue_length":
             value = (0.004 * players * (1 + 25 * pressure) * (1 + 0.1 * noise)) * d["queue_spike"]
+        elif name == "kube_deployment_status_replicas":
+            value = d["replicas"]  # kube-state-metrics' count of the customer's reactive fleet: whole pods
         elif name == "game_server_utilization":
             value = util * (1 + 0.01 * noise)
         elif name == "game_server_latency_ms":
