@@ -6,6 +6,7 @@
 - ``GET /ingest/config``: what the key's tenant accepts (series, kinds, step, window, limits), so the
   helios-agent asks Helios instead of being configured twice.
 
+Only tenants whose source is ``push`` may push (403 naming the tenant and its source otherwise).
 Every route authenticates the tenant's API key (``X-API-Key``, or ``Authorization: Bearer`` as
 Prometheus' remote_write sends it) before reading the body: without a valid key the answer is 401 and
 nothing is stored. The tenant comes from the key alone; a client may name the tenant it expects in
@@ -94,7 +95,7 @@ def _authenticate(request: Request) -> Pusher:
                        {"WWW-Authenticate": "Bearer"})
     expected = request.headers.get(CUSTOMER_HEADER)
     if expected and expected != identity.slug:
-        raise _Refused(403, f"the API key belongs to tenant '{identity.slug}', not '{expected}'")
+        raise _Refused(403, f"the API key belongs to tenant '{identity.slug}', not '{expected[:80]}'")
     registry = _registry.get()
     if identity.slug not in registry.tenants:
         raise _Refused(403, f"tenant '{identity.slug}' has no valid configuration in the tenant registry")
@@ -133,6 +134,10 @@ def _media_type(request: Request) -> str:
 async def _handle(request: Request, media_type: str, decode, answer) -> Response:
     try:
         pusher = await run_in_threadpool(_authenticate, request)
+        source = pusher.tenant.source.type
+        if source != "push":
+            raise _Refused(403, f"tenant '{pusher.tenant.id}' reads its metrics from its '{source}' source, so Helios "
+                                "does not accept pushes for it; pushes are for tenants with source: {type: push}")
         if _media_type(request) != media_type:
             raise ingest.IngestError(415, f"Content-Type must be {media_type}, got '{_media_type(request) or '(none)'}'")
         raw = await _body(request)
@@ -182,6 +187,10 @@ async def ingest_config(request: Request) -> Response:
         "max_future_seconds": ingest.MAX_FUTURE.total_seconds(),
         "max_samples_per_request": ingest.MAX_SAMPLES,
         "max_body_bytes": ingest.MAX_BODY_BYTES,
+        "max_decoded_bytes": ingest.MAX_DECODED_BYTES,
+        "max_labels_per_series": ingest.MAX_LABELS,
+        "max_name_length": ingest.MAX_NAME_LENGTH,
+        "max_label_value_length": ingest.MAX_LABEL_VALUE_LENGTH,
         "metrics": [
             {"name": name, "series": metric.series, "kind": metric.kind} for name, metric in tenant.metrics.items()
         ],

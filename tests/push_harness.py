@@ -1,7 +1,7 @@
 """Real parts for the push tests: the ingest router served by uvicorn in its own process (stoppable
 and restartable on one port), a migrated store with push tenants and their keys, a Prometheus that
 scrapes a live target and remote-writes it, and remote-write bodies built with the protobuf library
-(independently of Helios' hand-written decoder).
+(declared independently of the messages Helios decodes with).
 
 The ingest service is uvicorn over exactly the router the BentoML service mounts; the full
 ``bentoml serve`` would need a trained bundle per tenant, which the ingest path never uses.

@@ -45,10 +45,17 @@ def push_tenant(tenant_id: str, step: str = "1min") -> TenantConfig:
     })
 
 
+def pulled_tenant(tenant_id: str) -> TenantConfig:
+    """A tenant Helios reads from its Prometheus: it must not be able to push."""
+    config = push_tenant(tenant_id).model_dump(mode="json")
+    config["source"] = {"type": "prometheus", "url": "http://127.0.0.1:9"}
+    return TenantConfig.model_validate(config)
+
+
 @pytest.fixture(scope="module")
 def tenants(tmp_path_factory) -> PushTenants:
     ids = ["pushy", "rival", "limits", "keys"]
-    configs = [push_tenant(t) for t in ids] + [push_tenant("remote", step="10s")]
+    configs = [push_tenant(t) for t in ids] + [push_tenant("remote", step="10s"), pulled_tenant("pulled")]
     return PushTenants(tmp_path_factory.mktemp("push"), configs)
 
 
@@ -81,7 +88,7 @@ def stored(tenant: str) -> dict[str, int]:
 
 
 # ---- decoding ---------------------------------------------------------------------------------
-def test_the_hand_written_decoder_reads_what_protobuf_writes():
+def test_the_decoder_reads_what_an_independently_declared_protobuf_encoder_writes():
     body = remote_write_body([
         ({"__name__": PLAYERS, "pod": "a", "region": "eu"}, [(1_700_000_000_000, 12.5), (1_700_000_060_000, STALE_NAN)]),
         ({"__name__": CPU}, [(1_700_000_000_000, 3e9)]),
@@ -238,6 +245,95 @@ def test_limits_and_bad_input_get_a_clear_4xx_and_store_nothing(http, tenants, n
     assert response.status_code == status, response.text
     assert words in response.json()["error"]
     assert stored("limits") == {}
+
+
+def _many_samples_body(series: int, per_series: int, compact: bool = False) -> bytes:
+    """``compact``: every sample is (0, 0.0), which protobuf encodes in 2 bytes, so a million samples
+    fit in 2 MB and get past the decompressed-size limit to the sample count."""
+    now = 0 if compact else minute()
+    value = 0.0 if compact else 1.0
+    return remote_write_body([({"__name__": PLAYERS, "pod": str(i)}, [(now + (not compact) * j, value)
+                                                                      for j in range(per_series)])
+                              for i in range(series)])
+
+
+def _refused(http, tenants, path, body, headers) -> httpx.Response:
+    return http.post(path, content=body, headers=headers | {"X-API-Key": tenants.keys["limits"]})
+
+
+def test_a_snappy_body_that_inflates_past_the_limit_is_refused_before_it_is_inflated(http, tenants):
+    """Issue #13.5: 2.9 MB of snappy announcing 60 MB of zeros used to cost 26-30 s of CPU."""
+    bomb = bytes(cramjam.snappy.compress_raw(b"\0" * 60_000_000))
+    assert len(bomb) < 3_000_000
+    response = _refused(http, tenants, "/api/v1/write", bomb, REMOTE_WRITE_HEADERS)
+    assert response.status_code == 413, response.text
+    assert "decompresses to 60000000 bytes" in response.json()["error"]
+    gzip_bomb = gzip.compress(b" " * (ingest.MAX_DECODED_BYTES + 1))
+    response = _refused(http, tenants, "/ingest", gzip_bomb, {"Content-Type": "application/json", "Content-Encoding": "gzip"})
+    assert response.status_code == 413 and "limit" in response.json()["error"]
+    assert stored("limits") == {}
+
+
+def test_a_write_over_the_sample_limit_is_refused_at_the_series_that_passes_it(http, tenants):
+    """Issue #13.5: a 1,000,000-sample remote-write was decoded in full (5.8 s, +112 MiB) before its 413.
+    Written plainly (18 MB) it is over the decompressed-size limit; written compactly (2 MB), counting
+    stops at the series that passes 50,000 samples: 10,000 per series, so the sixth of 100."""
+    plain = _refused(http, tenants, "/api/v1/write", _many_samples_body(100, 10_000), REMOTE_WRITE_HEADERS)
+    assert plain.status_code == 413 and "more than the limit" in plain.json()["error"], plain.text
+    compact = _refused(http, tenants, "/api/v1/write", _many_samples_body(100, 10_000, compact=True), REMOTE_WRITE_HEADERS)
+    assert compact.status_code == 413, compact.text
+    assert "passed at series 6 of 100" in compact.json()["error"]
+    assert stored("limits") == {}
+
+
+def test_the_sample_limit_is_checked_before_any_sample_is_converted(monkeypatch):
+    converted = []
+    monkeypatch.setattr(ingest, "PushedSeries", lambda *args: converted.append(args))
+    data = ingest.decompress(_many_samples_body(1, ingest.MAX_SAMPLES + 1), "snappy")
+    with pytest.raises(ingest.IngestError, match="passed at series 1 of 1"):
+        ingest.decode_write_request(data)
+    assert converted == []
+
+
+def test_deeply_nested_json_is_a_400_not_a_500(http, tenants):
+    """Issue #13.4: 100k nested '[' on /ingest answered 500 (a RecursionError)."""
+    response = _refused(http, tenants, "/ingest", b"[" * 100_000, {"Content-Type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert "not JSON" in response.json()["error"] and "recursion" in response.json()["error"]
+    again = post_json(http, tenants.keys["limits"], [{"metric": PLAYERS, "timestamp": "x", "value": 1}])
+    assert again.status_code == 400, "the service kept answering after the nested body"
+    assert stored("limits") == {}
+
+
+def test_label_names_values_and_counts_are_capped_and_echoes_are_short(http, tenants):
+    """Issue #13.8: unlimited label sizes were accepted."""
+    one = {"metric": PLAYERS, "timestamp": minute(), "value": 1}
+    cases = [
+        ([{**one, "labels": {"pod": "x" * (ingest.MAX_LABEL_VALUE_LENGTH + 1)}}], "the value of label 'pod'"),
+        ([{**one, "labels": {"p" * 1_000_000: "x"}}], "label name"),
+        ([{**one, "labels": {f"l{i}": "x" for i in range(ingest.MAX_LABELS + 1)}}], f"the limit is {ingest.MAX_LABELS}"),
+    ]
+    for samples, words in cases:
+        response = post_json(http, tenants.keys["limits"], samples)
+        assert response.status_code == 422, response.text
+        assert words in response.json()["error"] and len(response.text) < 1_000
+    remote = _refused(http, tenants, "/api/v1/write", remote_write_body(
+        [({"__name__": PLAYERS, **{f"l{i}": "x" for i in range(ingest.MAX_LABELS + 1)}}, [(minute(), 1.0)])]),
+        REMOTE_WRITE_HEADERS)
+    assert remote.status_code == 422 and f"the limit is {ingest.MAX_LABELS}" in remote.json()["error"]
+    assert stored("limits") == {}
+
+
+def test_a_tenant_whose_source_is_not_push_cannot_push(http, tenants):
+    """Issue #13.8: pushes were accepted for tenants whose source is not push."""
+    key = tenants.keys["pulled"]
+    json_push = post_json(http, key, [{"metric": PLAYERS, "timestamp": minute(), "value": 1}])
+    remote = http.post("/api/v1/write", content=remote_write_body([({"__name__": PLAYERS}, [(minute(), 1.0)])]),
+                       headers=REMOTE_WRITE_HEADERS | {"Authorization": f"Bearer {key}"})
+    for response in (json_push, remote):
+        assert response.status_code == 403, response.text
+        assert "tenant 'pulled'" in response.json()["error"] and "'prometheus' source" in response.json()["error"]
+    assert stored("pulled") == {}
 
 
 def test_metadata_only_requests_and_stale_markers_are_accepted(http, tenants):

@@ -4,9 +4,9 @@ Wire formats
 ------------
 **Prometheus remote-write 1.0** (``POST /api/v1/write``), exactly as Prometheus sends it: a protobuf
 ``WriteRequest`` compressed with snappy's *block* format, ``Content-Encoding: snappy``,
-``Content-Type: application/x-protobuf``, ``X-Prometheus-Remote-Write-Version: 0.1.0``. The four
-messages involved are tiny, so they are decoded by hand here (varints and length-delimited fields)
-rather than through generated code; fields Helios does not use (metadata, exemplars) are skipped.
+``Content-Type: application/x-protobuf``, ``X-Prometheus-Remote-Write-Version: 0.1.0``. Decoded by
+the ``protobuf`` library with Prometheus' own messages (``remote_write_proto``); snappy by cramjam.
+Fields Helios does not use (metadata, exemplars) are skipped.
 
 **The JSON batch** (``POST /ingest``, optionally ``Content-Encoding: gzip``)::
 
@@ -18,12 +18,17 @@ rather than through generated code; fields Helios does not use (metadata, exempl
     ]}
 
 Numeric timestamps above 1e11 are milliseconds (1e11 seconds is the year 5138), others seconds.
-Unknown keys are errors, so a typo never drops data silently.
+Unknown keys are errors, so a typo never drops data silently. The body is validated by the pydantic
+models :class:`JsonBatch` / :class:`JsonSample` (strict: no numbers as text, no booleans as numbers).
 
 Rules (each broken rule is an :class:`IngestError` with the HTTP status it maps to)
 ----------------------------------------------------------------------------------
-- Size: at most ``MAX_BODY_BYTES`` on the wire, ``MAX_DECODED_BYTES`` once decompressed, and
-  ``MAX_SAMPLES`` samples per request (413).
+- Size, checked before the work it bounds: at most ``MAX_BODY_BYTES`` on the wire (checked while
+  reading), ``MAX_DECODED_BYTES`` once decompressed (checked before inflating: the decompressor's
+  output buffer has at most that size) and ``MAX_SAMPLES`` samples per request (counted while
+  decoding, series by series, so an oversized request is not decoded in full) (413).
+- Labels: at most ``MAX_LABELS`` per series, names of at most ``MAX_NAME_LENGTH`` characters, values
+  of at most ``MAX_LABEL_VALUE_LENGTH`` (422). Client text echoed in an error is cut short.
 - Metrics: the series name (``__name__`` for remote-write) must be a metric the tenant configures,
   by its ``series`` or its logical name (422). A Prometheus pushing everything it scrapes should keep
   only those names with ``write_relabel_configs`` (see the README).
@@ -45,7 +50,6 @@ client never has to work out which part was kept.
 
 from __future__ import annotations
 
-import json
 import math
 import struct
 import zlib
@@ -54,12 +58,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import cramjam
+from google.protobuf.message import DecodeError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from helios_pipelines.core import remote_write_proto
 from helios_pipelines.core.tenants import TenantConfig, UnknownMetricError
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
-MAX_DECODED_BYTES = 64 * 1024 * 1024
+# Prometheus sends at most a few thousand samples per request (max_samples_per_send); 16 MiB
+# decompressed holds a full 50,000-sample batch with long label sets.
+MAX_DECODED_BYTES = 16 * 1024 * 1024
 MAX_SAMPLES = 50_000
+MAX_LABELS = 30  # per series, besides __name__
+MAX_NAME_LENGTH = 256  # metric and label names, in characters
+MAX_LABEL_VALUE_LENGTH = 2048
+MAX_TIMESTAMP_MAGNITUDE = 1e16  # unix ms of about year 318,857: anything larger is not a time
 MAX_FUTURE = timedelta(minutes=5)
 MILLISECOND_TIMESTAMPS_ABOVE = 1e11
 # Prometheus marks a series gone stale with this NaN (value.StaleNaN in prometheus/model).
@@ -102,20 +115,24 @@ class Batch:
 
 # ---- decompression ------------------------------------------------------------------------------
 def decompress(body: bytes, encoding: str | None) -> bytes:
-    """The request body without its Content-Encoding, refusing anything that inflates past the limit."""
+    """The request body without its Content-Encoding. Decompression writes into at most
+    ``MAX_DECODED_BYTES``: a body that would inflate past it is refused (413) without inflating it."""
     encoding = (encoding or "identity").strip().lower()
     if encoding == "identity":
         return body
     if encoding == "snappy":
         try:
+            # Snappy's block format states the decompressed length up front; the output buffer is that
+            # size (checked first), so the decompressor cannot write more than the limit.
             size = cramjam.snappy.decompress_raw_len(body)
+            _check_decoded_size(size)
+            output = bytearray(size)
+            written = cramjam.snappy.decompress_raw_into(body, output)
         except cramjam.DecompressionError as exc:
             raise IngestError(400, f"body is not snappy block-compressed data: {exc}") from exc
-        _check_decoded_size(size)
-        try:
-            return bytes(cramjam.snappy.decompress_raw(body))
-        except cramjam.DecompressionError as exc:
-            raise IngestError(400, f"body is not snappy block-compressed data: {exc}") from exc
+        if written != size:
+            raise IngestError(400, f"snappy body announces {size} bytes but holds {written}")
+        return bytes(output)
     if encoding == "gzip":
         inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
         try:
@@ -126,156 +143,153 @@ def decompress(body: bytes, encoding: str | None) -> bytes:
         if not inflater.eof:
             raise IngestError(400, "gzip body is truncated")
         return data
-    raise IngestError(415, f"Content-Encoding '{encoding}' is not supported; use snappy (remote-write) or gzip (JSON)")
+    raise IngestError(415, f"Content-Encoding '{_shown(encoding)}' is not supported; use snappy (remote-write) or gzip (JSON)")
 
 
 def _check_decoded_size(size: int) -> None:
     if size > MAX_DECODED_BYTES:
-        raise IngestError(413, f"body decompresses to more than {MAX_DECODED_BYTES} bytes; send smaller batches")
+        raise IngestError(413, f"body decompresses to {size} bytes, more than the limit of {MAX_DECODED_BYTES}; "
+                               "send smaller batches")
 
 
 # ---- Prometheus remote-write ----------------------------------------------------------------------
 def decode_write_request(data: bytes) -> list[PushedSeries]:
     """A decompressed remote-write ``WriteRequest`` -> its series (metadata-only requests give none).
 
-    WriteRequest{1: repeated TimeSeries}; TimeSeries{1: repeated Label, 2: repeated Sample,
-    4: repeated Histogram}; Label{1: name, 2: value}; Sample{1: double value, 2: int64 timestamp}.
+    The series are parsed one at a time and counted as they come, so a request over the sample limit
+    is refused (413) at the series that passes it, before the rest is decoded.
     """
-    series = []
     try:
-        for field, _, payload in _fields(data):
-            if field == 1:
-                series.append(_decode_time_series(payload))
-    except (IndexError, struct.error, UnicodeDecodeError, _MalformedProtobuf) as exc:
-        raise IngestError(400, f"body is not a remote-write WriteRequest: {exc or 'truncated message'}") from exc
+        encoded = remote_write_proto.SeriesView.FromString(data).timeseries
+    except DecodeError as exc:
+        raise IngestError(400, f"body is not a remote-write WriteRequest: {exc}") from exc
+    series, total = [], 0
+    for position, raw in enumerate(encoded):
+        try:
+            message = remote_write_proto.TimeSeries.FromString(raw)
+        except DecodeError as exc:
+            raise IngestError(400, f"body is not a remote-write WriteRequest: series {position}: {exc}") from exc
+        total += len(message.samples)
+        if total > MAX_SAMPLES:
+            raise IngestError(413, f"more than {MAX_SAMPLES} samples in one request (passed at series {position + 1} "
+                                   f"of {len(encoded)}); the limit is {MAX_SAMPLES}: send smaller batches")
+        if len(message.labels) > MAX_LABELS + 1:
+            raise IngestError(422, f"series {position} has {len(message.labels)} labels; the limit is {MAX_LABELS} "
+                                   "besides __name__")
+        labels = {label.name: label.value for label in message.labels}
+        name = labels.pop("__name__", None)
+        if not name:
+            raise IngestError(422, f"series {position} has no __name__ label")
+        if message.histograms:
+            raise IngestError(422, f"series {_shown(name)!r}: native histograms are not supported")
+        check_series_labels(name, labels)
+        series.append(PushedSeries(name, tuple(sorted(labels.items())),
+                                   [(sample.timestamp, sample.value) for sample in message.samples]))
     return series
-
-
-class _MalformedProtobuf(ValueError):
-    pass
-
-
-def _decode_time_series(data: bytes) -> PushedSeries:
-    labels: dict[str, str] = {}
-    samples: list[tuple[int, float]] = []
-    for field, _, payload in _fields(data):
-        if field == 1:
-            name = value = ""
-            for label_field, _, text in _fields(payload):
-                if label_field == 1:
-                    name = text.decode()
-                elif label_field == 2:
-                    value = text.decode()
-            labels[name] = value
-        elif field == 2:
-            value, timestamp = 0.0, 0
-            for sample_field, wire_type, raw in _fields(payload):
-                if sample_field == 1 and wire_type == 1:
-                    value = raw
-                elif sample_field == 2 and wire_type == 0:
-                    timestamp = raw - (1 << 64) if raw >= 1 << 63 else raw  # int64 as two's complement
-            samples.append((timestamp, value))
-        elif field == 4:
-            raise IngestError(422, f"series {labels.get('__name__', '?')!r}: native histograms are not supported")
-    name = labels.pop("__name__", None)
-    if not name:
-        raise IngestError(422, f"a pushed series has no __name__ label (labels {labels})")
-    return PushedSeries(name, tuple(sorted(labels.items())), samples)
-
-
-def _fields(data: bytes):
-    """(field number, wire type, value) of each field: ints for varints, floats for 64-bit fields
-    (NaN payload bits kept, see :data:`STALE_NAN_BITS`), bytes for length-delimited ones."""
-    position, end = 0, len(data)
-    while position < end:
-        key, position = _varint(data, position)
-        field, wire_type = key >> 3, key & 7
-        if wire_type == 0:
-            value, position = _varint(data, position)
-        elif wire_type == 1:
-            (value,) = struct.unpack_from("<d", data, position)
-            position += 8
-        elif wire_type == 2:
-            length, position = _varint(data, position)
-            if position + length > end:
-                raise _MalformedProtobuf(f"field {field} runs past the end of its message")
-            value, position = data[position : position + length], position + length
-        elif wire_type == 5:
-            value, position = data[position : position + 4], position + 4
-        else:
-            raise _MalformedProtobuf(f"unknown wire type {wire_type} for field {field}")
-        if position > end:
-            raise _MalformedProtobuf("truncated message")
-        yield field, wire_type, value
-
-
-def _varint(data: bytes, position: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        byte = data[position]
-        position += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, position
-        shift += 7
-        if shift >= 70:
-            raise _MalformedProtobuf("varint longer than 10 bytes")
 
 
 def is_stale_marker(value: float) -> bool:
     return math.isnan(value) and struct.unpack("<Q", struct.pack("<d", value))[0] == STALE_NAN_BITS
 
 
+def check_series_labels(name: str, labels: dict[str, str]) -> None:
+    """The size limits of a pushed series' name and labels (422 naming the series and the label)."""
+    if len(name) > MAX_NAME_LENGTH:
+        raise IngestError(422, f"metric name {_shown(name)!r} is {len(name)} characters; the limit is {MAX_NAME_LENGTH}")
+    if len(labels) > MAX_LABELS:
+        raise IngestError(422, f"series {name!r} has {len(labels)} labels; the limit is {MAX_LABELS}")
+    for label, value in labels.items():
+        if len(label) > MAX_NAME_LENGTH:
+            raise IngestError(422, f"series {name!r}: label name {_shown(label)!r} is {len(label)} characters; "
+                                   f"the limit is {MAX_NAME_LENGTH}")
+        if len(value) > MAX_LABEL_VALUE_LENGTH:
+            raise IngestError(422, f"series {name!r}: the value of label {label!r} is {len(value)} characters; "
+                                   f"the limit is {MAX_LABEL_VALUE_LENGTH}")
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    """Client text echoed in an error, cut short: an error never returns a large input."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 # ---- JSON batch ---------------------------------------------------------------------------------
-SAMPLE_KEYS = {"metric", "labels", "timestamp", "value"}
+class JsonSample(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    metric: str = Field(min_length=1)
+    labels: dict[str, str] | None = None
+    timestamp: int | float | str = Field(description="unix ms, unix s or RFC 3339 with an offset")
+    value: float = Field(allow_inf_nan=False)
+
+
+class JsonBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    samples: list[JsonSample] = Field(max_length=MAX_SAMPLES)
 
 
 def decode_json_batch(data: bytes) -> list[PushedSeries]:
-    """A JSON batch (see the module docstring) -> one :class:`PushedSeries` per sample."""
+    """A JSON batch (see the module docstring) -> one :class:`PushedSeries` per sample.
+
+    Parsed and checked by pydantic (in Rust, with a nesting limit, so deep nesting is a 400 and not
+    a recursion error); the list's length is checked before its items are validated."""
     try:
-        body = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise IngestError(400, f"body is not JSON: {exc}") from exc
-    if not isinstance(body, dict) or set(body) != {"samples"} or not isinstance(body["samples"], list):
-        keys = sorted(body) if isinstance(body, dict) else type(body).__name__
-        raise IngestError(400, f'expected {{"samples": [...]}} and nothing else, got {keys}')
+        batch = JsonBatch.model_validate_json(data)
+    except ValidationError as exc:
+        raise _json_error(exc.errors(include_url=False)[0]) from None
     series = []
-    for position, sample in enumerate(body["samples"]):
-        where = f"samples[{position}]"
-        if not isinstance(sample, dict):
-            raise IngestError(400, f"{where} is not an object")
-        missing, unknown = {"metric", "timestamp", "value"} - set(sample), set(sample) - SAMPLE_KEYS
-        if missing or unknown:
-            raise IngestError(400, f"{where}: missing keys {sorted(missing)}, unknown keys {sorted(unknown)}")
-        metric, labels = sample["metric"], sample.get("labels") or {}
-        if not isinstance(metric, str) or not metric:
-            raise IngestError(400, f"{where}: metric must be a non-empty string")
-        if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
-            raise IngestError(400, f"{where}: labels must map strings to strings")
-        value = sample["value"]
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise IngestError(422, f"{where}: value {value!r} is not a number")
-        timestamp = _json_timestamp(sample["timestamp"], where)
-        series.append(PushedSeries(metric, tuple(sorted(labels.items())), [(timestamp, float(value))]))
+    for position, sample in enumerate(batch.samples):
+        labels = sample.labels or {}
+        check_series_labels(sample.metric, labels)
+        timestamp = _json_timestamp(sample.timestamp, f"samples[{position}]")
+        series.append(PushedSeries(sample.metric, tuple(sorted(labels.items())), [(timestamp, sample.value)]))
     return series
 
 
-def _json_timestamp(raw: object, where: str) -> int:
+def _json_error(error: dict) -> IngestError:
+    """The first pydantic error of a JSON batch as the IngestError a client reads."""
+    kind, location = error["type"], error["loc"]
+    if kind in ("json_invalid", "json_type"):
+        return IngestError(400, f"body is not JSON: {error['msg']}")
+    if len(location) < 2:
+        if location == ("samples",) and kind == "too_long":
+            return IngestError(413, f"{error['ctx']['actual_length']} samples in one request; the limit is "
+                                    f"{MAX_SAMPLES}: send smaller batches")
+        return IngestError(400, f'expected {{"samples": [...]}} and nothing else ({error["msg"]} at '
+                                f'{".".join(map(str, location)) or "the top level"})')
+    where = f"samples[{location[1]}]"
+    field = location[2] if len(location) > 2 else None
+    shown = _shown(repr(error.get("input")))
+    if field is None:
+        return IngestError(400, f"{where} is not an object")
+    if kind in ("missing", "extra_forbidden"):
+        return IngestError(400, f"{where}: {'missing' if kind == 'missing' else 'unknown'} key {field!r}; "
+                                "a sample has metric, labels (optional), timestamp and value")
+    if field == "value":
+        if kind == "finite_number":
+            return IngestError(422, f"{where}: value {shown} is not a finite number")
+        return IngestError(422, f"{where}: value {shown} is not a number")
+    if field == "timestamp":
+        return IngestError(400, f"{where}: timestamp is neither unix seconds/milliseconds nor RFC 3339 with an offset")
+    if field == "labels":
+        return IngestError(400, f"{where}: labels must map strings to strings")
+    return IngestError(400, f"{where}: metric must be a non-empty string")
+
+
+def _json_timestamp(raw: int | float | str, where: str) -> int:
     """Unix ms, unix s or RFC 3339 -> unix ms."""
-    if isinstance(raw, bool):
-        raise IngestError(400, f"{where}: timestamp {raw!r} is not a time")
     if isinstance(raw, int | float):
-        if not math.isfinite(raw):
+        if not math.isfinite(raw) or abs(raw) > MAX_TIMESTAMP_MAGNITUDE:
             raise IngestError(400, f"{where}: timestamp {raw!r} is not a time")
         return int(round(raw if abs(raw) > MILLISECOND_TIMESTAMPS_ABOVE else raw * 1000))
-    if isinstance(raw, str):
-        try:
-            moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-        except ValueError:
-            moment = None
-        if moment is not None and moment.tzinfo is not None:
-            return int(round(moment.timestamp() * 1000))
-    raise IngestError(400, f"{where}: timestamp {raw!r} is neither unix seconds/milliseconds nor RFC 3339 with an offset")
+    try:
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        moment = None
+    if moment is not None and moment.tzinfo is not None:
+        return int(round(moment.timestamp() * 1000))
+    raise IngestError(400, f"{where}: timestamp {_shown(raw)!r} is neither unix seconds/milliseconds nor RFC 3339 "
+                           "with an offset")
 
 
 # ---- validation ---------------------------------------------------------------------------------
@@ -283,9 +297,6 @@ def validate(
     pushed: list[PushedSeries], tenant: TenantConfig, retention: timedelta, now: datetime
 ) -> Batch:
     """The pushed series checked against the rules of the module docstring, keyed by series name."""
-    total = sum(len(s.samples) for s in pushed)
-    if total > MAX_SAMPLES:
-        raise IngestError(413, f"{total} samples in one request; the limit is {MAX_SAMPLES}: send smaller batches")
     oldest = int((now - retention).timestamp() * 1000)
     latest = int((now + MAX_FUTURE).timestamp() * 1000)
     window = (
@@ -299,7 +310,7 @@ def validate(
         except UnknownMetricError:
             known = ", ".join(sorted(m.series for m in tenant.metrics.values()))
             raise IngestError(
-                422, f"tenant '{tenant.id}' has no metric '{item.name}'; configured series: {known}"
+                422, f"tenant '{tenant.id}' has no metric '{_shown(item.name)}'; configured series: {known}"
             ) from None
         target = grouped[series][item.labels]
         for timestamp, value in item.samples:
