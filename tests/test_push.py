@@ -8,6 +8,8 @@ import gzip
 import json
 import math
 import struct
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -365,3 +367,48 @@ def test_retention_deletes_the_days_the_plan_no_longer_keeps(tmp_path):
     store.write("acme", {PLAYERS: {(): [(today - 9 * day, 1.0), (today - 7 * day, 2.0), (today, 3.0)]}})
     assert store.apply_retention("acme", timedelta(days=7), now) == 1
     assert store.read("acme", PLAYERS, 0, today + day)["value"].to_pylist() == [2.0, 3.0]
+
+
+# ---- (f) a write killed mid-way -------------------------------------------------------------------
+KILLED_WRITE = """
+import os, signal, sys
+from pathlib import Path
+from helios_pipelines.core import push_store
+step, when = sys.argv[2], int(sys.argv[3])
+calls = {"rename": 0, "prepare": 0}
+real_replace, real_write = push_store.os.replace, push_store.pq.write_table
+
+def counted(kind, real):
+    def call(*args, **kwargs):
+        calls[kind] += 1
+        if kind == step and calls[kind] == when:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(*args, **kwargs)
+    return call
+
+push_store.os.replace = counted("rename", real_replace)
+push_store.pq.write_table = counted("prepare", real_write)
+day = 86_400_000
+push_store.PushStore(Path(sys.argv[1])).write("acme", {
+    "players": {(): [(day, 1.0), (2 * day, 2.0)]},
+    "cpu": {(("pod", "a"),): [(day, 3.0)]},
+})
+"""
+
+
+@pytest.mark.parametrize("step,when", [("prepare", 2), ("prepare", 3), ("rename", 1), ("rename", 2), ("rename", 3),
+                                       ("rename", 4), ("none", 0)])
+def test_a_write_killed_at_any_point_is_stored_all_or_nothing(tmp_path, step, when):
+    """Issue #13.7: a remote-write request killed mid-way stored one of its two series. The writing
+    process is SIGKILLed at each file write and rename of a two-series, three-day-file write; what the
+    next reader sees is either nothing or all three samples, and a later write still works."""
+    done = subprocess.run([sys.executable, "-c", KILLED_WRITE, str(tmp_path), step, str(when)], timeout=60)
+    assert done.returncode == (0 if step == "none" else -9)
+    store = PushStore(tmp_path)
+    seen = {series: store.read("acme", series, 0, 3 * 86_400_000)["value"].to_pylist() for series in ("players", "cpu")}
+    assert seen in ({"players": [], "cpu": []}, {"players": [1.0, 2.0], "cpu": [3.0]}), seen
+    before_the_commit = step == "prepare" or (step, when) == ("rename", 1)
+    assert (seen["cpu"] == []) == before_the_commit
+    store.write("acme", {"cpu": {(("pod", "a"),): [(86_400_000 + 1, 4.0)]}})
+    assert store.read("acme", "cpu", 0, 3 * 86_400_000)["value"].to_pylist()[-1] == 4.0
+    assert not list(tmp_path.glob("acme/**/.*.tmp")), "a killed write's temporary files were left behind"

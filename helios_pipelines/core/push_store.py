@@ -17,10 +17,14 @@ Why it is safe:
 - **Idempotent.** A sample's identity is (series, label set, timestamp). Writing merges into the day
   file and keeps one row per identity (the latest write wins), so a retried or replayed request adds
   nothing: clients may resend whatever they are unsure about.
-- **Atomic.** A day file is rewritten to a temporary file in the same directory, fsynced and renamed
-  over the old one, so a reader or a crash sees either the old or the new file, never half of one.
-  Writers of one series take an exclusive ``flock`` for the read-merge-rename, so two requests (or two
-  service processes) never lose each other's samples.
+- **Atomic, per request.** A write is stored all or nothing, across all the series and days it
+  touches: every new day file is first written in full to a temporary file beside the one it replaces
+  and fsynced (prepare); then a commit record listing the renames is written and renamed into place
+  (the commit point); then the renames are done and the record deleted. A process killed before the
+  commit point leaves only temporary files, which the next writer deletes (nothing stored); killed
+  after it, the record is rolled forward by the next reader or writer of the tenant (everything
+  stored). Writers of one tenant take an exclusive ``flock`` for the whole write, so two requests (or
+  two service processes) never lose each other's samples.
 
 Cost: a write rewrites the day files it touches, so it grows with a day's samples of one series
 (1,440 rows per label set at a 1-minute scrape). Series with hundreds of label sets scraped every few
@@ -31,6 +35,7 @@ label sets) do not need that yet.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import tempfile
 from collections import defaultdict
@@ -49,6 +54,8 @@ from helios_pipelines.core.settings import helios_home
 SCHEMA = pa.schema([("labels", pa.string()), ("timestamp", pa.int64()), ("value", pa.float64())])
 DAY_MS = 86_400_000
 LOCK_FILE = ".lock"
+COMMIT_RECORD = ".commit.json"  # renames of a committed write not yet all done (see the docstring)
+TEMPORARY_SUFFIX = ".tmp"
 
 LabelSet = tuple[tuple[str, str], ...]
 
@@ -82,45 +89,65 @@ class PushStore:
         directory = self.tenant_dir(tenant_id)
         if not directory.is_dir():
             return []
+        self._settled(tenant_id)
         return sorted(unquote(p.name) for p in directory.iterdir() if p.is_dir() and any(p.glob("*.parquet")))
 
     def _day_files(self, tenant_id: str, series: str) -> dict[date, Path]:
         directory = self.series_dir(tenant_id, series)
         if not directory.is_dir():
             return {}
+        self._settled(tenant_id)
         return {date.fromisoformat(p.stem): p for p in directory.glob("*.parquet")}
 
     # ---- writing ------------------------------------------------------------------------------
     def write(self, tenant_id: str, samples: dict[str, dict[LabelSet, list[tuple[int, float]]]]) -> int:
-        """Merge ``series -> label set -> [(unix ms, value)]`` into the tenant's files; returns how many
-        samples were new (the rest replaced rows with the same identity)."""
-        new = 0
-        for series, by_labels in samples.items():
-            by_day: dict[int, list[tuple[str, int, float]]] = defaultdict(list)
-            for labels, points in by_labels.items():
-                text = format_labels(labels)
-                for timestamp, value in points:
-                    by_day[timestamp // DAY_MS].append((text, timestamp, value))
-            directory = self.series_dir(tenant_id, series)
-            directory.mkdir(parents=True, exist_ok=True)
-            with _locked(directory):
-                for day, rows in sorted(by_day.items()):
-                    new += self._merge_day(directory / f"{_day(day).isoformat()}.parquet", rows)
+        """Merge ``series -> label set -> [(unix ms, value)]`` into the tenant's files, all or nothing;
+        returns how many samples were new (the rest replaced rows with the same identity)."""
+        tenant_dir = self.tenant_dir(tenant_id)
+        tenant_dir.mkdir(parents=True, exist_ok=True)
+        with _locked(tenant_dir):
+            self._recover(tenant_dir)
+            new, renames = 0, []
+            try:
+                for series, by_labels in samples.items():
+                    by_day: dict[int, list[tuple[str, int, float]]] = defaultdict(list)
+                    for labels, points in by_labels.items():
+                        text = format_labels(labels)
+                        for timestamp, value in points:
+                            by_day[timestamp // DAY_MS].append((text, timestamp, value))
+                    directory = self.series_dir(tenant_id, series)
+                    directory.mkdir(exist_ok=True)
+                    for day, rows in sorted(by_day.items()):
+                        target = directory / f"{_day(day).isoformat()}.parquet"
+                        added, prepared = _prepare_day(target, rows)
+                        new += added
+                        renames.append((prepared, target))
+            except BaseException:
+                for prepared, _ in renames:
+                    prepared.unlink(missing_ok=True)
+                raise
+            _commit(tenant_dir, renames)
         return new
 
-    def _merge_day(self, path: Path, rows: list[tuple[str, int, float]]) -> int:
-        labels, timestamps, values = zip(*rows, strict=True)
-        incoming = pa.table([pa.array(labels), pa.array(timestamps, pa.int64()), pa.array(values, pa.float64())], schema=SCHEMA)
-        existing = pq.read_table(path, schema=SCHEMA) if path.exists() else SCHEMA.empty_table()
-        # Incoming rows come last, so keeping the last row of each identity lets a rewrite win.
-        merged = pa.concat_tables([existing, incoming]).append_column(
-            "order", pa.array(range(existing.num_rows + incoming.num_rows), pa.int64())
-        )
-        last = merged.group_by(["labels", "timestamp"], use_threads=False).aggregate([("order", "max")])
-        kept = merged.take(last["order_max"]).drop_columns(["order"])
-        kept = kept.sort_by([("labels", "ascending"), ("timestamp", "ascending")])
-        _write_atomically(kept, path)
-        return kept.num_rows - existing.num_rows
+    def _recover(self, tenant_dir: Path) -> None:
+        """Finish the write a killed process committed, and delete what an uncommitted one prepared
+        (the caller holds the tenant's lock)."""
+        record = tenant_dir / COMMIT_RECORD
+        if record.exists():
+            for prepared, target in json.loads(record.read_text()):
+                if (tenant_dir / prepared).exists():
+                    os.replace(tenant_dir / prepared, tenant_dir / target)
+            _fsync_directories({tenant_dir / target for _, target in json.loads(record.read_text())})
+            record.unlink()
+        for stray in [*tenant_dir.glob(f"*/.*{TEMPORARY_SUFFIX}"), *tenant_dir.glob(f".commit.*{TEMPORARY_SUFFIX}")]:
+            stray.unlink()
+
+    def _settled(self, tenant_id: str) -> None:
+        """Readers roll a committed write forward first, so they never see half of one."""
+        tenant_dir = self.tenant_dir(tenant_id)
+        if (tenant_dir / COMMIT_RECORD).exists():
+            with _locked(tenant_dir):
+                self._recover(tenant_dir)
 
     # ---- reading ------------------------------------------------------------------------------
     def read(self, tenant_id: str, series: str, start_ms: int, end_ms: int) -> pa.Table:
@@ -151,14 +178,16 @@ class PushStore:
     def apply_retention(self, tenant_id: str, retention: timedelta, now: datetime | None = None) -> int:
         """Delete the tenant's day files that end before ``now - retention``; returns how many."""
         cutoff = ((now or datetime.now(UTC)) - retention).date()
+        tenant_dir = self.tenant_dir(tenant_id)
+        if not tenant_dir.is_dir():
+            return 0
         removed = 0
-        for series in self.series(tenant_id):
-            directory = self.series_dir(tenant_id, series)
-            with _locked(directory):
-                for day, path in self._day_files(tenant_id, series).items():
-                    if day < cutoff:
-                        path.unlink()
-                        removed += 1
+        with _locked(tenant_dir):
+            self._recover(tenant_dir)
+            for path in tenant_dir.glob("*/*.parquet"):
+                if date.fromisoformat(path.stem) < cutoff:
+                    path.unlink()
+                    removed += 1
         return removed
 
 
@@ -176,14 +205,56 @@ def _locked(directory: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _write_atomically(table: pa.Table, path: Path) -> None:
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+def _prepare_day(path: Path, rows: list[tuple[str, int, float]]) -> tuple[int, Path]:
+    """The day file with ``rows`` merged in, written in full to a temporary file beside ``path``;
+    returns (rows new to the day, the temporary file)."""
+    labels, timestamps, values = zip(*rows, strict=True)
+    incoming = pa.table([pa.array(labels), pa.array(timestamps, pa.int64()), pa.array(values, pa.float64())], schema=SCHEMA)
+    existing = pq.read_table(path, schema=SCHEMA) if path.exists() else SCHEMA.empty_table()
+    # Incoming rows come last, so keeping the last row of each identity lets a rewrite win.
+    merged = pa.concat_tables([existing, incoming]).append_column(
+        "order", pa.array(range(existing.num_rows + incoming.num_rows), pa.int64())
+    )
+    last = merged.group_by(["labels", "timestamp"], use_threads=False).aggregate([("order", "max")])
+    kept = merged.take(last["order_max"]).drop_columns(["order"])
+    kept = kept.sort_by([("labels", "ascending"), ("timestamp", "ascending")])
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=TEMPORARY_SUFFIX)
     try:
         with os.fdopen(descriptor, "wb") as handle:
-            pq.write_table(table, handle, compression="zstd")
+            pq.write_table(kept, handle, compression="zstd")
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    return kept.num_rows - existing.num_rows, Path(temporary)
+
+
+def _commit(tenant_dir: Path, renames: list[tuple[Path, Path]]) -> None:
+    """Make prepared files the stored ones: the commit record's rename is the point after which the
+    write counts as done (see the module docstring)."""
+    if not renames:
+        return
+    relative = [(str(prepared.relative_to(tenant_dir)), str(target.relative_to(tenant_dir)))
+                for prepared, target in renames]
+    descriptor, pending = tempfile.mkstemp(dir=tenant_dir, prefix=".commit.", suffix=TEMPORARY_SUFFIX)
+    with os.fdopen(descriptor, "w") as handle:
+        json.dump(relative, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(pending, tenant_dir / COMMIT_RECORD)
+    _fsync_directories({tenant_dir / COMMIT_RECORD})
+    for prepared, target in renames:
+        os.replace(prepared, target)
+    _fsync_directories({target for _, target in renames})
+    (tenant_dir / COMMIT_RECORD).unlink()
+
+
+def _fsync_directories(files: set[Path]) -> None:
+    """A rename is durable once its directory is fsynced."""
+    for directory in {file.parent for file in files}:
+        handle = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(handle)
+        finally:
+            os.close(handle)
