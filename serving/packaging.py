@@ -15,7 +15,7 @@ from pathlib import Path
 
 from helios_pipelines.core.tenants import TenantConfig
 from helios_pipelines.core.tracking import CHAMPION, Tracker, registered_model_name
-from serving.runtime import MANIFEST
+from serving.bundle import MANIFEST
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SERVICE = "serving.service:HeliosService"

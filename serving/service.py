@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import gc
 import logging
-import threading
-import time
-from datetime import datetime, timedelta
+from datetime import datetime
 from http import HTTPStatus
 from pathlib import Path
 
@@ -24,24 +22,20 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from helios_pipelines.core.anomaly_log import record_detection
-from helios_pipelines.core.feedback import PredictionRecorder, accuracy_samples, live_accuracy
+from helios_pipelines.core.feedback import PredictionRecorder
 from helios_pipelines.core.migrations import upgrade
 from helios_pipelines.core.plans import PlanLimitError
 from helios_pipelines.core.store import CustomerDisabledError, Store, UnknownCustomerError
 from helios_pipelines.core.tenants import ScheduledEvent
-from serving import promql
+from serving import promql, publisher
 from serving.auth import TENANT_METRICS_PATH, TenantAuthMiddleware
 from serving.content_type import JSONBodyOnly
+from serving.errors import ForbiddenError, NotFoundError, RequestError
 from serving.ingest import router as ingest_router
-from serving.runtime import NotFoundError, RequestError, TenantRuntime
+from serving.runtime import TenantRuntime
 from serving.timeout import replace_bentoml_timeout
-from serving.watch import TenantWatch
 
 log = logging.getLogger(__name__)
-
-
-class ForbiddenError(PermissionError):
-    """The caller's key may not see what it asked for (HTTP 403)."""
 
 
 class ServiceArguments(BaseModel):
@@ -138,9 +132,9 @@ class HeliosService:
         if self.store.url.startswith("sqlite"):
             upgrade(self.store.url)  # the embedded store migrates itself; production runs `helios db upgrade`
         self.recorder = PredictionRecorder(self.store)
-        self._accuracy: dict[str, tuple[float, list[promql.Sample]]] = {}
+        self.accuracy = publisher.LiveAccuracy(self.store)
         self._compute_limiter: anyio.CapacityLimiter | None = None
-        threading.Thread(target=self._publish_forever, name="helios-gauges", daemon=True).start()
+        publisher.start(list(self.runtimes.values()), self.store, self.recorder, self.tenant_samples)
         # The loaded models, libraries and BentoML are a few hundred thousand long-lived objects: a
         # full garbage collection walking them took 100-300 ms every few seconds under load.
         # Frozen, they are left out of every collection.
@@ -158,22 +152,13 @@ class HeliosService:
     def _flush_recorder(self) -> None:
         self.recorder.close()
 
-    def samples(self, at: pd.Timestamp | None = None, tenant: str | None = None) -> list[promql.Sample]:
-        """Forecast, anomaly and recommendation series, plus the live accuracy of served forecasts."""
-        runtimes = [self.runtimes[tenant]] if tenant else self.runtimes.values()
-        return [s for runtime in runtimes for s in runtime.samples(at) + self._live_accuracy(runtime.tenant_id)]
+    def tenant_samples(self, runtime: TenantRuntime, at: pd.Timestamp | None = None) -> list[promql.Sample]:
+        """A tenant's forecast, anomaly and recommendation series, plus the live accuracy of its served forecasts."""
+        return runtime.samples(at) + self.accuracy.samples(runtime.tenant_id)
 
-    def _live_accuracy(self, tenant: str) -> list[promql.Sample]:
-        """Accuracy over the last day of recorded predictions, re-read from the store once a minute."""
-        cached = self._accuracy.get(tenant)
-        if cached is None or time.monotonic() - cached[0] > 60:
-            try:
-                rows = live_accuracy(self.store, tenant, timedelta(days=1))
-            except UnknownCustomerError:
-                rows = []  # not synced into the store yet: nothing recorded to measure
-            cached = (time.monotonic(), accuracy_samples(tenant, rows))
-            self._accuracy[tenant] = cached
-        return cached[1]
+    def samples(self, at: pd.Timestamp | None = None, tenant: str | None = None) -> list[promql.Sample]:
+        runtimes = [self.runtimes[tenant]] if tenant else self.runtimes.values()
+        return [s for runtime in runtimes for s in self.tenant_samples(runtime, at)]
 
     def _record_detection(self, runtime: TenantRuntime, result: dict) -> None:
         """Anomalies are recorded once per episode and alerted; a tenant the store does not know
@@ -182,35 +167,6 @@ class HeliosService:
             record_detection(self.store, runtime.tenant, result, detected_by="detect")
         except UnknownCustomerError as exc:
             log.warning("anomalies of tenant '%s' not recorded: %s", runtime.tenant_id, exc)
-
-    def _publish_forever(self) -> None:
-        """Once per step: keep Helios' series on /metrics (BentoML's prometheus registry) fresh, and
-        let each tenant's watch record the published forecasts, run the scheduled detection and join
-        actuals (serving/watch.py)."""
-        import prometheus_client  # after BentoML set PROMETHEUS_MULTIPROC_DIR in this worker
-
-        gauges: dict[str, prometheus_client.Gauge] = {}
-        watches = [TenantWatch(runtime, self.store, self.recorder) for runtime in self.runtimes.values()]
-        period = max(15.0, min(r.step.total_seconds() for r in self.runtimes.values()))
-        while True:
-            try:
-                for sample in self.samples():
-                    if sample.name not in gauges:
-                        gauges[sample.name] = prometheus_client.Gauge(
-                            sample.name, sample.help or sample.name, sorted(sample.labels), multiprocess_mode="mostrecent"
-                        )
-                    gauges[sample.name].labels(**sample.labels).set(sample.value)
-            except Exception:  # a failed refresh must not kill the publisher; the next step retries
-                log.exception("refreshing Helios gauges failed")
-            for watch in watches:
-                try:
-                    report = watch.tick()
-                    if report.opened:
-                        log.warning("tenant '%s': anomaly opened on %s", watch.runtime.tenant_id, ", ".join(report.opened))
-                except Exception:
-                    log.exception("watching tenant '%s' failed", watch.runtime.tenant_id)
-            # Wake just after the next step boundary, when that step's point is complete.
-            time.sleep(period - time.time() % period + 1.0)
 
     @http.api_route("/api/v1/query", methods=["GET", "POST"])
     async def prometheus_query(self, request: Request) -> JSONResponse:

@@ -14,8 +14,7 @@ from click.testing import CliRunner
 
 from helios_pipelines.cli import main
 from helios_pipelines.core.tenants import format_horizon, load_tenants
-from serving.promql import parse_selector
-from serving.runtime import (
+from serving.answers.series import (
     ANOMALY_SCORE,
     DESIRED_REPLICAS,
     FORECAST_LOWER,
@@ -23,11 +22,12 @@ from serving.runtime import (
     FORECAST_VALUE,
     RECOMMENDATION,
 )
+from serving.promql import parse_selector
 from tests.conftest import FIXTURE_TENANTS, SHARED
 
 KUBERNETES_VERSION = "1.37.0"
 KEDA_CRD = SHARED / "schemas" / "keda.sh_scaledobjects.yaml"
-# The labels serving/runtime.py puts on each series it exports.
+# The labels serving/answers/series.py puts on each series it exports.
 EXPORTED_LABELS = {
     FORECAST_VALUE: {"customer", "metric", "horizon"},
     FORECAST_LOWER: {"customer", "metric", "horizon"},

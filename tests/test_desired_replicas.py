@@ -25,7 +25,8 @@ from helios_pipelines.commands.deploy import render
 from helios_pipelines.core.models.capacity import observed_replicas
 from helios_pipelines.core.sources import make_source
 from helios_pipelines.core.tenants import ReplicaCountSeries, TenantConfig
-from serving.runtime import CURRENT_REPLICAS, DESIRED_REPLICAS, TenantRuntime
+from serving.answers.series import CURRENT_REPLICAS, DESIRED_REPLICAS
+from serving.runtime import TenantRuntime
 from tests.conftest import AS_OF
 from tests.test_serving import bentoml_serve, embedded_store  # noqa: F401  (module fixture)
 

@@ -25,13 +25,13 @@ def _free_port() -> int:
 
 
 @contextmanager
-def bentoml_serve(log_dir, *args: str):
-    """`bentoml serve` of the Helios service on a free port; yields an HTTP client."""
+def bentoml_serve(log_dir, *args: str, service: str = "serving.service:HeliosService"):
+    """`bentoml serve` of the Helios service (or another ``service``) on a free port; yields an HTTP client."""
     port = _free_port()
     log = log_dir / "bentoml.log"
     with log.open("w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "bentoml", "serve", "serving.service:HeliosService",
+            [sys.executable, "-m", "bentoml", "serve", service,
              "--host", "127.0.0.1", "--port", str(port), *args],
             cwd=REPO, env=os.environ.copy(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )

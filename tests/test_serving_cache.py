@@ -1,5 +1,6 @@
 """The served fast path: a step's finished answers are cached and are the answers a fresh runtime
-computes, and the request timeout that replaces BentoML's answers 504 and leaves no timer behind."""
+computes, and the request timeout that replaces BentoML's answers 504, leaves no timer behind, and
+is the one `bentoml serve` runs."""
 
 import asyncio
 import json
@@ -9,9 +10,12 @@ import pandas as pd
 import pytest
 
 from helios_pipelines.core.tenants import ScheduledEvent
-from serving.runtime import NotFoundError, RequestError, TenantRuntime
-from serving.timeout import RequestTimeout
+from serving.errors import NotFoundError, RequestError
+from serving.runtime import TenantRuntime
+from serving.step_cache import StepCache
+from serving.timeout import RequestTimeout, replace_bentoml_timeout
 from tests.conftest import AS_OF
+from tests.test_serving import bentoml_serve
 
 NOW = AS_OF + pd.Timedelta("1D2h7min")  # inside a step, a live day after the training window
 
@@ -82,4 +86,42 @@ def test_request_timeout_answers_504_and_cancels_its_timer():
 
     sent, _ = asyncio.run(_call(stuck, timeout=0.05))
     assert sent[0]["status"] == 504
-    assert json.loads(sent[1]["body"]) == {"error": "Not able to process the request in 0.05 seconds"}
+    assert json.loads(sent[1]["body"]) == {
+        "error": "POST /predict was not answered within 0.05 seconds (the service's traffic timeout)"}
+
+
+def test_bentoml_serve_runs_the_replacement_timeout(tmp_path):
+    """Not a unit test of the class: a real `bentoml serve` with a 1 s traffic timeout answers a 3 s
+    request with the replacement's own 504 (BentoML's says 'Not able to process the request')."""
+    with bentoml_serve(tmp_path, service="tests.fixtures.timeout_service:Slow") as client:
+        assert client.post("/wait", json={"seconds": 0}).json() == {"waited": 0}
+        late = client.post("/wait", json={"seconds": 3})
+        assert late.status_code == 504
+        assert late.json() == {"error": "POST /wait was not answered within 1 seconds (the service's traffic timeout)"}
+
+
+def test_the_timeout_patch_fails_loudly_when_bentoml_moves_its_middleware(monkeypatch):
+    from bentoml._internal.server.http import traffic
+
+    monkeypatch.delattr(traffic, "TimeoutMiddleware")
+    with pytest.raises(RuntimeError, match="serving/timeout.py must follow it"):
+        replace_bentoml_timeout()
+
+
+def test_the_step_cache_keeps_the_newest_two_steps_each_bounded_least_recently_used_out():
+    step = pd.Timedelta("1min")
+    t0, t1, t2 = NOW.floor(step), NOW.floor(step) + step, NOW.floor(step) + 2 * step
+    cache = StepCache(per_step=2, steps=2)
+    for key in ("a", "b"):
+        cache.put(t0, key, key.upper())
+    assert cache.get(t0, "a") == "A"  # "a" is now the most recently used
+    cache.put(t0, "c", "C")
+    assert (cache.get(t0, "a"), cache.get(t0, "b"), cache.get(t0, "c")) == ("A", None, "C")
+    cache.put(t1, "a", "A1")
+    cache.put(t2, "a", "A2")  # a third step: the oldest goes
+    assert cache.get(t0, "a") is None and cache.get(t1, "a") == "A1" and cache.get(t2, "a") == "A2"
+    assert cache.put(t0, "late", "L") == "L" and cache.get(t0, "late") is None  # older than every kept step
+    assert len(cache) == 2
+    calls = []
+    assert cache.get_or_compute(t2, "x", lambda: calls.append(1) or "X") == "X"
+    assert cache.get_or_compute(t2, "x", lambda: calls.append(1) or "Y") == "X" and calls == [1]

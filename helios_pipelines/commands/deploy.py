@@ -73,7 +73,7 @@ def anomaly_threshold(tenant: TenantConfig) -> float:
 
 
 def triggers(tenant: TenantConfig, target: ScalingTarget, helios_url: str, settings: DeploySettings) -> list[dict]:
-    from serving.runtime import DESIRED_REPLICAS
+    from serving.answers.series import DESIRED_REPLICAS
 
     found = [{
         # AverageValue: the HPA asks for ceil(helios_desired_replicas / 1) replicas (module docstring).
@@ -119,7 +119,7 @@ def alerts_document(tenant: TenantConfig) -> dict:
 
 
 def forecast_panels(tenant: TenantConfig) -> list[dict]:
-    from serving.runtime import FORECAST_LOWER, FORECAST_UPPER, FORECAST_VALUE
+    from serving.answers.series import FORECAST_LOWER, FORECAST_UPPER, FORECAST_VALUE
 
     panels = []
     for metric, config in tenant.forecast_metrics.items():
@@ -143,7 +143,7 @@ def render(tenant: TenantConfig, settings: DeploySettings = DeploySettings()) ->
     well-formed before anyone applies it."""
     import jinja2
 
-    from serving.runtime import ANOMALY_SCORE, RECOMMENDATION
+    from serving.answers.series import ANOMALY_SCORE, RECOMMENDATION
 
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined, keep_trailing_newline=True

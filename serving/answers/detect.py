@@ -1,0 +1,86 @@
+"""/detect: anomaly scores in [0, 1] of the latest step, of client-given points (a what-if), or of
+every step since a time (the scheduled detection catching up)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from serving.errors import NotFoundError, RequestError
+
+if TYPE_CHECKING:
+    from serving.runtime import TenantRuntime
+
+
+def detect(runtime: TenantRuntime, metric_names: list[str] | None, points: list[tuple[pd.Timestamp, float]] | None,
+           end: pd.Timestamp, since: pd.Timestamp | None = None) -> dict:
+    if runtime.detector is None:
+        raise NotFoundError(f"tenant '{runtime.tenant_id}' has no anomaly detector")
+    watched = list(runtime.manifest["detector"]["metrics"])
+    metrics = [runtime.metric(m) for m in metric_names] if metric_names else watched
+    for metric in metrics:
+        if metric not in watched:
+            raise NotFoundError(
+                f"metric '{metric}' of tenant '{runtime.tenant_id}' is not watched for anomalies; "
+                f"watched: {', '.join(watched)}"
+            )
+    frame = runtime.history(end)[watched]
+    scored_rows = frame.index[-1:] if since is None else frame.index[frame.index > since]
+    if points:
+        if len(metrics) != 1:
+            raise RequestError("points can only be given for exactly one metric")
+        frame, scored_rows = _with_points(runtime, frame.copy(), metrics[0], points)
+        all_scores, alert_state = _score(runtime, frame)
+    else:
+        # The latest scores only change with the step: score the history once per step.
+        all_scores, alert_state = runtime.cache.get_or_compute(end, ("detect", frame.index[-1]),
+                                                               lambda: _score(runtime, frame))
+    alerts = alert_state.loc[scored_rows]
+    scores = all_scores.loc[scored_rows]
+    results = []
+    for timestamp in scored_rows:
+        for metric in metrics:
+            score = scores.at[timestamp, metric]
+            value = frame.at[timestamp, metric]
+            results.append(
+                {
+                    "metric": metric,
+                    "timestamp": timestamp.isoformat(),
+                    "value": None if pd.isna(value) else float(value),
+                    "score": None if pd.isna(score) else float(score),
+                    "anomalous": bool(alerts.at[timestamp, metric]),
+                    "warming_up": bool(pd.isna(score)),
+                }
+            )
+    return {
+        "tenant": runtime.tenant_id,
+        "threshold": float(runtime.detector.threshold),
+        "scores": results,
+        "model": runtime.detector_pin.as_dict(),
+    }
+
+
+def _score(runtime: TenantRuntime, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    scores = runtime.detector.score(frame)
+    # Alert state applies the tenant's trigger and recovery windows, not just the threshold.
+    return scores, runtime.detector.alerts(scores)
+
+
+def _with_points(runtime: TenantRuntime, frame: pd.DataFrame, metric: str, points: list[tuple[pd.Timestamp, float]]):
+    """Client-supplied values replace or extend the history on the tenant's grid."""
+    stamps = []
+    for timestamp, value in points:
+        if value is None or not np.isfinite(value):
+            raise RequestError(f"point at {timestamp} for '{metric}' is not a finite number")
+        stamp = pd.Timestamp(timestamp)
+        stamp = (stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")).floor(runtime.step)
+        if stamp < frame.index[0]:
+            raise RequestError(f"point at {stamp.isoformat()} is older than the history the detector keeps")
+        if stamp not in frame.index:
+            extra = pd.date_range(frame.index[-1] + runtime.step, stamp, freq=runtime.step)
+            frame = pd.concat([frame, pd.DataFrame(index=extra, columns=frame.columns, dtype=float)])
+        frame.loc[stamp, metric] = float(value)
+        stamps.append(stamp)
+    return frame, pd.DatetimeIndex(sorted(set(stamps)))

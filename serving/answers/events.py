@@ -1,0 +1,33 @@
+"""/events: an upcoming scheduled event posted at run time (a tournament the tenant just announced);
+every later forecast and recommendation honours it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from helios_pipelines.core.events import EventSchedule
+from helios_pipelines.core.tenants import ScheduledEvent
+
+if TYPE_CHECKING:
+    from serving.runtime import TenantRuntime
+
+
+def schedule(runtime: TenantRuntime) -> EventSchedule:
+    """The tenant's configured events and those posted to this service."""
+    return EventSchedule(runtime.tenant.events).with_events(runtime.posted_events)
+
+
+def post(runtime: TenantRuntime, event: ScheduledEvent) -> dict:
+    for name in event.metrics:
+        runtime.metric(name)
+    runtime.add_event(event)
+    now = pd.Timestamp.now(tz="UTC")
+    upcoming = schedule(runtime).occurrences(now, now + pd.Timedelta("90D"))
+    return {
+        "tenant": runtime.tenant_id,
+        "posted": event.model_dump(mode="json"),
+        "upcoming": [{"name": o.name, "kind": o.kind, "start": o.start.isoformat(), "end": o.end.isoformat(),
+                      "multiplier": o.multiplier} for o in upcoming],
+    }

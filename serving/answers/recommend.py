@@ -1,0 +1,108 @@
+"""/recommend: replicas for a scaled service, with every step of the planner's arithmetic."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from helios_pipelines.core.models.capacity import observed_replicas
+from serving.answers import detect, predict
+from serving.errors import NotFoundError, RequestError
+
+if TYPE_CHECKING:
+    from serving.runtime import TenantRuntime
+
+
+@dataclass(frozen=True)
+class RecommendInputs:
+    service: str
+    metric: str
+    upper_at_lead: float  # upper forecast quantile at the lead time
+    upper_window_max: float  # its largest value over the lead time plus the scale-down window
+    anomalous: bool  # the latest input point looks anomalous
+    quantile_label: str
+    target_time: str
+
+
+def recommend(runtime: TenantRuntime, service_or_metric: str | None, current_replicas: int | None,
+              end: pd.Timestamp) -> dict:
+    inputs = recommend_inputs(runtime, service_or_metric, end)
+    try:  # the planner bounds current_replicas and says so by name
+        recommendation = runtime.planner.recommend(
+            inputs.service,
+            demand_upper=inputs.upper_at_lead,
+            demand_upper_window_max=inputs.upper_window_max,
+            current_replicas=current_replicas,
+            input_anomalous=inputs.anomalous,
+            quantile_label=inputs.quantile_label,
+        )
+    except ValueError as exc:
+        raise RequestError(str(exc)) from None
+    return {
+        "tenant": runtime.tenant_id,
+        **recommendation.to_dict(),
+        "target_time": inputs.target_time,
+        "forecast_model": runtime.pinned[inputs.metric].as_dict(),
+    }
+
+
+def desired_replicas(runtime: TenantRuntime, service: str, end: pd.Timestamp) -> dict:
+    """``/recommend``'s answer for ``service`` from the replica count the tenant's source reports
+    (the last published answer when it reports none), so rate limits, stabilisation and the
+    anomaly hold apply to what the cluster scales on."""
+    current = observed_replicas(runtime.source, runtime.planner.targets[service], end, runtime.step)
+    if current is None:
+        current = runtime.last_desired.get(service)
+    answer = runtime.recommend(service, current, now=end)
+    runtime.last_desired[service] = answer["replicas"]
+    return answer
+
+
+def recommend_inputs(runtime: TenantRuntime, service_or_metric: str | None, end: pd.Timestamp) -> RecommendInputs:
+    """What a service's recommendation takes from the forecast and the detector: the same for
+    every ``current_replicas`` within a step, so computed once per step and service."""
+    return runtime.cache.get_or_compute(
+        end, ("recommend-inputs", service_or_metric, runtime.events_version),
+        lambda: _recommend_inputs(runtime, service_or_metric, end),
+    )
+
+
+def _recommend_inputs(runtime: TenantRuntime, service_or_metric: str | None, end: pd.Timestamp) -> RecommendInputs:
+    planner = runtime.planner
+    if planner is None or not planner.targets:
+        raise NotFoundError(f"tenant '{runtime.tenant_id}' has no scaling targets configured")
+    if service_or_metric is None:
+        if len(planner.targets) > 1:
+            raise RequestError(f"name a service: {', '.join(sorted(planner.targets))}")
+        service_or_metric = next(iter(planner.targets))
+    try:
+        target = planner.target(service_or_metric)
+    except KeyError as exc:
+        # The request may name the metric by its source series.
+        try:
+            target = planner.target(runtime.metric(service_or_metric))
+        except (KeyError, NotFoundError):
+            raise NotFoundError(str(exc.args[0])) from None
+    model = predict.forecaster(runtime, target.metric)
+    lead = planner.lead_time_minutes(target.service)
+    window = lead + math.ceil(target.behaviour.scale_down_window_s / 60)
+    longest = int(model.max_horizon * runtime.step.total_seconds() // 60)
+    lead, window = min(lead, longest), min(window, longest)
+    # The upper bound of a central interval of level 2q-1 is the q-quantile.
+    frame = predict.forecast(runtime, target.metric, window, end, level=2 * target.quantile - 1)
+    lead_steps = predict.horizon_steps(runtime, model, lead)
+    anomalous = False
+    if runtime.detector is not None and target.metric in runtime.manifest["detector"]["metrics"]:
+        anomalous = detect.detect(runtime, [target.metric], None, end)["scores"][0]["anomalous"]
+    return RecommendInputs(
+        service=target.service,
+        metric=target.metric,
+        upper_at_lead=float(frame["yhat_upper"].iloc[lead_steps - 1]),
+        upper_window_max=float(frame["yhat_upper"].iloc[lead_steps - 1 :].max()),
+        anomalous=anomalous,
+        quantile_label=f"{target.quantile:.0%} quantile",
+        target_time=frame["timestamp"].iloc[lead_steps - 1].isoformat(),
+    )

@@ -1,0 +1,33 @@
+"""The errors an answer can give, as HTTP will say them, and how client input is echoed in them."""
+
+from __future__ import annotations
+
+ECHO_LIMIT = 64  # characters of a client's value repeated in an error message
+
+
+class RequestError(ValueError):
+    """A request the tenant cannot answer as asked; the message says what to change (HTTP 400)."""
+
+
+class NotFoundError(KeyError):
+    """An unknown metric, service or tenant (HTTP 404)."""
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class ForbiddenError(PermissionError):
+    """The caller's key may not see what it asked for (HTTP 403)."""
+
+
+class TenantUnavailableError(RuntimeError):
+    """A tenant's own state (its source, a model) failed; only that tenant's answers are affected (HTTP 503)."""
+
+
+def shown(value: object, limit: int = ECHO_LIMIT) -> str:
+    """``value`` quoted for an error message, cut to ``limit`` characters: an error never echoes a
+    megabyte back to whoever sent it."""
+    text = str(value)
+    if len(text) <= limit:
+        return f"'{text}'"
+    return f"'{text[:limit]}...' ({len(text)} characters)"
