@@ -7,7 +7,7 @@ import pytest
 from helios_pipelines.core.sources import make_source
 from helios_pipelines.core.sources.base import counter_to_rate
 from helios_pipelines.core.sources.simulator import Simulator, history_window, incidents_path
-from helios_pipelines.core.tenants import ScheduledEvent
+from helios_pipelines.core.tenants import MetricConfig, ScheduledEvent
 from tests.conftest import AS_OF
 
 
@@ -151,3 +151,29 @@ def test_ground_truth_labels_incidents_only_and_every_recurrence(gaming, tmp_pat
     first = inject_incident(quiet, "outage", tournament + pd.Timedelta("2h"), 20, 3.0)
     second = inject_incident(quiet, "outage", tournament + pd.Timedelta("5h"), 20, 3.0)
     assert Simulator(quiet).anomalies(*window) == [first, second]
+
+
+def test_the_fleet_carries_its_true_capacity_per_replica(demo_registry):
+    # utilisation = load / (replicas x capacity): the demo tenants' truths are 92 players and 46 requests/s
+    for tenant_id, truth in (("gaming-corp", 92.0), ("shopfast", 46.0)):
+        tenant = demo_registry.get(tenant_id)
+        target = tenant.scaling[0]
+        sim = Simulator(tenant)
+        frame = sim.fetch(AS_OF - pd.Timedelta("2D"), AS_OF)
+        replicas = sim.fetch_series("replicas", MetricConfig(series=target.current_replicas.series), frame.index)
+        assert (replicas.dropna() == replicas.dropna().round()).all() and replicas.min() >= target.min_replicas
+        carried = (frame[target.metric] / (replicas * frame[target.utilization_metric])).dropna()
+        assert carried.median() == pytest.approx(truth, rel=0.01)
+
+
+def test_pod_start_times_appear_where_the_fleet_grew_ten_minutes_earlier(gaming):
+    sim = Simulator(gaming)
+    frame = sim.fetch(AS_OF - pd.Timedelta("3D"), AS_OF)
+    replicas = sim.fetch_series("replicas", MetricConfig(series="kube_deployment_status_replicas"), frame.index)
+    started = frame["pod_start_seconds"]
+    grew = (replicas.diff() > 0).shift(10, fill_value=False)
+    seen = started.notna() & replicas.notna() & replicas.shift(10).notna() & replicas.shift(11).notna()
+    assert (started[seen].notna() == grew[seen]).all()
+    # log-normal, median 110 s, sigma 0.3: p90 = 110 x exp(0.3 x 1.2816) = 161.6 s
+    assert started.quantile(0.9) == pytest.approx(161.6, rel=0.05)
+    assert started.min() > 30 and started.max() < 600

@@ -326,6 +326,11 @@ class ScalingTarget(Strict):
     current_replicas: ReplicaCountSeries | None = Field(
         None, description="the current replica count in the source; published helios_desired_replicas starts from it"
     )
+    # Observed fleet series (logical metric names): with them capacity and lead time are learned,
+    # the configured values above staying the prior and guard rail.
+    utilization_metric: str | None = Field(None, description="the service's utilisation as a ratio of its capacity")
+    startup_metric: str | None = Field(None, description="pods' start-to-ready seconds (kube-state-metrics)")
+    price_per_pod_hour: float = Field(0.0, ge=0, description="what a replica costs per hour: event scorecards' cost delta")
 
     @model_validator(mode="after")
     def _bounds(self) -> ScalingTarget:
@@ -391,6 +396,10 @@ class TenantConfig(Strict):
                 raise ValueError(f"scaling target '{target.service}' names unknown metric '{target.metric}'")
             if metric.forecast is None:
                 raise ValueError(f"scaling target '{target.service}' needs metric '{target.metric}' to be forecast")
+            for key in ("utilization_metric", "startup_metric"):
+                observed = getattr(target, key)
+                if observed is not None and observed not in self.metrics:
+                    raise ValueError(f"scaling target '{target.service}': {key} names unknown metric '{observed}'")
             if isinstance(target.capacity_per_replica, str):
                 value = getattr(self.thresholds, target.capacity_per_replica, None)
                 if not isinstance(value, int | float):

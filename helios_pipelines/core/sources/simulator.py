@@ -38,6 +38,24 @@ from helios_pipelines.core.tenants import MetricConfig, SimulatorSource, TenantC
 DAY = pd.Timedelta("1D")
 RAMP = pd.Timedelta("30min")
 
+# The simulated fleet's ground truth, so capacity and lead-time learning can be checked against it.
+# Load one replica carries at 100 % utilisation (players for gaming, requests/s for ecommerce): set
+# apart from the demo configs' 100 and 50 on purpose, as a customer's hand-set number would be.
+TRUE_CAPACITY_PER_REPLICA = {"gaming": 92.0, "ecommerce": 46.0}
+# Pod start-to-ready seconds are log-normal: median and log-scale spread per profile.
+POD_START_MEDIAN_SECONDS = {"gaming": 110.0, "ecommerce": 70.0}
+POD_START_SIGMA = 0.3
+# Creations are reported this long after they happen, when their pods are ready (see the tenants' query).
+POD_REPORT_DELAY = pd.Timedelta("10min")
+# The utilisation the customer's reactive fleet aims at (its own HPA, not Helios).
+FLEET_TARGET_UTILIZATION = {"gaming": 0.75, "ecommerce": 0.8}
+MIN_FLEET = {"gaming": 5, "ecommerce": 2}
+
+
+def true_pod_start_p90_seconds(profile: str) -> float:
+    """The 90th percentile of the simulated pods' start-to-ready time (log-normal quantile)."""
+    return POD_START_MEDIAN_SECONDS[profile] * float(np.exp(POD_START_SIGMA * 1.2815515655446004))
+
 
 def _key(*parts: object) -> int:
     return zlib.crc32("/".join(map(str, parts)).encode())
@@ -282,21 +300,45 @@ class Simulator(MetricsSource):
             / 1.1
         )
 
+    def _fleet(self, index: pd.DatetimeIndex) -> np.ndarray:
+        """Replicas of the customer's reactive fleet: sized on demand as it was ten minutes earlier
+        (gaming; the lag a forecast removes) or on current requests, surges included (ecommerce)."""
+        profile = self.config.profile
+        if profile == "gaming":
+            sized_for = self._demand(index - pd.Timedelta("10min"))
+        else:
+            effects = self._anomaly_effects(index)
+            sized_for = self._demand(index) * effects["outage"] * effects["traffic_surge"]
+        usable = TRUE_CAPACITY_PER_REPLICA[profile] * FLEET_TARGET_UTILIZATION[profile]
+        return np.maximum(MIN_FLEET[profile], np.ceil(sized_for / usable))
+
     def _drivers(self, index: pd.DatetimeIndex) -> dict[str, np.ndarray]:
         anomalies = self._anomaly_effects(index)
         demand = self._demand(index) * anomalies["outage"] * anomalies["traffic_surge"]
+        replicas = self._fleet(index)
+        utilization = demand / (replicas * TRUE_CAPACITY_PER_REPLICA[self.config.profile])
         if self.config.profile == "gaming":
             players = demand
-            # The customer's reactive fleet follows demand ten minutes late: the lag a forecast removes.
-            lagged = self._demand(index - pd.Timedelta("10min"))
-            replicas = np.maximum(5, np.ceil(lagged / (100 * 0.75)))
-            utilization = players / (replicas * 100)
             requests = 0.05 * players
         else:
             requests = players = demand
-            replicas = np.maximum(2, np.ceil(requests / 40))
-            utilization = requests / (replicas * 50)
         return {"players": players, "utilization": utilization, "requests": requests, "replicas": replicas, **anomalies}
+
+    def _pod_start_to_ready(self, index: pd.DatetimeIndex) -> np.ndarray:
+        """Start-to-ready seconds of the pods created one ``POD_REPORT_DELAY`` before each step (NaN
+        when the fleet did not grow then).
+
+        Pods are created where the fleet grows; one step's new pods share one draw (same node pool,
+        same image pull). Reporting creations a fixed delay later, when every pod is ready, gives one
+        value per creation step, as the tenant's kube-state-metrics query does.
+        """
+        profile = self.config.profile
+        created_at = index - POD_REPORT_DELAY
+        fleet = self._fleet(created_at.insert(0, created_at[0] - self.step))
+        created = np.diff(fleet) > 0
+        seconds = POD_START_MEDIAN_SECONDS[profile] * np.exp(POD_START_SIGMA * self._noise("pod_start", created_at))
+        # A pod not ready within the delay is stuck (an incident), not a start-up time.
+        return np.where(created & (seconds < POD_REPORT_DELAY.total_seconds()), seconds, np.nan)
 
     def _series(self, config: MetricConfig, index: pd.DatetimeIndex, d: dict[str, np.ndarray]) -> np.ndarray:
         noise = self._noise(config.series, index, smooth=3)
@@ -309,10 +351,12 @@ class Simulator(MetricsSource):
             value = players / 10 * (1 + 0.02 * noise)
         elif name == "game_server_queue_length":
             value = (0.004 * players * (1 + 25 * pressure) * (1 + 0.1 * noise)) * d["queue_spike"]
-        elif name == "kube_deployment_status_replicas":
-            value = d["replicas"]  # kube-state-metrics' count of the customer's reactive fleet: whole pods
-        elif name == "game_server_utilization":
+        elif name in ("game_server_utilization", "cpu_utilization_ratio"):
             value = util * (1 + 0.01 * noise)
+        elif name == "kube_deployment_status_replicas":
+            return d["replicas"].astype(float)  # kube-state-metrics' count of the reactive fleet: whole pods
+        elif name == "kube_pod_start_to_ready_seconds":
+            return self._pod_start_to_ready(index)
         elif name == "game_server_latency_ms":
             value = (28 + 160 * pressure**1.5 + 2.5 * noise) * d["latency_spike"]
         elif name in ("http_request_duration_seconds", "checkout_request_duration_seconds"):
