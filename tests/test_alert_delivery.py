@@ -82,10 +82,11 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_worker(store_url: str, log: Path) -> subprocess.Popen:
+def start_worker(store_url: str, log: Path, timeout: float = CLIENT_TIMEOUT, lease: float = 2) -> subprocess.Popen:
+    """A delivery worker process; it claims lease / timeout - 1 alerts at a time (3 by default)."""
     command = [
         sys.executable, "-m", "helios_pipelines.commands.alerts", "deliver", "--loop", "--interval", "0.1",
-        "--base-delay", "0.1", "--max-delay", "0.4", "--timeout", str(CLIENT_TIMEOUT), "--lease", "2",
+        "--base-delay", "0.1", "--max-delay", "0.4", "--timeout", str(timeout), "--lease", str(lease),
         "--max-attempts", "100",
     ]
     env = {**os.environ, "HELIOS_DATABASE_URL": store_url, "HOOK_SECRET": SECRET}
@@ -121,9 +122,10 @@ def test_every_alert_arrives_exactly_once_through_refusals_timeouts_and_a_killed
     receiver = None
     try:
         # 1. Refused: every row is attempted and rescheduled, none is lost or given up.
-        wait_for(lambda: all(r.attempts >= 1 for r in rows()), 20, "every alert to be tried against a closed port")
+        # (an attempt is counted when claimed and its error recorded after it: wait for the error)
+        wait_for(lambda: all(r.last_error for r in rows()), 20, "every alert to be tried against a closed port")
         assert {r.status for r in rows()} == {"pending"}
-        assert all("ConnectError" in (r.last_error or "") for r in rows())
+        assert all("ConnectError" in r.last_error for r in rows())
 
         # 2. Timing out: the receiver processes slowly; the worker is killed while a request is in flight.
         receiver = Receiver(port)
@@ -153,3 +155,48 @@ def test_every_alert_arrives_exactly_once_through_refusals_timeouts_and_a_killed
     resent = [k for k, n in Counter(receiver.arrivals).items() if n > 1]
     assert resent, "the faults should have made the sender resend at least one alert"
     assert all(r.attempts >= 2 for r in rows())
+
+
+def test_a_resolve_never_overtakes_its_trigger_even_after_a_worker_dies_holding_leases(store, store_url, tmp_path):
+    """Issue #13.7: after the delivery worker was killed, resolves were delivered before their triggers
+    (PagerDuty would get a resolve for an incident it never opened). Five episodes are opened and
+    resolved; the first worker is killed while a trigger is in flight; its leases on three triggers (8 s,
+    longer than a worker takes to start) outlive it, so the next worker finds those episodes' resolves
+    due first. At the receiver, every episode's trigger is acted on before its resolve."""
+    port = free_port()
+    receiver = Receiver(port)  # slow at first: the first request is in flight when the worker dies
+    tenant = tenant_config(webhooks=[
+        {"name": "ops", "type": "webhook", "url": f"http://127.0.0.1:{port}/hook", "events": ["anomaly_detected"],
+         "secret_env": "HOOK_SECRET"},
+    ])
+    add_customer(store, tenant)
+    episodes = [f"anomaly/acme/m/{i}" for i in range(5)]
+    for action in (alerts.TRIGGER, alerts.RESOLVE):
+        batch = [alerts.Alert("acme", "anomaly_detected", key, f"episode {key}", NOW, action=action) for key in episodes]
+        assert alerts.route(store, tenant, batch, NOW) == 5
+    action_of = {alerts.idempotency_key(alerts.Alert("acme", "anomaly_detected", key, "", NOW, action=action), "ops"):
+                 (key, action) for key in episodes for action in (alerts.TRIGGER, alerts.RESOLVE)}
+
+    def delivered() -> bool:
+        with store.transaction() as session:
+            return all(row.status == DELIVERED for row in session.scalars(select(OutboxRow)))
+
+    log = tmp_path / "worker.log"
+    worker = start_worker(store_url, log, timeout=2, lease=8)
+    try:
+        wait_for(lambda: len(receiver.arrivals) >= 1, 20, "a request to reach the slow receiver")
+        worker.send_signal(signal.SIGKILL)
+        assert worker.wait(10) == -signal.SIGKILL
+        receiver.mode = "ok"
+        worker = start_worker(store_url, log, timeout=2, lease=8)
+        wait_for(delivered, 40, "every alert to be delivered")
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(10)
+        receiver.stop()
+
+    assert receiver.bad_signatures == []
+    acted = [action_of[key] for key in receiver.processed]
+    assert sorted(acted) == sorted(action_of.values()), "an alert was lost"
+    for key in episodes:
+        assert [action for episode, action in acted if episode == key] == [alerts.TRIGGER, alerts.RESOLVE], acted

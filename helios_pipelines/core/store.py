@@ -52,6 +52,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    exists,
     func,
     or_,
     select,
@@ -60,7 +61,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, aliased, mapped_column, sessionmaker
 
 from helios_pipelines.core import plans
 from helios_pipelines.core.settings import helios_home
@@ -513,11 +514,22 @@ class Store:
         SQLite: the single UPDATE statement holds the database's write lock, so two workers cannot
         claim the same row. On both, a lease that runs out (a killed worker) makes the row claimable
         again: delivery is at least once, and receivers dedupe on the idempotency key.
+
+        Per-episode order: a row is claimable only when no earlier row of the same alert key and
+        destination is still pending (waiting for a retry, or leased, also by a worker that died), so a
+        resolve never overtakes its trigger. A dead (given up) trigger no longer holds its resolve back:
+        the receiver may have acted on one of its attempts, and the resolve closes that incident.
         """
+        earlier = aliased(OutboxRow)
+        waiting_behind_earlier = exists().where(
+            earlier.customer_id == OutboxRow.customer_id, earlier.alert_key == OutboxRow.alert_key,
+            earlier.destination == OutboxRow.destination, earlier.id < OutboxRow.id, earlier.status == PENDING,
+        )
         due = (
             select(OutboxRow.id)
             .where(OutboxRow.status == PENDING, OutboxRow.next_attempt_at <= now,
-                   or_(OutboxRow.lease_expires_at.is_(None), OutboxRow.lease_expires_at <= now))
+                   or_(OutboxRow.lease_expires_at.is_(None), OutboxRow.lease_expires_at <= now),
+                   ~waiting_behind_earlier)
             .order_by(OutboxRow.next_attempt_at, OutboxRow.id)
             .limit(limit)
         )
