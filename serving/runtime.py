@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from helios_pipelines.core.capacity_alerts import CapacityReading
 from helios_pipelines.core.events import EventSchedule
 from helios_pipelines.core.exposition import Sample
 from helios_pipelines.core.sources import MetricsSource, make_source
@@ -113,6 +114,9 @@ class TenantRuntime:
 
     def desired_replicas(self, service: str, end: pd.Timestamp) -> dict:
         return recommend.desired_replicas(self, service, end)
+
+    def capacity_readings(self, end: pd.Timestamp) -> list[CapacityReading]:
+        return recommend.capacity_readings(self, end)
 
     def samples(self, now: pd.Timestamp | None = None) -> list[Sample]:
         """Every Helios series of this tenant, computed at most once per step."""

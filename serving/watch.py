@@ -8,7 +8,9 @@ and the same champions, :class:`TenantWatch` also:
   feedback loop measures what KEDA actually scaled on, whether or not anybody calls ``/predict``;
 - runs the scheduled detection: scores every step since its last look (on start, the last
   ``catch_up``) and folds them into the anomaly episodes, which routes the alerts;
-- joins the actuals of recorded predictions whose target has passed, from the tenant's source.
+- joins the actuals of recorded predictions whose target has passed, from the tenant's source;
+- folds each scaled service's capacity and desired replicas into the capacity and scaling alert
+  episodes (core/capacity_alerts.py), which routes those alerts.
 
 One watch per tenant per service process; the service has one worker, so each step is recorded once.
 """
@@ -22,6 +24,7 @@ from datetime import timedelta
 import pandas as pd
 
 from helios_pipelines.core.anomaly_log import OPENED, record_detection
+from helios_pipelines.core.capacity_alerts import record_readings
 from helios_pipelines.core.feedback import PredictionRecorder, join_actuals
 from helios_pipelines.core.plans import PlanLimitError
 from helios_pipelines.core.store import Store, StoreError
@@ -51,11 +54,15 @@ class TenantWatch:
     def tick(self, now: pd.Timestamp | None = None) -> WatchReport:
         end = (now or pd.Timestamp.now(tz="UTC")).floor(self.runtime.step)
         report = WatchReport()
-        if self._recorded_step != end:
+        new_step = self._recorded_step != end
+        if new_step:
             report.recorded = self._record_forecasts(end)
             self._recorded_step = end
         if self.runtime.detector is not None:
             self._detect(end, report)
+        if new_step and self.runtime.planner is not None and self.runtime.planner.targets:
+            self._store_call("record capacity alerts", record_readings, self.store, self.runtime.tenant,
+                             self.runtime.capacity_readings(end), end.to_pydatetime())
         if self._joined_at is None or end - self._joined_at >= self.join_every:
             report.joined = self._store_call("join actuals", join_actuals, self.store, self.runtime.source,
                                              self.runtime.tenant, end.to_pydatetime()) or 0

@@ -20,6 +20,7 @@ from helios_pipelines.core.store import Store
 from helios_pipelines.core.tenants import TenantConfig
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+PAGERDUTY_KEY = "R0UT1NGKEY0000000000000000000032"  # PagerDuty integration keys have 32 characters
 POSTGRES_URL = os.environ.get("HELIOS_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 
 
@@ -91,7 +92,7 @@ def tenant_config(tenant_id: str = "acme", plan: str = "pro", metrics: int = 2, 
         },
         "alerts": {"webhooks": webhooks if webhooks is not None else [
             {"name": "ops", "type": "webhook", "url": "http://127.0.0.1:9/hook", "events": ["anomaly_detected"]},
-            {"name": "pager", "type": "pagerduty", "url": "http://127.0.0.1:9/pd", "routing_key": "R",
+            {"name": "pager", "type": "pagerduty", "url": "http://127.0.0.1:9/pd", "routing_key": PAGERDUTY_KEY,
              "events": ["capacity_critical"]},
         ]},
     })

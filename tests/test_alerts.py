@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from helios_pipelines.core import alerts, plans
 from helios_pipelines.core.store import DEAD, DELIVERED, PENDING, OutboxRow
-from tests.store_backends import NOW, add_customer, tenant_config
+from tests.store_backends import NOW, PAGERDUTY_KEY, add_customer, tenant_config
 
 SECRET = "s3cret-for-tests"
 
@@ -72,7 +72,7 @@ def test_routing_follows_events_and_plans(store):
     with store.transaction() as session:
         rows = {r.destination: r for r in session.scalars(select(OutboxRow))}
     assert rows["ops"].event == "anomaly_detected" and rows["pager"].event == "capacity_critical"
-    assert json.loads(rows["pager"].body)["routing_key"] == "R"
+    assert json.loads(rows["pager"].body)["routing_key"] == PAGERDUTY_KEY
     assert json.loads(rows["ops"].body)["id"] == rows["ops"].idempotency_key
 
     # The store's plan, not the YAML's, decides: a customer downgraded to starter gets no webhooks.

@@ -16,6 +16,7 @@ from helios_pipelines.cli import main
 from helios_pipelines.core.tenants import format_horizon, load_tenants
 from serving.answers.series import (
     ANOMALY_SCORE,
+    ANOMALY_ZSCORE,
     DESIRED_REPLICAS,
     FORECAST_LOWER,
     FORECAST_UPPER,
@@ -33,6 +34,7 @@ EXPORTED_LABELS = {
     FORECAST_LOWER: {"customer", "metric", "horizon"},
     FORECAST_UPPER: {"customer", "metric", "horizon"},
     ANOMALY_SCORE: {"customer", "metric"},
+    ANOMALY_ZSCORE: {"customer", "metric"},
     RECOMMENDATION: {"customer", "service"},
     DESIRED_REPLICAS: {"customer", "service"},
 }

@@ -22,10 +22,11 @@ import pytest
 import yaml
 
 from helios_pipelines.commands.deploy import render
+from helios_pipelines.core.anomaly_zscore import score_to_z
 from helios_pipelines.core.models.capacity import observed_replicas
 from helios_pipelines.core.sources import make_source
 from helios_pipelines.core.tenants import ReplicaCountSeries, TenantConfig
-from serving.answers.series import CURRENT_REPLICAS, DESIRED_REPLICAS
+from serving.answers.series import ANOMALY_SCORE, ANOMALY_ZSCORE, CURRENT_REPLICAS, DESIRED_REPLICAS
 from serving.runtime import TenantRuntime
 from tests.conftest import AS_OF
 from tests.test_serving import bentoml_serve, embedded_store  # noqa: F401  (module fixture)
@@ -124,6 +125,17 @@ def test_desired_replicas_is_recommend_from_the_sources_current_count(bundle):
     answer = runtime.recommend("game-server", int(current), now=NOW)
     assert _series(samples, DESIRED_REPLICAS) == answer["replicas"]
     assert answer["current_replicas"] == current and 2 <= answer["replicas"] <= 200
+
+
+def test_the_anomaly_score_is_also_served_as_the_guide_s_z_score(bundle):
+    runtime = TenantRuntime(bundle)
+    samples = runtime.samples(NOW)
+    scores = {s.labels["metric"]: s.value for s in samples if s.name == ANOMALY_SCORE}
+    zscores = {s.labels["metric"]: s.value for s in samples if s.name == ANOMALY_ZSCORE}
+    assert set(zscores) == set(scores) and scores
+    for metric, score in scores.items():
+        if not math.isnan(score):
+            assert zscores[metric] == pytest.approx(score_to_z(score, runtime.detector.threshold, 2.5))
 
 
 def test_without_a_count_from_the_source_the_last_published_answer_is_the_current_count(bundle):

@@ -57,12 +57,12 @@ def customers(store_url: str) -> list[str]:
 def test_add_writes_the_yaml_and_the_store_row_and_prints_a_working_key(cli, store_url):
     result = cli("tenants", "add", "acme", "--name", "Acme", "--plan", "pro",
                  "--webhook-url", "https://hooks.example.com/x", "--webhook-secret-env", "ACME_SECRET",
-                 "--pagerduty-routing-key", "RK")
+                 "--pagerduty-routing-key", "RK" * 16)
     assert result.exit_code == 0, result.output
     key = result.output.split("store it now): ")[1].strip()
     tenant = load_tenants(cli.config_dir).get("acme")
     assert (tenant.plan, [w.type for w in tenant.alerts.webhooks]) == ("pro", ["pagerduty", "webhook"])
-    assert tenant.alerts.webhooks[0].routing_key == "RK"
+    assert tenant.alerts.webhooks[0].routing_key == "RK" * 16
     store = Store(store_url)
     assert store.authenticate(key).slug == "acme"
     store.close()
@@ -81,7 +81,7 @@ def test_add_writes_the_yaml_and_the_store_row_and_prints_a_working_key(cli, sto
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--webhook-url", "ftp://files.example.com"], "alerts.webhooks.0.url: String should match pattern '^https?://'"),
+        (["--webhook-url", "ftp://files.example.com"], "alerts.webhooks.0.url: 'ftp://files.example.com' is not an http(s) URL with a host"),
         (["--pagerduty-url", "https://events.pagerduty.com/v2/enqueue"], "is of type pagerduty but has no routing_key"),
         (["--plan", "starter", "--slack-url", "https://hooks.slack.com/x"], "the starter plan does not include it"),
         (["--name", "Arena again"], "tenant 'arena' already exists"),
@@ -141,7 +141,7 @@ def test_accuracy_and_anomalies_commands(cli, store_url, arena):
 
 
 def test_db_upgrade_and_retention(cli, store_url):
-    assert "at revision 0001" in cli("db", "upgrade").output
+    assert "at revision 0002" in cli("db", "upgrade").output
     assert cli("tenants", "sync").exit_code == 0
     assert "arena" in cli("db", "retention").output
 

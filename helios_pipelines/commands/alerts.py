@@ -72,28 +72,39 @@ def _retention_loop(store, stop: threading.Event) -> None:
 @click.option("--secret-env", default="HELIOS_WEBHOOK_SECRET", show_default=True,
               help="environment variable holding the webhook's signing secret (the tenant's secret_env)")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
-              help="JSON-lines file of accepted alerts (default: $HELIOS_HOME/received-alerts.jsonl)")
-def receive(host: str, port: int, secret_env: str, out: str | None) -> None:
-    """A local receiver for generic webhook alerts: verifies each signature, acts on each alert once,
-    prints it and appends it to a file."""
+              help="JSON-lines file of accepted alerts (default: $HELIOS_HOME/received-alerts.jsonl, "
+                   "received-<kind>.jsonl for slack and pagerduty)")
+@click.option("--kind", type=click.Choice(["webhook", "slack", "pagerduty"]), default="webhook", show_default=True,
+              help="webhook: Helios' signed JSON; slack / pagerduty: accept only that vendor's documented payload")
+def receive(host: str, port: int, secret_env: str, out: str | None, kind: str) -> None:
+    """A local receiver: generic webhook alerts (verifies each signature, acts on each alert once), or a
+    stand-in for Slack's incoming webhook or PagerDuty's Events API v2 that refuses anything else.
+    Prints each accepted alert and appends it to a file."""
     import os
     from pathlib import Path
 
     from helios_pipelines.core.alert_receiver import AlertReceiver
     from helios_pipelines.core.settings import helios_home
 
-    secret = os.environ.get(secret_env)
-    if not secret:
+    secret = os.environ.get(secret_env) if kind == "webhook" else None
+    if kind == "webhook" and not secret:
         raise click.ClickException(f"environment variable {secret_env} (the signing secret) is not set")
 
     def show(entry: dict) -> None:
         alert = entry["alert"]
-        click.echo(f"{entry['received_at']} signed alert: [{alert.get('tenant')}] {alert.get('event')} "
-                   f"{alert.get('action')}: {alert.get('summary')}")
+        if kind == "slack":
+            click.echo(f"{entry['received_at']} slack message: {alert.get('text')}")
+        elif kind == "pagerduty":
+            summary = (alert.get("payload") or {}).get("summary", "")
+            click.echo(f"{entry['received_at']} pagerduty {alert.get('event_action')} {alert.get('dedup_key')}: {summary}")
+        else:
+            click.echo(f"{entry['received_at']} signed alert: [{alert.get('tenant')}] {alert.get('event')} "
+                       f"{alert.get('action')}: {alert.get('summary')}")
 
-    path = Path(out) if out else helios_home() / "received-alerts.jsonl"
-    receiver = AlertReceiver(secret, path, host, port, on_alert=show)
-    click.echo(f"receiving signed alerts on {receiver.url} -> {path}")
+    default = "received-alerts.jsonl" if kind == "webhook" else f"received-{kind}.jsonl"
+    path = Path(out) if out else helios_home() / default
+    receiver = AlertReceiver(secret, path, host, port, on_alert=show, kind=kind)
+    click.echo(f"receiving {kind} alerts on {receiver.url} -> {path}")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with receiver:

@@ -27,6 +27,7 @@ import click
 import yaml
 
 from helios_pipelines.commands import tenant as load_tenant
+from helios_pipelines.core.anomaly_zscore import z_to_score
 from helios_pipelines.core.tenants import PrometheusSource, ScalingTarget, TenantConfig, format_horizon
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "deploy" / "templates"
@@ -66,10 +67,10 @@ def source_query(tenant: TenantConfig, metric: str) -> str:
 
 
 def anomaly_threshold(tenant: TenantConfig) -> float:
-    """The tenant's alert threshold (a robust z-score) on the [0, 1] scale of Helios' scores."""
-    from helios_pipelines.core.models.detectors import z_to_quantile
+    """The score at which the tenant's detector alerts (its ``anomaly_alert`` z-score on Helios' [0, 1] scale)."""
+    from helios_pipelines.core.training import tenant_detector
 
-    return round(z_to_quantile(tenant.alerts.thresholds.anomaly_alert), 4)
+    return round(float(tenant_detector(tenant).threshold), 4)
 
 
 def triggers(tenant: TenantConfig, target: ScalingTarget, helios_url: str, settings: DeploySettings) -> list[dict]:
@@ -175,8 +176,9 @@ def render(tenant: TenantConfig, settings: DeploySettings = DeploySettings()) ->
         "forecast_panels": forecast_panels(tenant),
         "anomaly_expr": selector(ANOMALY_SCORE, {"customer": tenant.id}),
         "anomaly_threshold": anomaly_threshold(tenant),
-        # Yellow from halfway between "normal" (0.5) and the alert threshold.
-        "anomaly_warning": round((0.5 + anomaly_threshold(tenant)) / 2, 4),
+        # Yellow at the guide's z-score 2 (or 80 % of a lower anomaly_alert), on Helios' [0, 1] scale.
+        "anomaly_warning": round(z_to_score(min(2.0, 0.8 * tenant.alerts.thresholds.anomaly_alert),
+                                            anomaly_threshold(tenant), tenant.alerts.thresholds.anomaly_alert), 4),
         "recommendation_expr": selector(RECOMMENDATION, {"customer": tenant.id}),
         "headroom_expr": f"1 - ({source_query(tenant, UTILIZATION_METRIC)})" if UTILIZATION_METRIC in tenant.metrics else None,
         "headroom_warning": round(1 - thresholds.capacity_warning, 4),

@@ -230,6 +230,36 @@ class Anomaly(Base):
     acknowledged_by: Mapped[str | None] = mapped_column(String(255))
 
 
+class AlertEpisode(Base):
+    """A capacity or scaling condition of one scaled service (capacity_warning, capacity_critical,
+    scaling_recommended): opened once, resolved once, however often it is evaluated. Anomalies keep
+    their own table."""
+
+    __tablename__ = "alert_episodes"
+    __table_args__ = (
+        # One open episode per tenant, event and service, even with several replicas evaluating.
+        Index(
+            "uq_alert_episodes_open",
+            "customer_id",
+            "event",
+            "subject",
+            unique=True,
+            sqlite_where=text("resolved_at IS NULL"),
+            postgresql_where=text("resolved_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    customer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    event: Mapped[str] = mapped_column(String(50))
+    subject: Mapped[str] = mapped_column(String(255), comment="the scaled service")
+    opened_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    resolved_at: Mapped[datetime | None]
+    peak: Mapped[float] = mapped_column(Float, comment="largest value of the condition during the episode")
+    description: Mapped[str] = mapped_column(Text)
+
+
 class OutboxRow(Base):
     """One alert for one destination, rendered once so every retry sends identical bytes."""
 

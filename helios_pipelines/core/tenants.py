@@ -11,6 +11,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pandas as pd
@@ -249,25 +250,59 @@ class Thresholds(Strict):
     queue_length_scale_trigger: float | None = Field(None, gt=0)
 
 
+# PagerDuty Events API v2: "the 32 character Integration Key for an integration on a service".
+PAGERDUTY_ROUTING_KEY = re.compile(r"^[A-Za-z0-9]{32}$")
+VENDOR_CHANNELS = ("slack", "pagerduty")
+
+
 class Webhook(Strict):
-    name: str
-    url: str = Field(pattern=r"^https?://", description="http(s) URL of the receiver")
-    type: Literal["slack", "pagerduty", "webhook"] = "webhook"
+    name: str = Field(min_length=1, max_length=255)
+    url: str = Field(description="http(s) URL of the receiver")
+    type: Literal["slack", "pagerduty", "webhook"] = Field(
+        "webhook", description="payload format; a channel named slack or pagerduty (the guide's) defaults to it"
+    )
     events: list[Literal["anomaly_detected", "scaling_recommended", "capacity_warning", "capacity_critical"]]
     routing_key: str | None = None
     secret_env: str | None = Field(None, description="environment variable holding the HMAC secret")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _type_from_name(cls, data: Any) -> Any:
+        """The guide's Step 5 names its channels ``slack`` and ``pagerduty`` and gives no type."""
+        if isinstance(data, dict) and "type" not in data and data.get("name") in VENDOR_CHANNELS:
+            data = data | {"type": data["name"]}
+        return data
+
+    @field_validator("url")
+    @classmethod
+    def _well_formed_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in value):
+            raise ValueError(f"'{value[:200]}' is not an http(s) URL with a host")
+        try:
+            parts.port  # noqa: B018  (raises on a port that is not a number in range)
+        except ValueError as exc:
+            raise ValueError(f"'{value[:200]}' has an invalid port: {exc}") from None
+        return value
+
     @model_validator(mode="after")
     def _pagerduty_needs_key(self) -> Webhook:
-        if self.type == "pagerduty" and not self.routing_key:
-            raise ValueError(f"webhook '{self.name}' is of type pagerduty but has no routing_key")
+        if self.type == "pagerduty":
+            if not self.routing_key:
+                raise ValueError(f"webhook '{self.name}' is of type pagerduty but has no routing_key")
+            if not PAGERDUTY_ROUTING_KEY.match(self.routing_key):
+                raise ValueError(f"webhook '{self.name}': routing_key must be PagerDuty's 32-character "
+                                 f"integration key (letters and digits), got {len(self.routing_key)} characters")
         return self
 
 
 class AlertThresholds(Strict):
     anomaly_alert: float = Field(2.5, gt=0, description="robust z-score above which a point is anomalous")
-    capacity_warning: float = Field(0.75, gt=0, le=1)
+    capacity_warning: float = Field(0.75, gt=0, le=1, description="share of max capacity the forecast's upper bound needs")
     capacity_critical: float = Field(0.90, gt=0, le=1)
+    scaling_step: float = Field(
+        0.2, ge=0, description="scaling_recommended when desired replicas differ from current by more than this share"
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> AlertThresholds:

@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from helios_pipelines.core.capacity_alerts import CapacityReading
 from helios_pipelines.core.models.capacity import observed_replicas
+from helios_pipelines.core.tenants import format_horizon
 from serving.answers import detect, predict
 from serving.errors import NotFoundError, RequestError
 
@@ -53,12 +55,31 @@ def desired_replicas(runtime: TenantRuntime, service: str, end: pd.Timestamp) ->
     """``/recommend``'s answer for ``service`` from the replica count the tenant's source reports
     (the last published answer when it reports none), so rate limits, stabilisation and the
     anomaly hold apply to what the cluster scales on."""
+    return dict(runtime.cache.get_or_compute(end, ("desired", service, runtime.events_version),
+                                             lambda: _desired_replicas(runtime, service, end)))
+
+
+def _desired_replicas(runtime: TenantRuntime, service: str, end: pd.Timestamp) -> dict:
     current = observed_replicas(runtime.source, runtime.planner.targets[service], end, runtime.step)
     if current is None:
         current = runtime.last_desired.get(service)
     answer = runtime.recommend(service, current, now=end)
     runtime.last_desired[service] = answer["replicas"]
     return answer
+
+
+def capacity_readings(runtime: TenantRuntime, end: pd.Timestamp) -> list[CapacityReading]:
+    """Per scaled service: the share of max capacity the forecast's upper bound (the published 80 %
+    bound) needs at its peak within the metric's longest horizon, and the desired and current
+    replicas: what the capacity and scaling alerts are decided on (core/capacity_alerts.py)."""
+    readings = []
+    for service, target in sorted(runtime.planner.targets.items()):
+        longest = max(runtime.tenant.metrics[target.metric].forecast.horizons)
+        peak = float(predict.forecast(runtime, target.metric, longest, end)["yhat_upper"].max())
+        desired = desired_replicas(runtime, service, end)
+        readings.append(CapacityReading(service, runtime.planner.share_of_max_capacity(service, peak),
+                                        format_horizon(longest), desired["replicas"], desired["current_replicas"]))
+    return readings
 
 
 def recommend_inputs(runtime: TenantRuntime, service_or_metric: str | None, end: pd.Timestamp) -> RecommendInputs:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from helios_pipelines.core.anomaly_zscore import score_to_z
 from helios_pipelines.core.exposition import Sample
 from helios_pipelines.core.tenants import format_horizon
 from serving.answers import predict
@@ -19,6 +20,7 @@ FORECAST_VALUE = "helios_forecast_value"
 FORECAST_LOWER = "helios_forecast_lower"
 FORECAST_UPPER = "helios_forecast_upper"
 ANOMALY_SCORE = "helios_anomaly_score"
+ANOMALY_ZSCORE = "helios_anomaly_zscore"  # the same score as the guide's z-score (core/anomaly_zscore.py)
 RECOMMENDATION = "helios_recommendation"
 # What KEDA's primary trigger scales on: /recommend's answer from the workload's current replica count.
 DESIRED_REPLICAS = "helios_desired_replicas"
@@ -43,6 +45,9 @@ def samples(runtime: TenantRuntime, end: pd.Timestamp) -> list[Sample]:
         for score in runtime.detect(now=end)["scores"]:
             value = float("nan") if score["score"] is None else score["score"]
             out.append(Sample(ANOMALY_SCORE, customer | {"metric": score["metric"]}, value, "anomaly score in [0, 1]"))
+            z = score_to_z(value, runtime.detector.threshold, runtime.tenant.alerts.thresholds.anomaly_alert)
+            out.append(Sample(ANOMALY_ZSCORE, customer | {"metric": score["metric"]}, z,
+                              "the anomaly score as a z-score (anomaly_alert at the detector's threshold)"))
     if runtime.planner is not None:
         for service in sorted(runtime.planner.targets):
             replicas = runtime.recommend(service, now=end)["replicas"]

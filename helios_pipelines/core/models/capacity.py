@@ -85,6 +85,10 @@ class CapacityPlanner(SavableModel):
         target = self.targets[service]
         return max(1, math.ceil((target.startup_seconds + target.behaviour.scale_up_window_s) / 60))
 
+    def share_of_max_capacity(self, service: str, demand: float) -> float:
+        """Capacity alerts measure the ceiling: how much of what max_replicas can serve ``demand`` needs."""
+        return demand / (self.targets[service].max_replicas * self.capacity[service])
+
     def recommend(
         self,
         service: str,
@@ -172,8 +176,7 @@ class CapacityPlanner(SavableModel):
         steps.append(
             Step("utilization", utilization, f"{demand:.4g} / ({replicas} x {per_replica:g}) at the recommended size")
         )
-        # Capacity flags measure the ceiling: how much of what max_replicas can serve the forecast needs.
-        ceiling = demand / (t.max_replicas * per_replica)
+        ceiling = self.share_of_max_capacity(service, demand)
         steps.append(
             Step("share_of_max_capacity", ceiling, f"{demand:.4g} / ({t.max_replicas} x {per_replica:g}) at max replicas")
         )

@@ -1,0 +1,185 @@
+"""Every alert the guide lists, as episodes, delivered in the vendors' own formats.
+
+capacity_warning / capacity_critical when the forecast's upper bound needs the configured share of max
+capacity; scaling_recommended when desired replicas move beyond the configured step; each fires once
+and resolves once. Channels named ``slack`` / ``pagerduty`` (the guide's Step 5) get Slack's
+incoming-webhook payload and PagerDuty Events API v2, checked by local receivers that refuse anything
+else.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from datetime import timedelta
+
+import httpx
+import pytest
+import yaml
+from sqlalchemy import select
+
+from helios_pipelines.core import alerts
+from helios_pipelines.core.alert_receiver import AlertReceiver, pagerduty_problems, slack_problems
+from helios_pipelines.core.anomaly_zscore import MAX_Z, score_to_z, z_to_score
+from helios_pipelines.core.capacity_alerts import OPENED, RESOLVED, CapacityReading, record_readings
+from helios_pipelines.core.store import AlertEpisode, OutboxRow
+from helios_pipelines.core.tenants import TenantConfig
+from helios_pipelines.core.training import tenant_detector
+from tests.store_backends import NOW, PAGERDUTY_KEY, add_customer
+
+# The guide's Step 5 alerts.yaml, as written but for the URLs (local receivers) and a routing key of
+# PagerDuty's form (the guide's placeholder CUSTOMER_ROUTING_KEY is refused, see test_tenants).
+GUIDE_ALERTS = f"""
+webhooks:
+  - name: slack
+    url: "{{slack}}"
+    events:
+      - anomaly_detected
+      - scaling_recommended
+      - capacity_warning
+
+  - name: pagerduty
+    url: "{{pagerduty}}"
+    routing_key: "{PAGERDUTY_KEY}"
+    events:
+      - anomaly_detected
+      - capacity_critical
+
+thresholds:
+  anomaly_alert: 2.5  # Z-score
+  capacity_warning: 0.75
+  capacity_critical: 0.90
+"""
+
+
+def guide_tenant(slack: str = "http://127.0.0.1:9/slack", pagerduty: str = "http://127.0.0.1:9/pd") -> TenantConfig:
+    return TenantConfig.model_validate({
+        "id": "acme", "name": "Acme", "plan": "pro", "step": "5min",
+        "metrics": {"concurrent_users": {"series": "players", "forecast": {"horizons": ["15m", "1h"]}, "anomaly": True}},
+        "thresholds": {"max_players_per_server": 100},
+        "scaling": [{"service": "game-server", "metric": "concurrent_users", "capacity_per_replica": 100,
+                     "min_replicas": 2, "max_replicas": 40}],
+        "alerts": yaml.safe_load(GUIDE_ALERTS.format(slack=slack, pagerduty=pagerduty)),
+    })
+
+
+def reading(share: float, desired: int = 10, current: int | None = 10) -> CapacityReading:
+    return CapacityReading("game-server", share, "1h", desired, current)
+
+
+def test_the_guide_s_channels_named_slack_and_pagerduty_get_those_formats():
+    tenant = guide_tenant()
+    assert [(w.name, w.type) for w in tenant.alerts.webhooks] == [("slack", "slack"), ("pagerduty", "pagerduty")]
+    # An explicit type still wins over the name.
+    explicit = TenantConfig.model_validate(guide_tenant().model_dump() | {"alerts": {"webhooks": [
+        {"name": "slack", "type": "webhook", "url": "https://hooks.example.com/x", "events": ["capacity_warning"]}]}})
+    assert explicit.alerts.webhooks[0].type == "webhook"
+
+
+def test_capacity_and_scaling_conditions_fire_once_and_resolve_once(store):
+    tenant = guide_tenant()
+    add_customer(store, tenant)
+    steps = [  # (share of max capacity, desired, current) -> what opens or resolves
+        (reading(0.50), []),
+        (reading(0.80), [("capacity_warning", OPENED)]),  # 0.80 >= 0.75
+        (reading(0.85), []),  # still open: nothing new
+        (reading(0.95), [("capacity_critical", OPENED)]),  # 0.95 >= 0.90; the warning stays open
+        (reading(0.95, desired=13, current=10), [("scaling_recommended", OPENED)]),  # |13 - 10| / 10 = 0.3 > 0.2
+        (reading(0.95, desired=13, current=12), [("scaling_recommended", RESOLVED)]),  # 1 / 12 = 0.08
+        (reading(0.60), [("capacity_critical", RESOLVED), ("capacity_warning", RESOLVED)]),
+        (reading(0.60), []),
+    ]
+    for i, (step, expected) in enumerate(steps):
+        at = NOW + timedelta(minutes=5 * i)
+        changes = record_readings(store, tenant, [step], at, now=at)
+        assert [(c.event, c.change) for c in changes] == expected, i
+    # A repeated evaluation of the last step (another replica, a restart) changes nothing.
+    assert record_readings(store, tenant, [reading(0.60)], NOW + timedelta(minutes=35), now=NOW) == []
+    with store.transaction() as session:
+        episodes = session.scalars(select(AlertEpisode).order_by(AlertEpisode.id)).all()
+        assert [(e.event, e.resolved_at is not None) for e in episodes] == [
+            ("capacity_warning", True), ("capacity_critical", True), ("scaling_recommended", True)]
+        assert episodes[0].peak == pytest.approx(0.95)
+        rows = session.scalars(select(OutboxRow).order_by(OutboxRow.id)).all()
+    # Routed as the guide's Step 5 says: warning and scaling to Slack, critical to PagerDuty.
+    routed = Counter((r.destination, r.event, r.action) for r in rows)
+    assert routed == Counter({
+        ("slack", "capacity_warning", "trigger"): 1, ("slack", "capacity_warning", "resolve"): 1,
+        ("slack", "scaling_recommended", "trigger"): 1, ("slack", "scaling_recommended", "resolve"): 1,
+        ("pagerduty", "capacity_critical", "trigger"): 1, ("pagerduty", "capacity_critical", "resolve"): 1,
+    })
+    pager = [json.loads(r.body) for r in rows if r.destination == "pagerduty"]
+    assert [p["event_action"] for p in pager] == ["trigger", "resolve"]
+    assert pager[0]["dedup_key"] == pager[1]["dedup_key"] == f"capacity_critical/acme/game-server/{episodes[1].id}"
+    assert pager[0]["payload"]["severity"] == "critical"
+    assert pager[0]["payload"]["summary"] == "[acme] game-server: forecast needs 95% of max capacity within 1h (critical at 90%)"
+
+
+def test_no_current_count_means_no_scaling_alert(store):
+    tenant = guide_tenant()
+    add_customer(store, tenant)
+    assert record_readings(store, tenant, [reading(0.1, desired=30, current=None)], NOW, now=NOW) == []
+
+
+def test_vendor_receivers_accept_helios_payloads_and_refuse_anything_else():
+    trigger = alerts.Alert("acme", "capacity_critical", "k/1", "needs 95%", NOW)
+    resolve = alerts.Alert("acme", "capacity_critical", "k/1", "needs 95%", NOW, action=alerts.RESOLVE)
+    assert slack_problems(alerts.slack_message(trigger)) == []
+    assert pagerduty_problems(alerts.pagerduty_event(trigger, PAGERDUTY_KEY)) == []
+    assert pagerduty_problems(alerts.pagerduty_event(resolve, PAGERDUTY_KEY)) == []
+    generic = alerts.webhook_document(trigger, "id")  # Helios' own JSON is not what the vendors take
+    assert "unknown field 'tenant'" in slack_problems(generic)
+    assert "unknown field 'tenant'" in pagerduty_problems(generic)
+    assert pagerduty_problems({"routing_key": "short", "event_action": "resolve"}) == [
+        "routing_key: the 32-character integration key is required", "dedup_key is required to resolve"]
+    bad_severity = alerts.pagerduty_event(trigger, PAGERDUTY_KEY)
+    bad_severity["payload"]["severity"] = "fatal"
+    assert pagerduty_problems(bad_severity) == ["payload.severity must be one of ['critical', 'error', 'info', 'warning']"]
+    assert slack_problems({"blocks": [{"type": "section"}]}) == ["blocks[0]: a section needs text or fields"]
+
+
+def test_alerts_reach_slack_and_pagerduty_receivers_in_their_formats(store, tmp_path):
+    with AlertReceiver(None, tmp_path / "slack.jsonl", kind="slack") as slack, \
+            AlertReceiver(None, tmp_path / "pd.jsonl", kind="pagerduty") as pagerduty:
+        tenant = guide_tenant(slack=slack.url, pagerduty=pagerduty.url)
+        add_customer(store, tenant)
+        for i, share in enumerate([0.95, 0.95, 0.5]):
+            at = NOW + timedelta(minutes=5 * i)
+            record_readings(store, tenant, [reading(share)], at, now=NOW)
+        worker = alerts.DeliveryWorker(store, clock=lambda: NOW + timedelta(hours=1))
+        try:
+            stats = worker.run_once()
+        finally:
+            worker.close()
+        assert (stats.delivered, stats.dead, stats.retrying) == (4, 0, 0)
+        assert slack.rejected == pagerduty.rejected == 0
+        messages = [e["alert"] for e in slack.received()]
+        assert [m["text"] for m in messages] == [
+            "[acme] game-server: forecast needs 95% of max capacity within 1h (warning at 75%)",
+            "[acme] Resolved: game-server: forecast needs 95% of max capacity within 1h (warning at 75%): over"]
+        events = [e["alert"] for e in pagerduty.received()]
+        assert [e["event_action"] for e in events] == ["trigger", "resolve"]
+        assert events[0]["dedup_key"] == events[1]["dedup_key"]
+        assert events[0]["routing_key"] == PAGERDUTY_KEY
+        assert {"summary", "severity", "source"} <= set(events[0]["payload"])
+        # What the receivers answer, as the vendors do.
+        answer = httpx.post(pagerduty.url, json=events[0])
+        assert answer.status_code == 202 and answer.json()["dedup_key"] == events[0]["dedup_key"]
+        refused = httpx.post(slack.url, json={"tenant": "acme"})
+        assert refused.status_code == 400 and refused.text.startswith("invalid_payload")
+
+
+def test_the_guide_s_z_score_thresholds_map_onto_helios_scores():
+    # The tenant's anomaly_alert (the guide's 2.5) sits at the detector's threshold; the rarity
+    # detector the pipeline trains has threshold 0.5 and scores s = q / (q + 0.08 x 2.5) for a point
+    # of rarity q, i.e. z = q / 0.08 in the guide's units.
+    detector = tenant_detector(guide_tenant())
+    assert detector.threshold == 0.5
+    assert score_to_z(0.5, 0.5, 2.5) == pytest.approx(2.5)
+    q = 0.4  # s = 0.4 / 0.6 = 0.6667 -> z = 2.5 x 2 / 1 = 5.0 = 0.4 / 0.08
+    assert score_to_z(q / (q + 0.08 * 2.5), 0.5, 2.5) == pytest.approx(q / 0.08)
+    # The guide's dashboard colours, 2 and 3, on Helios' scale: 2 / 4.5 and 3 / 5.5.
+    assert z_to_score(2, 0.5, 2.5) == pytest.approx(0.4444, abs=1e-4)
+    assert z_to_score(3, 0.5, 2.5) == pytest.approx(0.5455, abs=1e-4)
+    assert score_to_z(1.0, 0.5, 2.5) == MAX_Z and math.isnan(score_to_z(math.nan, 0.5, 2.5))
