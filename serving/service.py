@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import threading
 from datetime import datetime
 from http import HTTPStatus
 from pathlib import Path
@@ -32,6 +33,7 @@ from serving.auth import TENANT_METRICS_PATH, TenantAuthMiddleware
 from serving.content_type import JSONBodyOnly
 from serving.errors import ForbiddenError, NotFoundError, RequestError
 from serving.ingest import router as ingest_router
+from serving.posted_events import EventFeed
 from serving.runtime import TenantRuntime
 from serving.timeout import replace_bentoml_timeout
 
@@ -133,6 +135,10 @@ class HeliosService:
             upgrade(self.store.url)  # the embedded store migrates itself; production runs `helios db upgrade`
         self.recorder = PredictionRecorder(self.store)
         self.accuracy = publisher.LiveAccuracy(self.store)
+        # Posted events are kept in the store and polled, so every replica honours them (serving/posted_events.py).
+        self.events_feed = EventFeed(self.store, self.runtimes)
+        self.events_feed.sync()
+        threading.Thread(target=self.events_feed.poll_forever, name="helios-events", daemon=True).start()
         self._compute_limiter: anyio.CapacityLimiter | None = None
         publisher.start(list(self.runtimes.values()), self.store, self.recorder, self.tenant_samples)
         # The loaded models, libraries and BentoML are a few hundred thousand long-lived objects: a
@@ -297,7 +303,7 @@ class HeliosService:
     ) -> dict:
         """Post an upcoming scheduled event (the guide's name, start, duration, expected multiplier;
         optionally how long its traffic takes to build up and wind down).
-        Kept in this service process; the tenant's YAML stays the durable schedule."""
+        Kept in the store, so every replica of the tenant honours it."""
         authenticated = _authenticated(ctx.request)
 
         def post() -> dict:
@@ -306,7 +312,7 @@ class HeliosService:
                                        multiplier=multiplier, metrics=metrics or [], ramp_minutes=ramp_minutes)
             except ValidationError as exc:
                 raise RequestError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
-            return self.runtime(tenant, authenticated).post_event(event)
+            return self.events_feed.post(self.runtime(tenant, authenticated), event)
 
         return _http_errors(post, ctx)
 

@@ -12,12 +12,17 @@ and the same champions, :class:`TenantWatch` also:
 - folds each scaled service's capacity and desired replicas into the capacity and scaling alert
   episodes (core/capacity_alerts.py), which routes those alerts.
 
-One watch per tenant per service process; the service has one worker, so each step is recorded once.
+One watch per tenant per service process. Replicas of a tenant all run one: each records the same
+forecasts, which the store keeps once (a unique key per metric, horizon and origin); the scheduled
+detection (and so its alerts) and the join of actuals run on the one replica that claims the step in
+the store (``Store.claim_step``), starting where the previous claim stopped.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -43,11 +48,12 @@ class WatchReport:
 
 class TenantWatch:
     def __init__(self, runtime: TenantRuntime, store: Store, recorder: PredictionRecorder,
-                 catch_up: timedelta = timedelta(hours=1), join_every: timedelta = timedelta(minutes=5)):
+                 catch_up: timedelta = timedelta(hours=1), join_every: timedelta = timedelta(minutes=5),
+                 replica: str | None = None):
         self.runtime, self.store, self.recorder = runtime, store, recorder
+        self.replica = replica or f"{socket.gethostname()}-{os.getpid()}"
         self.catch_up, self.join_every = pd.Timedelta(catch_up), pd.Timedelta(join_every)
         self._recorded_step: pd.Timestamp | None = None
-        self._detected_to: pd.Timestamp | None = None
         self._joined_at: pd.Timestamp | None = None
         self._not_stored: set[str] = set()  # why nothing is stored, each reason logged once
 
@@ -64,8 +70,9 @@ class TenantWatch:
             self._store_call("record capacity alerts", record_readings, self.store, self.runtime.tenant,
                              self.runtime.capacity_readings(end), end.to_pydatetime())
         if self._joined_at is None or end - self._joined_at >= self.join_every:
-            report.joined = self._store_call("join actuals", join_actuals, self.store, self.runtime.source,
-                                             self.runtime.tenant, end.to_pydatetime()) or 0
+            if self.store.claim_step(f"join/{self.runtime.tenant_id}", end.to_pydatetime(), self.replica):
+                report.joined = self._store_call("join actuals", join_actuals, self.store, self.runtime.source,
+                                                 self.runtime.tenant, end.to_pydatetime()) or 0
             self._joined_at = end
         return report
 
@@ -79,16 +86,23 @@ class TenantWatch:
         return count
 
     def _detect(self, end: pd.Timestamp, report: WatchReport) -> None:
-        since = self._detected_to if self._detected_to is not None else end - self.catch_up
-        if since >= end:
-            return
-        result = self.runtime.detect(now=end, since=since)
-        report.scored_steps = len({s["timestamp"] for s in result["scores"]})
-        changes = self._store_call("record anomalies", record_detection, self.store, self.runtime.tenant, result,
-                                   detected_by="scheduled")
+        name = f"detect/{self.runtime.tenant_id}"
+        claim = self.store.claim_step(name, end.to_pydatetime(), self.replica)
+        if claim is None:
+            return  # another replica detects this step (or a later one)
+        since = end - self.catch_up
+        if claim.previous is not None:
+            since = max(since, pd.Timestamp(claim.previous))
+        try:
+            result = self.runtime.detect(now=end, since=since)
+            report.scored_steps = len({s["timestamp"] for s in result["scores"]})
+            changes = self._store_call("record anomalies", record_detection, self.store, self.runtime.tenant, result,
+                                       detected_by="scheduled")
+        except Exception:
+            # Hand the steps back (a source or store that is down), so the next claim looks at them again.
+            self.store.release_step(name, claim, self.replica)
+            raise
         report.opened = [c.metric for c in changes or [] if c.change == OPENED]
-        # A store that is down raises out of here, and the same steps are looked at again next time.
-        self._detected_to = end
 
     def _store_call(self, what: str, call, *args, **kwargs):
         """A tenant the store does not know, or whose plan lacks a feature, is served all the same."""

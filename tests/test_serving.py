@@ -1,57 +1,17 @@
 """Real HTTP against a `bentoml serve` the test starts, serving the arena tenant's packed champions."""
 
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
 import pytest
 
 from helios_pipelines.core.tenants import load_tenants
 from helios_pipelines.core.tracking import CHAMPION, Tracker
-from tests.conftest import FIXTURE_TENANTS, REPO
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def bentoml_serve(log_dir, *args: str, service: str = "serving.service:HeliosService"):
-    """`bentoml serve` of the Helios service (or another ``service``) on a free port; yields an HTTP client."""
-    port = _free_port()
-    log = log_dir / "bentoml.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bentoml", "serve", service,
-             "--host", "127.0.0.1", "--port", str(port), *args],
-            cwd=REPO, env=os.environ.copy(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"bentoml serve did not become ready:\n{log.read_text()[-4000:]}")
-            time.sleep(0.5)
-        with httpx.Client(base_url=base, timeout=30) as client:
-            yield client
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
+from tests.conftest import FIXTURE_TENANTS
+from tests.serve_harness import bentoml_serve
 
 
 @pytest.fixture(scope="module")

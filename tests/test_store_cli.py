@@ -141,7 +141,9 @@ def test_accuracy_and_anomalies_commands(cli, store_url, arena):
 
 
 def test_db_upgrade_and_retention(cli, store_url):
-    assert "at revision 0002" in cli("db", "upgrade").output
+    from helios_pipelines.core.migrations import head
+
+    assert f"at revision {head()}" in cli("db", "upgrade").output
     assert cli("tenants", "sync").exit_code == 0
     assert "arena" in cli("db", "retention").output
 

@@ -96,7 +96,7 @@ class PredictionRecorder:
                     self._queue.task_done()
 
     def _write(self, batch: list[dict]) -> int:
-        rows = []
+        rows: list[dict] = []
         with self.store.transaction() as session:
             for p in batch:
                 try:
@@ -126,9 +126,8 @@ class PredictionRecorder:
                     "model_id": model_id,
                     "created_at": utcnow(),
                 })
-            if rows:
-                session.execute(Prediction.__table__.insert(), rows)
-        return len(rows)
+            # A forecast another replica (or an earlier request) already recorded is skipped.
+            return self.store.insert_predictions(rows, session)
 
 
 def join_actuals(store: Store, source: MetricsSource, tenant: TenantConfig, now: datetime | None = None,

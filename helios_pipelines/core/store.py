@@ -182,7 +182,12 @@ class ModelRecord(Base):
 
 class Prediction(Base):
     __tablename__ = "predictions"
-    __table_args__ = (Index("ix_predictions_customer_target", "customer_id", "timestamp"),)
+    __table_args__ = (
+        Index("ix_predictions_customer_target", "customer_id", "timestamp"),
+        # One forecast per tenant, metric, horizon and origin: replicas publishing the same step (and
+        # repeated /predict calls) record it once.
+        Index("uq_predictions_forecast", "customer_id", "metric_name", "horizon_minutes", "issued_at", unique=True),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     customer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
@@ -285,6 +290,45 @@ class OutboxRow(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     delivered_at: Mapped[datetime | None]
+
+
+class PostedEvent(Base):
+    """A scheduled event posted through ``POST /events``: durable, so every replica honours it."""
+
+    __tablename__ = "posted_events"
+    __table_args__ = (Index("ix_posted_events_customer", "customer_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    customer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(255))
+    start: Mapped[datetime]
+    event: Mapped[dict] = mapped_column(JSON, comment="the validated ScheduledEvent, as JSON")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class StepLease(Base):
+    """Who did a once-per-step task (a tenant's scheduled detection) up to which step.
+
+    Claiming step S succeeds for exactly one replica: a single UPDATE moves ``step`` forward only if
+    it is still behind S (a row lock on PostgreSQL, the database write lock on SQLite), and keeps the
+    step it moved from, so the winner knows where the previous winner stopped.
+    """
+
+    __tablename__ = "step_leases"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True, comment="task/tenant, e.g. detect/acme")
+    step: Mapped[datetime] = mapped_column(comment="the latest step claimed")
+    previous_step: Mapped[datetime | None] = mapped_column(comment="the step claimed before it")
+    owner: Mapped[str] = mapped_column(String(64), comment="the replica that claimed it")
+    claimed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+@dataclass(frozen=True)
+class StepClaim:
+    """A won claim: the step, and the step the previous claim reached (None the first time)."""
+
+    step: datetime
+    previous: datetime | None
 
 
 class StoreError(Exception):
@@ -528,13 +572,63 @@ class Store:
         return session.scalar(select(ModelRecord.id).where(
             ModelRecord.customer_id == customer_id, ModelRecord.name == name, ModelRecord.version == str(version)))
 
-    def insert_predictions(self, rows: list[dict]) -> int:
-        """Bulk insert of prediction rows (``customer_id`` and ``model_id`` already resolved)."""
+    def insert_predictions(self, rows: list[dict], session: Session | None = None) -> int:
+        """Bulk insert of prediction rows (``customer_id`` and ``model_id`` already resolved); a
+        forecast already recorded (same tenant, metric, horizon and origin) is skipped. Returns how
+        many were new."""
         if not rows:
             return 0
+        unique = ["customer_id", "metric_name", "horizon_minutes", "issued_at"]
+        if session is not None:
+            return self.insert_ignoring_duplicates(session, Prediction, rows, unique)
+        with self.transaction() as own:
+            return self.insert_ignoring_duplicates(own, Prediction, rows, unique)
+
+    # ---- posted events -----------------------------------------------------------------------
+    def add_event(self, slug: str, name: str, start: datetime, event: dict, now: datetime | None = None) -> int:
+        """Store a posted event (already validated by the caller); returns its id."""
         with self.transaction() as session:
-            session.execute(Prediction.__table__.insert(), rows)
-        return len(rows)
+            row = PostedEvent(customer_id=self.active_customer(session, slug).id, name=name, start=start,
+                              event=event, created_at=now or utcnow())
+            session.add(row)
+            session.flush()
+            return row.id
+
+    def events_after(self, slug: str, after_id: int = 0) -> list[tuple[int, dict]]:
+        """The tenant's posted events with an id above ``after_id``, oldest first."""
+        with self.transaction() as session:
+            return [tuple(row) for row in session.execute(
+                select(PostedEvent.id, PostedEvent.event)
+                .where(PostedEvent.customer_id == self.customer_id(slug), PostedEvent.id > after_id)
+                .order_by(PostedEvent.id))]
+
+    # ---- once-per-step work ------------------------------------------------------------------
+    def claim_step(self, name: str, step: datetime, owner: str, now: datetime | None = None) -> StepClaim | None:
+        """Claim ``step`` of the task ``name``: a StepClaim for exactly one caller per step, None for
+        everyone else (someone already claimed this step or a later one)."""
+        now = now or utcnow()
+        with self.transaction() as session:
+            if self.insert_ignoring_duplicates(
+                    session, StepLease, [{"name": name, "step": step, "previous_step": None, "owner": owner,
+                                          "claimed_at": now}], ["name"]):
+                return StepClaim(step, None)  # the task's first step ever
+            # SET expressions read the row's old values on both dialects, so previous_step gets the old step.
+            claimed = session.execute(
+                update(StepLease)
+                .where(StepLease.name == name, StepLease.step < step)
+                .values(previous_step=StepLease.step, step=step, owner=owner, claimed_at=now)
+                .returning(StepLease.previous_step)
+            ).first()
+        return None if claimed is None else StepClaim(step, claimed[0])
+
+    def release_step(self, name: str, claim: StepClaim, owner: str) -> bool:
+        """Give a claimed step back after its work failed: the next claim starts where ``claim`` did."""
+        mine = (StepLease.name == name, StepLease.step == claim.step, StepLease.owner == owner)
+        with self.transaction() as session:
+            if claim.previous is None:  # the task's first claim: as if it had never been made
+                return session.execute(delete(StepLease).where(*mine)).rowcount == 1
+            return session.execute(
+                update(StepLease).where(*mine).values(step=claim.previous, previous_step=None)).rowcount == 1
 
     # ---- alert outbox ------------------------------------------------------------------------
     def claim_outbox(self, owner: str, now: datetime, lease: timedelta, limit: int) -> list[OutboxRow]:
