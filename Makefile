@@ -16,7 +16,7 @@ export HELIOS_WEBHOOK_SECRET ?= demo-secret-not-for-production
 PORT ?= 3000
 SHARED ?= $(CURDIR)/../shared
 
-.PHONY: install demo test lint serve ui validate bench-forecast bench-anomaly bench-serve bench-scale clean
+.PHONY: install demo test lint serve ui validate bench-forecast bench-anomaly bench-serve bench-scale bench-capacity clean
 
 install: $(VENV)/.installed
 
@@ -81,6 +81,9 @@ bench-anomaly: install
 bench-serve: install
 	bash scripts/debian_package.sh install wrk
 	$(BIN)/python bench/serve_bench.py --tenant $(or $(TENANT),gaming-corp) --seconds 10 --out bench/results/serve.md
+
+bench-capacity: install
+	$(BIN)/python bench/capacity_learning.py --out bench/results/capacity_learning.md
 
 bench-scale: install
 	$(BIN)/python bench/scale_tenants.py --tenants 50 --executor multiprocess

@@ -112,6 +112,9 @@ def test_recommend_shows_the_arithmetic(service):
     assert body["steps"][names.index("usable_capacity_per_replica")]["value"] == pytest.approx(80)
     needed = body["steps"][names.index("replicas_for_forecast")]["value"]
     assert needed == -(-forecast // 80)
+    # Arena's history has replicas but no utilisation series: the configured capacity, saying why.
+    used = body["planner_inputs"]["capacity_per_replica"]
+    assert used["source"] == "config" and "utilization_metric (not configured)" in used["note"]
     unknown = service.post("/recommend", json={"service": "matchmaker"})
     assert unknown.status_code == 404 and "game-server" in unknown.text
 

@@ -18,6 +18,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
+from helios_pipelines.core.capacity_learning import fleet_metrics, fleet_summary, learn_fleet_dicts
 from helios_pipelines.core.evaluation import backtest, decide_promotion
 from helios_pipelines.core.events import EventSchedule
 from helios_pipelines.core.models.base import AnomalyDetector, Forecaster
@@ -274,23 +275,31 @@ def promote_detector(tenant: TenantConfig, version: RegisteredVersion, stats: di
     return _record(tracker, version.name, version.version, champion_version, promote, reason, stats)
 
 
-def train_capacity_planner(tenant: TenantConfig, tracker: Tracker, tags: dict[str, str]) -> dict | None:
-    """The planner is configuration, not fitted: a new version (the ``challenger``) only when its
-    configuration differs from the champion's and the challenger's. Promotion decides in ``champions``
-    (``promote_capacity_planner``), like every other model."""
+def train_capacity_planner(tenant: TenantConfig, tracker: Tracker, tags: dict[str, str],
+                           history: pd.DataFrame | None = None, source=None) -> dict | None:
+    """The planner: configuration plus the capacity per replica and start-up seconds learned from
+    ``history`` and the replica counts in ``source`` (core.capacity_learning; the configured values
+    where the series are missing or a learned value is flagged for review). A new version (the
+    ``challenger``) only when it differs from the champion's and the challenger's. Promotion decides in
+    ``champions`` (``promote_capacity_planner``), like every other model."""
     if not tenant.scaling:
         return None
-    planner = CapacityPlanner.from_tenant(tenant)
+    fleet = learn_fleet_dicts(tenant, history, source)
+    planner = CapacityPlanner.from_tenant(tenant, fleet)
     config_hash = hashlib.sha256(json.dumps(planner.manifest(), sort_keys=True, default=str).encode()).hexdigest()[:16]
     name = registered_model_name(tenant.id, "capacity_planner")
+    summary = fleet_summary(fleet)
     for alias in (CHAMPION, CHALLENGER):
         existing = tracker.version_by_alias(name, alias)
         if existing is not None and (existing.tags or {}).get("config_hash") == config_hash:
-            return {"name": name, "version": existing.version, "config_hash": config_hash}
+            return {"name": name, "version": existing.version, "config_hash": config_hash, "fleet": summary}
     with tracker.start_run(tenant.id, "capacity planner", tags=tags):
         mlflow.log_dict(planner.manifest(), "capacity_planner.json")
-        version = tracker.log_model(planner, name, tags={**tags, "config_hash": config_hash})
-    return {"name": name, "version": version.version, "config_hash": config_hash}
+        mlflow.log_metrics(fleet_metrics(fleet))
+        version = tracker.log_model(planner, name, tags={**tags, "config_hash": config_hash, "fleet": summary,
+                                                          "backtest": {s: {k: v["backtest"] for k, v in values.items()}
+                                                                       for s, values in fleet.items()}})
+    return {"name": name, "version": version.version, "config_hash": config_hash, "fleet": summary}
 
 
 def promote_capacity_planner(tenant: TenantConfig, planner: dict, tracker: Tracker) -> PromotionRecord:
@@ -300,7 +309,7 @@ def promote_capacity_planner(tenant: TenantConfig, planner: dict, tracker: Track
     champion_version, _ = _champion_backtest(tracker, name)
     if champion_version == version:
         return PromotionRecord(name, version, champion_version, False, "configuration unchanged")
-    promote, reason = True, "scaling configuration changed"
+    promote, reason = True, f"scaling configuration or learned values changed ({planner.get('fleet', 'configured values')})"
     if tenant.training.promotion == "manual":
         promote, reason = False, f"manual review: would promote ({reason})"
     return _record(tracker, name, version, champion_version, promote, reason, {"config_hash": planner["config_hash"]})

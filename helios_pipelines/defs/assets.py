@@ -161,13 +161,20 @@ def anomaly_detector(
 
 @asset(partitions_def=tenant_partitions, group_name=GROUP, deps=[forecast_candidates])
 def capacity_model(
-    context: AssetExecutionContext, tenants: TenantRegistryResource, mlflow_tracking: MLflowResource
+    context: AssetExecutionContext,
+    tenants: TenantRegistryResource,
+    mlflow_tracking: MLflowResource,
+    metrics_source: MetricsSourceResource,
+    validated_metrics: pd.DataFrame,
 ) -> Output[dict | None]:
-    """The capacity planner behind /recommend (scaling targets, capacity per replica, behaviour),
-    registered as ``challenger`` when its configuration changed; ``champions`` promotes it."""
+    """The capacity planner behind /recommend (scaling targets, capacity per replica and start-up
+    time learned from the fleet's series where present, behaviour), registered as ``challenger`` when
+    it changed; ``champions`` promotes it."""
     tenant = tenants.tenant(context.partition_key)
-    planner = train_capacity_planner(tenant, mlflow_tracking.tracker(), {"source": tenant.source.type})
-    return Output(planner, metadata={"services": len(tenant.scaling), "version": planner["version"] if planner else "-"})
+    planner = train_capacity_planner(tenant, mlflow_tracking.tracker(), _window_tags(validated_metrics, tenant.source.type),
+                                     validated_metrics, metrics_source.source(tenant))
+    return Output(planner, metadata={"services": len(tenant.scaling), "version": planner["version"] if planner else "-",
+                                     "fleet": planner["fleet"] if planner else "-"})
 
 
 @asset(partitions_def=tenant_partitions, group_name=GROUP)

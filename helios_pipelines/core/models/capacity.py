@@ -44,6 +44,8 @@ class Recommendation:
     capacity_critical: bool
     input_anomalous: bool
     steps: list[Step] = field(default_factory=list)
+    # capacity_per_replica and startup_seconds in use: value, source (learned | config), note, interval
+    planner_inputs: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -52,25 +54,51 @@ class Recommendation:
 class CapacityPlanner(SavableModel):
     kind: ClassVar[str] = "capacity_planner"
     capability: ClassVar[str] = "capacity_planner"
+    # Per service, the capacity_per_replica / startup_seconds values in use and where they came from
+    # (core.capacity_learning.FleetValue.to_dict()); empty for a planner of configured values only,
+    # as bundles saved before learning existed load with.
+    fleet: dict[str, dict[str, dict]] = {}
 
-    def __init__(self, targets: list[ScalingTarget], capacity: dict[str, float], thresholds: AlertThresholds):
+    def __init__(self, targets: list[ScalingTarget], capacity: dict[str, float], thresholds: AlertThresholds,
+                 fleet: dict[str, dict[str, dict]] | None = None):
         self.targets = {t.service: t for t in targets}
         self.capacity = dict(capacity)
         self.thresholds = thresholds
+        self.fleet = dict(fleet or {})
 
     @classmethod
-    def from_tenant(cls, tenant: TenantConfig) -> CapacityPlanner:
+    def from_tenant(cls, tenant: TenantConfig, fleet: dict[str, dict[str, dict]] | None = None) -> CapacityPlanner:
+        """The tenant's planner; ``fleet`` (core.capacity_learning.learn_fleet, as dicts) overrides the
+        configured capacity per replica and start-up seconds with the values it says are in use."""
+        fleet = fleet or {}
         return cls(
             targets=list(tenant.scaling),
-            capacity={t.service: tenant.capacity_per_replica(t) for t in tenant.scaling},
+            capacity={
+                t.service: fleet.get(t.service, {}).get("capacity_per_replica", {}).get("value", tenant.capacity_per_replica(t))
+                for t in tenant.scaling
+            },
             thresholds=tenant.alerts.thresholds,
+            fleet=fleet,
         )
 
     def manifest(self) -> dict:
         return super().manifest() | {
             "services": {name: t.model_dump() | {"capacity_per_replica": self.capacity[name]} for name, t in self.targets.items()},
             "thresholds": self.thresholds.model_dump(),
+            "fleet": self.fleet,
         }
+
+    def inputs(self, service: str) -> dict[str, dict]:
+        """The capacity per replica and start-up seconds ``service`` is planned with, and their source."""
+        t = self.targets[service]
+        configured = {
+            "capacity_per_replica": {"value": self.capacity[service], "source": "config", "note": "configured value"},
+            "startup_seconds": {"value": float(t.startup_seconds), "source": "config", "note": "configured value"},
+        }
+        return configured | self.fleet.get(service, {})
+
+    def startup_seconds(self, service: str) -> float:
+        return float(self.inputs(service)["startup_seconds"]["value"])
 
     def target(self, service_or_metric: str) -> ScalingTarget:
         if service_or_metric in self.targets:
@@ -83,7 +111,7 @@ class CapacityPlanner(SavableModel):
 
     def lead_time_minutes(self, service: str) -> int:
         target = self.targets[service]
-        return max(1, math.ceil((target.startup_seconds + target.behaviour.scale_up_window_s) / 60))
+        return max(1, math.ceil((self.startup_seconds(service) + target.behaviour.scale_up_window_s) / 60))
 
     def share_of_max_capacity(self, service: str, demand: float) -> float:
         """Capacity alerts measure the ceiling: how much of what max_replicas can serve ``demand`` needs."""
@@ -111,15 +139,19 @@ class CapacityPlanner(SavableModel):
             raise ValueError(f"current_replicas must be between 0 and {MAX_CURRENT_REPLICAS}, got {current_replicas}")
         per_replica = self.capacity[service]
         usable = per_replica * t.target_utilization
+        inputs = self.inputs(service)
+        lead = self.lead_time_minutes(service)
         steps = [
             Step("forecast", demand_upper, f"{quantile_label} forecast of {t.metric} at the lead time, scheduled events included"),
+            Step("lead_time", lead, f"ceil(({self.startup_seconds(service):.4g} s pod start-up + "
+                                    f"{b.scale_up_window_s} s scale-up window) / 60): start-up {inputs['startup_seconds']['note']}"),
         ]
         demand = demand_upper
         steps.append(
             Step(
                 "usable_capacity_per_replica",
                 usable,
-                f"{per_replica:g} per replica x target utilisation {t.target_utilization:g}",
+                f"{per_replica:.4g} per replica ({inputs['capacity_per_replica']['note']}) x target utilisation {t.target_utilization:g}",
             )
         )
         needed = math.ceil(demand / usable - 1e-9) if usable > 0 else t.max_replicas
@@ -192,6 +224,7 @@ class CapacityPlanner(SavableModel):
             capacity_critical=ceiling >= self.thresholds.capacity_critical,
             input_anomalous=input_anomalous,
             steps=steps,
+            planner_inputs=inputs,
         )
 
 
