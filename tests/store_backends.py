@@ -92,7 +92,7 @@ def tenant_config(tenant_id: str = "acme", plan: str = "pro", metrics: int = 2, 
         },
         "alerts": {"webhooks": webhooks if webhooks is not None else [
             {"name": "ops", "type": "webhook", "url": "http://127.0.0.1:9/hook", "events": ["anomaly_detected"]},
-            {"name": "pager", "type": "pagerduty", "url": "http://127.0.0.1:9/pd", "routing_key": PAGERDUTY_KEY,
+            {"name": "pager", "type": "pagerduty", "url": "http://127.0.0.1:9/pd", "routing_key_env": "PAGER_ROUTING_KEY",
              "events": ["capacity_critical"]},
         ]},
     })

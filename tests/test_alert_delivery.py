@@ -82,14 +82,17 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_worker(store_url: str, log: Path, timeout: float = CLIENT_TIMEOUT, lease: float = 2) -> subprocess.Popen:
-    """A delivery worker process; it claims lease / timeout - 1 alerts at a time (3 by default)."""
+def start_worker(store_url: str, log: Path, timeout: float = CLIENT_TIMEOUT, lease: float = 2,
+                 port: int = 0) -> subprocess.Popen:
+    """A delivery worker process; it claims lease / timeout - 1 alerts at a time (3 by default). Its
+    environment holds the webhook's signing secret and the Slack URL (on ``port``), as a deployment's would."""
     command = [
         sys.executable, "-m", "helios_pipelines.commands.alerts", "deliver", "--loop", "--interval", "0.1",
         "--base-delay", "0.1", "--max-delay", "0.4", "--timeout", str(timeout), "--lease", str(lease),
         "--max-attempts", "100",
     ]
-    env = {**os.environ, "HELIOS_DATABASE_URL": store_url, "HOOK_SECRET": SECRET}
+    env = {**os.environ, "HELIOS_DATABASE_URL": store_url, "HOOK_SECRET": SECRET,
+           "CHAT_URL": f"http://127.0.0.1:{port}/slack"}
     return subprocess.Popen(command, env=env, stdout=log.open("a"), stderr=subprocess.STDOUT,
                             cwd=Path(__file__).resolve().parents[1])
 
@@ -107,7 +110,7 @@ def test_every_alert_arrives_exactly_once_through_refusals_timeouts_and_a_killed
     tenant = tenant_config(webhooks=[
         {"name": "ops", "type": "webhook", "url": f"http://127.0.0.1:{port}/hook", "events": ["anomaly_detected"],
          "secret_env": "HOOK_SECRET"},
-        {"name": "chat", "type": "slack", "url": f"http://127.0.0.1:{port}/slack", "events": ["anomaly_detected"]},
+        {"name": "chat", "type": "slack", "url_env": "CHAT_URL", "events": ["anomaly_detected"]},
     ])
     add_customer(store, tenant)
     batch = [alerts.Alert("acme", "anomaly_detected", f"anomaly/acme/m/{i}", f"alert {i}", NOW) for i in range(5)]
@@ -118,7 +121,7 @@ def test_every_alert_arrives_exactly_once_through_refusals_timeouts_and_a_killed
             return list(session.scalars(select(OutboxRow)))
 
     log = tmp_path / "worker.log"
-    worker = start_worker(store_url, log)
+    worker = start_worker(store_url, log, port=port)
     receiver = None
     try:
         # 1. Refused: every row is attempted and rescheduled, none is lost or given up.
@@ -135,7 +138,7 @@ def test_every_alert_arrives_exactly_once_through_refusals_timeouts_and_a_killed
         time.sleep(SLOW_ANSWER + 0.2)  # the killed worker's request is processed after all
 
         # 3. A new worker takes over once the dead one's leases run out; the receiver then recovers.
-        worker = start_worker(store_url, log)
+        worker = start_worker(store_url, log, port=port)
         arrived = len(receiver.arrivals)
         wait_for(lambda: len(receiver.arrivals) > arrived, 20, "the restarted worker to reach the receiver")
         receiver.mode = "ok"

@@ -35,9 +35,9 @@ def test_slack_and_pagerduty_formats():
     assert slack["text"] == "[acme] concurrent_users is anomalous"
     assert slack["blocks"][0]["text"]["type"] == "mrkdwn"
 
-    trigger = alerts.pagerduty_event(anomaly_alert(), "ROUTING")
-    resolve = alerts.pagerduty_event(anomaly_alert(action=alerts.RESOLVE), "ROUTING")
-    assert trigger["routing_key"] == resolve["routing_key"] == "ROUTING"
+    trigger = alerts.pagerduty_event(anomaly_alert())
+    resolve = alerts.pagerduty_event(anomaly_alert(action=alerts.RESOLVE))
+    assert "routing_key" not in trigger and "routing_key" not in resolve  # added from the environment when sent
     assert (trigger["event_action"], resolve["event_action"]) == ("trigger", "resolve")
     assert trigger["dedup_key"] == resolve["dedup_key"] == "anomaly/acme/concurrent_users/1"
     assert trigger["payload"]["severity"] == "error" and trigger["payload"]["source"] == "helios/acme"
@@ -72,7 +72,7 @@ def test_routing_follows_events_and_plans(store):
     with store.transaction() as session:
         rows = {r.destination: r for r in session.scalars(select(OutboxRow))}
     assert rows["ops"].event == "anomaly_detected" and rows["pager"].event == "capacity_critical"
-    assert json.loads(rows["pager"].body)["routing_key"] == PAGERDUTY_KEY
+    assert rows["pager"].routing_key_env == "PAGER_ROUTING_KEY" and "routing_key" not in json.loads(rows["pager"].body)
     assert json.loads(rows["ops"].body)["id"] == rows["ops"].idempotency_key
 
     # The store's plan, not the YAML's, decides: a customer downgraded to starter gets no webhooks.
@@ -193,3 +193,66 @@ def test_the_receiver_acts_once_per_key_and_refuses_bad_or_stale_signatures(tmp_
     restarted = AlertReceiver("s3cret", tmp_path / "received.jsonl")  # remembers what it acted on
     assert restarted.receive(headers(), body) == (200, "duplicate")
     restarted.stop()
+
+
+def test_slack_urls_and_routing_keys_stay_in_the_environment_until_sent(store):
+    """Issue #13.8: the outbox and the bundle carried webhook URLs and routing keys. The outbox holds
+    only the variables' names; the worker reads them when it sends, and waits (retrying) while one is
+    not set."""
+    slack_url, routing_key = "http://slack.test/services/T0/B0/s3cr3t", PAGERDUTY_KEY
+    tenant = tenant_config(webhooks=[
+        {"name": "chat", "type": "slack", "url_env": "ACME_SLACK_URL", "events": ["anomaly_detected"]},
+        {"name": "pager", "type": "pagerduty", "url": "http://pagerduty.test/v2/enqueue",
+         "routing_key_env": "ACME_PD_KEY", "events": ["anomaly_detected"]},
+    ])
+    add_customer(store, tenant)
+    assert alerts.route(store, tenant, [anomaly_alert()], NOW) == 2
+    with store.transaction() as session:
+        stored = " ".join(f"{r.url} {r.url_env} {r.body} {r.routing_key_env}" for r in session.scalars(select(OutboxRow)))
+    assert slack_url not in stored and routing_key not in stored and "s3cr3t" not in stored
+
+    sent = []
+
+    def receiver(request: httpx.Request) -> httpx.Response:
+        sent.append((str(request.url), json.loads(request.content)))
+        return httpx.Response(200)
+
+    clock = FakeClock(NOW)
+    unset = worker(store, receiver, clock, environ={"ACME_PD_KEY": routing_key}).run_once()
+    assert (unset.delivered, unset.retrying) == (1, 1) and [url for url, _ in sent] == ["http://pagerduty.test/v2/enqueue"]
+    assert sent[0][1]["routing_key"] == routing_key and sent[0][1]["dedup_key"] == anomaly_alert().alert_key
+    with store.transaction() as session:
+        waiting = session.scalars(select(OutboxRow).where(OutboxRow.status == PENDING)).one()
+    assert "ACME_SLACK_URL" in waiting.last_error and "not set" in waiting.last_error
+
+    clock.now += timedelta(hours=1)
+    later = worker(store, receiver, clock, environ={"ACME_SLACK_URL": slack_url, "ACME_PD_KEY": routing_key}).run_once()
+    assert later.delivered == 1 and sent[-1][0] == slack_url and sent[-1][1]["text"].startswith("[acme]")
+
+
+def test_a_tenant_file_holding_a_secret_value_is_refused_with_the_way_to_name_it():
+    cases = [
+        ({"name": "pd", "type": "pagerduty", "url": "https://events.pagerduty.com/v2/enqueue", "routing_key": "R" * 32},
+         "name that variable in routing_key_env"),
+        ({"name": "chat", "type": "slack", "url": "https://hooks.slack.com/services/T0/B0/x"},
+         "a Slack incoming-webhook URL is a secret"),
+    ]
+    for hook, words in cases:
+        with pytest.raises(ValueError, match=words):
+            tenant_config(webhooks=[hook | {"events": ["anomaly_detected"]}])
+
+
+def test_the_model_bundle_carries_variable_names_not_secrets(tmp_path, monkeypatch):
+    from serving.packaging import assemble_bundle
+
+    monkeypatch.setenv("ACME_SLACK_URL", "https://hooks.slack.com/services/T0/B0/s3cr3t")
+    monkeypatch.setenv("ACME_PD_KEY", PAGERDUTY_KEY)
+    tenant = tenant_config(webhooks=[
+        {"name": "chat", "type": "slack", "url_env": "ACME_SLACK_URL", "events": ["anomaly_detected"]},
+        {"name": "pager", "type": "pagerduty", "url": "https://events.pagerduty.com/v2/enqueue",
+         "routing_key_env": "ACME_PD_KEY", "events": ["anomaly_detected"]},
+    ])
+    bundle = assemble_bundle(tenant, {}, tracker=None, destination=tmp_path / "bundle")
+    text = "".join(p.read_text() for p in bundle.rglob("*") if p.is_file())
+    assert "ACME_SLACK_URL" in text and "ACME_PD_KEY" in text
+    assert "s3cr3t" not in text and PAGERDUTY_KEY not in text

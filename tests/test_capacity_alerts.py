@@ -28,12 +28,14 @@ from helios_pipelines.core.tenants import TenantConfig
 from helios_pipelines.core.training import tenant_detector
 from tests.store_backends import NOW, PAGERDUTY_KEY, add_customer
 
-# The guide's Step 5 alerts.yaml, as written but for the URLs (local receivers) and a routing key of
-# PagerDuty's form (the guide's placeholder CUSTOMER_ROUTING_KEY is refused, see test_tenants).
+# The guide's Step 5 alerts.yaml, as written but for the secrets: the Slack URL and the routing key
+# are named by environment variables (secrets are never kept in tenant files, #13.8), which hold a
+# local receiver's URL and a routing key of PagerDuty's form.
+SLACK_URL_ENV, ROUTING_KEY_ENV = "ACME_SLACK_URL", "ACME_PAGERDUTY_ROUTING_KEY"
 GUIDE_ALERTS = f"""
 webhooks:
   - name: slack
-    url: "{{slack}}"
+    url_env: {SLACK_URL_ENV}
     events:
       - anomaly_detected
       - scaling_recommended
@@ -41,7 +43,7 @@ webhooks:
 
   - name: pagerduty
     url: "{{pagerduty}}"
-    routing_key: "{PAGERDUTY_KEY}"
+    routing_key_env: {ROUTING_KEY_ENV}
     events:
       - anomaly_detected
       - capacity_critical
@@ -53,14 +55,14 @@ thresholds:
 """
 
 
-def guide_tenant(slack: str = "http://127.0.0.1:9/slack", pagerduty: str = "http://127.0.0.1:9/pd") -> TenantConfig:
+def guide_tenant(pagerduty: str = "http://127.0.0.1:9/pd") -> TenantConfig:
     return TenantConfig.model_validate({
         "id": "acme", "name": "Acme", "plan": "pro", "step": "5min",
         "metrics": {"concurrent_users": {"series": "players", "forecast": {"horizons": ["15m", "1h"]}, "anomaly": True}},
         "thresholds": {"max_players_per_server": 100},
         "scaling": [{"service": "game-server", "metric": "concurrent_users", "capacity_per_replica": 100,
                      "min_replicas": 2, "max_replicas": 40}],
-        "alerts": yaml.safe_load(GUIDE_ALERTS.format(slack=slack, pagerduty=pagerduty)),
+        "alerts": yaml.safe_load(GUIDE_ALERTS.format(pagerduty=pagerduty)),
     })
 
 
@@ -139,10 +141,12 @@ def test_vendor_receivers_accept_helios_payloads_and_refuse_anything_else():
     assert slack_problems({"blocks": [{"type": "section"}]}) == ["blocks[0]: a section needs text or fields"]
 
 
-def test_alerts_reach_slack_and_pagerduty_receivers_in_their_formats(store, tmp_path):
+def test_alerts_reach_slack_and_pagerduty_receivers_in_their_formats(store, tmp_path, monkeypatch):
     with AlertReceiver(None, tmp_path / "slack.jsonl", kind="slack") as slack, \
             AlertReceiver(None, tmp_path / "pd.jsonl", kind="pagerduty") as pagerduty:
-        tenant = guide_tenant(slack=slack.url, pagerduty=pagerduty.url)
+        monkeypatch.setenv(SLACK_URL_ENV, slack.url)
+        monkeypatch.setenv(ROUTING_KEY_ENV, PAGERDUTY_KEY)
+        tenant = guide_tenant(pagerduty=pagerduty.url)
         add_customer(store, tenant)
         for i, share in enumerate([0.95, 0.95, 0.5]):
             at = NOW + timedelta(minutes=5 * i)

@@ -57,12 +57,12 @@ def customers(store_url: str) -> list[str]:
 def test_add_writes_the_yaml_and_the_store_row_and_prints_a_working_key(cli, store_url):
     result = cli("tenants", "add", "acme", "--name", "Acme", "--plan", "pro",
                  "--webhook-url", "https://hooks.example.com/x", "--webhook-secret-env", "ACME_SECRET",
-                 "--pagerduty-routing-key", "RK" * 16)
+                 "--pagerduty-routing-key-env", "ACME_PD_ROUTING_KEY")
     assert result.exit_code == 0, result.output
     key = result.output.split("store it now): ")[1].strip()
     tenant = load_tenants(cli.config_dir).get("acme")
     assert (tenant.plan, [w.type for w in tenant.alerts.webhooks]) == ("pro", ["pagerduty", "webhook"])
-    assert tenant.alerts.webhooks[0].routing_key == "RK" * 16
+    assert tenant.alerts.webhooks[0].routing_key_env == "ACME_PD_ROUTING_KEY"
     store = Store(store_url)
     assert store.authenticate(key).slug == "acme"
     store.close()
@@ -78,12 +78,29 @@ def test_add_writes_the_yaml_and_the_store_row_and_prints_a_working_key(cli, sto
     assert cli("tenants", "disable", "acme").output == "tenant 'acme' is disabled\n"
 
 
+def test_add_names_secrets_by_environment_variable_and_refuses_their_values(cli, store_url):
+    """Issue #13.8: --slack-url and --pagerduty-routing-key wrote secrets into a world-readable tenant file."""
+    slack_url, routing_key = "https://hooks.slack.com/services/T0/B0/s3cr3t", "R" * 32
+    for flag, value, instead in (("--slack-url", slack_url, "--slack-url-env NAME"),
+                                 ("--pagerduty-routing-key", routing_key, "--pagerduty-routing-key-env NAME")):
+        refused = cli("tenants", "add", "acme", "--name", "Acme", flag, value)
+        assert refused.exit_code == 2 and "would write a secret" in refused.output and instead in refused.output
+        assert not (cli.config_dir / "acme.yaml").exists()
+    added = cli("tenants", "add", "acme", "--name", "Acme", "--slack-url-env", "ACME_SLACK_URL",
+                "--pagerduty-routing-key-env", "ACME_PD_ROUTING_KEY")
+    assert added.exit_code == 0, added.output
+    written = (cli.config_dir / "acme.yaml").read_text()
+    hooks = {w.name: w for w in load_tenants(cli.config_dir).get("acme").alerts.webhooks}
+    assert (hooks["slack"].url_env, hooks["pagerduty"].routing_key_env) == ("ACME_SLACK_URL", "ACME_PD_ROUTING_KEY")
+    assert "hooks.slack.com" not in written and "routing_key:" not in written
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--webhook-url", "ftp://files.example.com"], "alerts.webhooks.0.url: 'ftp://files.example.com' is not an http(s) URL with a host"),
         (["--pagerduty-url", "https://events.pagerduty.com/v2/enqueue"], "is of type pagerduty but has no routing_key"),
-        (["--plan", "starter", "--slack-url", "https://hooks.slack.com/x"], "the starter plan does not include it"),
+        (["--plan", "starter", "--slack-url-env", "ACME_SLACK_URL"], "the starter plan does not include it"),
         (["--name", "Arena again"], "tenant 'arena' already exists"),
     ],
 )

@@ -76,10 +76,10 @@ def _minimal(tenant_id: str) -> dict:
          "alerts.webhooks.0.url", "is not an http(s) URL with a host"),
         (lambda d: d.update(alerts={"webhooks": [{"name": "x", "url": "https://hooks.example.com:99999/x", "events": ["anomaly_detected"]}]}),
          "alerts.webhooks.0.url", "has an invalid port"),
-        # The guide's Step 5 channel: named pagerduty, no type, a routing key PagerDuty would refuse.
+        # The guide's Step 5 channel as written: the routing key's value in the file (a secret, #13.8).
         (lambda d: d.update(alerts={"webhooks": [{"name": "pagerduty", "url": "https://events.pagerduty.com/v2/enqueue",
                                                   "routing_key": "CUSTOMER_ROUTING_KEY", "events": ["capacity_critical"]}]}),
-         "alerts.webhooks.0", "routing_key must be PagerDuty's 32-character integration key"),
+         "alerts.webhooks.0", "name that variable in routing_key_env"),
         (lambda d: d.update(alerts={"webhooks": [{"name": "pd", "type": "pagerduty", "url": "https://events.pagerduty.com/v2/enqueue", "events": ["capacity_critical"]}]}),
          "alerts.webhooks.0", "has no routing_key"),
         (lambda d: d.update(scaling=[{"service": "web", "metric": "ghost", "capacity_per_replica": 10}]),

@@ -110,9 +110,10 @@ def secret_env(webhook: str, field: str) -> str:
 def alerts_document(tenant: TenantConfig) -> dict:
     webhooks = []
     for hook in tenant.alerts.webhooks:
-        entry = {"name": hook.name, "type": hook.type, "url_env": secret_env(hook.name, "URL"), "events": list(hook.events)}
-        if hook.routing_key:
-            entry["routing_key_env"] = secret_env(hook.name, "ROUTING_KEY")
+        entry = {"name": hook.name, "type": hook.type, "url_env": hook.url_env or secret_env(hook.name, "URL"),
+                 "events": list(hook.events)}
+        if hook.routing_key_env:
+            entry["routing_key_env"] = hook.routing_key_env
         if hook.secret_env:
             entry["signing_secret_env"] = hook.secret_env
         webhooks.append(entry)

@@ -63,13 +63,26 @@ def _config_dir(ctx: click.Context) -> Path:
     return Path(ctx.find_root().obj["config_dir"] or DEFAULT_CONFIG_DIR)
 
 
-def _webhooks(slack_url, pagerduty_url, routing_key, webhook_url, secret_env) -> list[dict]:
+def _refuse_secret(replacement: str):
+    """A flag that used to take a secret's value: refused with the way to name it instead."""
+
+    def refuse(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+        if value is not None:
+            raise click.UsageError(
+                f"--{param.name.removeprefix('refused_').replace('_', '-')} would write a secret into the tenant "
+                f"file; export it as an environment variable (of the service and the alert worker) and pass "
+                f"{replacement} NAME", ctx)
+
+    return refuse
+
+
+def _webhooks(slack_url_env, pagerduty_url, routing_key_env, webhook_url, secret_env) -> list[dict]:
     hooks = []
-    if slack_url:
-        hooks.append({"name": "slack", "type": "slack", "url": slack_url, "events": ALL_EVENTS})
-    if pagerduty_url or routing_key:
+    if slack_url_env:
+        hooks.append({"name": "slack", "type": "slack", "url_env": slack_url_env, "events": ALL_EVENTS})
+    if pagerduty_url or routing_key_env:
         hooks.append({"name": "pagerduty", "type": "pagerduty", "url": pagerduty_url or PAGERDUTY_EVENTS_URL,
-                      "routing_key": routing_key, "events": ["anomaly_detected", "capacity_critical"]})
+                      "routing_key_env": routing_key_env, "events": ["anomaly_detected", "capacity_critical"]})
     if webhook_url:
         hooks.append({"name": "webhook", "type": "webhook", "url": webhook_url, "secret_env": secret_env,
                       "events": ALL_EVENTS})
@@ -94,24 +107,30 @@ def _from_template(config_dir: Path, tenant_id: str, name: str, plan: str, seed:
 @click.option("--name", required=True, help="display name")
 @click.option("--plan", type=click.Choice(["starter", "pro", "enterprise"]), default="pro", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="simulator seed of the template's source")
-@click.option("--slack-url", default=None, help="Slack incoming-webhook URL")
+@click.option("--slack-url-env", default=None, metavar="NAME",
+              help="environment variable holding the Slack incoming-webhook URL (the URL is a secret)")
 @click.option("--pagerduty-url", default=None, help=f"PagerDuty Events API v2 URL (default {PAGERDUTY_EVENTS_URL})")
-@click.option("--pagerduty-routing-key", "routing_key", default=None, help="PagerDuty integration (routing) key")
+@click.option("--pagerduty-routing-key-env", "routing_key_env", default=None, metavar="NAME",
+              help="environment variable holding the PagerDuty integration (routing) key")
+@click.option("--slack-url", "refused_slack_url", default=None, hidden=True, callback=_refuse_secret("--slack-url-env"))
+@click.option("--pagerduty-routing-key", "refused_routing_key", default=None, hidden=True,
+              callback=_refuse_secret("--pagerduty-routing-key-env"))
 @click.option("--webhook-url", default=None, help="generic JSON webhook, signed when --webhook-secret-env is given")
 @click.option("--webhook-secret-env", "secret_env", default=None, help="environment variable holding the HMAC secret")
 @click.pass_context
-def add(ctx: click.Context, tenant_id: str, name: str, plan: str, seed: int, slack_url, pagerduty_url, routing_key,
-        webhook_url, secret_env) -> None:
+def add(ctx: click.Context, tenant_id: str, name: str, plan: str, seed: int, slack_url_env, pagerduty_url,
+        routing_key_env, refused_slack_url, refused_routing_key, webhook_url, secret_env) -> None:
     """Write configs/tenants/<id>.yaml from the template and the tenant's store row, or neither.
 
-    Prints the tenant's first API key, which is shown only once.
+    Prints the tenant's first API key, which is shown only once. Secrets (a Slack URL, a PagerDuty
+    routing key) are named by the environment variable that holds them, never written to the file.
     """
     config_dir = _config_dir(ctx)
     final = config_dir / f"{tenant_id}.yaml"
     if final.exists():
         raise click.ClickException(f"tenant '{tenant_id}' already exists: {final}")
     raw = _from_template(config_dir, tenant_id, name, plan, seed,
-                         _webhooks(slack_url, pagerduty_url, routing_key, webhook_url, secret_env))
+                         _webhooks(slack_url_env, pagerduty_url, routing_key_env, webhook_url, secret_env))
     # Staged inside the config directory (a hidden folder the registry does not read) so the final
     # link is on the same filesystem, and validated by the same parser that will load it.
     staging = Path(tempfile.mkdtemp(prefix=".adding-", dir=config_dir))

@@ -15,6 +15,11 @@ Formats:
 - Slack: an incoming-webhook message (``text`` plus Block Kit blocks).
 - PagerDuty: an Events API v2 event (``routing_key``, ``event_action`` trigger or resolve,
   ``dedup_key`` = the alert key, so the resolve closes the incident the trigger opened).
+
+Secrets stay in the environment: the outbox stores the names of the variables holding a Slack URL
+(``url_env``) or a PagerDuty routing key (``routing_key_env``), never their values; the worker reads
+them when it sends (a variable not set is a retryable error naming it). A generic webhook's ``url``
+may be stored as is: it is not a credential, its requests are signed.
 - Generic webhook: a JSON document signed with HMAC-SHA256 when the webhook names ``secret_env``.
 
 Signature and replay protection (generic webhooks): ``X-Helios-Timestamp`` is the send time in Unix
@@ -44,7 +49,7 @@ from sqlalchemy.orm import Session
 
 from helios_pipelines.core import plans
 from helios_pipelines.core.store import ACTIVE, DEAD, DELIVERED, PENDING, OutboxRow, Store, utcnow
-from helios_pipelines.core.tenants import TenantConfig, Webhook
+from helios_pipelines.core.tenants import PAGERDUTY_ROUTING_KEY, TenantConfig, Webhook
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +106,12 @@ def slack_message(alert: Alert) -> dict:
     }
 
 
-def pagerduty_event(alert: Alert, routing_key: str) -> dict:
-    event = {"routing_key": routing_key, "event_action": alert.action, "dedup_key": alert.alert_key[:255]}
+def pagerduty_event(alert: Alert, routing_key: str | None = None) -> dict:
+    """The event; the outbox stores it without its ``routing_key``, which the worker adds from the
+    environment when sending."""
+    event = {"event_action": alert.action, "dedup_key": alert.alert_key[:255]}
+    if routing_key is not None:
+        event["routing_key"] = routing_key
     if alert.action == TRIGGER:
         event["payload"] = {
             "summary": f"[{alert.tenant}] {alert.summary}"[:1024],
@@ -134,7 +143,7 @@ def render(alert: Alert, webhook: Webhook, key: str) -> str:
     if webhook.type == "slack":
         document = slack_message(alert)
     elif webhook.type == "pagerduty":
-        document = pagerduty_event(alert, webhook.routing_key)
+        document = pagerduty_event(alert)
     else:
         document = webhook_document(alert, key)
     return json.dumps(document, sort_keys=True, default=str)
@@ -181,7 +190,8 @@ def enqueue(store: Store, session: Session, tenant: TenantConfig, alerts: list[A
             rows.append({
                 "customer_id": customer.id, "idempotency_key": key, "alert_key": alert.alert_key,
                 "event": alert.event, "action": alert.action, "destination": webhook.name,
-                "destination_type": webhook.type, "url": webhook.url, "body": render(alert, webhook, key),
+                "destination_type": webhook.type, "url": webhook.url, "url_env": webhook.url_env,
+                "body": render(alert, webhook, key), "routing_key_env": webhook.routing_key_env,
                 "secret_env": webhook.secret_env, "status": PENDING, "attempts": 0,
                 "next_attempt_at": now, "created_at": now,
             })
@@ -273,7 +283,25 @@ class DeliveryWorker:
                 log.info("alerts: %s", stats)
             stop.wait(interval)
 
-    def headers(self, row: OutboxRow, sent_at: datetime) -> dict[str, str]:
+    def _from_environment(self, name: str, what: str) -> str:
+        value = self.environ.get(name)
+        if not value:
+            raise LookupError(f"environment variable {name} ({what}) is not set")
+        return value
+
+    def request(self, row: OutboxRow) -> tuple[str, bytes]:
+        """(URL, body) as sent: secrets the row names are read from the environment now."""
+        url = row.url or self._from_environment(row.url_env, f"the URL of webhook '{row.destination}'")
+        if not row.routing_key_env:
+            return url, row.body.encode()
+        routing_key = self._from_environment(row.routing_key_env, f"the PagerDuty routing key of webhook '{row.destination}'")
+        if not PAGERDUTY_ROUTING_KEY.match(routing_key):
+            raise LookupError(f"environment variable {row.routing_key_env} does not hold a PagerDuty routing key "
+                              f"(the 32-character integration key; it holds {len(routing_key)} characters)")
+        document = json.loads(row.body) | {"routing_key": routing_key}
+        return url, json.dumps(document, sort_keys=True).encode()
+
+    def headers(self, row: OutboxRow, body: bytes, sent_at: datetime) -> dict[str, str]:
         timestamp = int(sent_at.timestamp())
         headers = {
             "Content-Type": "application/json",
@@ -283,14 +311,13 @@ class DeliveryWorker:
             "X-Helios-Timestamp": str(timestamp),
         }
         if row.secret_env:
-            secret = self.environ.get(row.secret_env)
-            if not secret:
-                raise LookupError(f"environment variable {row.secret_env} (the webhook's signing secret) is not set")
-            headers["X-Helios-Signature"] = sign(secret, timestamp, row.body.encode())
+            secret = self._from_environment(row.secret_env, "the webhook's signing secret")
+            headers["X-Helios-Signature"] = sign(secret, timestamp, body)
         return headers
 
     def _post(self, row: OutboxRow) -> None:
-        response = self.client.post(row.url, content=row.body.encode(), headers=self.headers(row, self.clock()))
+        url, body = self.request(row)
+        response = self.client.post(url, content=body, headers=self.headers(row, body, self.clock()))
         if response.is_success:
             return
         message = f"HTTP {response.status_code}: {response.text[:200]}"

@@ -269,7 +269,11 @@ class OutboxRow(Base):
     """One alert for one destination, rendered once so every retry sends identical bytes."""
 
     __tablename__ = "alert_outbox"
-    __table_args__ = (Index("ix_alert_outbox_due", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_alert_outbox_due", "status", "next_attempt_at"),
+        # claim_outbox looks for an earlier pending row of the same episode and destination
+        Index("ix_alert_outbox_episode", "customer_id", "alert_key", "destination", "id"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     customer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
@@ -279,8 +283,10 @@ class OutboxRow(Base):
     action: Mapped[str] = mapped_column(String(20), comment="trigger or resolve")
     destination: Mapped[str] = mapped_column(String(255), comment="webhook name in the tenant config")
     destination_type: Mapped[str] = mapped_column(String(20))
-    url: Mapped[str] = mapped_column(Text)
+    url: Mapped[str | None] = mapped_column(Text, comment="a URL that is not a secret; else url_env")
+    url_env: Mapped[str | None] = mapped_column(String(255), comment="environment variable holding the URL")
     body: Mapped[str] = mapped_column(Text)
+    routing_key_env: Mapped[str | None] = mapped_column(String(255), comment="pagerduty: variable holding the routing key")
     secret_env: Mapped[str | None] = mapped_column(String(255))
     status: Mapped[str] = mapped_column(String(20), default=PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)

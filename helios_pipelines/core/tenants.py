@@ -256,14 +256,19 @@ VENDOR_CHANNELS = ("slack", "pagerduty")
 
 
 class Webhook(Strict):
+    """Where alerts go. Secrets never sit in a tenant file (nor in the model bundle, which carries the
+    tenant's config): a Slack incoming-webhook URL (its path is the credential) and a PagerDuty routing
+    key are named by the environment variable holding them, and read when an alert is sent."""
+
     name: str = Field(min_length=1, max_length=255)
-    url: str = Field(description="http(s) URL of the receiver")
+    url: str | None = Field(None, description="http(s) URL of a webhook or of PagerDuty's Events API (not secrets)")
+    url_env: EnvVarName | None = Field(None, description="environment variable holding the URL (required for slack)")
     type: Literal["slack", "pagerduty", "webhook"] = Field(
         "webhook", description="payload format; a channel named slack or pagerduty (the guide's) defaults to it"
     )
     events: list[Literal["anomaly_detected", "scaling_recommended", "capacity_warning", "capacity_critical"]]
-    routing_key: str | None = None
-    secret_env: str | None = Field(None, description="environment variable holding the HMAC secret")
+    routing_key_env: EnvVarName | None = Field(None, description="pagerduty: environment variable holding the routing key")
+    secret_env: EnvVarName | None = Field(None, description="environment variable holding the HMAC secret")
 
     @model_validator(mode="before")
     @classmethod
@@ -273,9 +278,19 @@ class Webhook(Strict):
             data = data | {"type": data["name"]}
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_secret_values(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "routing_key" in data:
+            raise ValueError(f"webhook '{data.get('name')}': routing_key is a secret and is not kept in tenant files; "
+                             "put it in an environment variable and name that variable in routing_key_env")
+        return data
+
     @field_validator("url")
     @classmethod
-    def _well_formed_url(cls, value: str) -> str:
+    def _well_formed_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in value):
             raise ValueError(f"'{value[:200]}' is not an http(s) URL with a host")
@@ -286,13 +301,15 @@ class Webhook(Strict):
         return value
 
     @model_validator(mode="after")
-    def _pagerduty_needs_key(self) -> Webhook:
-        if self.type == "pagerduty":
-            if not self.routing_key:
-                raise ValueError(f"webhook '{self.name}' is of type pagerduty but has no routing_key")
-            if not PAGERDUTY_ROUTING_KEY.match(self.routing_key):
-                raise ValueError(f"webhook '{self.name}': routing_key must be PagerDuty's 32-character "
-                                 f"integration key (letters and digits), got {len(self.routing_key)} characters")
+    def _destination_and_secrets(self) -> Webhook:
+        if (self.url is None) == (self.url_env is None):
+            raise ValueError(f"webhook '{self.name}' needs exactly one of url and url_env")
+        if self.type == "slack" and self.url is not None:
+            raise ValueError(f"webhook '{self.name}': a Slack incoming-webhook URL is a secret; put it in an "
+                             "environment variable and name that variable in url_env")
+        if self.type == "pagerduty" and not self.routing_key_env:
+            raise ValueError(f"webhook '{self.name}' is of type pagerduty but has no routing_key_env (the environment "
+                             "variable holding its routing key)")
         return self
 
 
