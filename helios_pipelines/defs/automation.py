@@ -159,20 +159,23 @@ def champion_change_sensor(context: SensorEvaluationContext, tenants: TenantRegi
 
 # ---- retraining when the champions stop fitting ---------------------------------------------------
 class LiveAccuracyResource(ConfigurableResource):
-    """Live MASE per forecast metric from the prediction feedback loop in the Helios store.
-    Without ``database_url`` no live accuracy is known and only drift can ask for retraining."""
+    """Live MASE per forecast metric from the prediction feedback loop in the Helios store:
+    ``database_url``, or the embedded store under HELIOS_HOME (the local setup, which the local
+    service records into), migrated on first use as the service does."""
 
     database_url: str | None = None
 
     def live_mase(self, tenant_id: str, now: pd.Timestamp) -> dict[str, float]:
         """The worst horizon's MASE of each metric over the last day."""
-        if not self.database_url:
-            return {}
         from helios_pipelines.core.feedback import live_accuracy
-        from helios_pipelines.core.store import Store, UnknownCustomerError
+        from helios_pipelines.core.store import Store, UnknownCustomerError, database_url
 
-        store = Store(self.database_url)
+        store = Store(self.database_url or database_url())
         try:
+            if not self.database_url:
+                from helios_pipelines.core.migrations import upgrade
+
+                upgrade(store.url)
             rows = live_accuracy(store, tenant_id, window=timedelta(days=1), now=now.to_pydatetime())
         except UnknownCustomerError:
             return {}  # not served yet: no live predictions to judge by
