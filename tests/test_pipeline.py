@@ -6,9 +6,9 @@ from dagster import AssetKey, materialize
 
 from helios_pipelines.core.tracking import CHAMPION, Tracker, experiment_name
 from helios_pipelines.defs.assets import ALL_ASSETS
-from tests.conftest import pipeline_resources
+from tests.conftest import FIXTURE_TENANTS, pipeline_resources
 
-ASSETS = ["raw_metrics", "validated_metrics", "features", "forecast_candidates", "anomaly_detector",
+ASSETS = ["tenant_config", "raw_metrics", "validated_metrics", "features", "forecast_candidates", "anomaly_detector",
           "capacity_model", "champions", "tenant_bento"]
 
 
@@ -81,3 +81,22 @@ def test_a_blocking_data_failure_stops_that_tenant_only(dagster_instance, traine
     assert not coverage.passed
     assert "request_rate" in coverage.description and "FAILED (blocking)" in coverage.description
     assert trained_arena.success  # the other tenant's run is untouched
+
+
+def test_a_run_trains_with_the_config_it_snapshotted_even_if_the_yaml_changes_mid_run(tmp_path, dagster_instance):
+    import shutil
+
+    from helios_pipelines.defs.resources import TenantRegistryResource
+
+    config_dir = tmp_path / "tenants"
+    shutil.copytree(FIXTURE_TENANTS, config_dir)
+    resources = pipeline_resources() | {"tenants": TenantRegistryResource(config_dir=str(config_dir))}
+    snapshot = materialize(ALL_ASSETS, selection=["tenant_config"], partition_key="arena",
+                           resources=resources, instance=dagster_instance)
+    assert snapshot.output_for_node("tenant_config").training.history_days == 8
+    yaml_file = config_dir / "arena.yaml"
+    yaml_file.write_text(yaml_file.read_text().replace("history_days: 8", "history_days: 3"))
+    # The rest of the run reads the snapshot: 8 days at 5 minutes is 8 * 288 rows, not 3 * 288.
+    fetched = materialize(ALL_ASSETS, selection=["raw_metrics"], partition_key="arena",
+                          resources=resources, instance=dagster_instance)
+    assert len(fetched.output_for_node("raw_metrics")) == 8 * 288

@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 
 from helios_pipelines.core.models.base import META_FILE, SeasonalNaive
 from helios_pipelines.definitions import build_definitions
-from helios_pipelines.defs.assets import raw_metrics
+from helios_pipelines.defs.assets import raw_metrics, tenant_config
 from helios_pipelines.defs.partitions import tenant_partitions
 from helios_pipelines.defs.production import (
     GCSArtifactsMLflowResource,
@@ -99,11 +99,12 @@ def test_an_asset_materialises_into_postgres_and_round_trips_through_gcs(product
     production_instance.add_dynamic_partitions(tenant_partitions.name, ["arena"])
     io_manager = production_resources({"GCS_BUCKET": BUCKET, "MLFLOW_TRACKING_URI": "postgresql://unused"})["io_manager"]
     resources = pipeline_resources() | {"io_manager": io_manager}
-    written = materialize([raw_metrics], partition_key="arena", resources=resources, instance=production_instance)
+    written = materialize([tenant_config, raw_metrics], partition_key="arena", resources=resources,
+                          instance=production_instance)
     assert written.success
-    blobs = [b.name for b in storage.Client().list_blobs(BUCKET, prefix="dagster/")]
-    assert blobs == ["dagster/raw_metrics/arena"]
-    read = materialize([raw_metrics, raw_metrics_rows], selection=[raw_metrics_rows], partition_key="arena",
+    blobs = sorted(b.name for b in storage.Client().list_blobs(BUCKET, prefix="dagster/"))
+    assert blobs == ["dagster/raw_metrics/arena", "dagster/tenant_config/arena"]
+    read = materialize([tenant_config, raw_metrics, raw_metrics_rows], selection=[raw_metrics_rows], partition_key="arena",
                        resources=resources, instance=production_instance)
     assert read.output_for_node("raw_metrics_rows") == 8 * 288
     # Dagster's records are in PostgreSQL: a fresh instance on the same database sees both runs.

@@ -1,7 +1,11 @@
 """The per-tenant pipeline as Dagster assets: thin shells over ``helios_pipelines.core``.
 
-raw_metrics -> validated_metrics (GX, asset checks) -> features -> forecast_candidates,
-anomaly_detector, capacity_model -> champions (promotion) -> tenant_bento.
+tenant_config -> raw_metrics -> validated_metrics (GX, asset checks) -> features ->
+forecast_candidates, anomaly_detector, capacity_model -> champions (promotion) -> tenant_bento.
+
+Every asset reads the tenant's configuration from ``tenant_config``, the snapshot this run took of
+its YAML, never the file itself: an edit made mid-run cannot train with one config and package with
+another, and a later run of a subset (the Bento rebuild) packages with the config that trained.
 """
 
 
@@ -19,6 +23,7 @@ from dagster import (
 from helios_pipelines.core.events import EventSchedule
 from helios_pipelines.core.features import build_feature_frame
 from helios_pipelines.core.sources.base import SourceError
+from helios_pipelines.core.tenants import TenantConfig
 from helios_pipelines.core.training import (
     promote_capacity_planner,
     promote_detector,
@@ -44,11 +49,23 @@ def _window_tags(frame: pd.DataFrame, source: str) -> dict[str, str]:
 
 
 @asset(partitions_def=tenant_partitions, group_name=GROUP)
-def raw_metrics(
-    context: AssetExecutionContext, tenants: TenantRegistryResource, metrics_source: MetricsSourceResource
-) -> Output[pd.DataFrame]:
-    """The tenant's history over its training window, on its step; counters as rates, gaps as NaN."""
+def tenant_config(context: AssetExecutionContext, tenants: TenantRegistryResource) -> Output[TenantConfig]:
+    """The tenant's validated configuration, read once per run from the registry."""
     tenant = tenants.tenant(context.partition_key)
+    return Output(
+        tenant,
+        metadata={
+            "source": tenant.source.type,
+            "step": tenant.step,
+            "metrics": len(tenant.metrics),
+        },
+    )
+
+
+@asset(partitions_def=tenant_partitions, group_name=GROUP)
+def raw_metrics(tenant_config: TenantConfig, metrics_source: MetricsSourceResource) -> Output[pd.DataFrame]:
+    """The tenant's history over its training window, on its step; counters as rates, gaps as NaN."""
+    tenant = tenant_config
     end = metrics_source.window_end().floor(tenant.step_timedelta)
     start = end - pd.Timedelta(days=tenant.training.history_days)
     try:
@@ -83,9 +100,9 @@ def raw_metrics(
                        description="values within the configured min/max (a warning: anomalies live out there)"),
     ],
 )
-def validated_metrics(context: AssetExecutionContext, tenants: TenantRegistryResource, raw_metrics: pd.DataFrame):
+def validated_metrics(context: AssetExecutionContext, tenant_config: TenantConfig, raw_metrics: pd.DataFrame):
     """raw_metrics that passed the tenant's Great Expectations suite; a blocking failure stops this tenant."""
-    tenant = tenants.tenant(context.partition_key)
+    tenant = tenant_config
     summary = validate_metrics(raw_metrics, tenant)
     context.log.info(summary.report())
     yield Output(
@@ -116,12 +133,10 @@ def validated_metrics(context: AssetExecutionContext, tenants: TenantRegistryRes
 
 
 @asset(partitions_def=tenant_partitions, group_name=GROUP)
-def features(
-    context: AssetExecutionContext, tenants: TenantRegistryResource, validated_metrics: pd.DataFrame
-) -> Output[pd.DataFrame]:
+def features(tenant_config: TenantConfig, validated_metrics: pd.DataFrame) -> Output[pd.DataFrame]:
     """One frame per tenant shared by every model: metrics, calendar in the players' time zones,
     scheduled-event flags, rolling statistics and gaming signals."""
-    tenant = tenants.tenant(context.partition_key)
+    tenant = tenant_config
     frame = build_feature_frame(
         validated_metrics, tenant.timezone, [(r.timezone, r.share) for r in tenant.regions], EventSchedule(tenant.events)
     )
@@ -130,11 +145,11 @@ def features(
 
 @asset(partitions_def=tenant_partitions, group_name=GROUP)
 def forecast_candidates(
-    context: AssetExecutionContext, tenants: TenantRegistryResource, mlflow_tracking: MLflowResource, features: pd.DataFrame
+    tenant_config: TenantConfig, mlflow_tracking: MLflowResource, features: pd.DataFrame
 ) -> Output[dict]:
     """Per forecast metric: every candidate backtested against seasonal naive; the best registered
     as ``challenger``."""
-    tenant = tenants.tenant(context.partition_key)
+    tenant = tenant_config
     trained = train_forecasters(tenant, features, mlflow_tracking.tracker(), _window_tags(features, tenant.source.type))
     table = "| metric | winner | MASE | baseline MASE | version |\n|---|---|---|---|---|\n" + "\n".join(
         f"| {m} | {t.winner} | {t.scores[t.winner]['mase']:.3f} | {t.scores['seasonal_naive']['mase']:.3f} | {t.version.version} |"
@@ -145,14 +160,13 @@ def forecast_candidates(
 
 @asset(partitions_def=tenant_partitions, group_name=GROUP)
 def anomaly_detector(
-    context: AssetExecutionContext,
-    tenants: TenantRegistryResource,
+    tenant_config: TenantConfig,
     mlflow_tracking: MLflowResource,
     metrics_source: MetricsSourceResource,
     features: pd.DataFrame,
 ) -> Output[dict]:
     """The causal detector over the tenant's watched metrics, registered as ``challenger``."""
-    tenant = tenants.tenant(context.partition_key)
+    tenant = tenant_config
     source = metrics_source.source(tenant)
     truth = source.anomalies(features.index[0], features.index[-1]) if hasattr(source, "anomalies") else None
     version, stats = train_detector(tenant, features, mlflow_tracking.tracker(), _window_tags(features, tenant.source.type), truth)
@@ -161,8 +175,7 @@ def anomaly_detector(
 
 @asset(partitions_def=tenant_partitions, group_name=GROUP, deps=[forecast_candidates])
 def capacity_model(
-    context: AssetExecutionContext,
-    tenants: TenantRegistryResource,
+    tenant_config: TenantConfig,
     mlflow_tracking: MLflowResource,
     metrics_source: MetricsSourceResource,
     validated_metrics: pd.DataFrame,
@@ -170,7 +183,7 @@ def capacity_model(
     """The capacity planner behind /recommend (scaling targets, capacity per replica and start-up
     time learned from the fleet's series where present, behaviour), registered as ``challenger`` when
     it changed; ``champions`` promotes it."""
-    tenant = tenants.tenant(context.partition_key)
+    tenant = tenant_config
     planner = train_capacity_planner(tenant, mlflow_tracking.tracker(), _window_tags(validated_metrics, tenant.source.type),
                                      validated_metrics, metrics_source.source(tenant))
     return Output(planner, metadata={"services": len(tenant.scaling), "version": planner["version"] if planner else "-",
@@ -179,15 +192,14 @@ def capacity_model(
 
 @asset(partitions_def=tenant_partitions, group_name=GROUP)
 def champions(
-    context: AssetExecutionContext,
-    tenants: TenantRegistryResource,
+    tenant_config: TenantConfig,
     mlflow_tracking: MLflowResource,
     forecast_candidates: dict,
     anomaly_detector: dict,
     capacity_model: dict | None,
 ) -> Output[list[dict]]:
     """Promotion: a challenger becomes ``champion`` only when it beats the champion and the baseline."""
-    tenant = tenants.tenant(context.partition_key)
+    tenant = tenant_config
     tracker = mlflow_tracking.tracker()
     records = [r.to_dict() for r in promote_forecasters(tenant, forecast_candidates, tracker)]
     records.append(promote_detector(tenant, anomaly_detector["version"], anomaly_detector["stats"], tracker).to_dict())
@@ -201,8 +213,7 @@ def champions(
 
 @asset(partitions_def=tenant_partitions, group_name=GROUP)
 def tenant_bento(
-    context: AssetExecutionContext,
-    tenants: TenantRegistryResource,
+    tenant_config: TenantConfig,
     mlflow_tracking: MLflowResource,
     packager: BentoPackagerResource,
     champions: list[dict],
@@ -210,7 +221,7 @@ def tenant_bento(
     """The tenant's champions packed as the BentoML model ``helios-<tenant>`` and, optionally, a Bento."""
     from serving.packaging import build_bento, champion_pins, save_bento_model
 
-    tenant = tenants.tenant(context.partition_key)
+    tenant = tenant_config
     tracker = mlflow_tracking.tracker()
     model_tag = save_bento_model(tenant, tracker)
     bento_tag = build_bento(tenant.id, model_tag) if packager.build_bento else None
@@ -222,6 +233,7 @@ def tenant_bento(
 
 
 ALL_ASSETS = [
+    tenant_config,
     raw_metrics,
     validated_metrics,
     features,
