@@ -3,7 +3,9 @@ reach that Prometheus (the integration guide's agent option).
 
 1. ``discover_prometheus(url)`` finds which of the tenant's metrics (asked from Helios, or given) the
    local Prometheus holds.
-2. ``backfill(days)`` sends their history once; ``start()`` then forwards new samples every interval.
+2. ``start()`` first sends the tenant's training window (``history_days`` from Helios, or
+   ``backfill_days``), so a new tenant can train today instead of after two weeks of forwarding, then
+   forwards new samples every interval. ``backfill(days)`` sends history on its own.
 
 What is sent is each metric's value on the tenant's grid (Helios' ``step``), every label set apart,
 counters cumulative: exactly what Helios trains on, at a fraction of the raw samples. Collection
@@ -57,10 +59,12 @@ class HeliosAgent:
         timeout_seconds: float = 10.0,
         settle_seconds: float = 15.0,
         max_spool_bytes: int = 512 * 1024 * 1024,
+        backfill_days: float | None = None,
         clock=time.time,
     ):
-        """``metrics`` (series names) and ``step_seconds`` default to what Helios says the tenant
-        configures; ``clock`` returns unix seconds (tests replay history with it)."""
+        """``metrics`` (series names), ``step_seconds`` and ``backfill_days`` (what ``start()`` sends
+        before streaming) default to what Helios says the tenant configures; ``clock`` returns unix
+        seconds (tests replay history with it)."""
         self.customer_id = customer_id
         self.endpoint = endpoint.rstrip("/")
         self.metrics = list(metrics) if metrics else None
@@ -71,6 +75,8 @@ class HeliosAgent:
         self.backoff_seconds = backoff_seconds
         self.settle_seconds = settle_seconds
         self.max_spool_bytes = max_spool_bytes
+        self.backfill_days = backfill_days
+        self._backfilled = False
         self.clock = clock
         directory = Path(data_dir) if data_dir else Path.home() / ".helios-agent" / customer_id
         self.spool = Spool(directory / "spool")
@@ -203,9 +209,20 @@ class HeliosAgent:
 
     # ---- running ------------------------------------------------------------------------------
     def run_once(self) -> None:
-        """One round: collect what is new, then deliver the spool."""
-        self.collect_once()
+        """One round: collect what is new (the first round: the training window), then deliver the spool."""
+        if not self._backfilled:
+            # Resumes from the high-water marks, so a round that fails half-way loses nothing.
+            self.backfill(self.training_days())
+            self._backfilled = True
+        else:
+            self.collect_once()
         self.flush()
+
+    def training_days(self) -> float:
+        """How much history ``start()`` sends first: ``backfill_days``, else the tenant's training window."""
+        if self.backfill_days is not None:
+            return float(self.backfill_days)
+        return float(self.tenant_config()["history_days"])
 
     def start(self, block: bool = True) -> None:
         """Forwards every ``interval_seconds`` until :meth:`stop`; ``block=False`` runs in a thread."""

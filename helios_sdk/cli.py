@@ -49,14 +49,13 @@ def main(argv: list[str] | None = None) -> int:
         args.api_key, args.endpoint, args.customer_id, args.prometheus_url,
         metrics=[m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None,
         data_dir=args.data_dir, interval_seconds=args.interval,
+        backfill_days=float(args.backfill_days) if args.backfill_days else None,
     )
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     try:
         agent.discover_prometheus()
-        days = float(args.backfill_days) if args.backfill_days else agent.tenant_config()["history_days"]
-        agent.backfill(days)
-        agent.flush()
         if args.once:
+            agent.run_once()  # the first round sends the training window
             pending = len(agent.spool.pending())
             if pending:
                 print(f"helios-agent: Helios did not take {pending} batches; they stay in {agent.spool.directory}",

@@ -294,7 +294,8 @@ class HeliosService:
         name: str,
         start: datetime,
         duration_hours: float,
-        multiplier: float,
+        multiplier: float | None = None,
+        expected_multiplier: float | None = None,
         kind: str = "",
         metrics: list[str] | None = None,
         ramp_minutes: float = 0.0,
@@ -308,8 +309,10 @@ class HeliosService:
 
         def post() -> dict:
             try:  # ScheduledEvent holds the rules (positive duration and multiplier, a known kind of start)
+                given = {"multiplier": multiplier, "expected_multiplier": expected_multiplier}  # the guide's name too
                 event = ScheduledEvent(name=name, kind=kind, start=start, duration_hours=duration_hours,
-                                       multiplier=multiplier, metrics=metrics or [], ramp_minutes=ramp_minutes)
+                                       metrics=metrics or [], ramp_minutes=ramp_minutes,
+                                       **{k: v for k, v in given.items() if v is not None})
             except ValidationError as exc:
                 raise RequestError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
             return self.events_feed.post(self.runtime(tenant, authenticated), event)

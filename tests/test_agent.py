@@ -4,8 +4,11 @@ and the push tenant then runs through the pipeline's own assets on what was push
 
 from __future__ import annotations
 
+import gzip
+import json
 import subprocess
 import sys
+import time
 
 import pandas as pd
 import pytest
@@ -102,6 +105,34 @@ def test_agent_survives_a_helios_restart_without_losing_or_doubling_samples(push
     replay.backfill(days=3)
     assert replay.flush() > 0
     assert {name: store.count(TENANT, name) for name in series} == counts
+
+
+def test_start_after_discovery_sends_the_training_window_before_streaming(pushed, service, prometheus_url, window,
+                                                                             tmp_path):
+    # The guide's agent: discover, then start(). Helios is down, so what start() collected stays
+    # spooled where the test can read it: two days (the tenant's history_days) of every series.
+    start, end = window
+    forwarder = agent(pushed, service, prometheus_url, tmp_path, lambda: end.timestamp())
+    forwarder.interval_seconds = 3600  # one round, then the test stops it
+    forwarder.discover_prometheus()
+    service.stop()
+    try:
+        forwarder.start(block=False)
+        deadline = time.monotonic() + 60
+        while not forwarder.spool.pending() or any(forwarder.marks.get(s) is None for s in forwarder.metrics):
+            assert time.monotonic() < deadline, "start() collected nothing"
+            time.sleep(0.2)
+        forwarder.stop()
+    finally:
+        service.start()
+    samples = [s for path in forwarder.spool.pending() for s in json.loads(gzip.decompress(path.read_bytes()))["samples"]]
+    step = 300  # arena's 5-minute grid
+    first_expected = int(end.timestamp()) - 2 * DAY
+    for series in forwarder.metrics:
+        stamps = sorted({s["timestamp"] for s in samples if s["metric"] == series})
+        assert stamps[0] <= (first_expected + step) * 1000, series  # from the start of the training window
+        assert stamps[-1] >= (int(end.timestamp()) - step) * 1000, series  # up to now (the history ends at end)
+        assert len(stamps) >= 2 * 288 - 10, series  # the whole window, bar the simulator's gaps
 
 
 def test_the_push_tenant_trains_from_what_was_pushed(pushed, window, service, prometheus_url, tmp_path):

@@ -93,6 +93,20 @@ def triggers(tenant: TenantConfig, target: ScalingTarget, helios_url: str, setti
             "threshold": f"{queue_threshold:g}",
             "query": source_query(tenant, QUEUE_METRIC),
         })
+    if reads_prometheus:
+        for metric, config in tenant.metrics.items():
+            if config.scale_trigger is None:
+                continue
+            try:  # the guide names the series; a tenant metric of that name reads through its query
+                query = source_query(tenant, tenant.resolve_metric(config.scale_trigger.series))
+            except KeyError:
+                query = f"sum({config.scale_trigger.series})"
+            found.append({
+                "name": f"{metric.replace('_', '-')}-scale-trigger",
+                "server": prometheus_url(tenant, settings),
+                "threshold": f"{config.scale_trigger.above:g}",
+                "query": query,
+            })
     return found
 
 

@@ -3,6 +3,9 @@
 Every key is validated strictly (unknown keys are errors, so a typo never silently falls back to a
 default). ``load_tenants`` validates each file on its own, so one bad tenant never hides the others;
 the errors it collects name the file, the key and the problem.
+
+Past 400 lines on purpose: it is the whole tenant schema, one class per YAML section, read top to
+bottom beside ``configs/tenants/_template.yaml``; the guide's key mapping lives in ``guide_keys.py``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from helios_pipelines.core.guide_keys import guide_metric_keys
 
 TENANT_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{1,62}$"
 METRIC_NAME_PATTERN = r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"
@@ -64,8 +69,22 @@ class ForecastConfig(Strict):
         return [int(parse_duration(v).total_seconds() // 60) if isinstance(v, str) else v for v in value]
 
 
+class ScaleTrigger(Strict):
+    """The guide's ``scale_trigger: "matches_in_queue > 100"``: scale out when a series is above a value."""
+
+    series: str = Field(pattern=METRIC_NAME_PATTERN, description="the series (or logical metric) compared")
+    above: float = Field(gt=0, allow_inf_nan=False)
+
+
 class MetricConfig(Strict):
-    """One metric as users name it (the logical name is its key) and as the source stores it."""
+    """One metric as users name it (the logical name is its key) and as the source stores it.
+
+    The integration guide's keys are accepted too (``core/guide_keys.py``): ``prometheus_query`` is
+    ``query`` (and names ``series`` when absent), ``forecast_horizon: 1h`` is ``forecast: {horizons:
+    [1h]}``, ``anomaly_detection`` is ``anomaly``, ``warning_threshold`` / ``critical_threshold`` are
+    ``warning_above`` / ``critical_above``, ``alert_threshold_ms`` is ``critical_above`` in ms, and
+    ``scale_trigger: "matches_in_queue > 100"`` is ``scale_trigger: {series, above}``.
+    """
 
     series: str = Field(pattern=SERIES_NAME_PATTERN, description="the source's own series name")
     query: str | None = Field(None, description="query in the source's language (PromQL for Prometheus)")
@@ -77,11 +96,24 @@ class MetricConfig(Strict):
     min_value: float | None = Field(None, description="values below are out of range (data quality)")
     max_value: float | None = Field(None, description="values above are out of range (data quality)")
     min_coverage: float = Field(0.9, ge=0, le=1, description="share of the grid that must hold data")
+    seasonality: list[Literal["hourly", "daily", "weekly", "yearly"]] = Field(
+        default_factory=list, description="the guide's seasonality hint; Helios' forecasters learn seasonality themselves"
+    )
+    warning_above: float | None = Field(None, allow_inf_nan=False, description="a value above it is a warning level")
+    critical_above: float | None = Field(None, allow_inf_nan=False, description="a value above it is a critical level")
+    scale_trigger: ScaleTrigger | None = Field(None, description="KEDA emergency trigger: scale out above this value")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _guide_keys(cls, data: Any) -> Any:
+        return guide_metric_keys(data) if isinstance(data, dict) else data
 
     @model_validator(mode="after")
     def _range_is_ordered(self) -> MetricConfig:
         if self.min_value is not None and self.max_value is not None and self.min_value > self.max_value:
             raise ValueError(f"min_value {self.min_value} is above max_value {self.max_value}")
+        if self.warning_above is not None and self.critical_above is not None and self.warning_above >= self.critical_above:
+            raise ValueError(f"warning level {self.warning_above} is not below critical level {self.critical_above}")
         return self
 
 
@@ -101,7 +133,8 @@ class Region(Strict):
 
 
 class ScheduledEvent(Strict):
-    """A known future (or past) event that multiplies traffic: a launch, a tournament."""
+    """A known future (or past) event that multiplies traffic: a launch, a tournament. The guide's
+    ``expected_multiplier`` is accepted for ``multiplier``."""
 
     name: str = Field(min_length=1)
     kind: str = Field("", description="events of one kind share a learned multiplier; defaults to the name")
@@ -113,6 +146,15 @@ class ScheduledEvent(Strict):
     ramp_minutes: float = Field(
         0, ge=0, description="traffic builds up linearly over this long after the start, and winds down before the end"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _guide_multiplier(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "expected_multiplier" in data:
+            if "multiplier" in data:
+                raise ValueError("expected_multiplier: set multiplier or the guide's expected_multiplier, not both")
+            data = {k: v for k, v in data.items() if k != "expected_multiplier"} | {"multiplier": data["expected_multiplier"]}
+        return data
 
     @model_validator(mode="after")
     def _ramps_fit(self) -> ScheduledEvent:
@@ -399,6 +441,9 @@ class TrainingConfig(Strict):
     seed: int = 42
 
 
+GUIDE_PLANS = {"standard": "starter"}
+
+
 class TenantConfig(Strict):
     id: str = Field(pattern=TENANT_ID_PATTERN)
     name: str
@@ -413,6 +458,12 @@ class TenantConfig(Strict):
     events: list[ScheduledEvent] = Field(default_factory=list)
     scaling: list[ScalingTarget] = Field(default_factory=list)
     training: TrainingConfig = TrainingConfig()
+
+    @field_validator("plan", mode="before")
+    @classmethod
+    def _guide_plan(cls, value: Any) -> Any:
+        """The guide's schema defaults plans to 'standard' (its lowest tier, the pricing table's Starter)."""
+        return GUIDE_PLANS.get(value, value) if isinstance(value, str) else value
 
     @field_validator("timezone")
     @classmethod

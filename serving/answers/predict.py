@@ -79,4 +79,9 @@ def predict(runtime: TenantRuntime, metric_name: str, horizon_minutes: int, end:
         "unit": runtime.tenant.metrics[metric].unit,
         "events": running,
         "model": runtime.pinned[metric].as_dict(),
+        # The integration guide's field names, beside Helios' own: its timestamp is when the
+        # forecast was made, here the last complete step it was made from.
+        "customer": runtime.tenant_id,
+        "predicted_value": float(row["yhat"]),
+        "timestamp": origin.isoformat(),
     }

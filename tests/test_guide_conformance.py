@@ -1,0 +1,208 @@
+"""The integration guide (../shared/seed/helios-integration-guide.md), section by section in its order,
+each shape run against Helios as the guide writes it. Where Helios differs, the README's integration
+section says how and why; the test pins the mapping.
+
+Sections with their own suites: Grafana (tests/test_promql.py), the agent's backfill (tests/test_agent.py),
+KEDA's arithmetic (tests/test_desired_replicas.py), the alert formats (tests/test_capacity_alerts.py).
+"""
+
+from __future__ import annotations
+
+import inspect
+from datetime import datetime
+
+import pytest
+import yaml
+
+from helios_pipelines.commands.deploy import render
+from helios_pipelines.core.plans import plan
+from helios_pipelines.core.tenants import (
+    AlertConfig,
+    ScheduledEvent,
+    TenantConfig,
+    TenantConfigError,
+    parse_tenant_file,
+)
+from helios_sdk import HeliosAgent
+from tests.conftest import SHARED
+from tests.store_backends import PAGERDUTY_KEY
+from tests.test_serving import bentoml_serve, embedded_store  # noqa: F401  (module fixture)
+
+GUIDE = SHARED / "seed" / "helios-integration-guide.md"
+
+# "Gaming App Example" / "Custom Metrics for Gaming": GAMING_METRICS, as written.
+GAMING_METRICS = {
+    "concurrent_users": {
+        "prometheus_query": "sum(game_active_sessions)",
+        "forecast_horizon": "1h",
+        "seasonality": ["hourly", "daily", "weekly"],
+    },
+    "matches_in_progress": {
+        "prometheus_query": "sum(game_matches_active)",
+        "scale_trigger": "matches_in_queue > 100",
+    },
+    "server_utilization": {
+        "prometheus_query": "avg(game_server_players / game_server_capacity)",
+        "warning_threshold": 0.8,
+        "critical_threshold": 0.95,
+    },
+    "game_latency_p99": {
+        "prometheus_query": "histogram_quantile(0.99, game_request_latency_bucket)",
+        "anomaly_detection": True,
+        "alert_threshold_ms": 100,
+    },
+}
+# "Step 2": GamingCorpConfig.thresholds, as written.
+STEP_2_THRESHOLDS = {"max_players_per_server": 100, "latency_warning_ms": 50, "latency_critical_ms": 100,
+                     "queue_length_scale_trigger": 50}
+
+
+def guide_tenant(**changes) -> TenantConfig:
+    return TenantConfig.model_validate({
+        "id": "gaming-corp", "name": "Gaming Corp", "plan": "standard",
+        "source": {"type": "prometheus", "url": "http://prometheus.gaming-corp.internal:9090"},
+        "metrics": GAMING_METRICS, "thresholds": STEP_2_THRESHOLDS,
+        "scaling": [{"service": "game-server", "metric": "concurrent_users",
+                     "capacity_per_replica": "max_players_per_server", "min_replicas": 5, "max_replicas": 100}],
+    } | changes)
+
+
+def test_the_guide_is_there_in_the_order_this_test_walks():
+    if not GUIDE.exists():
+        pytest.skip(f"{GUIDE} is absent (../shared not laid out)")
+    text = GUIDE.read_text()
+    order = ["### Option 1: Sidecar Deployment", "### Option 3: Agent-Based", "### Step 2: Configure Metrics Adapter",
+             "### Step 5: Configure Webhooks/Alerts", "### Custom Metrics for Gaming", "### Gaming-Specific Scaling Rules",
+             "### Event-Based Scaling", "### Database Schema", "### API with Tenant Isolation"]
+    positions = [text.index(heading) for heading in order]
+    assert positions == sorted(positions)
+    assert '"prometheus_query": "sum(game_active_sessions)"' in text and "expected_multiplier=5.0" in text
+
+
+def test_deployment_options_sidecar_names_and_env():
+    files = render(guide_tenant())
+    deployment = yaml.safe_load(files["deployment.yaml"])
+    env = {e["name"]: e["value"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["PROMETHEUS_URL"] == "http://prometheus.gaming-corp.internal:9090"
+    assert env["CUSTOMER_ID"] == "gaming-corp" and "METRICS_NAMESPACE" in env
+    alias = yaml.safe_load(files["service-helios-inference.yaml"])  # the guide's Service name
+    assert alias["metadata"]["name"] == "helios-inference" and alias["spec"]["ports"][0]["port"] == 8080
+
+
+def test_deployment_options_agent_takes_the_guide_s_arguments(tmp_path):
+    agent = HeliosAgent(api_key="customer-api-key", endpoint="https://helios.yourcompany.com",
+                        customer_id="gaming-corp", data_dir=tmp_path)
+    try:
+        assert callable(agent.discover_prometheus) and "block" in inspect.signature(agent.start).parameters
+    finally:
+        agent.close()
+
+
+def test_step_2_thresholds_load_as_written():
+    thresholds = guide_tenant().thresholds
+    assert (thresholds.max_players_per_server, thresholds.queue_length_scale_trigger) == (100, 50)
+
+
+def test_step_5_alerts_yaml_loads_with_slack_and_pagerduty_formats():
+    step_5 = {
+        "webhooks": [
+            {"name": "slack", "url": "https://hooks.slack.com/services/CUSTOMER_WEBHOOK",
+             "events": ["anomaly_detected", "scaling_recommended", "capacity_warning"]},
+            {"name": "pagerduty", "url": "https://events.pagerduty.com/v2/enqueue", "routing_key": PAGERDUTY_KEY,
+             "events": ["anomaly_detected", "capacity_critical"]},
+        ],
+        "thresholds": {"anomaly_alert": 2.5, "capacity_warning": 0.75, "capacity_critical": 0.90},
+    }
+    config = AlertConfig.model_validate(step_5)
+    assert [w.type for w in config.webhooks] == ["slack", "pagerduty"]
+    # The guide's placeholder key is not one PagerDuty would take: refused, naming the key.
+    step_5["webhooks"][1]["routing_key"] = "CUSTOMER_ROUTING_KEY"
+    with pytest.raises(ValueError, match="routing_key must be PagerDuty's 32-character integration key"):
+        AlertConfig.model_validate(step_5)
+
+
+def test_custom_metrics_for_gaming_map_onto_helios_keys():
+    metrics = guide_tenant().metrics
+    users = metrics["concurrent_users"]
+    assert (users.query, users.series, users.forecast.horizons) == ("sum(game_active_sessions)", "game_active_sessions", [60])
+    assert users.seasonality == ["hourly", "daily", "weekly"]
+    matches = metrics["matches_in_progress"]
+    assert (matches.scale_trigger.series, matches.scale_trigger.above) == ("matches_in_queue", 100)
+    utilization = metrics["server_utilization"]
+    assert (utilization.series, utilization.warning_above, utilization.critical_above) == ("game_server_players", 0.8, 0.95)
+    latency = metrics["game_latency_p99"]
+    assert (latency.anomaly, latency.critical_above, latency.unit) == (True, 100, "ms")
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("forecast_horizon", "soon", "forecast_horizon: 'soon' is not a duration"),
+    ("forecast_horizon", True, "forecast_horizon: expected a duration like 1h, got True"),
+    ("anomaly_detection", "yes", "anomaly_detection: expected true or false, got 'yes'"),
+    ("scale_trigger", "queue < 5", "scale_trigger: expected '<series> > <number>', got 'queue < 5'"),
+    ("scale_trigger", "matches_in_queue >", "scale_trigger: 'matches_in_queue >' is not PromQL"),
+    ("alert_threshold_ms", -1, "alert_threshold_ms: must be above 0, got -1"),
+    ("warning_threshold", "high", "warning_threshold: expected a number, got 'high'"),
+    ("prometheus_query", "sum(", "prometheus_query: 'sum(' is not PromQL"),
+    ("seasonality", ["fortnightly"], "metrics.concurrent_users.seasonality.0"),
+])
+def test_a_guide_key_with_a_wrong_value_is_an_error_naming_it(tmp_path, key, value, message):
+    metrics = {name: dict(config) for name, config in GAMING_METRICS.items()}
+    metrics["concurrent_users"][key] = value
+    path = tmp_path / "gaming-corp.yaml"
+    path.write_text(yaml.safe_dump({"name": "Gaming Corp", "metrics": metrics}))
+    with pytest.raises(TenantConfigError) as caught:
+        parse_tenant_file(path)
+    assert message in str(caught.value) and "gaming-corp.yaml" in str(caught.value)
+
+
+def test_a_guide_key_beside_the_helios_key_it_maps_to_is_an_error():
+    with pytest.raises(ValueError, match="prometheus_query: set query or the guide's prometheus_query, not both"):
+        guide_tenant(metrics={"users": {"prometheus_query": "sum(a)", "query": "sum(b)", "forecast_horizon": "1h"}})
+
+
+def test_gaming_specific_scaling_rules_render_the_guide_s_emergency_triggers():
+    scaled = yaml.safe_load(render(guide_tenant())["scaledobject-game-server.yaml"])
+    triggers = {t["name"]: t["metadata"] for t in scaled["spec"]["triggers"]}
+    assert list(triggers)[0] == "helios-desired-replicas"  # Helios' answer first (README: why not the forecast)
+    assert triggers["matches-in-progress-scale-trigger"] == {
+        "serverAddress": "http://prometheus.gaming-corp.internal:9090", "threshold": "100",
+        "query": "sum(matches_in_queue)"}
+    assert (scaled["spec"]["minReplicaCount"], scaled["spec"]["maxReplicaCount"]) == (5, 100)
+
+
+def test_event_based_scaling_takes_expected_multiplier():
+    # GamingEventScheduler.add_event(name, start, duration_hours, expected_multiplier), as in its example.
+    event = ScheduledEvent(name="Season 5 Launch", start=datetime(2026, 1, 15, 10, 0), duration_hours=48,
+                           expected_multiplier=5.0)
+    assert event.multiplier == 5.0 and event.end.isoformat() == "2026-01-17T10:00:00+00:00"
+    with pytest.raises(ValueError, match="expected_multiplier: set multiplier or the guide's expected_multiplier"):
+        ScheduledEvent(name="x", start=datetime(2026, 1, 15), duration_hours=1, multiplier=2, expected_multiplier=3)
+
+
+def test_database_schema_plan_standard_is_the_starter_tier():
+    assert guide_tenant().plan == "starter" and plan("starter").max_metrics == 10
+
+
+def test_the_guide_s_calls_against_a_running_service(trained_arena, embedded_store, tmp_path):  # noqa: F811
+    with bentoml_serve(tmp_path, "--arg", "tenants=arena") as service:
+        # "API with Tenant Isolation": GET /predict?metric=&horizon= with the guide's answer fields.
+        answer = service.get("/predict", params={"metric": "concurrent_users", "horizon": 15})
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["customer"] == "arena" and body["metric"] == "concurrent_users" and body["horizon_minutes"] == 15
+        assert body["predicted_value"] == body["value"] and body["timestamp"] == body["origin"]
+        # "Event-Based Scaling": the scheduler's fields, posted.
+        posted = service.post("/events", json={"name": "Weekend Tournament", "start": "2026-01-18T14:00:00Z",
+                                               "duration_hours": 8, "expected_multiplier": 2.5})
+        assert posted.status_code == 200, posted.text
+        assert posted.json()["posted"]["multiplier"] == 2.5
+        refused = service.post("/events", json={"name": "x", "start": "2026-01-18T14:00:00Z", "duration_hours": 8,
+                                                "expected_multiplier": -1})
+        assert refused.status_code == 400 and "multiplier" in refused.text
+        # "Gaming-Specific Scaling Rules": the guide's forecast and anomaly trigger queries answer one series.
+        for query in ('helios_forecast_value{customer="arena",metric="concurrent_users",horizon="1h"}',
+                      'helios_anomaly_zscore{customer="arena",metric="concurrent_users"}',
+                      'helios_desired_replicas{customer="arena",service="game-server"}'):
+            result = service.get("/api/v1/query", params={"query": query})
+            assert result.status_code == 200, (query, result.text)
+            assert len(result.json()["data"]["result"]) == 1, query
