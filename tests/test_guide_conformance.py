@@ -25,7 +25,6 @@ from helios_pipelines.core.tenants import (
 )
 from helios_sdk import HeliosAgent
 from tests.conftest import SHARED
-from tests.store_backends import PAGERDUTY_KEY
 from tests.test_serving import bentoml_serve, embedded_store  # noqa: F401  (module fixture)
 
 GUIDE = SHARED / "seed" / "helios-integration-guide.md"
@@ -104,21 +103,24 @@ def test_step_2_thresholds_load_as_written():
 
 
 def test_step_5_alerts_yaml_loads_with_slack_and_pagerduty_formats():
-    step_5 = {
+    as_written = {
         "webhooks": [
             {"name": "slack", "url": "https://hooks.slack.com/services/CUSTOMER_WEBHOOK",
              "events": ["anomaly_detected", "scaling_recommended", "capacity_warning"]},
-            {"name": "pagerduty", "url": "https://events.pagerduty.com/v2/enqueue", "routing_key": PAGERDUTY_KEY,
+            {"name": "pagerduty", "url": "https://events.pagerduty.com/v2/enqueue", "routing_key": "CUSTOMER_ROUTING_KEY",
              "events": ["anomaly_detected", "capacity_critical"]},
         ],
         "thresholds": {"anomaly_alert": 2.5, "capacity_warning": 0.75, "capacity_critical": 0.90},
     }
-    config = AlertConfig.model_validate(step_5)
-    assert [w.type for w in config.webhooks] == ["slack", "pagerduty"]
-    # The guide's placeholder key is not one PagerDuty would take: refused, naming the key.
-    step_5["webhooks"][1]["routing_key"] = "CUSTOMER_ROUTING_KEY"
-    with pytest.raises(ValueError, match="routing_key must be PagerDuty's 32-character integration key"):
-        AlertConfig.model_validate(step_5)
+    # Secrets never sit in a tenant file (README): the guide's literal key is refused, naming the fix.
+    with pytest.raises(ValueError, match="routing_key is a secret .* routing_key_env"):
+        AlertConfig.model_validate(as_written)
+    as_written["webhooks"][0] = {k: v for k, v in as_written["webhooks"][0].items() if k != "url"} | {
+        "url_env": "GAMING_CORP_SLACK_URL"}
+    as_written["webhooks"][1] = {k: v for k, v in as_written["webhooks"][1].items() if k != "routing_key"} | {
+        "routing_key_env": "GAMING_CORP_PAGERDUTY_KEY"}
+    config = AlertConfig.model_validate(as_written)
+    assert [w.type for w in config.webhooks] == ["slack", "pagerduty"]  # from the names, as the guide has no type
 
 
 def test_custom_metrics_for_gaming_map_onto_helios_keys():
