@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import httpx
+import tenacity
 
 from helios_sdk.prometheus import PrometheusReader
 from helios_sdk.spool import HighWaterMarks, Spool
@@ -190,22 +191,30 @@ class HeliosAgent:
         return delivered
 
     def _send(self, request, what: str) -> httpx.Response:
-        """``request()`` with retries on network errors, 5xx, 408 and 429, backing off exponentially."""
-        failure = ""
-        for attempt in range(self.retries + 1):
-            if attempt:
-                self._stop.wait(min(self.backoff_seconds * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS))
-            try:
-                response = request()
-            except httpx.TransportError as exc:
-                failure = f"{type(exc).__name__}: {exc}"
-                continue
-            if response.status_code < 400:
-                return response
-            failure = f"HTTP {response.status_code}: {response.text[:500]}"
-            if response.status_code < 500 and response.status_code not in RETRIABLE:
-                raise _Refused(f"{what}: {failure}")
-        raise HeliosError(f"{what} to {self.endpoint} failed after {self.retries + 1} attempts; last: {failure}")
+        """``request()`` with retries on network errors, 5xx, 408 and 429, backing off exponentially
+        (the wait ends early when the agent is stopped)."""
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.retries + 1),
+            wait=tenacity.wait_exponential(multiplier=self.backoff_seconds, max=MAX_BACKOFF_SECONDS),
+            retry=tenacity.retry_if_exception_type(_Retryable), sleep=self._stop.wait, reraise=True,
+        )
+        try:
+            return retrying(self._attempt, request, what)
+        except _Retryable as failure:
+            raise HeliosError(f"{what} to {self.endpoint} failed after {self.retries + 1} attempts; last: {failure}") from None
+
+    @staticmethod
+    def _attempt(request, what: str) -> httpx.Response:
+        try:
+            response = request()
+        except httpx.TransportError as exc:
+            raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
+        if response.status_code < 400:
+            return response
+        failure = f"HTTP {response.status_code}: {response.text[:500]}"
+        if response.status_code < 500 and response.status_code not in RETRIABLE:
+            raise _Refused(f"{what}: {failure}")
+        raise _Retryable(failure)
 
     # ---- running ------------------------------------------------------------------------------
     def run_once(self) -> None:
@@ -251,3 +260,7 @@ class HeliosAgent:
 
 class _Refused(HeliosError):
     """Helios answered a 4xx that a retry cannot fix."""
+
+
+class _Retryable(Exception):
+    """An attempt that failed in a way another attempt may not (network, 5xx, 408, 429)."""

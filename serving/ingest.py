@@ -23,11 +23,11 @@ from __future__ import annotations
 import functools
 import os
 import threading
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from cachetools import TTLCache
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
@@ -68,7 +68,10 @@ class _Registry:
 
 
 _registry = _Registry()
-_last_retention: dict[str, float] = {}
+# Tenants whose expired day files this process pruned within the last RETENTION_EVERY_SECONDS: an entry
+# expires after that long, and the bound keeps a process serving many tenants from growing without end.
+_retention_done: TTLCache[str, bool] = TTLCache(maxsize=10_000, ttl=RETENTION_EVERY_SECONDS)
+_retention_lock = threading.Lock()
 
 
 @functools.cache
@@ -121,8 +124,10 @@ def _store_batch(pusher: Pusher, pushed: list[ingest.PushedSeries]) -> tuple[int
     batch = ingest.validate(pushed, pusher.tenant, pusher.retention, datetime.now(UTC))
     tenant_id = pusher.tenant.id
     new = _push_store().write(tenant_id, batch.series)
-    if time.monotonic() - _last_retention.get(tenant_id, -RETENTION_EVERY_SECONDS) >= RETENTION_EVERY_SECONDS:
-        _last_retention[tenant_id] = time.monotonic()
+    with _retention_lock:  # cachetools caches are not thread-safe; batches are stored from the thread pool
+        due = tenant_id not in _retention_done
+        _retention_done[tenant_id] = True
+    if due:
         _push_store().apply_retention(tenant_id, pusher.retention)
     return batch.sample_count, new
 

@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import os
 import ssl
-import time
 
 import httpx
 import numpy as np
 import pandas as pd
+import tenacity
 
 from helios_pipelines.core.sources.base import MetricsSource, SourceError
 from helios_pipelines.core.sources.common import grid_chunks, metric_context, secret_from_env
@@ -127,28 +127,44 @@ class Prometheus(MetricsSource):
 
     # ---- HTTP ---------------------------------------------------------------------------------
     def _api(self, path: str, params: dict[str, str], context: str) -> object:
-        """``data`` of a successful API answer; retries 5xx, 429 and transport errors, never other 4xx."""
+        """``data`` of a successful API answer; retries 5xx, 429 and transport errors, never other 4xx,
+        waiting ``BACKOFF_SECONDS`` doubling each time, or longer when the server's Retry-After says so."""
         attempts = self.config.retries + 1
-        for attempt in range(attempts):
-            wait = BACKOFF_SECONDS * 2**attempt
-            try:
-                response = self._client.get(path, params=params)
-            except httpx.TransportError as exc:
-                failure = f"{type(exc).__name__} talking to {self.url}: {exc}"
-            else:
-                if response.status_code < 400:
-                    return _data(response, context)
-                failure = f"HTTP {response.status_code} from {self.url}{path}: {_error_text(response)}"
-                if response.status_code in (401, 403):
-                    raise SourceError(
-                        f"{context}: {failure}; check the credentials (bearer_token_env or basic auth)"
-                    )
-                if response.status_code < 500 and response.status_code != 429:
-                    raise SourceError(f"{context}: {failure}")
-                wait = max(wait, min(_retry_after(response), MAX_WAIT_SECONDS))
-            if attempt + 1 < attempts:
-                time.sleep(wait)
-        raise SourceError(f"{context}: gave up after {attempts} attempts; last: {failure}")
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(attempts), wait=_backoff_or_retry_after,
+            retry=tenacity.retry_if_exception_type(_Retryable), reraise=True,
+        )
+        try:
+            return retrying(self._api_once, path, params, context)
+        except _Retryable as failure:
+            raise SourceError(f"{context}: gave up after {attempts} attempts; last: {failure}") from None
+
+    def _api_once(self, path: str, params: dict[str, str], context: str) -> object:
+        try:
+            response = self._client.get(path, params=params)
+        except httpx.TransportError as exc:
+            raise _Retryable(f"{type(exc).__name__} talking to {self.url}: {exc}") from exc
+        if response.status_code < 400:
+            return _data(response, context)
+        failure = f"HTTP {response.status_code} from {self.url}{path}: {_error_text(response)}"
+        if response.status_code in (401, 403):
+            raise SourceError(f"{context}: {failure}; check the credentials (bearer_token_env or basic auth)")
+        if response.status_code < 500 and response.status_code != 429:
+            raise SourceError(f"{context}: {failure}")
+        raise _Retryable(failure, retry_after=min(_retry_after(response), MAX_WAIT_SECONDS))
+
+
+class _Retryable(Exception):
+    """A failed attempt worth repeating; ``retry_after`` is the server's own wait, if it gave one."""
+
+    def __init__(self, failure: str, retry_after: float = 0.0):
+        super().__init__(failure)
+        self.retry_after = retry_after
+
+
+def _backoff_or_retry_after(state: tenacity.RetryCallState) -> float:
+    backoff = BACKOFF_SECONDS * 2 ** (state.attempt_number - 1)
+    return max(backoff, getattr(state.outcome.exception(), "retry_after", 0.0))
 
 
 class _BearerAuth(httpx.Auth):
