@@ -9,6 +9,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+import tenacity
 
 from helios_pipelines.core.sources import make_source, prometheus
 from helios_pipelines.core.sources.base import SourceError, counter_to_rate, grid
@@ -228,6 +229,21 @@ def test_5xx_and_timeouts_are_retried(monkeypatch):
         frame = source.fetch(START, START + pd.Timedelta("1h"), ["players"])
     assert len(server.requests) == 4
     assert (frame["players"] == 5.0).all()
+
+
+def test_a_429_waits_as_long_as_retry_after_says_and_backoff_doubles(monkeypatch):
+    """The waits between attempts: the server's Retry-After (capped at 60 s) when it gives one, else
+    BACKOFF_SECONDS doubling: 7 s asked, then 0.25 x 2 and 0.25 x 4 for two 503s."""
+    monkeypatch.setattr(prometheus, "BACKOFF_SECONDS", 0.25)
+    waits = []
+    monkeypatch.setattr(tenacity.nap.time, "sleep", waits.append)
+    replies = iter([Reply(status=429, body=b"slow down", headers={"Retry-After": "7"}),
+                    Reply(status=503, body=b"busy"), Reply(status=503, body=b"busy")])
+
+    with ScriptedServer(lambda request: next(replies, None) or Reply(body={"status": "success", "data": ["up"]})) as server:
+        assert Prometheus(tenant(server.url, retries=3)).list_metrics() == ["up"]
+    assert [w for w in waits if w] == [7.0, 0.5, 1.0]  # (zero-second sleeps are the HTTP stack's own)
+    assert len(server.requests) == 4
 
 
 def test_4xx_is_not_retried_and_explains(monkeypatch):
