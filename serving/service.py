@@ -23,12 +23,13 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from helios_pipelines.core.anomaly_log import record_detection
+from helios_pipelines.core.exposition import Sample, exposition
 from helios_pipelines.core.feedback import PredictionRecorder
 from helios_pipelines.core.migrations import upgrade
 from helios_pipelines.core.plans import PlanLimitError
 from helios_pipelines.core.store import CustomerDisabledError, Store, UnknownCustomerError
 from helios_pipelines.core.tenants import ScheduledEvent
-from serving import promql, publisher
+from serving import prometheus_api, publisher
 from serving.auth import TENANT_METRICS_PATH, TenantAuthMiddleware
 from serving.content_type import JSONBodyOnly
 from serving.errors import ForbiddenError, NotFoundError, RequestError
@@ -91,21 +92,6 @@ async def _answer(ctx: bentoml.Context, cached, compute, limiter: anyio.Capacity
     return answer
 
 
-def _query_time(raw: str | None) -> pd.Timestamp:
-    """Prometheus accepts unix seconds (promtool) or RFC 3339 (KEDA); default now."""
-    if raw is None or raw == "":
-        return pd.Timestamp.now(tz="UTC")
-    try:
-        return pd.Timestamp(float(raw), unit="s", tz="UTC")
-    except ValueError:
-        pass
-    try:
-        stamp = pd.Timestamp(raw)
-    except ValueError:
-        raise promql.QueryError(f"cannot parse {raw!r} to a valid timestamp") from None
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-
-
 def _authenticated(request) -> str | None:
     """The tenant the auth middleware found for this request's key (None when keys are off)."""
     return getattr(request.state, "tenant", None)
@@ -114,6 +100,7 @@ def _authenticated(request) -> str | None:
 # Routes that need GET or form bodies (Prometheus' HTTP API, the guide's GET /predict) live here.
 http = FastAPI(title="Helios Prometheus-compatible API")
 http.include_router(ingest_router)  # pushed metrics: Prometheus remote_write and the agent's JSON batches
+http.include_router(prometheus_api.router)  # query, query_range, series, labels: KEDA and Grafana (serving/prometheus_api.py)
 
 
 replace_bentoml_timeout()  # BentoML's keeps every request alive for the whole timeout (serving/timeout.py)
@@ -140,7 +127,13 @@ class HeliosService:
         self.events_feed.sync()
         threading.Thread(target=self.events_feed.poll_forever, name="helios-events", daemon=True).start()
         self._compute_limiter: anyio.CapacityLimiter | None = None
-        publisher.start(list(self.runtimes.values()), self.store, self.recorder, self.tenant_samples)
+        # Each step's series, kept for range queries and past times (serving/prometheus_api.py); the
+        # publisher's gauges are the same record.
+        self.published = prometheus_api.PublishedSeries(lambda at, tenant: self.tenant_samples(self.runtimes[tenant], at),
+                                                        {t: r.step for t, r in self.runtimes.items()})
+        prometheus_api.attach(http, prometheus_api.PrometheusAPI(self.published, self.compute_limiter))
+        publisher.start(list(self.runtimes.values()), self.store, self.recorder,
+                        lambda runtime: self.published.current(runtime.tenant_id))
         # The loaded models, libraries and BentoML are a few hundred thousand long-lived objects: a
         # full garbage collection walking them took 100-300 ms every few seconds under load.
         # Frozen, they are left out of every collection.
@@ -158,13 +151,9 @@ class HeliosService:
     def _flush_recorder(self) -> None:
         self.recorder.close()
 
-    def tenant_samples(self, runtime: TenantRuntime, at: pd.Timestamp | None = None) -> list[promql.Sample]:
+    def tenant_samples(self, runtime: TenantRuntime, at: pd.Timestamp | None = None) -> list[Sample]:
         """A tenant's forecast, anomaly and recommendation series, plus the live accuracy of its served forecasts."""
         return runtime.samples(at) + self.accuracy.samples(runtime.tenant_id)
-
-    def samples(self, at: pd.Timestamp | None = None, tenant: str | None = None) -> list[promql.Sample]:
-        runtimes = [self.runtimes[tenant]] if tenant else self.runtimes.values()
-        return [s for runtime in runtimes for s in self.tenant_samples(runtime, at)]
 
     def _record_detection(self, runtime: TenantRuntime, result: dict) -> None:
         """Anomalies are recorded once per episode and alerted; a tenant the store does not know
@@ -174,23 +163,6 @@ class HeliosService:
         except UnknownCustomerError as exc:
             log.warning("anomalies of tenant '%s' not recorded: %s", runtime.tenant_id, exc)
 
-    @http.api_route("/api/v1/query", methods=["GET", "POST"])
-    async def prometheus_query(self, request: Request) -> JSONResponse:
-        """Prometheus' instant query over Helios' series: exactly one series or an error, never an
-        empty success (KEDA would read that as 0 and scale to the minimum). With API keys, only the
-        key's tenant's series are visible."""
-        params = dict(request.query_params)
-        if request.method == "POST":
-            params |= dict(await request.form())
-        try:
-            at = _query_time(params.get("time"))
-            sample = promql.select_one(self.samples(at, _authenticated(request)), params.get("query", ""))
-        except promql.QueryError as error:
-            status = 422 if error.error_type == "not_found" else 400
-            return JSONResponse(promql.error_response(error), status_code=status)
-        except (NotFoundError, RequestError) as error:
-            return JSONResponse(promql.error_response(promql.QueryError(str(error), "execution")), status_code=422)
-        return JSONResponse(promql.vector_response([sample], at.timestamp()))
 
     @http.get(TENANT_METRICS_PATH, include_in_schema=False)
     def tenant_metrics(self, request: Request) -> PlainTextResponse:
@@ -198,7 +170,7 @@ class HeliosService:
         tenant = _authenticated(request)
         if tenant is None:
             return PlainTextResponse("an API key is required\n", status_code=401)
-        return PlainTextResponse(promql.exposition(self.samples(tenant=tenant)), media_type="text/plain; version=0.0.4")
+        return PlainTextResponse(exposition(self.published.current(tenant)), media_type="text/plain; version=0.0.4")
 
     @http.get("/predict")
     def predict_get(self, request: Request, metric: str, horizon: int = 15, tenant: str | None = None) -> JSONResponse:

@@ -97,12 +97,17 @@ def _free_port() -> int:
 class PrometheusServer:
     """``prometheus`` on 127.0.0.1 over an existing TSDB directory; ``stop()`` ends it."""
 
-    def __init__(self, tsdb: Path):
+    def __init__(self, tsdb: Path, scrape: list[str] | None = None, scrape_interval: str = "1m"):
+        """``scrape``: host:port targets whose /metrics it scrapes; none (the default) when the data
+        is backfilled."""
         self.tsdb = tsdb
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = tsdb.parent / "prometheus.yml"
-        config.write_text("global:\n  scrape_interval: 1m\n")  # scrapes nothing: the data is backfilled
+        text = f"global:\n  scrape_interval: {scrape_interval}\n"
+        if scrape:
+            text += f"scrape_configs:\n  - job_name: scraped\n    static_configs:\n      - targets: {scrape!r}\n"
+        config.write_text(text)
         self.log = tsdb.parent / "prometheus.log"
         self._process = subprocess.Popen(
             [

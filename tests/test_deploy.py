@@ -23,7 +23,7 @@ from serving.answers.series import (
     FORECAST_VALUE,
     RECOMMENDATION,
 )
-from serving.promql import parse_selector
+from serving.promql import parse, selector_matchers
 from tests.conftest import FIXTURE_TENANTS, SHARED
 
 KUBERNETES_VERSION = "1.37.0"
@@ -133,13 +133,26 @@ def test_scaled_object_scales_on_helios_desired_replicas_first(scaled_object, ga
                                        "policies": [{"type": "Pods", "value": 400, "periodSeconds": 15}]}
 
 
+def parse_selector(query: str):
+    return selector_matchers(parse(query))
+
+
+def _selectors(expr) -> list:
+    """The vector selectors inside a parsed expression."""
+    if type(expr).__name__ == "VectorSelector":
+        return [expr]
+    children = [getattr(expr, name) for name in ("expr", "lhs", "rhs") if hasattr(expr, name)]
+    return [found for child in children for found in _selectors(child)]
+
+
 def _helios_queries(rendered, scaled_object) -> list[str]:
     dashboard = json.loads((rendered / "grafana-dashboard.json").read_text())["dashboard"]
-    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    helios = [t["expr"] for p in dashboard["panels"] for t in p["targets"]
+              if t.get("datasource", p["datasource"])["uid"] == "${datasource}"]
     helios_server = [t["metadata"]["query"] for t in scaled_object["spec"]["triggers"]
                      if "helios-" in t["metadata"]["serverAddress"]]
-    # Every query that names a Helios series is answered by Helios, as a selector (all it answers).
-    return helios_server + [e for e in exprs if "helios_" in e]
+    # Every selector of a query answered by Helios names one of its series.
+    return helios_server + [s.prettify() for e in helios for s in _selectors(parse(e))]
 
 
 def test_every_helios_query_names_an_exported_series_with_its_labels(rendered, scaled_object, gaming_corp):

@@ -56,7 +56,7 @@ class DeploySettings:
 
 
 def selector(name: str, labels: dict[str, str]) -> str:
-    """An instant-vector selector, the only query form Helios' /api/v1/query answers."""
+    """An instant-vector selector: the form of a KEDA trigger on Helios (exactly one series)."""
     return name + "{" + ",".join(f'{key}="{value}"' for key, value in labels.items()) + "}"
 
 
@@ -140,14 +140,16 @@ def forecast_panels(tenant: TenantConfig) -> list[dict]:
     panels = []
     for metric, config in tenant.forecast_metrics.items():
         customer = {"customer": tenant.id, "metric": metric}
-        targets = [{"expr": source_query(tenant, metric), "legend": f"Actual {metric}"}]
+        # The actual line reads the customer's Prometheus; the forecasts read Helios (two data sources).
+        targets = [{"expr": source_query(tenant, metric), "legend": f"Actual {metric}", "datasource": "prometheus"}]
         for minutes in sorted(config.forecast.horizons):
             labels = customer | {"horizon": format_horizon(minutes)}
-            targets.append({"expr": selector(FORECAST_VALUE, labels), "legend": f"Predicted ({format_horizon(minutes)})"})
+            targets.append({"expr": selector(FORECAST_VALUE, labels), "legend": f"Predicted ({format_horizon(minutes)})",
+                            "datasource": "helios"})
         longest = customer | {"horizon": format_horizon(max(config.forecast.horizons))}
         targets += [
-            {"expr": selector(FORECAST_LOWER, longest), "legend": "80% interval, lower"},
-            {"expr": selector(FORECAST_UPPER, longest), "legend": "80% interval, upper"},
+            {"expr": selector(FORECAST_LOWER, longest), "legend": "80% interval, lower", "datasource": "helios"},
+            {"expr": selector(FORECAST_UPPER, longest), "legend": "80% interval, upper", "datasource": "helios"},
         ]
         title = f"{metric} forecast ({', '.join(format_horizon(h) for h in sorted(config.forecast.horizons))})"
         panels.append({"title": title, "unit": config.unit or "short", "targets": targets})

@@ -1,0 +1,375 @@
+"""Prometheus' HTTP API over Helios' series: what KEDA's prometheus scaler and Grafana's Prometheus
+data source call to save, test and draw (``query``, ``query_range``, ``series``, ``labels``,
+``label/<name>/values``, ``metadata``, ``status/buildinfo``).
+
+A Helios series at a time is what the service published for that step: :class:`PublishedSeries`
+keeps every step's samples of each tenant for ``RETENTION`` (what a Prometheus scraping ``/metrics``
+would hold), so a range query or a past ``time`` reads that record and never computes a forecast
+for the past; only the current step is computed, once, in a worker thread. A time outside the record
+is a 400 naming it (``time=0`` or year 3000), unless the query reads no series (Grafana's health
+check asks ``1+1`` at ``time=4``).
+
+Instant queries keep KEDA's contract: a bare selector (a trigger's query) answers exactly one
+series or an error, and no instant query answers an empty success (KEDA's scaler reads an empty
+result as 0 and would scale the workload to its minimum).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import anyio
+import pandas as pd
+import promql_parser
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from helios_pipelines.core.exposition import Sample
+from serving import promql
+
+RETENTION = pd.Timedelta("24h")  # how long the published series are kept (Grafana's default range)
+CLOCK_SKEW = pd.Timedelta("5min")  # a client clock this far ahead still asks for "now"
+MAX_POINTS = 11_000  # per series, as Prometheus: (end - start) / step
+
+router = APIRouter()
+
+
+class PublishedSeries:
+    """Each tenant's series as published step by step, kept ``retention`` long.
+
+    ``compute(now, tenant)`` gives a tenant's series of the step containing ``now`` (the runtime
+    computes them at most once per step). One tenant's failure never hides another tenant's series.
+    """
+
+    def __init__(self, compute: Callable[[pd.Timestamp, str], list[Sample]], steps: dict[str, pd.Timedelta],
+                 retention: pd.Timedelta = RETENTION):
+        self.compute, self.steps, self.retention = compute, steps, retention
+        self._steps: dict[str, dict[int, list[Sample]]] = {tenant: {} for tenant in steps}
+        self._lock = threading.Lock()
+
+    @property
+    def tenants(self) -> list[str]:
+        return sorted(self.steps)
+
+    def current(self, tenant: str, now: pd.Timestamp | None = None) -> list[Sample]:
+        now = now if now is not None else pd.Timestamp.now(tz="UTC")
+        step = now.floor(self.steps[tenant]).value
+        samples = self._steps[tenant].get(step)
+        if samples is None:
+            samples = self.compute(now, tenant)
+            oldest = step - self.retention.value
+            with self._lock:
+                kept = {k: v for k, v in self._steps[tenant].items() if k >= oldest}
+                kept[step] = samples
+                self._steps[tenant] = kept  # a new dict: readers never see one being trimmed
+        return samples
+
+    def at(self, tenant: str, when: pd.Timestamp, now: pd.Timestamp) -> list[Sample] | None:
+        """The tenant's series as published for the step containing ``when``; None when none were."""
+        step, current = when.floor(self.steps[tenant]), now.floor(self.steps[tenant])
+        if step > current:
+            return None
+        if step == current:
+            return self.current(tenant, now)
+        return self._steps[tenant].get(step.value)
+
+
+class PrometheusAPI:
+    """What the routes need from the service: its published series and its compute limiter."""
+
+    def __init__(self, published: PublishedSeries, limiter: Callable[[], anyio.CapacityLimiter]):
+        self.published, self.limiter = published, limiter
+
+    def visible(self, request: Request) -> list[str]:
+        """The API key's tenant when keys are on (set by the auth middleware), else every tenant."""
+        tenant = getattr(request.state, "tenant", None)
+        return [tenant] if tenant is not None else self.published.tenants
+
+    def samples_at(self, tenants: list[str], when: pd.Timestamp, now: pd.Timestamp) -> tuple[list[Sample], list[str]]:
+        samples, problems = [], []
+        for tenant in tenants:
+            try:
+                found = self.published.at(tenant, when, now)
+            except Exception as exc:  # this tenant's bad state is its own error, not the others'
+                problems.append(f"tenant '{tenant}': {exc}")
+                continue
+            samples += found or []
+        return samples, problems
+
+    async def run(self, work: Callable[[], JSONResponse]) -> JSONResponse:
+        return await anyio.to_thread.run_sync(work, limiter=self.limiter())
+
+
+def attach(app, api: PrometheusAPI) -> None:
+    """Route the Prometheus API of ``app`` (the service's FastAPI app) to ``api``."""
+    app.state.prometheus_api = api
+
+
+def _api(request: Request) -> PrometheusAPI:
+    return request.app.state.prometheus_api
+
+
+def _error(error: promql.QueryError, status: int | None = None) -> JSONResponse:
+    if status is None:
+        status = 422 if error.error_type in ("not_found", "execution") else 400
+    return JSONResponse(promql.error_response(error), status_code=status)
+
+
+async def _params(request: Request) -> dict[str, list[str]]:
+    """Query-string and form parameters (Grafana POSTs forms), each name with all its values."""
+    params: dict[str, list[str]] = {}
+    for key, value in request.query_params.multi_items():
+        params.setdefault(key, []).append(value)
+    if request.method == "POST":
+        for key, value in (await request.form()).multi_items():
+            params.setdefault(key, []).append(str(value))
+    return params
+
+
+def _one(params: dict[str, list[str]], name: str) -> str | None:
+    values = params.get(name)
+    return values[-1] if values else None
+
+
+def parse_time(raw: str | None, name: str, default: pd.Timestamp | None) -> pd.Timestamp | None:
+    """Unix seconds (promtool, Grafana) or RFC 3339 (KEDA), as Prometheus accepts them."""
+    if raw is None or raw == "":
+        return default
+    problem = promql.QueryError(f'invalid parameter "{name}": cannot parse {raw[:64]!r} to a valid timestamp')
+    try:
+        seconds = float(raw)
+    except ValueError:
+        try:
+            stamp = datetime.fromisoformat(raw)
+        except ValueError:
+            raise problem from None
+        stamp = stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
+    else:
+        if not math.isfinite(seconds):
+            raise problem from None
+        try:
+            stamp = datetime.fromtimestamp(seconds, UTC)
+        except (OverflowError, OSError, ValueError):
+            raise problem from None
+    try:
+        return pd.Timestamp(stamp)
+    except (OverflowError, ValueError):  # beyond pandas' years 1677-2262: far outside any window
+        raise promql.QueryError(_outside(name, stamp.isoformat(), pd.Timestamp.now(tz="UTC"))) from None
+
+
+def parse_step(raw: str | None) -> pd.Timedelta:
+    """Seconds as a float, or a Prometheus duration (``1m``), as Prometheus accepts them."""
+    if raw is None or raw == "":
+        raise promql.QueryError('invalid parameter "step": a query resolution step is required')
+    unparsable = promql.QueryError(f'invalid parameter "step": cannot parse {raw[:64]!r} to a valid duration')
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = None
+    try:
+        if seconds is not None:
+            step = pd.Timedelta(seconds=seconds)  # never handed to the Rust parser: it panics on nan
+        else:
+            step = pd.Timedelta(promql_parser.parse_duration(raw))
+    except (ValueError, OverflowError) as exc:
+        if "greater than 0" not in str(exc):
+            raise unparsable from None
+        step = pd.Timedelta(0)
+    except BaseException as exc:
+        if not promql.is_parser_panic(exc):
+            raise
+        raise unparsable from None
+    if step <= pd.Timedelta(0):  # also what rounds to 0 ns
+        raise promql.QueryError("zero or negative query resolution step widths are not accepted. Try a positive integer")
+    return step
+
+
+def _check_window(first: pd.Timestamp, last: pd.Timestamp, now: pd.Timestamp, name: str) -> None:
+    """Helios keeps its series ``RETENTION`` long and has none ahead of now: say so, by name."""
+    if last < now - RETENTION or first > now + CLOCK_SKEW:
+        asked = first.isoformat() + (f" to {last.isoformat()}" if last != first else "")
+        raise promql.QueryError(_outside(name, asked, now))
+
+
+def _outside(name: str, asked: str, now: pd.Timestamp) -> str:
+    return (f'parameter "{name}" asks for {asked}, outside the window Helios keeps its published series: '
+            f"{(now - RETENTION).isoformat()} to now ({now.isoformat()}); older history is in the Prometheus "
+            "that scrapes /metrics")
+
+
+def _unix(stamp: pd.Timestamp) -> float:
+    return stamp.value / 1e9
+
+
+@router.api_route("/api/v1/query", methods=["GET", "POST"])
+async def query(request: Request) -> JSONResponse:
+    """Prometheus' instant query over Helios' series (KEDA's trigger, Grafana's instant panels)."""
+    api, params = _api(request), await _params(request)
+    tenants = api.visible(request)
+    try:
+        expr = promql.parse(_one(params, "query") or "")
+        now = pd.Timestamp.now(tz="UTC")
+        at = parse_time(_one(params, "time"), "time", now)
+        reads = promql.reads_series(expr)
+        if reads:
+            _check_window(at, at, now, "time")
+    except promql.QueryError as error:
+        return _error(error)
+
+    def evaluate() -> JSONResponse:
+        try:
+            samples, problems = api.samples_at(tenants, min(at, now), now) if reads else ([], [])
+            value = promql.evaluate(expr, samples)
+            if isinstance(value, dict):
+                _keda_contract(expr, value, _one(params, "query"), problems)
+        except promql.QueryError as error:
+            return _error(error)
+        return JSONResponse(promql.success(promql.instant_data(value, _unix(at)), problems))
+
+    return await api.run(evaluate)
+
+
+def _keda_contract(expr, value: promql.Vector, query: str, problems: list[str]) -> None:
+    if not value:
+        why = f" ({'; '.join(problems)})" if problems else ": check the customer, metric and horizon labels"
+        raise promql.QueryError(f"no series matches {query!r}{why}", "not_found")
+    if promql.is_selector(expr) and len(value) > 1:
+        shown = ", ".join(promql.series_id(labels) for labels in sorted(value)[:5])
+        raise promql.QueryError(f"{len(value)} series match {query!r} ({shown}); narrow the selector to exactly one")
+
+
+@router.api_route("/api/v1/query_range", methods=["GET", "POST"])
+async def query_range(request: Request) -> JSONResponse:
+    """Prometheus' range query: a matrix, one point per ``step`` from ``start`` to ``end`` wherever
+    Helios published the series (Grafana's time-series panels)."""
+    api, params = _api(request), await _params(request)
+    tenants = api.visible(request)
+    try:
+        expr = promql.parse(_one(params, "query") or "")
+        now = pd.Timestamp.now(tz="UTC")
+        start = parse_time(_one(params, "start"), "start", None)
+        end = parse_time(_one(params, "end"), "end", None)
+        if start is None or end is None:
+            raise promql.QueryError(f'invalid parameter "{"start" if start is None else "end"}": a range query needs start and end')
+        if end < start:
+            raise promql.QueryError('invalid parameter "end": end timestamp must not be before start time')
+        step = parse_step(_one(params, "step"))
+        if (end - start) // step > MAX_POINTS:
+            raise promql.QueryError("exceeded maximum resolution of 11,000 points per timeseries. "
+                                    "Try decreasing the query resolution (?step=XX)")
+        reads = promql.reads_series(expr)
+        if reads:
+            _check_window(start, end, now, "start")
+    except promql.QueryError as error:
+        return _error(error)
+
+    def evaluate() -> JSONResponse:
+        series: dict[promql.Labels, list] = {}
+        problems: set[str] = set()
+        answered: dict[tuple, promql.Value] = {}  # one evaluation per distinct published step
+        try:
+            for i in range((end - start) // step + 1):
+                when = start + i * step
+                if reads and (when < now - RETENTION or when > now + CLOCK_SKEW):
+                    continue
+                samples, trouble = api.samples_at(tenants, min(when, now), now) if reads else ([], [])
+                problems.update(trouble)
+                key = tuple(when.floor(api.published.steps[t]).value for t in tenants) if reads else ()
+                value = answered.get(key)
+                if value is None:
+                    value = answered[key] = promql.evaluate(expr, samples)
+                points = {(): value.value} if isinstance(value, promql.Scalar) else value
+                for labels, number in points.items():
+                    series.setdefault(labels, []).append([_unix(when), promql.format_value(number)])
+        except promql.QueryError as error:
+            return _error(error)
+        result = [{"metric": dict(labels), "values": values} for labels, values in sorted(series.items())]
+        return JSONResponse(promql.success({"resultType": "matrix", "result": result}, sorted(problems)))
+
+    return await api.run(evaluate)
+
+
+async def _current(request: Request, params: dict[str, list[str]]) -> tuple[list[Sample], list[str]] | JSONResponse:
+    """This step's series of the visible tenants matching any ``match[]`` selector (all without one).
+    Every step publishes the same series, so this is also the answer for any time range."""
+    api = _api(request)
+    try:
+        selectors = [promql.parse(m) for m in params.get("match[]", [])]
+        for selector in selectors:
+            promql.selector_matchers(selector)
+    except promql.QueryError as error:
+        return _error(error)
+    tenants = api.visible(request)
+
+    def found() -> tuple[list[Sample], list[str]]:
+        now = pd.Timestamp.now(tz="UTC")
+        samples, problems = api.samples_at(tenants, now, now)
+        if selectors:
+            samples = [s for s in samples if any(promql.select([s], selector) for selector in selectors)]
+        return samples, problems
+
+    return await anyio.to_thread.run_sync(found, limiter=api.limiter())
+
+
+@router.api_route("/api/v1/series", methods=["GET", "POST"])
+async def series(request: Request) -> JSONResponse:
+    params = await _params(request)
+    if not params.get("match[]"):
+        return _error(promql.QueryError("no match[] parameter provided"))
+    answer = await _current(request, params)
+    if isinstance(answer, JSONResponse):
+        return answer
+    samples, problems = answer
+    unique = {tuple(sorted(s.all_labels.items())) for s in samples}
+    return JSONResponse(promql.success([dict(labels) for labels in sorted(unique)], problems))
+
+
+@router.api_route("/api/v1/labels", methods=["GET", "POST"])
+async def labels(request: Request) -> JSONResponse:
+    answer = await _current(request, await _params(request))
+    if isinstance(answer, JSONResponse):
+        return answer
+    samples, problems = answer
+    return JSONResponse(promql.success(sorted({name for s in samples for name in s.all_labels}), problems))
+
+
+@router.get("/api/v1/label/{name}/values")
+async def label_values(request: Request, name: str) -> JSONResponse:
+    if not (name.replace("_", "a").isalnum() and name.isascii() and not name[0].isdigit()):
+        return _error(promql.QueryError(f"invalid label name: {name[:64]!r}"))
+    answer = await _current(request, await _params(request))
+    if isinstance(answer, JSONResponse):
+        return answer
+    samples, problems = answer
+    values = {s.all_labels[name] for s in samples if name in s.all_labels}
+    return JSONResponse(promql.success(sorted(values), problems))
+
+
+@router.get("/api/v1/metadata")
+async def metadata(request: Request) -> JSONResponse:
+    """Type and help of each Helios metric (Grafana's query builder shows them)."""
+    answer = await _current(request, {})
+    if isinstance(answer, JSONResponse):
+        return answer
+    samples, _ = answer
+    return JSONResponse(promql.success({s.name: [{"type": "gauge", "help": s.help or s.name, "unit": ""}]
+                                        for s in sorted(samples, key=lambda s: s.name)}))
+
+
+@router.get("/api/v1/status/buildinfo")
+def buildinfo() -> JSONResponse:
+    """Grafana reads this to pick the API flavour: no ``features`` means plain Prometheus; the
+    version is the Prometheus API level Helios answers (the parts listed in the module docstring)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        helios = version("helios")
+    except PackageNotFoundError:
+        helios = "unknown"
+    return JSONResponse(promql.success({
+        "version": "2.53.0", "revision": f"helios-{helios}", "branch": "helios", "buildUser": "helios",
+        "buildDate": "", "goVersion": "none (Helios, Python)",
+    }))
