@@ -2,7 +2,7 @@
 each shape run against Helios as the guide writes it. Where Helios differs, the README's integration
 section says how and why; the test pins the mapping.
 
-Sections with their own suites: Grafana (tests/test_promql.py), the agent's backfill (tests/test_agent.py),
+Sections with their own suites: Grafana (tests/test_grafana_on_helios.py), the agent's backfill (tests/test_agent.py),
 KEDA's arithmetic (tests/test_desired_replicas.py), the alert formats (tests/test_capacity_alerts.py).
 """
 
