@@ -88,6 +88,20 @@ class PrometheusAPI:
         tenant = getattr(request.state, "tenant", None)
         return [tenant] if tenant is not None else self.published.tenants
 
+    def forbidden(self, request: Request, exprs: list) -> JSONResponse | None:
+        """A key naming another tenant (``customer="..."``) is refused with 403, as on every endpoint."""
+        tenant = getattr(request.state, "tenant", None)
+        if tenant is None:
+            return None
+        for expr in exprs:
+            for selector in promql.selectors(expr):
+                for matcher in selector.matchers.matchers:
+                    if matcher.name == "customer" and str(matcher.op) == "MatchOp.Equal" and matcher.value != tenant:
+                        error = promql.QueryError(f"this API key belongs to tenant '{tenant}', not '{matcher.value[:64]}'",
+                                                  "forbidden")
+                        return _error(error, 403)
+        return None
+
     def samples_at(self, tenants: list[str], when: pd.Timestamp, now: pd.Timestamp) -> tuple[list[Sample], list[str]]:
         samples, problems = [], []
         for tenant in tenants:
@@ -211,6 +225,8 @@ async def query(request: Request) -> JSONResponse:
     tenants = api.visible(request)
     try:
         expr = promql.parse(_one(params, "query") or "")
+        if refused := api.forbidden(request, [expr]):
+            return refused
         now = pd.Timestamp.now(tz="UTC")
         at = parse_time(_one(params, "time"), "time", now)
         reads = promql.reads_series(expr)
@@ -249,6 +265,8 @@ async def query_range(request: Request) -> JSONResponse:
     tenants = api.visible(request)
     try:
         expr = promql.parse(_one(params, "query") or "")
+        if refused := api.forbidden(request, [expr]):
+            return refused
         now = pd.Timestamp.now(tz="UTC")
         start = parse_time(_one(params, "start"), "start", None)
         end = parse_time(_one(params, "end"), "end", None)
@@ -302,6 +320,8 @@ async def _current(request: Request, params: dict[str, list[str]]) -> tuple[list
             promql.selector_matchers(selector)
     except promql.QueryError as error:
         return _error(error)
+    if refused := api.forbidden(request, selectors):
+        return refused
     tenants = api.visible(request)
 
     def found() -> tuple[list[Sample], list[str]]:

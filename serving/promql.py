@@ -183,6 +183,14 @@ def reads_series(expr) -> bool:
     return False
 
 
+def selectors(expr) -> list:
+    """Every vector selector inside a parsed expression."""
+    if type(expr).__name__ == "VectorSelector":
+        return [expr]
+    children = [getattr(expr, name) for name in ("expr", "lhs", "rhs") if hasattr(expr, name)]
+    return [found for child in children for found in selectors(child)]
+
+
 def is_selector(expr) -> bool:
     """A bare selector: the form of a KEDA trigger, which must match exactly one series."""
     kind = type(expr).__name__

@@ -23,7 +23,7 @@ from serving.answers.series import (
     FORECAST_VALUE,
     RECOMMENDATION,
 )
-from serving.promql import parse, selector_matchers
+from serving.promql import parse, selector_matchers, selectors
 from tests.conftest import FIXTURE_TENANTS, SHARED
 
 KUBERNETES_VERSION = "1.37.0"
@@ -137,14 +137,6 @@ def parse_selector(query: str):
     return selector_matchers(parse(query))
 
 
-def _selectors(expr) -> list:
-    """The vector selectors inside a parsed expression."""
-    if type(expr).__name__ == "VectorSelector":
-        return [expr]
-    children = [getattr(expr, name) for name in ("expr", "lhs", "rhs") if hasattr(expr, name)]
-    return [found for child in children for found in _selectors(child)]
-
-
 def _helios_queries(rendered, scaled_object) -> list[str]:
     dashboard = json.loads((rendered / "grafana-dashboard.json").read_text())["dashboard"]
     helios = [t["expr"] for p in dashboard["panels"] for t in p["targets"]
@@ -152,7 +144,7 @@ def _helios_queries(rendered, scaled_object) -> list[str]:
     helios_server = [t["metadata"]["query"] for t in scaled_object["spec"]["triggers"]
                      if "helios-" in t["metadata"]["serverAddress"]]
     # Every selector of a query answered by Helios names one of its series.
-    return helios_server + [s.prettify() for e in helios for s in _selectors(parse(e))]
+    return helios_server + [s.prettify() for e in helios for s in selectors(parse(e))]
 
 
 def test_every_helios_query_names_an_exported_series_with_its_labels(rendered, scaled_object, gaming_corp):

@@ -86,9 +86,12 @@ def test_naming_another_tenant_is_forbidden(shared, keys, method, path, request_
     assert response.status_code == 403 and "belongs to tenant 'arena'" in response.text
 
 
-def test_another_tenants_series_do_not_exist_for_a_key(shared, keys):
+def test_naming_another_tenant_in_a_query_is_403_and_its_series_do_not_exist_for_a_key(shared, keys):
     query = 'helios_forecast_value{customer="duel", metric="concurrent_users", horizon="1h"}'
     response = shared.get("/api/v1/query", params={"query": query}, headers={"X-API-Key": keys["arena"]})
+    assert response.status_code == 403 and "belongs to tenant 'arena', not 'duel'" in response.json()["error"]
+    unnamed = 'helios_forecast_value{customer=~"d.*", metric="concurrent_users", horizon="1h"}'
+    response = shared.get("/api/v1/query", params={"query": unnamed}, headers={"X-API-Key": keys["arena"]})
     assert response.status_code == 422 and response.json()["status"] == "error"
 
 

@@ -219,3 +219,30 @@ def test_grafana_metric_browser_endpoints(client):
     assert meta["helios_recommendation"] == [{"type": "gauge", "help": "recommended replicas", "unit": ""}]
     build = client.get("/api/v1/status/buildinfo").json()
     assert build["status"] == "success" and build["data"]["version"].startswith("2.") and "features" not in build["data"]
+
+
+def test_an_api_key_sees_only_its_tenant_on_every_prometheus_endpoint(published):
+    app = FastAPI()
+    app.include_router(prometheus_api.router)
+    prometheus_api.attach(app, PrometheusAPI(published, lambda: anyio.CapacityLimiter(1)))
+
+    @app.middleware("http")
+    async def authenticated_as_duel(request, call_next):  # what TenantAuthMiddleware sets for duel's key
+        request.state.tenant = "duel"
+        return await call_next(request)
+
+    end = now_seconds()
+    with TestClient(app) as client:
+        assert client.get("/api/v1/label/customer/values").json()["data"] == ["duel"]
+        assert {s["customer"] for s in client.get("/api/v1/series", params={"match[]": "helios_recommendation"}).json()["data"]} == {"duel"}
+        ranged = client.get("/api/v1/query_range", params={"query": "helios_recommendation", "start": end - 600,
+                                                           "end": end, "step": 60}).json()["data"]["result"]
+        assert {r["metric"]["customer"] for r in ranged} == {"duel"}
+        for path, params in (("/api/v1/query", {"query": FORECAST}),  # arena's series
+                             ("/api/v1/query_range", {"query": f"sum({FORECAST})", "start": end - 60, "end": end, "step": 60}),
+                             ("/api/v1/series", {"match[]": 'helios_recommendation{customer="arena"}'})):
+            refused = client.get(path, params=params)
+            assert refused.status_code == 403, (path, refused.text)
+            assert refused.json()["error"] == "this API key belongs to tenant 'duel', not 'arena'"
+        unnamed = client.get("/api/v1/query", params={"query": 'helios_forecast_value{customer=~"arena|x", horizon="1h"}'})
+        assert unnamed.status_code == 422 and "no series matches" in unnamed.json()["error"]  # invisible, not named
