@@ -13,6 +13,9 @@ export GIT_PYTHON_REFRESH := quiet
 export OMP_WAIT_POLICY := PASSIVE
 # Signs the demo tenant's webhook alerts (gaming-corp's secret_env); the demo's receiver checks it.
 export HELIOS_WEBHOOK_SECRET ?= demo-secret-not-for-production
+# gaming-corp's slack and pagerduty channels, pointed at the demo's local stand-ins (ports 9010, 9011).
+export HELIOS_DEMO_SLACK_URL ?= http://127.0.0.1:9010/services/demo
+export HELIOS_DEMO_PAGERDUTY_ROUTING_KEY ?= demo0pagerduty0routing0key000032
 PORT ?= 3000
 SHARED ?= $(CURDIR)/../shared
 
@@ -36,17 +39,21 @@ demo: install
 	$(BIN)/helios run
 	@echo ""
 	@echo "Serving gaming-corp on http://127.0.0.1:$(PORT) (Ctrl-C stops), with the alert worker and a local"
-	@echo "webhook receiver on :9009 (signed alerts land in $(HELIOS_HOME)/received-alerts.jsonl). From another shell:"
+	@echo "webhook receiver on :9009 (signed alerts land in $(HELIOS_HOME)/received-alerts.jsonl), Slack and PagerDuty"
+	@echo "stand-ins on :9010 and :9011 (received-slack.jsonl, received-pagerduty.jsonl). From another shell:"
 	@echo "  curl -s -X POST http://127.0.0.1:$(PORT)/predict -H 'Content-Type: application/json' -d '{\"metric\": \"concurrent_users\", \"horizon\": 60}'"
 	@echo "  curl -s -X POST http://127.0.0.1:$(PORT)/detect -H 'Content-Type: application/json' -d '{\"metric\": \"game_latency_p99\"}'"
 	@echo "  curl -s -X POST http://127.0.0.1:$(PORT)/recommend -H 'Content-Type: application/json' -d '{\"service\": \"game-server\", \"current_replicas\": 300}'"
 	@echo "  $(BIN)/helios simulator inject gaming-corp --kind latency_spike --ago 5m   # an incident: a signed alert follows"
+	@echo "  curl -s -X POST http://127.0.0.1:$(PORT)/events -H 'Content-Type: application/json' -d '{\"name\": \"Surprise Tournament\", \"start\": \"'$$(date -u -d '+10 min' +%FT%TZ)'\", \"duration_hours\": 0.5, \"expected_multiplier\": 4}'   # a capacity crossing: capacity_warning to Slack, capacity_critical to PagerDuty (trigger, later resolve)"
 	@echo "  $(BIN)/helios anomalies list gaming-corp; $(BIN)/helios alerts list --tenant gaming-corp"
 	@echo "  $(BIN)/helios accuracy gaming-corp   # live accuracy, once the first served horizon (15 min) has passed"
 	@echo ""
 	$(BIN)/helios alerts receive --port 9009 & receiver=$$!; \
+	  $(BIN)/helios alerts receive --kind slack --port 9010 & slack=$$!; \
+	  $(BIN)/helios alerts receive --kind pagerduty --port 9011 & pagerduty=$$!; \
 	  $(BIN)/helios alerts deliver --loop --interval 2 & worker=$$!; \
-	  trap "kill $$receiver $$worker 2>/dev/null" EXIT INT TERM; \
+	  trap "kill $$receiver $$slack $$pagerduty $$worker 2>/dev/null" EXIT INT TERM; \
 	  $(BIN)/helios serve gaming-corp --port $(PORT)
 
 serve: install
