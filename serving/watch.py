@@ -67,8 +67,7 @@ class TenantWatch:
         if self.runtime.detector is not None:
             self._detect(end, report)
         if new_step and self.runtime.planner is not None and self.runtime.planner.targets:
-            self._store_call("record capacity alerts", record_readings, self.store, self.runtime.tenant,
-                             self.runtime.capacity_readings(end), end.to_pydatetime())
+            self._capacity(end)
         if self._joined_at is None or end - self._joined_at >= self.join_every:
             if self.store.claim_step(f"join/{self.runtime.tenant_id}", end.to_pydatetime(), self.replica):
                 report.joined = self._store_call("join actuals", join_actuals, self.store, self.runtime.source,
@@ -103,6 +102,19 @@ class TenantWatch:
             self.store.release_step(name, claim, self.replica)
             raise
         report.opened = [c.metric for c in changes or [] if c.change == OPENED]
+
+    def _capacity(self, end: pd.Timestamp) -> None:
+        """Capacity and scaling alert episodes, on the one replica that claims the step."""
+        name = f"capacity/{self.runtime.tenant_id}"
+        claim = self.store.claim_step(name, end.to_pydatetime(), self.replica)
+        if claim is None:
+            return
+        try:
+            self._store_call("record capacity alerts", record_readings, self.store, self.runtime.tenant,
+                             self.runtime.capacity_readings(end), end.to_pydatetime())
+        except Exception:
+            self.store.release_step(name, claim, self.replica)
+            raise
 
     def _store_call(self, what: str, call, *args, **kwargs):
         """A tenant the store does not know, or whose plan lacks a feature, is served all the same."""

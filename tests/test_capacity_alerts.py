@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -187,3 +187,54 @@ def test_the_guide_s_z_score_thresholds_map_onto_helios_scores():
     assert z_to_score(2, 0.5, 2.5) == pytest.approx(0.4444, abs=1e-4)
     assert z_to_score(3, 0.5, 2.5) == pytest.approx(0.5455, abs=1e-4)
     assert score_to_z(1.0, 0.5, 2.5) == MAX_Z and math.isnan(score_to_z(math.nan, 0.5, 2.5))
+
+
+def test_a_posted_event_crosses_capacity_and_the_watch_alerts_slack_and_pagerduty_once(trained_arena, tmp_path,
+                                                                                        monkeypatch):
+    """The served path in process: arena's champions, the watch's steps, the outbox and the delivery
+    worker, to the vendor stand-ins. Arena: max 200 replicas x 100 players = 20,000; a x20 event on
+    ~5,000 players needs several times that."""
+    import bentoml
+    import pandas as pd
+
+    from helios_pipelines.core.feedback import PredictionRecorder
+    from helios_pipelines.core.migrations import upgrade
+    from helios_pipelines.core.store import Store
+    from helios_pipelines.core.tenants import ScheduledEvent
+    from serving.runtime import TenantRuntime
+    from serving.watch import TenantWatch
+    from tests.conftest import AS_OF
+
+    url = f"sqlite:///{tmp_path / 'helios.db'}"
+    upgrade(url)
+    store = Store(url)
+    now = AS_OF + pd.Timedelta("1D2h")
+    runtime = TenantRuntime(bentoml.models.get("helios-arena:latest").path)
+    with AlertReceiver(None, tmp_path / "slack.jsonl", kind="slack") as slack, \
+            AlertReceiver(None, tmp_path / "pd.jsonl", kind="pagerduty") as pagerduty:
+        monkeypatch.setenv(SLACK_URL_ENV, slack.url)
+        monkeypatch.setenv(ROUTING_KEY_ENV, PAGERDUTY_KEY)
+        runtime.tenant = runtime.tenant.model_copy(update={"alerts": guide_tenant(pagerduty=pagerduty.url).alerts})
+        add_customer(store, runtime.tenant)
+        recorder = PredictionRecorder(store)
+        watch = TenantWatch(runtime, store, recorder, replica="test")
+        runtime.add_event(ScheduledEvent(name="Surprise Tournament", start=now + pd.Timedelta("10min"),
+                                         duration_hours=0.5, multiplier=20))
+        try:
+            for moment in (now - pd.Timedelta("2h"), now, now + pd.Timedelta("5min"), now + pd.Timedelta("2h")):
+                watch.tick(moment)  # before the event is in sight, twice in it, after it
+        finally:
+            recorder.close()
+        # The watch routes at the wall clock (the outbox's due time); deliver everything due by then.
+        worker = alerts.DeliveryWorker(store, clock=lambda: datetime.now(UTC) + timedelta(minutes=1))
+        try:
+            worker.run_once()
+        finally:
+            worker.close()
+        assert slack.rejected == pagerduty.rejected == 0
+        warnings = [e["alert"]["text"] for e in slack.received() if "warning at 75%" in e["alert"]["text"]]
+        assert len(warnings) == 2 and warnings[1].startswith("[arena] Resolved: ")
+        events = [e["alert"] for e in pagerduty.received() if e["alert"]["dedup_key"].startswith("capacity_critical/")]
+        assert [e["event_action"] for e in events] == ["trigger", "resolve"]
+        assert events[0]["dedup_key"] == events[1]["dedup_key"]
+    store.close()
