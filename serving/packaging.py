@@ -100,7 +100,7 @@ def build_bento(tenant_id: str, model_tag: str) -> str:
         SERVICE,
         name=bento_model_name(tenant_id),
         labels={"tenant": tenant_id},
-        include=["serving/*.py", "helios_pipelines/**/*.py"],
+        include=["serving/**/*.py", "helios_pipelines/**/*.py"],
         python={"lock_packages": False, "requirements_txt": "serving/requirements.txt"},
         models=[model_tag],
         args={"tenants": tenant_id, "bundles": model_tag},
