@@ -131,3 +131,7 @@ def _mount_commands() -> None:
 
 
 _mount_commands()
+
+
+if __name__ == "__main__":  # `python -m helios_pipelines.cli`: the alert delivery container runs it so
+    main()

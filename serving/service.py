@@ -30,6 +30,7 @@ from helios_pipelines.core.plans import PlanLimitError
 from helios_pipelines.core.store import CustomerDisabledError, Store, UnknownCustomerError
 from helios_pipelines.core.tenants import ScheduledEvent
 from serving import prometheus_api, publisher
+from serving.alert_routing import apply_alert_file
 from serving.auth import TENANT_METRICS_PATH, TenantAuthMiddleware
 from serving.content_type import JSONBodyOnly
 from serving.errors import ForbiddenError, NotFoundError, RequestError
@@ -122,6 +123,7 @@ class HeliosService:
             upgrade(self.store.url)  # the embedded store migrates itself; production runs `helios db upgrade`
         self.recorder = PredictionRecorder(self.store)
         self.accuracy = publisher.LiveAccuracy(self.store)
+        apply_alert_file(self.runtimes)  # the rendered alert ConfigMap, when the Deployment mounts one
         # Posted events are kept in the store and polled, so every replica honours them (serving/posted_events.py).
         self.events_feed = EventFeed(self.store, self.runtimes)
         self.events_feed.sync()

@@ -50,8 +50,7 @@ class DeploySettings:
     image_registry: str = "gcr.io/YOUR_PROJECT"
     image_tag: str = "latest"
     prometheus_url: str = "http://prometheus.monitoring:9090"
-    metrics_namespace: str | None = None
-    gcs_bucket: str = "helios-models-production"
+    store_secret: str = "helios-store"  # the Secret holding the Helios store's URL, under database-url
     replicas: int = 2
 
 
@@ -131,7 +130,7 @@ def alerts_document(tenant: TenantConfig) -> dict:
         if hook.secret_env:
             entry["signing_secret_env"] = hook.secret_env
         webhooks.append(entry)
-    return {"webhooks": webhooks, "thresholds": tenant.alerts.thresholds.model_dump()}
+    return {"tenant": tenant.id, "webhooks": webhooks, "thresholds": tenant.alerts.thresholds.model_dump()}
 
 
 def forecast_panels(tenant: TenantConfig) -> list[dict]:
@@ -182,11 +181,12 @@ def render(tenant: TenantConfig, settings: DeploySettings = DeploySettings()) ->
         "alias_of": None,
         "env": {
             "PROMETHEUS_URL": prometheus_url(tenant, settings),
-            "CUSTOMER_ID": tenant.id,
-            "METRICS_NAMESPACE": settings.metrics_namespace or tenant.id,
-            "MODEL_PREFIX": tenant.id,
-            "GCS_BUCKET": settings.gcs_bucket,
+            "HELIOS_ALERTS_FILE": "/etc/helios/alerts.yaml",
+            "HELIOS_HOME": "/var/lib/helios",
         },
+        "store_secret": settings.store_secret,
+        "store_secret_key": "database-url",
+        "delivery_labels": {"app": "helios-alert-delivery", "customer": tenant.id},
         "alert_configmap": f"helios-alerts-{tenant.id}",
         "alert_secret": f"helios-alerts-{tenant.id}",
         "alerts_yaml": yaml.safe_dump(alerts_document(tenant), sort_keys=False),
@@ -203,6 +203,7 @@ def render(tenant: TenantConfig, settings: DeploySettings = DeploySettings()) ->
     }
     files = {
         "deployment.yaml": environment.get_template("deployment.yaml.j2").render(values),
+        "alert-delivery.yaml": environment.get_template("alert-delivery.yaml.j2").render(values),
         "service.yaml": environment.get_template("service.yaml.j2").render(values),
         "alerts-configmap.yaml": environment.get_template("alerts-configmap.yaml.j2").render(values),
         "grafana-dashboard.json": environment.get_template("grafana-dashboard.json.j2").render(values),
@@ -234,8 +235,8 @@ def command() -> None:
 @click.option("--image-tag", default=DeploySettings.image_tag, show_default=True)
 @click.option("--prometheus-url", envvar="PROMETHEUS_URL", default=DeploySettings.prometheus_url, show_default=True,
               help="the customer's Prometheus, unless the tenant's source names one")
-@click.option("--metrics-namespace", default=None, help="METRICS_NAMESPACE; the tenant id by default")
-@click.option("--gcs-bucket", envvar="GCS_BUCKET", default=DeploySettings.gcs_bucket, show_default=True)
+@click.option("--store-secret", default=DeploySettings.store_secret, show_default=True,
+              help="the Secret whose key database-url holds the Helios store's URL (PostgreSQL)")
 @click.pass_context
 def render_command(ctx: click.Context, tenant_id: str, out_dir: Path, **options) -> None:
     """Write the tenant's Deployment, Service, ScaledObjects, Grafana dashboard and alert ConfigMap."""
