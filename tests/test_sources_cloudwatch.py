@@ -219,3 +219,20 @@ def test_access_denied_is_a_source_error():
         pytest.raises(SourceError, match=r"tenant 'cwtest', metrics players, requests.*AccessDenied"),
     ):
         source.fetch(NOW - pd.Timedelta("5min"), NOW)
+
+
+def test_the_current_replica_count_is_an_auto_scaling_group_size_from_another_namespace():
+    # The group's size lives in AWS/AutoScaling, not the tenant's namespace: a SEARCH expression reads it.
+    from helios_pipelines.core.models.capacity import observed_replicas
+    from helios_pipelines.core.tenants import ScalingTarget
+
+    query = ("SEARCH('{AWS/AutoScaling,AutoScalingGroupName} MetricName=\"GroupInServiceInstances\" "
+             "AutoScalingGroupName=\"game-servers\"', 'Average', 60)")
+    target = ScalingTarget(service="game-servers", metric="players", capacity_per_replica=100,
+                           current_replicas={"series": "GroupInServiceInstances", "query": query})
+    source, stubber, sent = stubbed(tenant())
+    times = pd.date_range(NOW - pd.Timedelta("5min"), periods=6, freq="1min")
+    stubber.add_response("get_metric_data", {"MetricDataResults": [result("m0", times, [12, 12, 13, 14, 14, 15])]})
+    with stubber:
+        assert observed_replicas(source, target, NOW, pd.Timedelta("1min")) == 15
+    assert sent[0]["MetricDataQueries"][0]["Expression"] == query

@@ -92,7 +92,8 @@ class CloudWatch(MetricsSource):
         return frame
 
     def fetch_series(self, metric: str, config: MetricConfig, index: pd.DatetimeIndex) -> pd.Series:
-        return self._fetch_many([metric], index)[metric]
+        # The given config, which may name no tenant metric (a scaled workload's group size).
+        return self._fetch_many([metric], index, {metric: config})[metric]
 
     def current_values(self, metrics: list[str] | None = None) -> dict[str, float]:
         end = self.now().floor(self.step)
@@ -121,11 +122,12 @@ class CloudWatch(MetricsSource):
                 f"but the window starts at {first}; use a coarser step or a shorter training.history_days"
             )
 
-    def _fetch_many(self, names: list[str], index: pd.DatetimeIndex) -> dict[str, pd.Series]:
+    def _fetch_many(self, names: list[str], index: pd.DatetimeIndex,
+                    configs: dict[str, MetricConfig] | None = None) -> dict[str, pd.Series]:
         if len(index) == 0:
             return {name: pd.Series(dtype=float, index=index) for name in names}
         self._check_retention(index[0])
-        configs = {name: self.tenant.metrics[self.tenant.resolve_metric(name)] for name in names}
+        configs = configs or {name: self.tenant.metrics[self.tenant.resolve_metric(name)] for name in names}
         ids = {f"m{i}": name for i, name in enumerate(names)}
         points: dict[str, list[pd.Series]] = defaultdict(list)
         for chunk in grid_chunks(index, MAX_DATAPOINTS_PER_CALL):
