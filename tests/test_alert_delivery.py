@@ -19,7 +19,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from helios_pipelines.core import alerts
-from helios_pipelines.core.store import DELIVERED, OutboxRow
+from helios_pipelines.core.store.schema import DELIVERED, OutboxRow
 from tests.store_backends import NOW, add_customer, tenant_config
 
 SECRET = "fault-test-secret"

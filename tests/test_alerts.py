@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from helios_pipelines.core import alerts, plans
-from helios_pipelines.core.store import DEAD, DELIVERED, PENDING, OutboxRow
+from helios_pipelines.core.store.schema import DEAD, DELIVERED, PENDING, OutboxRow
 from tests.store_backends import NOW, PAGERDUTY_KEY, add_customer, tenant_config
 
 SECRET = "s3cret-for-tests"

@@ -23,7 +23,7 @@ from helios_pipelines.core import alerts
 from helios_pipelines.core.alert_receiver import AlertReceiver, pagerduty_problems, slack_problems
 from helios_pipelines.core.anomaly_zscore import MAX_Z, score_to_z, z_to_score
 from helios_pipelines.core.capacity_alerts import OPENED, RESOLVED, CapacityReading, record_readings
-from helios_pipelines.core.store import AlertEpisode, OutboxRow
+from helios_pipelines.core.store.schema import AlertEpisode, OutboxRow
 from helios_pipelines.core.tenants import TenantConfig
 from helios_pipelines.core.training import tenant_detector
 from tests.store_backends import NOW, PAGERDUTY_KEY, add_customer

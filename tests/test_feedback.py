@@ -18,7 +18,7 @@ from helios_pipelines.core.feedback import (
 )
 from helios_pipelines.core.sources.base import MetricsSource
 from helios_pipelines.core.sources.simulator import Simulator
-from helios_pipelines.core.store import ModelRecord, Prediction
+from helios_pipelines.core.store.schema import ModelRecord, Prediction
 from tests.store_backends import NOW, add_customer, tenant_config
 
 STEP = pd.Timedelta("5min")

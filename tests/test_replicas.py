@@ -21,7 +21,8 @@ from sqlalchemy import func, select, text
 from helios_pipelines.core import migrations
 from helios_pipelines.core.feedback import PredictionRecorder
 from helios_pipelines.core.sources.simulator import inject_incident
-from helios_pipelines.core.store import Anomaly, OutboxRow, Prediction, StepLease, Store
+from helios_pipelines.core.store import Store
+from helios_pipelines.core.store.schema import Anomaly, OutboxRow, Prediction, StepLease
 from helios_pipelines.core.tenants import TenantConfig, TenantRegistry
 from tests.serve_harness import bentoml_serve
 from tests.store_backends import NOW, add_customer, tenant_config

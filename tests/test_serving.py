@@ -49,7 +49,7 @@ def test_predict_answers_with_bounds_target_time_and_pinned_version(service):
 def test_served_predictions_are_recorded_for_the_feedback_loop(service, embedded_store):
     from sqlalchemy import func, select
 
-    from helios_pipelines.core.store import Prediction
+    from helios_pipelines.core.store.schema import Prediction
 
     before = _count(embedded_store, select(func.count()).select_from(Prediction))
     service.post("/predict", json={"metric": "concurrent_users", "horizon": 15}).raise_for_status()

@@ -16,17 +16,16 @@ from helios_pipelines.core.anomaly_log import (
     list_anomalies,
     record_detection,
 )
-from helios_pipelines.core.store import (
+from helios_pipelines.core.store import DuplicateCustomerError, UnknownCustomerError
+from helios_pipelines.core.store.schema import (
     DISABLED,
     Anomaly,
     ApiKey,
     Base,
     Customer,
     CustomerMetric,
-    DuplicateCustomerError,
     OutboxRow,
     Prediction,
-    UnknownCustomerError,
 )
 from helios_pipelines.core.tenants import TenantRegistry
 from tests.store_backends import NOW, add_customer, tenant_config

@@ -13,7 +13,8 @@ from sqlalchemy import func, select
 from helios_pipelines.commands import accuracy, alerts, anomalies, db, tenants
 from helios_pipelines.core.anomaly_log import record_detection
 from helios_pipelines.core.feedback import PredictionRecorder
-from helios_pipelines.core.store import Customer, Store
+from helios_pipelines.core.store import Store
+from helios_pipelines.core.store.schema import Customer
 from helios_pipelines.core.tenants import DEFAULT_CONFIG_DIR, load_tenants
 from tests.conftest import AS_OF, FIXTURE_TENANTS
 

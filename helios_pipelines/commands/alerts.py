@@ -122,7 +122,8 @@ def alerts_list(tenant_id: str | None, status: str | None, limit: int) -> None:
     """Outbox rows, newest first: state, attempts, destination, last error."""
     from sqlalchemy import select
 
-    from helios_pipelines.core.store import Customer, OutboxRow, StoreError
+    from helios_pipelines.core.store import StoreError
+    from helios_pipelines.core.store.schema import Customer, OutboxRow
 
     store = open_store()
     try:

@@ -167,7 +167,7 @@ def show(ctx: click.Context, tenant_id: str) -> None:
     from sqlalchemy import func, select
 
     from helios_pipelines.core.plans import violations
-    from helios_pipelines.core.store import Anomaly, ApiKey, Customer, Prediction, utcnow
+    from helios_pipelines.core.store.schema import Anomaly, ApiKey, Customer, Prediction, utcnow
 
     found = registry(ctx)
     tenant = found.tenants.get(tenant_id)
@@ -259,7 +259,7 @@ def _set_status(tenant_id: str, status: str) -> None:
 @click.argument("tenant_id")
 def disable(tenant_id: str) -> None:
     """Refuse the tenant's API keys and stop its alerts and anomaly recording; history is kept."""
-    from helios_pipelines.core.store import DISABLED
+    from helios_pipelines.core.store.schema import DISABLED
 
     _set_status(tenant_id, DISABLED)
 
@@ -268,6 +268,6 @@ def disable(tenant_id: str) -> None:
 @click.argument("tenant_id")
 def enable(tenant_id: str) -> None:
     """Undo `disable`."""
-    from helios_pipelines.core.store import ACTIVE
+    from helios_pipelines.core.store.schema import ACTIVE
 
     _set_status(tenant_id, ACTIVE)

@@ -48,7 +48,8 @@ import httpx
 from sqlalchemy.orm import Session
 
 from helios_pipelines.core import plans
-from helios_pipelines.core.store import ACTIVE, DEAD, DELIVERED, PENDING, OutboxRow, Store, utcnow
+from helios_pipelines.core.store import Store
+from helios_pipelines.core.store.schema import ACTIVE, DEAD, DELIVERED, PENDING, OutboxRow, utcnow
 from helios_pipelines.core.tenants import PAGERDUTY_ROUTING_KEY, TenantConfig, Webhook
 
 log = logging.getLogger(__name__)

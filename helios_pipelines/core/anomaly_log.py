@@ -20,7 +20,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from helios_pipelines.core import alerts, plans
-from helios_pipelines.core.store import Anomaly, Customer, Store, StoreError, utcnow
+from helios_pipelines.core.store import Store, StoreError
+from helios_pipelines.core.store.schema import Anomaly, Customer, utcnow
 from helios_pipelines.core.tenants import TenantConfig
 
 OPENED, EXTENDED, RESOLVED = "opened", "extended", "resolved"

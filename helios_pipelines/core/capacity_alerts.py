@@ -24,7 +24,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from helios_pipelines.core import alerts
-from helios_pipelines.core.store import AlertEpisode, Store
+from helios_pipelines.core.store import Store
+from helios_pipelines.core.store.schema import AlertEpisode
 from helios_pipelines.core.tenants import TenantConfig
 
 OPENED, RESOLVED = "opened", "resolved"

@@ -28,7 +28,8 @@ from sqlalchemy import select, update
 
 from helios_pipelines.core.exposition import Sample
 from helios_pipelines.core.sources import MetricsSource
-from helios_pipelines.core.store import Prediction, Store, UnknownCustomerError, utcnow
+from helios_pipelines.core.store import Store, UnknownCustomerError
+from helios_pipelines.core.store.schema import Prediction, utcnow
 from helios_pipelines.core.tenants import TenantConfig, format_horizon
 
 log = logging.getLogger(__name__)

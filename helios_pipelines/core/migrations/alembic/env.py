@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from helios_pipelines.core.store import Base
+from helios_pipelines.core.store.schema import Base
 
 connection = context.config.attributes["connection"]
 context.configure(

@@ -1,0 +1,36 @@
+"""Retention: each customer's old history deleted as its plan says."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, select
+
+from helios_pipelines.core import plans
+from helios_pipelines.core.store.base import StoreBase
+from helios_pipelines.core.store.schema import PENDING, Anomaly, Customer, OutboxRow, Prediction, utcnow
+
+
+class RetentionQueries(StoreBase):
+    def apply_retention(self, now: datetime | None = None) -> dict[str, dict[str, int]]:
+        """Delete each customer's predictions, closed anomalies and finished alerts older than its plan keeps.
+
+        Open anomaly episodes and pending alerts are kept whatever their age: they are still live.
+        """
+        now = now or utcnow()
+        removed: dict[str, dict[str, int]] = {}
+        with self.transaction() as session:
+            for customer in session.scalars(select(Customer)):
+                cutoff = now - timedelta(days=plans.plan(customer.plan).retention_days)
+                counts = {
+                    "predictions": session.execute(delete(Prediction).where(
+                        Prediction.customer_id == customer.id, Prediction.timestamp < cutoff)).rowcount,
+                    "anomalies": session.execute(delete(Anomaly).where(
+                        Anomaly.customer_id == customer.id, Anomaly.resolved_at.is_not(None),
+                        Anomaly.resolved_at < cutoff)).rowcount,
+                    "alerts": session.execute(delete(OutboxRow).where(
+                        OutboxRow.customer_id == customer.id, OutboxRow.status != PENDING,
+                        OutboxRow.created_at < cutoff)).rowcount,
+                }
+                removed[customer.slug] = counts
+        return removed
