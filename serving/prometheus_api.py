@@ -67,6 +67,11 @@ class PublishedSeries:
                 self._steps[tenant] = kept  # a new dict: readers never see one being trimmed
         return samples
 
+    def steps_upto(self, tenant: str, now: pd.Timestamp) -> tuple[int, dict[int, list[Sample]]]:
+        """The tenant's step and its published series by step start (ns), the current step included."""
+        self.current(tenant, now)
+        return self.steps[tenant].value, self._steps[tenant]
+
     def at(self, tenant: str, when: pd.Timestamp, now: pd.Timestamp) -> list[Sample] | None:
         """The tenant's series as published for the step containing ``when``; None when none were."""
         step, current = when.floor(self.steps[tenant]), now.floor(self.steps[tenant])
@@ -287,21 +292,30 @@ async def query_range(request: Request) -> JSONResponse:
     def evaluate() -> JSONResponse:
         series: dict[promql.Labels, list] = {}
         problems: set[str] = set()
-        answered: dict[tuple, promql.Value] = {}  # one evaluation per distinct published step
+        published = {}  # tenant -> (its step, its published steps), read once; integer ns from here on
+        for tenant in tenants if reads else []:
+            try:
+                published[tenant] = api.published.steps_upto(tenant, now)
+            except Exception as exc:  # this tenant's bad state is its own warning, not the others' error
+                problems.add(f"tenant '{tenant}': {exc}")
+        first, width, latest = start.value, step.value, now.value
+        oldest, newest = latest - RETENTION.value, latest + CLOCK_SKEW.value
+        answered: dict[tuple, promql.Value] = {}  # one evaluation per distinct set of published steps
         try:
             for i in range((end - start) // step + 1):
-                when = start + i * step
-                if reads and (when < now - RETENTION or when > now + CLOCK_SKEW):
+                when = first + i * width
+                if reads and not oldest <= when <= newest:
                     continue
-                samples, trouble = api.samples_at(tenants, min(when, now), now) if reads else ([], [])
-                problems.update(trouble)
-                key = tuple(when.floor(api.published.steps[t]).value for t in tenants) if reads else ()
+                at = min(when, latest)
+                key = tuple(at - at % tenant_step for tenant_step, _ in published.values())
                 value = answered.get(key)
                 if value is None:
+                    samples = [sample for (tenant_step, steps), step_start in zip(published.values(), key, strict=True)
+                               for sample in steps.get(step_start, ())]
                     value = answered[key] = promql.evaluate(expr, samples)
                 points = {(): value.value} if isinstance(value, promql.Scalar) else value
                 for labels, number in points.items():
-                    series.setdefault(labels, []).append([_unix(when), promql.format_value(number)])
+                    series.setdefault(labels, []).append([when / 1e9, promql.format_value(number)])
         except promql.QueryError as error:
             return _error(error)
         result = [{"metric": dict(labels), "values": values} for labels, values in sorted(series.items())]
