@@ -393,6 +393,16 @@ async def metadata(request: Request) -> JSONResponse:
                                         for s in sorted(samples, key=lambda s: s.name)}))
 
 
+@router.api_route("/api/v1/query_exemplars", methods=["GET", "POST"])
+async def query_exemplars(request: Request) -> JSONResponse:
+    """Grafana asks for exemplars when a panel turns them on; Helios' gauges carry none."""
+    try:
+        promql.parse(_one(await _params(request), "query") or "")
+    except promql.QueryError as error:
+        return _error(error)
+    return JSONResponse(promql.success([]))
+
+
 @router.get("/api/v1/status/buildinfo")
 def buildinfo() -> JSONResponse:
     """Grafana reads this to pick the API flavour: no ``features`` means plain Prometheus; the

@@ -25,6 +25,7 @@ GUIDE = SHARED / "seed" / "helios-integration-guide.md"
 # daily load-following gauge, which is all a "returns data" check needs.
 GUIDE_SERIES = {"active_sessions": "game_active_sessions", "server_players": "game_server_players",
                 "server_capacity": "game_server_capacity"}
+pytestmark = pytest.mark.slow
 FORECAST = 'helios_forecast_value{customer="arena",metric="concurrent_users",horizon="1h"}'
 
 

@@ -217,6 +217,7 @@ def test_grafana_metric_browser_endpoints(client):
     assert client.get("/api/v1/label/bad-name/values").status_code == 400
     meta = client.get("/api/v1/metadata").json()["data"]
     assert meta["helios_recommendation"] == [{"type": "gauge", "help": "recommended replicas", "unit": ""}]
+    assert client.post("/api/v1/query_exemplars", data={"query": FORECAST}).json() == {"status": "success", "data": []}
     build = client.get("/api/v1/status/buildinfo").json()
     assert build["status"] == "success" and build["data"]["version"].startswith("2.") and "features" not in build["data"]
 
