@@ -72,6 +72,11 @@ class PublishedSeries:
         self.current(tenant, now)
         return self.steps[tenant].value, self._steps[tenant]
 
+    def earliest(self, tenants: list[str]) -> pd.Timestamp | None:
+        """The first step still on record for any of ``tenants``."""
+        firsts = [min(self._steps[t]) for t in tenants if self._steps[t]]
+        return pd.Timestamp(min(firsts), tz="UTC") if firsts else None
+
     def at(self, tenant: str, when: pd.Timestamp, now: pd.Timestamp) -> list[Sample] | None:
         """The tenant's series as published for the step containing ``when``; None when none were."""
         step, current = when.floor(self.steps[tenant]), now.floor(self.steps[tenant])
@@ -243,6 +248,10 @@ async def query(request: Request) -> JSONResponse:
     def evaluate() -> JSONResponse:
         try:
             samples, problems = api.samples_at(tenants, min(at, now), now) if reads else ([], [])
+            if reads and not samples and not problems:
+                first = api.published.earliest(tenants)
+                raise promql.QueryError(f"Helios published no series for {at.isoformat()}: its record of published "
+                                        f"steps starts at {first.isoformat() if first else 'the next step'}", "not_found")
             value = promql.evaluate(expr, samples)
             if isinstance(value, dict):
                 _keda_contract(expr, value, _one(params, "query"), problems)

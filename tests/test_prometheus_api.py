@@ -167,6 +167,16 @@ def test_a_past_time_reads_what_was_published_then(client, tenants):
     assert float(element["value"][1]) == minutes(past.floor(STEP)) and tenants.computed == []
 
 
+def test_a_past_time_before_the_record_says_where_the_record_starts(client, tenants):
+    before = pd.Timestamp.now(tz="UTC") - pd.Timedelta("3h")
+    response = client.get("/api/v1/query", params={"query": FORECAST, "time": before.isoformat()})
+    first = (pd.Timestamp.now(tz="UTC") - 12 * STEP).floor(STEP)  # the fixture's hour: 13 steps
+    assert response.status_code == 422
+    assert response.json()["error"] == (f"Helios published no series for {before.isoformat()}: its record of "
+                                        f"published steps starts at {first.isoformat()}")
+    assert tenants.computed == []
+
+
 def test_keda_selectors_answer_exactly_one_series_or_an_error(client):
     one = client.get("/api/v1/query", params={"query": FORECAST})
     assert one.status_code == 200 and len(one.json()["data"]["result"]) == 1
