@@ -118,6 +118,17 @@ def test_capacity_and_scaling_conditions_fire_once_and_resolve_once(store):
     assert pager[0]["payload"]["summary"] == "[acme] game-server: forecast needs 95% of max capacity within 1h (critical at 90%)"
 
 
+def test_closed_episodes_go_with_the_plan_s_retention_and_open_ones_stay(store):
+    tenant = guide_tenant()  # plan pro: 30 days
+    add_customer(store, tenant)
+    record_readings(store, tenant, [reading(0.95)], NOW, now=NOW)  # warning and critical open
+    record_readings(store, tenant, [reading(0.80)], NOW + timedelta(minutes=5), now=NOW)  # critical closes
+    assert store.apply_retention(NOW + timedelta(days=29))["acme"]["alert_episodes"] == 0
+    assert store.apply_retention(NOW + timedelta(days=31))["acme"]["alert_episodes"] == 1
+    with store.transaction() as session:
+        assert [e.event for e in session.scalars(select(AlertEpisode))] == ["capacity_warning"]
+
+
 def test_no_current_count_means_no_scaling_alert(store):
     tenant = guide_tenant()
     add_customer(store, tenant)

@@ -8,14 +8,21 @@ from sqlalchemy import delete, select
 
 from helios_pipelines.core import plans
 from helios_pipelines.core.store.base import StoreBase
-from helios_pipelines.core.store.schema import PENDING, Anomaly, Customer, OutboxRow, Prediction, utcnow
+from helios_pipelines.core.store.schema import (
+    PENDING,
+    AlertEpisode,
+    Anomaly,
+    Customer,
+    OutboxRow,
+    Prediction,
+    utcnow,
+)
 
 
 class RetentionQueries(StoreBase):
     def apply_retention(self, now: datetime | None = None) -> dict[str, dict[str, int]]:
-        """Delete each customer's predictions, closed anomalies and finished alerts older than its plan keeps.
-
-        Open anomaly episodes and pending alerts are kept whatever their age: they are still live.
+        """Delete each customer's predictions, closed anomaly and alert episodes and finished alerts older
+        than its plan keeps. Open episodes and pending alerts are kept whatever their age: they are still live.
         """
         now = now or utcnow()
         removed: dict[str, dict[str, int]] = {}
@@ -28,6 +35,9 @@ class RetentionQueries(StoreBase):
                     "anomalies": session.execute(delete(Anomaly).where(
                         Anomaly.customer_id == customer.id, Anomaly.resolved_at.is_not(None),
                         Anomaly.resolved_at < cutoff)).rowcount,
+                    "alert_episodes": session.execute(delete(AlertEpisode).where(
+                        AlertEpisode.customer_id == customer.id, AlertEpisode.resolved_at.is_not(None),
+                        AlertEpisode.resolved_at < cutoff)).rowcount,
                     "alerts": session.execute(delete(OutboxRow).where(
                         OutboxRow.customer_id == customer.id, OutboxRow.status != PENDING,
                         OutboxRow.created_at < cutoff)).rowcount,
