@@ -92,6 +92,9 @@ bench-serve: install
 bench-capacity: install
 	$(BIN)/python bench/capacity_learning.py --out bench/results/capacity_learning.md
 
+celery-workers: install  ## dagster-celery workers for HELIOS_EXECUTOR=celery (N=2)
+	scripts/celery_workers.sh $(or $(N),2)
+
 bench-scale: install
 	$(BIN)/python bench/scale_tenants.py --tenants 50 --executor multiprocess
 

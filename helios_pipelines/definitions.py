@@ -9,7 +9,8 @@ Dagster's multiprocess executor started through a forkserver that has imported t
 run: a step process is forked from it ready to run, instead of a fresh interpreter importing Dagster,
 pandas, MLflow and the models (10-15 s a step on a small machine). ``in_process`` runs a run's steps
 in one process: a tenant's steps are mostly sequential, and the run queue still runs tenants side
-by side.
+by side. ``celery`` sends each step to dagster-celery workers (``defs/celery.py``,
+``scripts/celery_workers.sh``), the way past one machine.
 """
 
 import os
@@ -47,8 +48,15 @@ def build_definitions(env: dict[str, str] | None = None) -> Definitions:
     if environment not in ENVIRONMENTS:
         raise ValueError(f"HELIOS_ENV={environment!r}: expected one of {', '.join(ENVIRONMENTS)}")
     executor = env.get("HELIOS_EXECUTOR", "multiprocess")
-    if executor not in EXECUTORS:
-        raise ValueError(f"HELIOS_EXECUTOR={executor!r}: expected one of {', '.join(EXECUTORS)}")
+    if executor not in (*EXECUTORS, "celery"):
+        raise ValueError(f"HELIOS_EXECUTOR={executor!r}: expected one of {', '.join(EXECUTORS)}, celery")
+    if executor == "celery":
+        from helios_pipelines.defs.celery import broker_url, helios_celery_executor
+
+        run_executor = helios_celery_executor.configured({"broker": broker_url(env), "backend": "rpc://"},
+                                                         name="helios_celery")
+    else:
+        run_executor = EXECUTORS[executor]
     resources = {
         "tenants": TenantRegistryResource(config_dir=env.get("HELIOS_CONFIG_DIR")),
         "metrics_source": MetricsSourceResource(as_of=env.get("HELIOS_AS_OF")),
@@ -66,7 +74,7 @@ def build_definitions(env: dict[str, str] | None = None) -> Definitions:
         schedules=retraining_schedules(load_tenants(env.get("HELIOS_CONFIG_DIR"))),
         sensors=AUTOMATION_SENSORS,
         resources=resources,
-        executor=EXECUTORS[executor],
+        executor=run_executor,
     )
 
 
