@@ -76,7 +76,7 @@ def test_a_blocking_data_failure_stops_that_tenant_only(dagster_instance, traine
     )
     assert not result.success
     materialized = {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
-    assert materialized == {"raw_metrics", "validated_metrics"}
+    assert materialized == {"tenant_config", "raw_metrics", "validated_metrics"}
     [coverage] = [c for c in result.get_asset_check_evaluations() if c.check_name == "coverage"]
     assert not coverage.passed
     assert "request_rate" in coverage.description and "FAILED (blocking)" in coverage.description
