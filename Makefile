@@ -74,11 +74,9 @@ ui: install
 
 bench-forecast: install
 	mkdir -p bench/results bench/out
-	for col in cpu_usage assigned_mem; do \
-	  $(BIN)/helios bench forecast --csv $(SHARED)/data/forecast/azure_vm_fleet_5min.csv --time-col timestamp \
-	    --value-col $$col --freq 5min --horizon-minutes 60 --folds 20 \
-	    --json bench/out/forecast_azure_$$col.json --markdown bench/out/forecast_tables.md; \
-	done
+	# The suite (#18): every method over 27 real and simulated series; cached per backtest in bench/out/suite.
+	$(BIN)/helios bench forecast-suite --shared $(SHARED) --folds $(or $(FOLDS),4) --jobs 2 \
+	  --markdown bench/results/forecast_suite.md
 
 bench-anomaly: install
 	mkdir -p bench/out

@@ -86,31 +86,22 @@ def rolling_stats(frame: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
     return pd.DataFrame(out, index=frame.index)
 
 
-def gaming_features(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Derived gaming signals, for whichever of their inputs the tenant has."""
-    out = pd.DataFrame(index=metrics.index)
-    if {"queue_length", "matches_in_progress"} <= set(metrics.columns):
-        # clip: an empty server (0 matches) would otherwise divide by zero
-        out["queue_pressure"] = metrics["queue_length"] / metrics["matches_in_progress"].clip(lower=1)
-    if "server_utilization" in metrics.columns:
-        out["server_headroom"] = 1.0 - metrics["server_utilization"]
-    return out
-
-
 def build_feature_frame(
     metrics: pd.DataFrame,
     timezone: str,
     regions: Sequence[tuple[str, float]] | None,
     events: EventSchedule,
 ) -> pd.DataFrame:
-    """The per-tenant ``features`` frame: metrics, calendar, event flags, rolling stats, gaming signals."""
+    """The per-tenant ``features`` frame: metrics, calendar, event flags, rolling stats.
+
+    The derived gaming signals (queue pressure, server headroom) that used to be here fed no model and
+    were dropped (#18); a driver enters a model only where the forecast suite shows it helps."""
     metric_columns = list(metrics.columns)
     parts = [
         metrics,
         calendar_features(metrics.index, timezone, regions),
         events.flags(as_utc_index(metrics.index)).set_axis(metrics.index),
         rolling_stats(metrics, metric_columns),
-        gaming_features(metrics),
     ]
     return pd.concat(parts, axis=1)
 
