@@ -59,6 +59,6 @@ def test_the_suite_holds_azure_every_nab_cloudwatch_series_every_demo_forecast_m
     nab = sorted((SHARED / "data" / "nab" / "data" / "realAWSCloudwatch").glob("*.csv"))
     assert {"azure cpu_usage", "azure assigned_mem"} <= set(names)
     assert {f"nab {p.stem}" for p in nab} <= set(names)
-    assert "sim gaming-corp concurrent_users" in names and "sim shopfast request_rate" in names
+    assert "sim gaming-corp concurrent_users +events" in names and "sim shopfast request_rate +events" in names
     assert any(n.startswith("shift:") for n in names) and any(n.startswith("gaps:") for n in names)
     assert len(names) >= 12

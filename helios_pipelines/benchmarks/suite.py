@@ -30,6 +30,7 @@ import pandas as pd
 from helios_pipelines.benchmarks.forecast import METHODS, load_series
 from helios_pipelines.benchmarks.references import REFERENCES
 from helios_pipelines.core.evaluation import backtest
+from helios_pipelines.core.events import EventSchedule
 from helios_pipelines.core.models.forecasters import make_forecaster
 
 STEP = "5min"
@@ -46,6 +47,7 @@ class SuiteSeries:
     timezone: str
     load: Callable[[], pd.Series]
     regions: tuple[tuple[str, float], ...] = ()  # a simulated tenant's players' time zones and shares
+    events: tuple = ()  # a simulated tenant's scheduled events (known future inputs, as in production)
 
 
 def _nab(path: Path) -> Callable[[], pd.Series]:
@@ -105,9 +107,11 @@ def suite(shared: Path) -> list[SuiteSeries]:
         days = max(14, tenant.training.history_days)
         for metric in tenant.forecast_metrics:
             regions = tuple((r.timezone, r.share) for r in tenant.regions)
-            members.append(SuiteSeries(f"sim {tenant.id} {metric}", "simulated", tenant.timezone,
-                                       _simulated(tenant.id, metric, days), regions))
-    gaming = next((m for m in members if m.name == "sim gaming-corp concurrent_users"), None)
+            events = tuple(e for e in tenant.events if not e.metrics or metric in e.metrics)
+            # the tenant's events go in as its forecasters get them in production (#14.1)
+            members.append(SuiteSeries(f"sim {tenant.id} {metric} +events", "simulated", tenant.timezone,
+                                       _simulated(tenant.id, metric, days), regions, events))
+    gaming = next((m for m in members if m.name.startswith("sim gaming-corp concurrent_users")), None)
     if gaming is not None:
         members.append(SuiteSeries("shift: sim gaming-corp concurrent_users x1.5", "derived", gaming.timezone,
                                    _level_shift(gaming.load), gaming.regions))
@@ -140,6 +144,8 @@ def label(method: str, variant: str) -> str:
 def _run_one(task: tuple) -> tuple[str, dict]:
     key, series, method, horizon, folds, timezone, seed, options = task
     options = dict(options)
+    if options.get("events"):
+        options["events"] = EventSchedule(list(options["events"]))
     started = time.perf_counter()
     try:
         result = backtest(lambda: make_method(method, horizon, timezone, seed, options), series, horizon, folds,
@@ -181,6 +187,8 @@ def run_suite(members, horizons, folds, methods, variants: dict, out: Path, jobs
                 extra = dict(options)
                 if extra.pop("tenant_regions", False) and member.regions:
                     extra["regions"] = [list(r) for r in member.regions]
+                if member.events:
+                    extra["events"] = member.events
                 tasks.append((key, loaded[member.name], method, horizon, folds, member.timezone, seed, extra))
     echo(f"{len(tasks)} backtests to run ({len(cache)} cached in {cache_path})")
     with ProcessPoolExecutor(max_workers=jobs) as pool:

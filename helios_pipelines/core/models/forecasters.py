@@ -453,6 +453,9 @@ class HeliosForecaster(Forecaster):
         max_train_rows: int = 30000,
         calibration_share: float = 0.2,
         blend: bool = True,
+        # Ablations the forecast suite rejected (bench/results/forecast.md), kept so they reproduce:
+        naive_member: bool = False,  # the last value as a fifth member: worse on 5 of 7 series
+        prophet_member: bool = False,  # Prophet (15-min fit) as a member: no gain, twice the fit
         recursive_estimators: int = 200,
         recursive_steps: int = 24,
         **kwargs,
@@ -463,6 +466,8 @@ class HeliosForecaster(Forecaster):
         self.max_train_rows = max_train_rows
         self.calibration_share = calibration_share
         self.blend = blend
+        self.naive_member = naive_member
+        self.prophet_member = prophet_member
         self.recursive_estimators = recursive_estimators
         self.recursive_steps = recursive_steps
 
@@ -662,7 +667,8 @@ class HeliosForecaster(Forecaster):
         actual = actual.reshape(origins.size, leads.size)
         # The last origins' targets run past the end (NaN, not scored); their calendar is still known.
         index = history.index.append(self.future_index(history, self.max_horizon))
-        members, volatility = self._members(calibration_model, recursive, values, index, origins, leads)
+        prophet = self._train_prophet(values, history.index, split)
+        members, volatility = self._members(calibration_model, recursive, values, index, origins, leads, prophet)
         self.weights_ = self._blend_weights(actual, members)
         forecast = self._combine(members)
         valid = volatility[:, 0]
@@ -673,6 +679,7 @@ class HeliosForecaster(Forecaster):
 
         self.booster_ = self._train(values, history.index, n, rng)
         self.recursive_ = self._train_recursive(values, history.index, n)
+        self.prophet_ = self._train_prophet(values, history.index, n)
         # Where a fit's time goes, for the benchmark and the training run's log.
         self.fit_seconds_ = {
             "events": events_done - started,
@@ -706,13 +713,25 @@ class HeliosForecaster(Forecaster):
         model._fit_point_model(pd.Series(values[:end], index=index[:end]))
         return model
 
-    def _members(self, booster, recursive, values, index, origins, leads):
+    def _train_prophet(self, values: np.ndarray, index: pd.DatetimeIndex, end: int) -> ProphetForecaster | None:
+        """Prophet on the de-evented values before ``end`` (``prophet_member``): its curve depends on the
+        clock only, so one predict call gives its forecast for every (origin, lead) of the slice."""
+        if not getattr(self, "prophet_member", False):
+            return None
+        model = ProphetForecaster(
+            step=self.step, max_horizon=self.max_horizon, timezone=self.timezone, regions=self.regions,
+            metric=self.metric, seed=self.seed,
+        )
+        return model.fit(pd.Series(values[:end], index=index[:end]))
+
+    def _members(self, booster, recursive, values, index, origins, leads, prophet=None):
         """Every ensemble member's (origins x leads) forecasts, and the volatility at each origin.
 
         Members: the direct model, the recursive one-step model, and the seasonal naive forecasts
         of the change (the last value plus the change from the origin's clock time to the target's,
-        a day and a week earlier: ``y[t] + y[t+h-P] - y[t-P]``). A member that cannot be computed
-        (no week of history, a gap) is NaN there and the others share its weight.
+        a day and a week earlier: ``y[t] + y[t+h-P] - y[t-P]``), and (``naive_member``) the last
+        observed value. A member that cannot be computed (no week of history, a gap) is NaN there and
+        the others share its weight.
         """
         o, h = np.repeat(origins, leads.size), np.tile(leads, origins.size)
         shape = (origins.size, leads.size)
@@ -731,6 +750,15 @@ class HeliosForecaster(Forecaster):
             change = lagged(values, o + h, period) - lagged(values, o, period)
             change[o + h - period > o] = np.nan  # never read past the origin (leads beyond a period)
             columns.append((last + change).reshape(shape))
+        if prophet is not None:
+            first = int(origins.min()) + 1
+            curve = np.full(len(index), np.nan)
+            curve[first:] = prophet.model_.predict(prophet._inputs(index[first:]))["yhat"].to_numpy()
+            columns.append(curve[o + h].reshape(shape))
+        if getattr(self, "naive_member", False):
+            # The last observed value: what wins on flat and spiky series (a disk idle between bursts,
+            # a CPU pinned at a level), where every learned member adds noise of its own.
+            columns.append(last.reshape(shape))
         return np.stack(columns, axis=-1), volatility.reshape(shape)
 
     @staticmethod
@@ -782,7 +810,8 @@ class HeliosForecaster(Forecaster):
         values = history.to_numpy() / self._event_profile(history.index, events)
         leads = np.arange(1, horizon + 1)
         members, volatility = self._members(
-            self.booster_, self.recursive_, values, index, np.array([len(history) - 1]), leads
+            self.booster_, self.recursive_, values, index, np.array([len(history) - 1]), leads,
+            getattr(self, "prophet_", None),
         )
         forecast, volatility = self._combine(members)[0], volatility[0]
         lo, hi = step_intervals(self.residuals_[:, :horizon], level)
@@ -805,18 +834,21 @@ FORECASTERS: dict[str, type[Forecaster]] = {
         HeliosForecaster,
     )
 }
-CALENDAR_KINDS = frozenset({XGBoostLags.kind, HeliosForecaster.kind, ProphetForecaster.kind})
+# Kinds that take the players' regions (their evening share as a known-future input). Helios does not:
+# on the forecast suite's simulated tenants it made 5 of 7 series worse (bench/results/forecast.md);
+# Prophet does (better on shopfast, neutral on gaming-corp).
+REGION_KINDS = frozenset({XGBoostLags.kind, ProphetForecaster.kind})
 
 
 def make_forecaster(kind: str, **kwargs: Any) -> Forecaster:
-    """Build a forecaster by kind. ``regions`` (players' time zones) only matters to kinds with calendar
-    features, so it is dropped for the others: the pipeline can pass one set of arguments to all."""
+    """Build a forecaster by kind. ``regions`` (players' time zones) only goes to REGION_KINDS and is
+    dropped for the others: the pipeline can pass one set of arguments to all."""
     try:
         cls = FORECASTERS[kind]
     except KeyError:
         raise ValueError(
             f"unknown forecaster kind '{kind}'; known kinds: {', '.join(sorted(FORECASTERS))}"
         ) from None
-    if kind not in CALENDAR_KINDS:
+    if kind not in REGION_KINDS:
         kwargs.pop("regions", None)
     return cls(**kwargs)
