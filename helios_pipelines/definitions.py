@@ -10,7 +10,8 @@ run: a step process is forked from it ready to run, instead of a fresh interpret
 pandas, MLflow and the models (10-15 s a step on a small machine). ``in_process`` runs a run's steps
 in one process: a tenant's steps are mostly sequential, and the run queue still runs tenants side
 by side. ``celery`` sends each step to dagster-celery workers (``defs/celery.py``,
-``scripts/celery_workers.sh``), the way past one machine.
+``scripts/celery_workers.sh``), the way past one machine; ``k8s`` makes each step a Kubernetes Job
+(dagster-k8s, with the K8sRunLauncher of ``helios platform render``).
 """
 
 import os
@@ -48,9 +49,14 @@ def build_definitions(env: dict[str, str] | None = None) -> Definitions:
     if environment not in ENVIRONMENTS:
         raise ValueError(f"HELIOS_ENV={environment!r}: expected one of {', '.join(ENVIRONMENTS)}")
     executor = env.get("HELIOS_EXECUTOR", "multiprocess")
-    if executor not in (*EXECUTORS, "celery"):
-        raise ValueError(f"HELIOS_EXECUTOR={executor!r}: expected one of {', '.join(EXECUTORS)}, celery")
-    if executor == "celery":
+    if executor not in (*EXECUTORS, "celery", "k8s"):
+        raise ValueError(f"HELIOS_EXECUTOR={executor!r}: expected one of {', '.join(EXECUTORS)}, celery, k8s")
+    if executor == "k8s":  # each step a Kubernetes Job (runs launched by the K8sRunLauncher: `helios platform render`)
+        from dagster_k8s import k8s_job_executor
+
+        run_executor = k8s_job_executor.configured(
+            {"max_concurrent": int(env.get("HELIOS_K8S_MAX_CONCURRENT_STEPS", "4"))}, name="helios_k8s")
+    elif executor == "celery":
         from helios_pipelines.defs.celery import broker_url, helios_celery_executor
 
         run_executor = helios_celery_executor.configured({"broker": broker_url(env), "backend": "rpc://"},
