@@ -5,7 +5,8 @@ on the tenant's training window (``training.history_days``); alerts use the tena
 recovery windows and are counted as episodes (``core.models.episodes``: what an operator is paged
 for, one per run of the tenant's alert, however many metrics it names).
 
-- 28-day pass: the ``--days`` after the training window are scored causally in one pass against the
+- 28-day pass: the ``--days`` after the training window are scored causally, day by day on the two
+  days before each as the service keeps them (``served_scores``), against the
   simulator's ground truth (``Simulator.anomalies``: incidents only, each one labelled; scheduled
   events, tournaments and the queue surges they cause are normal traffic). An incident is found when
   an episode starts inside it or within ``GRACE`` after it (detection is causal); every other
@@ -43,11 +44,25 @@ AS_OF = pd.Timestamp("2026-11-20T00:00:00Z")
 GRACE = pd.Timedelta("10min")
 BEFORE, AFTER = pd.Timedelta("3h"), pd.Timedelta("1h")
 WEEK = pd.Timedelta("7D")
+SERVED_HISTORY = pd.Timedelta("2D")
 
 
 def detected_episodes(detector, frame: pd.DataFrame, scored_from: pd.Timestamp):
     scores = detector.score(frame)
-    return [e for e in episodes(scores, detector.alerts(scores)) if e.start >= scored_from]
+    return [e for e in episodes(scores, detector.alerts(scores, frame)) if e.start >= scored_from]
+
+
+def served_scores(detector, frame: pd.DataFrame, scored_from: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Scores and alert state of every row from ``scored_from`` as the service computes them: each day
+    on a frame holding the ``SERVED_HISTORY`` before it (the service keeps a day or two, not months)."""
+    parts = []
+    for day in pd.date_range(scored_from, frame.index[-1], freq="1D"):
+        window = frame[(frame.index >= day - SERVED_HISTORY) & (frame.index < day + pd.Timedelta("1D"))]
+        scores = detector.score(window)
+        alerts = detector.alerts(scores, window)
+        keep = window.index >= day
+        parts.append((scores[keep], alerts[keep]))
+    return pd.concat([p[0] for p in parts]), pd.concat([p[1] for p in parts])
 
 
 def match(incidents, found_episodes, step: pd.Timedelta) -> dict:
@@ -88,7 +103,7 @@ def one_pass(tenant, days: int) -> dict:
     scored_from = AS_OF - pd.Timedelta(days=days)
     frame = simulator.fetch(scored_from - pd.Timedelta(days=tenant.training.history_days), AS_OF)[metrics]
     detector = tenant_detector(tenant).fit(frame[frame.index < scored_from])
-    found_episodes = detected_episodes(detector, frame, scored_from)
+    found_episodes = episodes(*served_scores(detector, frame, scored_from))
     incidents = [a for a in simulator.anomalies(scored_from, AS_OF) if a.start >= scored_from]
     matched = match(incidents, found_episodes, tenant.step_timedelta)
     incident_time = sum((i.end + GRACE - i.start for i in incidents), pd.Timedelta(0))

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from helios_pipelines.core.events import EventSchedule
 from helios_pipelines.core.models.base import SavableModel
 from helios_pipelines.core.models.detectors import (
     COMBINED,
@@ -17,6 +18,7 @@ from helios_pipelines.core.models.detectors import (
     make_detector,
     nearest_earlier_distance,
 )
+from helios_pipelines.core.tenants import ScheduledEvent
 
 METRICS = ["players", "cpu", "latency"]
 DAY = 1440
@@ -269,3 +271,48 @@ def test_nab_benchmark_writes_every_row_in_file_order(tmp_path):
     assert list(written.columns) == ["timestamp", "value", "anomaly_score"]
     assert written["timestamp"].tolist() == source["timestamp"].tolist()
     assert written["anomaly_score"].between(0, 1).all()
+
+
+def _load_and_cpu(days=6, seed=5, event=None):
+    """Players with a daily cycle (the driver, times a scheduled event's realised effect) and CPU that
+    follows them: 1-minute rows."""
+    rng = np.random.default_rng(seed)
+    index = pd.date_range("2026-03-02", periods=days * 1440, freq="1min", tz="UTC")
+    hours = (index.hour + index.minute / 60).to_numpy()
+    players = 3000 + 2000 * np.sin(2 * np.pi * (hours - 9) / 24) + 60 * rng.standard_normal(len(index))
+    if event is not None:
+        # The realised effect is 90 % of the configured one, as a model's prior is never exact.
+        players *= 1 + 0.9 * (EventSchedule([event]).multiplier(index).to_numpy() - 1)
+    cpu = (2 + 0.002 * players) * (1 + 0.02 * rng.standard_normal(len(index)))
+    return pd.DataFrame({"players": players, "cpu": cpu}, index=index)
+
+
+def test_a_metric_leaving_its_relation_to_its_driver_is_anomalous_inside_its_own_range():
+    frame = _load_and_cpu()
+    test_day = frame.index >= frame.index[-1440]
+    # CPU doubles at 04:00 of the last day, when players are near their trough: 2 x ~4 cores stays
+    # below the ~12 cores of every evening, inside the metric's own range.
+    incident = test_day & (frame.index.hour == 4) & (frame.index.minute < 20)
+    frame.loc[incident, "cpu"] *= 2
+    assert frame.loc[incident, "cpu"].max() < frame.loc[~test_day, "cpu"].max()
+    detector = CombinedDetector(drivers=["players"], forest_weight=0).fit(frame[~test_day])
+    assert detector.rarity.relations_.targets == ["cpu"]
+    alerts = detector.alerts(detector.score(frame))
+    assert alerts.loc[incident, "cpu"].all()
+    assert not alerts.loc[test_day & ~incident & (frame.index.hour != 4), "combined"].any()
+
+
+def test_a_scheduled_event_is_an_expected_input_and_an_incident_during_it_is_still_found():
+    start = pd.Timestamp("2026-03-07T12:00:00Z")  # noon of the last day
+    event = ScheduledEvent(name="Tournament", start=start.to_pydatetime(), duration_hours=4, multiplier=2.5,
+                           ramp_minutes=30)
+    frame = _load_and_cpu(event=event)
+    test_day = frame.index >= frame.index[-1440]
+    outage = (frame.index >= start + pd.Timedelta("2h")) & (frame.index < start + pd.Timedelta("2h20min"))
+    frame.loc[outage, ["players", "cpu"]] /= 3
+    knowing = CombinedDetector(drivers=["players"], events=[event], forest_weight=0).fit(frame[~test_day])
+    alerts = knowing.alerts(knowing.score(frame))["combined"]
+    assert alerts[outage].any()
+    assert not alerts[test_day & (frame.index < start + pd.Timedelta("2h"))].any()  # the ramp in is expected
+    unaware = CombinedDetector(drivers=["players"], forest_weight=0).fit(frame[~test_day])
+    assert unaware.alerts(unaware.score(frame))["combined"][test_day & (frame.index < start + pd.Timedelta("2h"))].any()

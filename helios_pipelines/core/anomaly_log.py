@@ -1,9 +1,10 @@
 """Anomalies as episodes: recorded once however often the detector is polled.
 
 A detection result (``TenantRuntime.detect``'s answer, whether from ``/detect`` or from scheduled
-detection) is folded into the store per tenant and metric: an anomalous point opens an episode if none
-is open, or extends the open one (its peak score and description follow the worst point); a normal
-point after the episode's last anomalous point closes it. The detector's own alert state already
+detection) is folded into the store per tenant: an anomalous point opens an episode if none is open,
+or extends the open one, which then names that metric too (the first one leads: it moved first; its
+peak score and description follow its worst point); a normal point of one of its metrics after the
+episode's last anomalous point closes it. The detector's own alert state already
 applies the tenant's trigger and recovery windows, so "normal" here means "recovered".
 
 Opening an episode routes an ``anomaly_detected`` trigger alert, closing it the matching resolve, in
@@ -50,6 +51,20 @@ def _describe(tenant: TenantConfig, metric: str, at: datetime, value: float | No
     return f"{metric} anomalous at {at.isoformat()}: {shown}, score {score:.2f} (threshold {threshold:.2f})"
 
 
+_NAMED = "; metrics: "
+
+
+def _named(metrics: list[str]) -> str:
+    return _NAMED + ", ".join(metrics)
+
+
+def episode_metrics(episode: Anomaly) -> list[str]:
+    """Every metric of the episode, the one that moved first leading (kept in its description)."""
+    if episode.description and _NAMED in episode.description:
+        return episode.description.split(_NAMED, 1)[1].split(", ")
+    return [episode.metric_name]
+
+
 def _alert(tenant: TenantConfig, episode: Anomaly, action: str, at: datetime) -> alerts.Alert:
     verb = "recovered" if action == alerts.RESOLVE else "is anomalous"
     return alerts.Alert(
@@ -59,7 +74,8 @@ def _alert(tenant: TenantConfig, episode: Anomaly, action: str, at: datetime) ->
         summary=f"{episode.metric_name} {verb} (peak score {episode.anomaly_score:.2f})",
         occurred_at=at,
         action=action,
-        details={"anomaly_id": episode.id, "metric": episode.metric_name, "score": episode.anomaly_score,
+        details={"anomaly_id": episode.id, "metric": episode.metric_name, "metrics": episode_metrics(episode),
+                 "score": episode.anomaly_score,
                  "detected_at": episode.detected_at.isoformat(), "description": episode.description},
     )
 
@@ -67,9 +83,11 @@ def _alert(tenant: TenantConfig, episode: Anomaly, action: str, at: datetime) ->
 def record_detection(store: Store, tenant: TenantConfig, result: dict, detected_by: str = "detect",
                      now: datetime | None = None) -> list[EpisodeChange]:
     """Fold a detection result into the tenant's episodes and route the alerts of those opened or closed."""
+    # Step by step; within a step the anomalous points first (the highest score leading), so a metric
+    # back to normal never closes an episode another metric still holds open at that step.
     points = sorted(
         (s for s in result["scores"] if s.get("score") is not None and not s.get("warming_up")),
-        key=lambda s: (s["metric"], s["timestamp"]),
+        key=lambda s: (pd.Timestamp(s["timestamp"]), not s["anomalous"], -float(s["score"]), s["metric"]),
     )
     rounds = 0
     while True:
@@ -103,24 +121,30 @@ def _record_once(store: Store, tenant: TenantConfig, points: list[dict], thresho
 def _apply(session, customer_id, tenant: TenantConfig, point: dict, threshold: float, detected_by: str):
     at = pd.Timestamp(point["timestamp"]).tz_convert("UTC").to_pydatetime()
     metric, score, value = point["metric"], float(point["score"]), point.get("value")
+    # One episode per tenant: the metrics of one incident join the episode the first one opened.
     episode = session.scalar(select(Anomaly).where(
-        Anomaly.customer_id == customer_id, Anomaly.metric_name == metric, Anomaly.resolved_at.is_(None)))
+        Anomaly.customer_id == customer_id, Anomaly.resolved_at.is_(None)).order_by(Anomaly.detected_at).limit(1))
     if point["anomalous"]:
         if episode is None:
             episode = Anomaly(customer_id=customer_id, metric_name=metric, detected_at=at, last_seen_at=at,
                               anomaly_score=score, peak_value=value, detected_by=detected_by, acknowledged=False,
-                              description=_describe(tenant, metric, at, value, score, threshold))
+                              description=_describe(tenant, metric, at, value, score, threshold) + _named([metric]))
             session.add(episode)
             session.flush()
             return EpisodeChange(episode.id, metric, OPENED, at, score), episode
-        if at <= episode.last_seen_at and score <= episode.anomaly_score:
+        named = episode_metrics(episode)
+        if at <= episode.last_seen_at and score <= episode.anomaly_score and metric in named:
             return None  # a repeated poll of a point already folded in
         episode.last_seen_at = max(episode.last_seen_at, at)
-        if score > episode.anomaly_score:
+        named = named + [metric] if metric not in named else named
+        if score > episode.anomaly_score and metric == episode.metric_name:
             episode.anomaly_score, episode.peak_value = score, value
-            episode.description = _describe(tenant, metric, at, value, score, threshold)
+            episode.description = _describe(tenant, metric, at, value, score, threshold) + _named(named)
+        else:
+            episode.anomaly_score = max(episode.anomaly_score, score)
+            episode.description = episode.description.split(_NAMED)[0] + _named(named)
         return EpisodeChange(episode.id, metric, EXTENDED, at, episode.anomaly_score), episode
-    if episode is not None and at > episode.last_seen_at:
+    if episode is not None and at > episode.last_seen_at and metric in episode_metrics(episode):
         episode.resolved_at = at
         return EpisodeChange(episode.id, metric, RESOLVED, at, episode.anomaly_score), episode
     return None

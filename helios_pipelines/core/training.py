@@ -209,6 +209,10 @@ def tenant_detector(tenant: TenantConfig) -> AnomalyDetector:
         trigger_window=sensitivity.trigger_window,
         trigger_share=sensitivity.trigger_share,
         recovery_window=sensitivity.recovery_window,
+        # Known inputs: the load its scaling follows drives the other metrics; scheduled events are expected.
+        drivers=sorted({s.metric for s in tenant.scaling} & set(tenant.anomaly_metrics)),
+        events=tuple(tenant.events),
+        forest_weight=0.0,
         seed=tenant.training.seed,
     )
 

@@ -35,7 +35,7 @@ def detect(runtime: TenantRuntime, metric_names: list[str] | None, points: list[
         all_scores, alert_state = _score(runtime, frame)
     else:
         # The latest scores only change with the step: score the history once per step.
-        all_scores, alert_state = runtime.cache.get_or_compute(end, ("detect", frame.index[-1]),
+        all_scores, alert_state = runtime.cache.get_or_compute(end, ("detect", frame.index[-1], runtime.events_version),
                                                                lambda: _score(runtime, frame))
     alerts = alert_state.loc[scored_rows]
     scores = all_scores.loc[scored_rows]
@@ -63,9 +63,11 @@ def detect(runtime: TenantRuntime, metric_names: list[str] | None, points: list[
 
 
 def _score(runtime: TenantRuntime, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    scores = runtime.detector.score(frame)
-    # Alert state applies the tenant's trigger and recovery windows, not just the threshold.
-    return scores, runtime.detector.alerts(scores)
+    # Posted events are known causes too: the detector divides their expected effect out.
+    scores = runtime.detector.score(frame, extra_events=runtime.posted_events)
+    # Alert state applies the tenant's trigger and recovery windows and holds an episode until the
+    # value is back at its pre-incident level.
+    return scores, runtime.detector.alerts(scores, frame)
 
 
 def _with_points(runtime: TenantRuntime, frame: pd.DataFrame, metric: str, points: list[tuple[pd.Timestamp, float]]):

@@ -22,7 +22,10 @@ import numpy as np
 import pandas as pd
 from sklearn.ensemble import IsolationForest
 
+from helios_pipelines.core.events import EventSchedule
+from helios_pipelines.core.models.alerting import hold_until_return
 from helios_pipelines.core.models.base import AnomalyDetector, InsufficientHistoryError, ModelNotFittedError
+from helios_pipelines.core.models.relations import Relations
 
 COMBINED = "combined"
 #: 1.4826 * MAD estimates a standard deviation for normal data.
@@ -296,6 +299,14 @@ class RobustResidualDetector(AnomalyDetector):
         return base
 
 
+#: An episode whose change has become the new normal closes after this many level windows below the
+#: threshold, even if the value never returns (see ``alerting``).
+SETTLE_WINDOWS = 3
+
+#: A relation's residual scores 0.5 at this many z thresholds of its held-out robust spread (5 sigma at
+#: the default 2.5): minute-level residuals have heavy tails, and a page should be a rare event.
+RELATION_Z_PER_Z = 2.0
+
 #: The tenant's z threshold sets the rarity that scores 0.5: z_threshold x 8 % of the range seen so
 #: far (20 % at the default 2.5). A higher z threshold makes the detector less sensitive.
 RARITY_PER_Z = 0.08
@@ -355,6 +366,7 @@ class RarityDetector(AnomalyDetector):
         use_change: bool = True,
         trim: float = 0.01,
         onset_window: int = 0,
+        drivers: tuple[str, ...] | list[str] = (),
         seed: int = 42,
     ):
         if z_threshold <= 0 or level_window < 2 or onset_window < 0 or not 0 <= trim < 0.5:
@@ -365,7 +377,8 @@ class RarityDetector(AnomalyDetector):
         self.use_change = bool(use_change)
         self.trim = float(trim)
         self.onset_window = int(onset_window)
-        self.seed = seed  # nothing random here; kept so every detector takes the same arguments
+        self.drivers = tuple(drivers)
+        self.seed = seed  # the relations' boosting is seeded with it
         self.fitted_ = False
 
     @property
@@ -380,10 +393,16 @@ class RarityDetector(AnomalyDetector):
     def min_history(self) -> int:
         return self.level_window
 
-    def _views(self, frame: pd.DataFrame) -> np.ndarray:
-        """(rows, views) for the fitted metrics: value, trailing mean and change of each (the change
-        views only with ``use_change``), then seasonal differences."""
+    def _views(self, frame: pd.DataFrame, expected: pd.DataFrame | None = None) -> np.ndarray:
+        """(rows, views) for the fitted metrics, in ``view_owner_`` order: a metric its drivers explain
+        has one view, its residual against the relation; every other metric its value, trailing mean
+        and (with ``use_change``) change, then a seasonal difference where the history repeats. Those
+        univariate views see the value divided by ``expected`` (the multiplier known causes such as
+        scheduled events put on it; 1 where absent)."""
         values = frame[self.metrics_].to_numpy(dtype=float)
+        if expected is not None:
+            factor = expected.reindex(index=frame.index, columns=self.metrics_).fillna(1.0).to_numpy(dtype=float)
+            values = values / np.where(factor > 0, factor, 1.0)
         columns = [values, trailing_mean(values, self.level_window)]
         if self.use_change:
             columns.append(relative_change(values, self.level_window))
@@ -391,9 +410,20 @@ class RarityDetector(AnomalyDetector):
             seasonal = np.full(values.shape[0], np.nan)
             seasonal[season:] = values[season:, position] - values[:-season, position]
             columns.append(seasonal[:, None])
-        return np.hstack(columns)
+        return np.hstack(columns)[:, self.view_columns_]
 
-    def fit(self, frame: pd.DataFrame) -> Self:
+    def _arrange_views(self) -> None:
+        """Which columns of the full view stack are used (``view_columns_``) and whose they are
+        (``view_owner_``): a metric with a relation keeps only its residual."""
+        n, per_metric = len(self.metrics_), 3 if self.use_change else 2
+        related = self.relations_.targets if self.relations_ is not None else []
+        owners = [k % n for k in range(per_metric * n)] + [p for p, _ in self.seasons_]
+        self.view_columns_ = [c for c, owner in enumerate(owners) if self.metrics_[owner] not in related]
+        self.view_owner_ = np.asarray([owners[c] for c in self.view_columns_], dtype=int)
+        self.relation_owner_ = np.asarray([self.metrics_.index(m) for m in related], dtype=int)
+
+    def fit(self, frame: pd.DataFrame, expected: pd.DataFrame | None = None) -> Self:
+        """``expected``: known multipliers per metric and row (scheduled events), see ``_views``."""
         if not isinstance(frame, pd.DataFrame) or frame.empty or frame.shape[1] == 0:
             raise ValueError(f"{self.kind} needs a non-empty frame with one column per metric to fit")
         self.metrics_ = [str(c) for c in frame.columns]
@@ -409,7 +439,11 @@ class RarityDetector(AnomalyDetector):
             season = detect_season(values, step) if self.use_season else None
             if season:
                 self.seasons_.append((position, season))
-        views = self._views(frame)
+        drivers = [d for d in self.drivers if d in self.metrics_]
+        explained = [m for m in self.metrics_ if m not in drivers]
+        self.relations_ = Relations(drivers, seed=self.seed).fit(frame, explained) if drivers and explained else None
+        self._arrange_views()
+        views = self._views(frame, expected)
         self.memory_, self.low_, self.high_, self.floor_ = [], [], [], []
         for column in views.T:
             observed = column[np.isfinite(column)]
@@ -427,9 +461,17 @@ class RarityDetector(AnomalyDetector):
         self.fitted_ = True
         return self
 
-    def score_matrix(self, frame: pd.DataFrame) -> np.ndarray:
+    def __setstate__(self, state: dict) -> None:
+        # A detector pickled before relations existed scores as it did: univariate views only.
+        self.__dict__.update(state)
+        if state.get("fitted_") and "view_columns_" not in state:
+            self.drivers, self.relations_ = (), None
+            self._arrange_views()
+            self.relation_owner_ = np.asarray([], dtype=int)
+
+    def score_matrix(self, frame: pd.DataFrame, expected: pd.DataFrame | None = None) -> np.ndarray:
         """(rows, metrics) raw scores in [0, 1] (no onset suppression); NaN for warm-up and gaps."""
-        views = self._views(frame)
+        views = self._views(frame, expected)
         distance = nearest_earlier_distance(views, self.memory_)
         # The range each row is measured against: the fit history's plus the rows before it.
         low = np.fmin(self.low_, np.vstack([np.full((1, views.shape[1]), np.inf), np.fmin.accumulate(views[:-1], axis=0)]))
@@ -438,11 +480,16 @@ class RarityDetector(AnomalyDetector):
         rarity = distance / unit
         rarity = rarity / (rarity + self.rarity_scale)
         n_metrics = len(self.metrics_)
-        per_metric_views = 3 if self.use_change else 2
-        score = np.fmax.reduce([rarity[:, k * n_metrics : (k + 1) * n_metrics] for k in range(per_metric_views)])
-        for offset, (position, _) in enumerate(self.seasons_):
-            score[:, position] = np.fmax(score[:, position], rarity[:, per_metric_views * n_metrics + offset])
-        score[~np.isfinite(views[:, :n_metrics])] = np.nan  # a gap is not scored
+        score = np.full((views.shape[0], n_metrics), np.nan)
+        for position in set(self.view_owner_.tolist()):
+            score[:, position] = np.fmax.reduce(rarity[:, self.view_owner_ == position], axis=1)
+        if self.relation_owner_.size:
+            # Residual against the relation in units of its held-out spread: no memory of earlier rows,
+            # so an incident stays anomalous for as long as it lasts and every recurrence is news.
+            z = np.abs(self.relations_.standardised_residuals(frame))
+            score[:, self.relation_owner_] = z / (z + RELATION_Z_PER_Z * self.z_threshold)
+        observed = np.isfinite(frame[self.metrics_].to_numpy(dtype=float))
+        score[~observed] = np.nan  # a gap is not scored
         score[: self.min_history] = np.nan  # warm-up: the trailing mean is not there yet
         return score
 
@@ -610,6 +657,8 @@ class CombinedDetector(AnomalyDetector):
         recovery_window: int = 5,
         forest_weight: float = 1.0,
         onset_window: int = 0,
+        drivers: tuple[str, ...] | list[str] = (),
+        events: tuple | list = (),
         rarity: dict | None = None,
         forest: dict | None = None,
         seed: int = 42,
@@ -627,7 +676,8 @@ class CombinedDetector(AnomalyDetector):
         self.forest_weight = float(forest_weight)
         self.onset_window = int(onset_window)
         self.seed = seed
-        self.rarity = RarityDetector(z_threshold=z_threshold, seed=seed, **(rarity or {}))
+        self.events = tuple(events)
+        self.rarity = RarityDetector(z_threshold=z_threshold, seed=seed, drivers=drivers, **(rarity or {}))
         self.forest = IsolationForestDetector(z_threshold=z_threshold, seed=seed, **(forest or {}))
         self.fitted_ = False
 
@@ -648,18 +698,28 @@ class CombinedDetector(AnomalyDetector):
     def metrics_(self) -> list[str]:
         return self.rarity.metrics_
 
+    def expected(self, frame: pd.DataFrame, extra_events: tuple | list = ()) -> pd.DataFrame | None:
+        """The multiplier scheduled events put on each metric and row (ramps included): known causes,
+        divided out before the univariate views look. ``extra_events``: events posted since training."""
+        schedule = EventSchedule(tuple(getattr(self, "events", ())) + tuple(extra_events))
+        if not len(schedule) or not isinstance(frame.index, pd.DatetimeIndex):
+            return None
+        # Events multiply load: with drivers known, the other metrics follow them through their relations.
+        loaded = [m for m in frame.columns if m in self.rarity.drivers] or list(frame.columns)
+        return pd.DataFrame({m: schedule.multiplier(frame.index, m).to_numpy() for m in loaded}, index=frame.index)
+
     def fit(self, frame: pd.DataFrame) -> Self:
-        self.rarity.fit(frame)
+        self.rarity.fit(frame, self.expected(frame))
         if self.uses_forest:
             self.forest.fit(frame)
         self.fitted_ = True
         return self
 
-    def score(self, frame: pd.DataFrame) -> pd.DataFrame:
+    def score(self, frame: pd.DataFrame, extra_events: tuple | list = ()) -> pd.DataFrame:
         if not self.fitted_:
             raise ModelNotFittedError(f"{self.kind} detector is not fitted")
         _check_frame(frame, self.metrics_, self.kind)
-        per_metric = self.rarity.score_matrix(frame)
+        per_metric = self.rarity.score_matrix(frame, self.expected(frame[self.metrics_], extra_events))
         with np.errstate(all="ignore"):
             combined = np.fmax.reduce(per_metric, axis=1)
         if self.uses_forest:
@@ -671,15 +731,31 @@ class CombinedDetector(AnomalyDetector):
         out[COMBINED] = keep_onsets(combined, self.onset_window)
         return out
 
-    def alerts(self, scores: pd.DataFrame) -> pd.DataFrame:
-        """Boolean alert state per column of ``score``'s output, with trigger and recovery windows."""
+    def alerts(self, scores: pd.DataFrame, frame: pd.DataFrame | None = None) -> pd.DataFrame:
+        """Boolean alert state per column of ``score``'s output, with trigger and recovery windows.
+
+        Given the scored ``frame``, each metric's episode is held until its value returns to the
+        pre-incident level and does not re-open on the return's echo (``alerting.hold_until_return``);
+        ``combined`` is then any metric alerting (or the joint forest's own alert)."""
         above = (scores >= self.threshold).astype(float).where(scores.notna())
         share = above.rolling(self.trigger_window, min_periods=self.trigger_window).mean()
+        triggered = (share >= self.trigger_share) & (above == 1)
         recent_max = above.fillna(0).rolling(self.recovery_window, min_periods=self.recovery_window).max()
         state = pd.DataFrame(np.nan, index=scores.index, columns=scores.columns)
         state[recent_max == 0] = 0.0
-        state[(share >= self.trigger_share) & (above == 1)] = 1.0
-        return state.ffill().fillna(0).astype(bool)
+        state[triggered] = 1.0
+        state = state.ffill().fillna(0).astype(bool)
+        if frame is None:
+            return state
+        below = (above == 0).to_numpy()
+        for position, metric in enumerate(self.metrics_):
+            state[metric] = hold_until_return(
+                triggered[metric].to_numpy(), below[:, position], frame[metric].to_numpy(dtype=float),
+                recovery_window=self.recovery_window, level_window=self.rarity.level_window,
+                settle_window=SETTLE_WINDOWS * self.rarity.level_window)
+        joint = state[COMBINED] & ~triggered[self.metrics_].any(axis=1) if self.uses_forest else False
+        state[COMBINED] = state[self.metrics_].any(axis=1) | joint
+        return state
 
     def manifest(self) -> dict:
         return super().manifest() | {

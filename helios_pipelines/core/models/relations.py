@@ -1,0 +1,146 @@
+"""Cross-metric expectations: what a metric should be, given the load that drives it.
+
+A tenant's load metric (the one its scaling follows: players, requests) drives the others: CPU,
+queue, latency and utilisation follow it, with the lag of the customer's own autoscaler. Fitted on
+the tenant's history, a small gradient-boosted model per metric predicts it from the drivers' current
+value and recent trailing means (the lag), so a metric that leaves its usual relation to its drivers
+is seen even inside its own range (CPU up while players are flat, latency up at the same load), and
+a metric that merely follows a surge of its drivers (a tournament's queue) is not.
+
+A relation is kept only where it explains the metric on held-out history (the last quarter of the
+fit window, after fitting on the first three quarters): elsewhere the metric is left to the
+univariate rarity views. Learned from the tenant's history, never hand-set.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.linear_model import HuberRegressor
+
+#: Trailing windows (rows) of each driver given to the relation: the driver's recent past stands in
+#: for whatever lag the customer's autoscaler has.
+DRIVER_WINDOWS = (5, 10, 30)
+#: Share of the metric's held-out variance the relation must explain to be used.
+MIN_EXPLAINED = 0.8
+MAD_TO_SIGMA = 1.4826
+#: Log-load distance outside the fitted range that widens a relation's interval by one sigma (5 %).
+WIDEN_PER = 0.05
+HOLDOUT_SHARE = 0.25
+
+
+def _trailing_mean(values: np.ndarray, window: int) -> np.ndarray:
+    out = np.full(values.shape, np.nan)
+    if values.shape[0] >= window:
+        out[window - 1 :] = np.lib.stride_tricks.sliding_window_view(values, window, axis=0).mean(axis=-1)
+    return out
+
+
+def _signed_log(values: np.ndarray) -> np.ndarray:
+    """Multiplicative effects become additive; defined for any sign."""
+    return np.sign(values) * np.log1p(np.abs(values))
+
+
+def driver_features(drivers: np.ndarray) -> np.ndarray:
+    """(rows, features): each driver now (log), its change since ``DRIVER_WINDOWS`` rows ago and its
+    trailing means over them. Causal: a row uses only itself and the rows before it."""
+    logged = _signed_log(drivers)
+    columns = [logged]
+    for rows in DRIVER_WINDOWS:
+        lagged = np.full(logged.shape, np.nan)
+        lagged[rows:] = logged[:-rows]
+        columns += [logged - lagged, _signed_log(_trailing_mean(drivers, rows))]
+    return np.hstack(columns)
+
+
+class _LinearThenTrees:
+    """A robust linear fit in log space (it extrapolates: a load beyond any seen, such as a launch,
+    still gets a sensible expectation), then shallow boosted trees on what it leaves (the bends:
+    queueing and latency under pressure). Both robust losses: incidents in the fit history pull little."""
+
+    def __init__(self, seed: int):
+        self.linear = HuberRegressor(max_iter=1000)
+        # Leaves of at least 200 rows: a 10-40 minute incident in the fit history cannot get a leaf of its own.
+        self.trees = HistGradientBoostingRegressor(loss="absolute_error", max_iter=80, max_leaf_nodes=15,
+                                                   min_samples_leaf=200, early_stopping=False, random_state=seed)
+
+    def fit(self, features: np.ndarray, y: np.ndarray) -> _LinearThenTrees:
+        complete = np.isfinite(features).all(axis=1)
+        self.centre_ = np.nanmedian(features, axis=0)
+        spread = np.nanstd(features, axis=0)
+        self.scale_ = np.where(spread > 0, spread, 1.0)  # standardised: the solver converges
+        self.linear.fit(self._filled(features[complete]), y[complete])
+        self.trees.fit(features, y - self.linear.predict(self._filled(features)))
+        return self
+
+    def _filled(self, features: np.ndarray) -> np.ndarray:
+        return np.where(np.isfinite(features), (features - self.centre_) / self.scale_, 0.0)
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        return self.linear.predict(self._filled(features)) + self.trees.predict(features)
+
+
+class Relations:
+    """Per target metric, a model of it from the driver metrics; residuals in the target's log space."""
+
+    def __init__(self, drivers: list[str], seed: int = 42, min_explained: float = MIN_EXPLAINED):
+        self.drivers = list(drivers)
+        self.seed = seed
+        self.min_explained = float(min_explained)
+        self.models_: dict[str, _LinearThenTrees] = {}
+        self.explained_: dict[str, float] = {}
+        self.spread_: dict[str, float] = {}  # robust sigma of the held-out residuals
+
+    def _model(self) -> _LinearThenTrees:
+        return _LinearThenTrees(self.seed)
+
+    def fit(self, frame: pd.DataFrame, targets: list[str]) -> Relations:
+        loads = _signed_log(frame[self.drivers].to_numpy(dtype=float))
+        self.load_range_ = np.nanquantile(loads, [0.005, 0.995], axis=0)
+        features = driver_features(frame[self.drivers].to_numpy(dtype=float))
+        cut = int(len(frame) * (1 - HOLDOUT_SHARE))
+        for target in targets:
+            y = _signed_log(frame[target].to_numpy(dtype=float))
+            known = np.isfinite(y)
+            train, held = known.copy(), known.copy()
+            train[cut:], held[:cut] = False, False
+            if train.sum() < 1000 or held.sum() < 200:
+                continue
+            probe = self._model().fit(features[train], y[train])
+            residual = y[held] - probe.predict(features[held])
+            # Robust explained share: incidents in the held-out quarter should not veto a good relation.
+            spread = np.subtract(*np.percentile(y[held], [75, 25]))
+            explained = 1 - (np.subtract(*np.percentile(residual, [75, 25])) / spread) ** 2 if spread > 0 else 0.0
+            self.explained_[target] = float(explained)
+            if explained >= self.min_explained:
+                self.models_[target] = self._model().fit(features[known], y[known])
+                centre = np.median(residual)
+                self.spread_[target] = max(float(MAD_TO_SIGMA * np.median(np.abs(residual - centre))), 1e-9)
+        return self
+
+    @property
+    def targets(self) -> list[str]:
+        return list(self.models_)
+
+    def residuals(self, frame: pd.DataFrame) -> np.ndarray:
+        """(rows, targets) observed minus expected, in the targets' log space (NaN where unknown)."""
+        if not self.models_:
+            return np.empty((len(frame), 0))
+        features = driver_features(frame[self.drivers].to_numpy(dtype=float))
+        out = np.full((len(frame), len(self.models_)), np.nan)
+        for k, (target, model) in enumerate(self.models_.items()):
+            observed = _signed_log(frame[target].to_numpy(dtype=float))
+            out[:, k] = observed - model.predict(features)
+        out[~np.isfinite(frame[self.drivers].to_numpy(dtype=float)).all(axis=1)] = np.nan  # no load, no expectation
+        return out
+
+    def standardised_residuals(self, frame: pd.DataFrame) -> np.ndarray:
+        """Residuals in units of each relation's interval: its held-out robust sigma, widened where a
+        driver is beyond the load the relation was learned on (one sigma more per ``WIDEN_PER`` of
+        log load outside it), as a forecast's interval widens far from its data."""
+        loads = _signed_log(frame[self.drivers].to_numpy(dtype=float))
+        low, high = self.load_range_
+        outside = np.nan_to_num(np.fmax(np.fmax(loads - high, low - loads), 0.0).max(axis=1))
+        widened = 1 + outside / WIDEN_PER
+        return self.residuals(frame) / np.asarray([self.spread_[t] for t in self.models_]) / widened[:, None]

@@ -1,0 +1,64 @@
+"""Episodes an operator would draw (issue 17 item 2), on the demo tenant's simulated monitoring."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select
+
+from helios_pipelines.cli import main
+from helios_pipelines.core.anomaly_log import episode_metrics, list_anomalies, record_detection
+from helios_pipelines.core.models.episodes import episodes
+from helios_pipelines.core.sources.simulator import Simulator
+from helios_pipelines.core.store import OutboxRow
+from helios_pipelines.core.training import tenant_detector
+from tests.conftest import AS_OF
+from tests.store_backends import add_customer
+
+
+@pytest.fixture(scope="module")
+def gaming_detector(demo_registry):
+    tenant = demo_registry.get("gaming-corp")
+    metrics = sorted(tenant.anomaly_metrics)
+    history = Simulator(tenant).fetch(AS_OF - pd.Timedelta(days=tenant.training.history_days), AS_OF)[metrics]
+    return tenant, tenant_detector(tenant).fit(history)
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_the_demo_latency_spike_is_one_episode_and_one_alert_through_its_return_to_normal(
+        gaming_detector, store, tmp_path, monkeypatch):
+    tenant, detector = gaming_detector
+    monkeypatch.setenv("HELIOS_HOME", str(tmp_path))
+    start = AS_OF + pd.Timedelta("1D 3h")  # a weekday night: quiet traffic, no event
+    injected = CliRunner().invoke(main, ["simulator", "inject", "gaming-corp", "--kind", "latency_spike",
+                                         "--start", start.isoformat()])  # the demo's defaults: 20 min, x5
+    assert injected.exit_code == 0, injected.output
+    end = start + pd.Timedelta("20min")
+    # The service scores each step on the day or two before it; scoring is causal, so every row of
+    # one frame carries the score the service gives at that step.
+    frame = Simulator(tenant).fetch(start - pd.Timedelta("2D"), end + pd.Timedelta("90min"))[detector.metrics_]
+    scores = detector.score(frame)
+    alerts = detector.alerts(scores, frame)
+    watched = frame.index >= start - pd.Timedelta("1h")
+
+    drawn = episodes(scores[watched], alerts[watched])
+    assert len(drawn) == 1
+    assert start <= drawn[0].start <= start + 2 * tenant.step_timedelta
+    # The simulated spike multiplies both latency series at the same step (and nothing else).
+    assert set(drawn[0].metrics) == {"game_latency_p99", "http_latency"}
+    assert drawn[0].end is not None and drawn[0].end < end + pd.Timedelta("30min")  # closed by the return
+
+    add_customer(store, tenant)
+    for at in frame.index[watched]:  # one poll per step, as scheduled detection folds them in
+        result = {"tenant": tenant.id, "threshold": detector.threshold, "scores": [
+            {"metric": m, "timestamp": at.isoformat(), "value": float(frame.at[at, m]), "score": float(scores.at[at, m]),
+             "anomalous": bool(alerts.at[at, m]), "warming_up": False} for m in detector.metrics_]}
+        record_detection(store, tenant, result, now=at.to_pydatetime())
+    recorded = [a for _, a in list_anomalies(store, tenant.id)]
+    assert len(recorded) == 1 and set(episode_metrics(recorded[0])) == {"game_latency_p99", "http_latency"}
+    assert recorded[0].resolved_at is not None
+    with store.transaction() as session:
+        outbox = session.scalars(select(OutboxRow).order_by(OutboxRow.id)).all()
+    anomaly_rows = [r for r in outbox if r.alert_key.startswith("anomaly/")]
+    assert [r.action for r in anomaly_rows] == ["trigger", "resolve"]
