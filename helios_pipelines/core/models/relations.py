@@ -45,6 +45,9 @@ def _signed_log(values: np.ndarray) -> np.ndarray:
 def driver_features(drivers: np.ndarray) -> np.ndarray:
     """(rows, features): each driver now (log), its change since ``DRIVER_WINDOWS`` rows ago and its
     trailing means over them. Causal: a row uses only itself and the rows before it."""
+    # A scrape gap would leave every lag and trailing mean undefined for a window after it: carry the
+    # last observed load forward (causal) so the expectation stays defined.
+    drivers = pd.DataFrame(drivers).ffill().to_numpy(dtype=float)
     logged = _signed_log(drivers)
     columns = [logged]
     for rows in DRIVER_WINDOWS:
