@@ -19,7 +19,7 @@ export HELIOS_DEMO_PAGERDUTY_ROUTING_KEY ?= demo0pagerduty0routing0key000032
 PORT ?= 3000
 SHARED ?= $(CURDIR)/../shared
 
-.PHONY: install demo test lint serve ui validate bench-forecast bench-anomaly bench-serve bench-scale bench-capacity clean
+.PHONY: install demo test lint serve ui validate bench-forecast bench-anomaly bench-serve bench-scale bench-capacity bench-scorecards clean
 
 install: $(VENV)/.installed
 
@@ -37,6 +37,7 @@ demo: install
 	$(BIN)/helios db upgrade
 	$(BIN)/helios tenants sync
 	$(BIN)/helios run
+	$(BIN)/helios events scorecard gaming-corp "Weekend Tournament"   # the last tournament vs a reactive HPA
 	@echo ""
 	@echo "Serving gaming-corp on http://127.0.0.1:$(PORT) (Ctrl-C stops), with the alert worker and a local"
 	@echo "webhook receiver on :9009 (signed alerts land in $(HELIOS_HOME)/received-alerts.jsonl), Slack and PagerDuty"
@@ -48,6 +49,7 @@ demo: install
 	@echo "  curl -s -X POST http://127.0.0.1:$(PORT)/events -H 'Content-Type: application/json' -d '{\"name\": \"Surprise Tournament\", \"start\": \"'$$(date -u -d '+10 min' +%FT%TZ)'\", \"duration_hours\": 0.5, \"expected_multiplier\": 4}'   # a capacity crossing: capacity_warning to Slack, capacity_critical to PagerDuty (trigger, later resolve)"
 	@echo "  $(BIN)/helios anomalies list gaming-corp; $(BIN)/helios alerts list --tenant gaming-corp"
 	@echo "  $(BIN)/helios accuracy gaming-corp   # live accuracy, once the first served horizon (15 min) has passed"
+	@echo "  curl -s 'http://127.0.0.1:$(PORT)/events/Weekend%20Tournament/scorecard'; $(BIN)/helios report gaming-corp --month $$(date -u +%Y-%m)"
 	@echo ""
 	$(BIN)/helios alerts receive --port 9009 & receiver=$$!; \
 	  $(BIN)/helios alerts receive --kind slack --port 9010 & slack=$$!; \
@@ -92,6 +94,9 @@ bench-capacity: install
 
 celery-workers: install  ## dagster-celery workers for HELIOS_EXECUTOR=celery (N=2)
 	scripts/celery_workers.sh $(or $(N),2)
+
+bench-scorecards: install
+	$(BIN)/python bench/event_scorecards.py --out bench/results/event_scorecards.md
 
 bench-scale: install
 	$(BIN)/python bench/scale_tenants.py --tenants 50 --executor multiprocess

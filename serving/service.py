@@ -31,6 +31,7 @@ from helios_pipelines.core.store import CustomerDisabledError, Store, UnknownCus
 from helios_pipelines.core.tenants import ScheduledEvent
 from serving import prometheus_api, publisher
 from serving.alert_routing import apply_alert_file
+from serving.answers.scorecards import scorecard_response
 from serving.auth import TENANT_METRICS_PATH, TenantAuthMiddleware
 from serving.content_type import JSONBodyOnly
 from serving.errors import ForbiddenError, NotFoundError, RequestError
@@ -179,6 +180,18 @@ class HeliosService:
         """The integration guide's GET /predict?metric=&horizon= (minutes)."""
         try:
             return JSONResponse(self._predict(metric, horizon, tenant, _authenticated(request)))
+        except NotFoundError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=404)
+        except RequestError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        except ForbiddenError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=403)
+
+    @http.get("/events/{name}/scorecard")
+    def event_scorecard(self, request: Request, name: str, tenant: str | None = None) -> JSONResponse:
+        """An event's scorecard once it is over (serving/answers/scorecards.py)."""
+        try:
+            return scorecard_response(self.runtime(tenant, _authenticated(request)), name)
         except NotFoundError as exc:
             return JSONResponse({"error": str(exc)}, status_code=404)
         except RequestError as exc:

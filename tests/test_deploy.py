@@ -13,6 +13,7 @@ import yaml
 from click.testing import CliRunner
 
 from helios_pipelines.cli import main
+from helios_pipelines.core.scorecard_store import SCORECARD_SERIES
 from helios_pipelines.core.tenants import format_horizon, load_tenants
 from serving.answers.series import (
     ANOMALY_SCORE,
@@ -37,6 +38,7 @@ EXPORTED_LABELS = {
     ANOMALY_ZSCORE: {"customer", "metric"},
     RECOMMENDATION: {"customer", "service"},
     DESIRED_REPLICAS: {"customer", "service"},
+    SCORECARD_SERIES: {"customer", "event", "start", "controller", "figure"},
 }
 
 
@@ -134,7 +136,7 @@ def test_scaled_object_scales_on_helios_desired_replicas_first(scaled_object, ga
     behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
     for direction in ("scaleUp", "scaleDown"):
         assert behavior[direction] == {"stabilizationWindowSeconds": 0, "tolerance": "0",
-                                       "policies": [{"type": "Pods", "value": 400, "periodSeconds": 15}]}
+                                       "policies": [{"type": "Pods", "value": 3000, "periodSeconds": 15}]}
 
 
 def parse_selector(query: str):
@@ -184,7 +186,7 @@ def test_dashboard_has_the_guide_s_panels(rendered):
         by_type.setdefault(panel["type"], []).append(panel["title"])
     assert "concurrent_users forecast (15m, 1h)" in by_type["timeseries"]
     assert by_type["stat"] == ["Anomaly Detection"]
-    assert by_type["table"] == ["Scaling Recommendations"]
+    assert by_type["table"] == ["Scaling Recommendations", "Event Scorecards (Helios vs reactive HPA)"]
     assert by_type["gauge"] == ["Server Capacity Headroom"]
 
 

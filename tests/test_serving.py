@@ -206,3 +206,31 @@ def test_a_posted_tournament_raises_the_forecast_over_its_window(service):
     too_slow = service.post("/events", json={"name": "x", "start": start.isoformat(), "duration_hours": 1,
                                              "multiplier": 2, "ramp_minutes": 45})
     assert too_slow.status_code == 400 and "ramp_minutes 45 twice over is longer than its 1 hours" in too_slow.text
+
+
+def test_an_events_scorecard_is_written_by_the_cli_logged_to_mlflow_and_answered_over_http(service):
+    from click.testing import CliRunner
+
+    from helios_pipelines.cli import main
+
+    now = datetime.now(UTC)
+    drill = {"name": "Live Drill", "start": (now - timedelta(hours=1)).isoformat(), "duration_hours": 4, "multiplier": 1.5}
+    assert service.post("/events", json=drill).status_code == 200
+    running = service.get("/events/Live Drill/scorecard")
+    assert running.status_code == 409 and "event 'Live Drill' of tenant 'arena' is still running" in running.json()["error"]
+    unknown = service.get("/events/Finals/scorecard")
+    assert unknown.status_code == 404 and "tenant 'arena' has no event 'Finals'" in unknown.json()["error"]
+    not_scored = service.get("/events/Weekend Tournament/scorecard")
+    assert not_scored.status_code == 409 and "no scorecard yet" in not_scored.json()["error"]
+
+    result = CliRunner().invoke(main, ["--config-dir", str(FIXTURE_TENANTS), "events", "scorecard", "arena",
+                                       "Weekend Tournament", "--no-alert"])
+    assert result.exit_code == 0, result.output
+    assert "under-provisioned pod-minutes" in result.output and "reactive HPA" in result.output
+    body = service.get("/events/Weekend Tournament/scorecard").json()
+    assert body["tenant"] == "arena" and body["event"] == "Weekend Tournament"
+    assert datetime.fromisoformat(body["end"]) <= datetime.now(UTC) and len(body["steps"]) == 8 * 60 // 5  # 5-minute steps
+    assert set(body["helios"]) == set(body["reactive"]) >= {"under_provisioned_pod_minutes", "cost"}
+    runs = Tracker().client.search_runs(
+        [Tracker().experiment_id("arena")], filter_string="tags.event = 'Weekend Tournament'")
+    assert runs and "scorecard.png" in [a.path for a in Tracker().client.list_artifacts(runs[0].info.run_id)]

@@ -160,6 +160,7 @@ def render(tenant: TenantConfig, settings: DeploySettings = DeploySettings()) ->
     well-formed before anyone applies it."""
     import jinja2
 
+    from helios_pipelines.core.scorecard_store import SCORECARD_SERIES
     from serving.answers.series import ANOMALY_SCORE, RECOMMENDATION
 
     environment = jinja2.Environment(
@@ -197,6 +198,7 @@ def render(tenant: TenantConfig, settings: DeploySettings = DeploySettings()) ->
         "anomaly_warning": round(z_to_score(min(2.0, 0.8 * tenant.alerts.thresholds.anomaly_alert),
                                             anomaly_threshold(tenant), tenant.alerts.thresholds.anomaly_alert), 4),
         "recommendation_expr": selector(RECOMMENDATION, {"customer": tenant.id}),
+        "scorecard_expr": selector(SCORECARD_SERIES, {"customer": tenant.id}) if tenant.scaling else None,
         "headroom_expr": f"1 - ({source_query(tenant, UTILIZATION_METRIC)})" if UTILIZATION_METRIC in tenant.metrics else None,
         "headroom_warning": round(1 - thresholds.capacity_warning, 4),
         "headroom_critical": round(1 - thresholds.capacity_critical, 4),

@@ -61,6 +61,7 @@ DEFAULT_SEVERITY = {
     "scaling_recommended": "info",
     "capacity_warning": "warning",
     "capacity_critical": "critical",
+    "event_scorecard": "info",  # after an event: what Helios' forecasts and replicas were worth
 }
 SIGNATURE_TOLERANCE = timedelta(minutes=5)
 # Statuses worth retrying: the receiver may answer differently later. Other 4xx are permanent.

@@ -308,7 +308,8 @@ class Webhook(Strict):
     type: Literal["slack", "pagerduty", "webhook"] = Field(
         "webhook", description="payload format; a channel named slack or pagerduty (the guide's) defaults to it"
     )
-    events: list[Literal["anomaly_detected", "scaling_recommended", "capacity_warning", "capacity_critical"]]
+    events: list[Literal["anomaly_detected", "scaling_recommended", "capacity_warning", "capacity_critical",
+                         "event_scorecard"]]
     routing_key_env: EnvVarName | None = Field(None, description="pagerduty: environment variable holding the routing key")
     secret_env: EnvVarName | None = Field(None, description="environment variable holding the HMAC secret")
 

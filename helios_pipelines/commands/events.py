@@ -1,0 +1,110 @@
+"""`helios events scorecard <tenant> [<event>]`: what an event's forecasts and replicas were worth."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from helios_pipelines.commands import tenant as load_tenant
+
+
+@click.group("events")
+def command() -> None:
+    """Scheduled events: their scorecards once they are over."""
+
+
+def _now(as_of: str | None):
+    import pandas as pd
+
+    raw = as_of or os.environ.get("HELIOS_AS_OF")
+    now = pd.Timestamp(raw) if raw else pd.Timestamp.now(tz="UTC")
+    return now.tz_localize("UTC") if now.tzinfo is None else now.tz_convert("UTC")
+
+
+def format_scorecard(card) -> str:
+    """The scorecard as the terminal shows it: forecast quality, then Helios vs a reactive HPA."""
+    f, h, r, s = card.forecast, card.helios, card.reactive, card.savings
+    rows = [
+        ("under-provisioned pod-minutes", h.under_provisioned_pod_minutes, r.under_provisioned_pod_minutes),
+        ("over-provisioned pod-minutes", h.over_provisioned_pod_minutes, r.over_provisioned_pod_minutes),
+        (f"minutes above {card.threshold_utilization:.0%} utilisation", h.minutes_above_threshold, r.minutes_above_threshold),
+        ("pod-hours", h.pod_hours, r.pod_hours),
+        (f"cost at {card.price_per_pod_hour:g} per pod-hour", h.cost, r.cost),
+    ]
+    lines = [
+        f"{card.tenant} · {card.event} ({card.kind}) · {card.start[:16]} - {card.end[:16]} UTC · {card.service} on {card.metric}",
+        f"lead time {card.lead_minutes} min · capacity per replica {card.capacity_per_replica:.4g} ({card.capacity_source})"
+        f" · forecasts replayed every {card.origin_every_steps} step(s)",
+        f"forecast {card.lead_minutes} min ahead: MAE {f['mae']:,.1f} · MASE {f['mase']:.2f} · peak error {f['peak_error']:+.1%}"
+        f" · peak timing {f['timing_error_minutes']:+.0f} min · 80% interval coverage {f['coverage']:.0%}",
+        f"{'':38}{'Helios':>12}{'reactive HPA':>14}",
+        *(f"{name:38}{ours:>12,.1f}{theirs:>14,.1f}" for name, ours, theirs in rows),
+        f"saved vs reactive: {s['pod_hours_saved']:+,.1f} pod-hours ({s['cost_saved']:+,.2f}), "
+        f"{s['slo_minutes_avoided']:+,.0f} minutes above threshold avoided, "
+        f"{s['under_pod_minutes_avoided']:+,.0f} under-provisioned pod-minutes avoided",
+    ]
+    return "\n".join(lines)
+
+
+@command.command("scorecard")
+@click.argument("tenant_id")
+@click.argument("event", required=False)
+@click.option("--as-of", default=None, help="the clock (default: HELIOS_AS_OF, else now)")
+@click.option("--service", default=None, help="scaling target (default: the tenant's first)")
+@click.option("--rescore", is_flag=True, help="score again even when the scorecard is stored")
+@click.option("--no-mlflow", is_flag=True, help="do not log the scorecard as an MLflow run")
+@click.option("--no-alert", is_flag=True, help="do not send the summary line to the alert channels")
+@click.pass_context
+def scorecard(ctx: click.Context, tenant_id: str, event: str | None, as_of: str | None, service: str | None,
+              rescore: bool, no_mlflow: bool, no_alert: bool) -> None:
+    """Print EVENT's scorecard (the last finished event without EVENT), scoring and storing it first
+    when needed: forecast vs actual, replicas vs needed, pod-minutes, cost, against a reactive HPA."""
+    from helios_pipelines.core import scorecard_store
+    from helios_pipelines.core.scorecard import UnfinishedEventError, UnknownEventError, find_occurrence
+    from helios_pipelines.core.sources import make_source
+    from helios_pipelines.core.tracking import Tracker, load_helios_model, registered_model_name
+
+    tenant = load_tenant(ctx, tenant_id)
+    if not tenant.scaling:
+        raise click.ClickException(f"tenant '{tenant.id}' has no scaling targets: nothing to score")
+    now = _now(as_of)
+    try:
+        occurrence = find_occurrence(tenant, event, now)
+    except (UnknownEventError, UnfinishedEventError) as exc:
+        raise click.ClickException(str(exc)) from None
+    card = None if rescore else scorecard_store.stored(tenant.id, occurrence)
+    if card is None:
+        tracker = Tracker()
+        try:
+            planner = load_helios_model(registered_model_name(tenant.id, "capacity_planner"), tracker=tracker)
+            metric = planner.target(service).metric if service else next(iter(planner.targets.values())).metric
+            forecaster = load_helios_model(registered_model_name(tenant.id, "forecaster", metric), tracker=tracker)
+        except KeyError as exc:
+            raise click.ClickException(str(exc.args[0])) from None
+        except Exception as exc:  # MLflow's own errors: no champion registered yet
+            raise click.ClickException(
+                f"tenant '{tenant.id}' has no champion planner and forecaster to score with ({exc}); run `helios run {tenant.id}`"
+            ) from None
+        with click.progressbar(length=1, label=f"replaying {occurrence.name}", file=click.get_text_stream("stderr")) as bar:
+            def progress(done: int, total: int) -> None:
+                bar.length = total
+                bar.update(done - bar.pos)
+
+            card = scorecard_store.write_scorecard(tenant, occurrence.name, now, make_source(tenant, now=now),
+                                                   forecaster, planner, service, progress)
+        if not no_mlflow:
+            run_id = scorecard_store.log_to_mlflow(card, tracker)
+            click.echo(f"MLflow run {run_id} (plot: scorecard.png)", err=True)
+        if not no_alert:
+            from helios_pipelines.commands.db import open_store
+
+            store = open_store()
+            try:
+                sent = scorecard_store.alert_summary(card, tenant, store)
+                click.echo(f"summary queued for {sent} alert channel(s)", err=True)
+            except Exception as exc:  # the scorecard stands without its notification
+                click.echo(f"summary not queued: {exc}", err=True)
+            finally:
+                store.close()
+    click.echo(format_scorecard(card))

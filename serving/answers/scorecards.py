@@ -1,0 +1,25 @@
+"""GET /events/<name>/scorecard: an event's stored scorecard (written by `helios events scorecard`).
+
+Reading a stored file is bounded work; scoring an event replays its forecasts (tens of seconds),
+which never happens on a request.
+"""
+
+from __future__ import annotations
+
+from fastapi.responses import JSONResponse
+
+from helios_pipelines.core.scorecard import UnfinishedEventError, UnknownEventError
+from helios_pipelines.core.scorecard_store import stored_scorecard
+from serving.runtime import TenantRuntime
+
+
+def scorecard_response(runtime: TenantRuntime, name: str) -> JSONResponse:
+    """200 with the scorecard; 404 naming an event the tenant does not have; 409 naming one that has
+    not finished (or finished and is not scored yet)."""
+    try:
+        card = stored_scorecard(runtime.tenant, name, runtime.step_end(), runtime.posted_events)
+    except UnknownEventError as exc:
+        return JSONResponse({"error": str(exc)}, status_code=404)
+    except UnfinishedEventError as exc:
+        return JSONResponse({"error": str(exc)}, status_code=409)
+    return JSONResponse(card.to_dict())
