@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import pkgutil
 import subprocess
@@ -51,8 +52,11 @@ def _selected(ctx: click.Context, names: tuple[str, ...]) -> list[str]:
 @click.pass_context
 def run(ctx: click.Context, tenant_ids: tuple[str, ...], as_of: str | None, no_bento: bool) -> None:
     """Run the whole pipeline for the given tenants (all by default), then print a summary."""
+    import pandas as pd
     from dagster import DagsterInstance
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from helios_pipelines.core.settings import helios_home
     from helios_pipelines.definitions import build_definitions
     from helios_pipelines.defs.partitions import tenant_partitions
 
@@ -70,17 +74,54 @@ def run(ctx: click.Context, tenant_ids: tuple[str, ...], as_of: str | None, no_b
     )
     job = defs.resolve_job_def("tenant_training_job")
     failed = []
-    for tenant_id in selected:
-        click.echo(f"== {tenant_id}: running the pipeline")
-        result = job.execute_in_process(partition_key=tenant_id, instance=instance, raise_on_error=False)
-        if not result.success:
-            failed.append(tenant_id)
-            for event in result.all_events:
-                if event.is_failure:
-                    click.echo(f"   {event.step_key}: {event.message}", err=True)
+    log_path = helios_home() / "logs" / f"run-{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M%SZ}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    click.echo(f"Dagster's full event log: {log_path} (and the Dagster UI: helios ui)")
+    # Dagster's console logger would print hundreds of DEBUG lines per tenant: errors only on the
+    # terminal, everything in the log file, one line per asset here.
+    quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  transient=False) as progress:
+        bar = progress.add_task("tenants", total=len(selected))
+        for tenant_id in selected:
+            progress.update(bar, description=f"tenants (now {tenant_id})")
+            result = job.execute_in_process(partition_key=tenant_id, instance=instance, raise_on_error=False,
+                                            run_config=quiet)
+            _write_event_log(log_path, tenant_id, instance.all_logs(result.run_id))
+            for line in _asset_lines(tenant_id, result.all_events):
+                progress.console.print(line, highlight=False)
+            if not result.success:
+                failed.append(tenant_id)
+            progress.advance(bar)
     _print_summary(registry, selected)
     if failed:
         raise click.ClickException(f"pipeline failed for: {', '.join(failed)} (the others finished)")
+
+
+def _asset_lines(tenant_id: str, events) -> list[str]:
+    """One line per asset of a tenant's run: how long it took, or why it failed."""
+    lines = []
+    for event in events:
+        if event.event_type_value == "STEP_SUCCESS":
+            seconds = event.event_specific_data.duration_ms / 1000
+            lines.append(f"{tenant_id:14} {event.step_key:22} ok     {seconds:7.1f} s")
+        elif event.event_type_value == "STEP_FAILURE":
+            error = event.step_failure_data.error
+            while error is not None and error.cause is not None:  # the user's exception, not Dagster's wrapper
+                error = error.cause
+            lines.append(f"{tenant_id:14} {event.step_key:22} FAILED {(error.message if error else event.message).strip()}")
+    return lines
+
+
+def _write_event_log(path: Path, tenant_id: str, entries) -> None:
+    """Every entry of a run's Dagster event log (what the console logger would have printed)."""
+    from datetime import UTC, datetime
+
+    with path.open("a") as log:
+        for entry in entries:
+            stamp = datetime.fromtimestamp(entry.timestamp, UTC).isoformat(timespec="seconds")
+            kind = entry.dagster_event.event_type_value if entry.dagster_event else logging.getLevelName(entry.level)
+            log.write(f"{stamp} {tenant_id} {kind} {entry.step_key or ''} {entry.user_message or entry.message}\n")
 
 
 def _print_summary(registry, tenant_ids: list[str]) -> None:
