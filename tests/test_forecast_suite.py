@@ -62,3 +62,23 @@ def test_the_suite_holds_azure_every_nab_cloudwatch_series_every_demo_forecast_m
     assert "sim gaming-corp concurrent_users +events" in names and "sim shopfast request_rate +events" in names
     assert any(n.startswith("shift:") for n in names) and any(n.startswith("gaps:") for n in names)
     assert len(names) >= 12
+
+
+def test_prophet_fits_quarter_hour_means_and_follows_the_tenants_clock_across_daylight_saving():
+    """A load that peaks at 20:00 New York time every day, before and after the switch to summer time
+    on 2026-03-08: forecast on the tenant's clock, the peak stays at 20:00 local (00:00 UTC after
+    the switch, 01:00 UTC before it)."""
+    from helios_pipelines.core.models.forecasters import make_forecaster
+
+    index = pd.date_range("2026-02-26", "2026-03-12 23:30", freq="1min", tz="UTC")
+    local = index.tz_convert("America/New_York")
+    hour = local.hour + local.minute / 60
+    load = pd.Series(100 + 50 * np.exp(-((hour - 20) ** 2) / 2), index=index)
+    origin = pd.Timestamp("2026-03-11 23:30", tz="UTC")  # 19:30 local, summer time
+    history = load[load.index <= origin]
+    model = make_forecaster("prophet", step="1min", max_horizon=60, timezone="America/New_York").fit(history)
+
+    assert len(model.model_.history) <= len(history) // 15 + 1  # fitted on 15-minute means
+    forecast = model.predict(60, history).set_index("timestamp")["yhat"]
+    assert forecast.idxmax().tz_convert("America/New_York").hour in (19, 20)
+    assert abs(forecast.idxmax() - pd.Timestamp("2026-03-12 00:00", tz="UTC")) <= pd.Timedelta("15min")
