@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
 from helios_pipelines.cli import main
+from helios_pipelines.core.models.alerting import hold_until_return
 from helios_pipelines.core.anomaly_log import episode_metrics, list_anomalies, record_detection
 from helios_pipelines.core.models.episodes import episodes
 from helios_pipelines.core.sources.simulator import Simulator
@@ -66,3 +68,32 @@ def test_the_demo_latency_spike_is_one_episode_and_one_alert_through_its_return_
     for destination in destinations:  # one alert per channel: its trigger and its resolve
         assert [r.action for r in anomaly_rows if r.destination == destination] == ["trigger", "resolve"]
     assert len({r.alert_key for r in anomaly_rows}) == 1
+
+
+def _episodes_of(state: np.ndarray) -> list[tuple[int, int]]:
+    edges = np.diff(np.concatenate([[0], state.astype(int), [0]]))
+    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))
+
+
+def test_an_episode_closes_on_the_return_and_its_echo_does_not_reopen_it():
+    values = np.full(120, 10.0)
+    values[30:40] = 50.0  # the incident: 10 rows at 5x
+    values[90:95] = 50.0  # a new incident, after the echo
+    triggered = np.zeros(120, dtype=bool)
+    triggered[[30, 31]] = True  # the views see the jump, then the spike is "seen before"...
+    triggered[40:52] = True  # ...and the drop back (and its trailing mean) looks anomalous for a while
+    triggered[90] = True
+    below = ~triggered
+    state = hold_until_return(triggered, below, values, recovery_window=5, level_window=20, settle_window=60)
+    # Open from the jump through the spike although its score fell below the threshold; closed by 5
+    # rows back at the pre-incident level (rows 40-44); the echo never re-opens; the new one does.
+    assert _episodes_of(state) == [(30, 44), (90, 99)]
+
+
+def test_a_change_that_stays_closes_once_it_has_scored_normal_for_the_settle_window():
+    values = np.concatenate([np.full(30, 10.0), np.full(200, 30.0)])  # a new normal, never back
+    triggered = np.zeros(230, dtype=bool)
+    triggered[30:33] = True
+    state = hold_until_return(triggered, ~triggered, values, recovery_window=5, level_window=20, settle_window=60)
+    # Rows 33..92 are the 60 rows scoring below the threshold: it closes at row 92, the 60th.
+    assert _episodes_of(state) == [(30, 92)]

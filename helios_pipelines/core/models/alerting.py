@@ -28,28 +28,37 @@ RETURN_BAND = 0.5
 def hold_until_return(triggered: np.ndarray, below: np.ndarray, values: np.ndarray, *, recovery_window: int,
                       level_window: int, settle_window: int) -> np.ndarray:
     """Alert state (bool per row) of one metric. ``triggered``: the trigger rule holds at the row;
-    ``below``: the score is below the threshold (False for unscored rows); ``values``: the metric."""
+    ``below``: the score is below the threshold (False for unscored rows); ``values``: the metric.
+    Only the rows from a trigger to the episode's close are walked: quiet rows cost nothing."""
     n = len(values)
     state = np.zeros(n, dtype=bool)
-    is_open, level, excursion, calm, settled, echo_until = False, np.nan, 0.0, 0, 0, -1
-    for row in range(n):
-        value = values[row]
+    level, excursion, echo_until, walked_to = np.nan, 0.0, -1, -1
+    for start in np.flatnonzero(triggered):
+        if start <= walked_to:
+            continue  # inside (or closing) an episode already walked
+        value = values[start]
         away = abs(value - level) if np.isfinite(value) and np.isfinite(level) else np.nan
-        if is_open:
+        if start <= echo_until and not (np.isfinite(away) and away > RETURN_BAND * excursion):
+            continue  # the echo of the last episode's return, not a new incident
+        before = values[max(0, start - level_window) : start]
+        before = before[np.isfinite(before)]
+        level = float(np.median(before)) if before.size else np.nan
+        excursion = abs(value - level) if np.isfinite(value) and np.isfinite(level) else 0.0
+        calm = settled = 0
+        row = start
+        state[start] = True
+        while row + 1 < n:
+            row += 1
+            value = values[row]
+            away = abs(value - level) if np.isfinite(value) and np.isfinite(level) else np.nan
             if np.isfinite(away):
                 excursion = max(excursion, away)
-            returned = np.isfinite(away) and away <= RETURN_BAND * excursion
-            calm = calm + 1 if returned else 0
+            calm = calm + 1 if np.isfinite(away) and away <= RETURN_BAND * excursion else 0
             settled = settled + 1 if below[row] else 0
             if calm >= recovery_window or settled >= settle_window:
-                is_open, echo_until = False, row + level_window
-        elif triggered[row]:
-            echo = row <= echo_until and not (np.isfinite(away) and away > RETURN_BAND * excursion)
-            if not echo:
-                before = values[max(0, row - level_window) : row]
-                before = before[np.isfinite(before)]
-                level = float(np.median(before)) if before.size else np.nan
-                excursion = abs(value - level) if np.isfinite(value) and np.isfinite(level) else 0.0
-                is_open, calm, settled = True, 0, 0
-        state[row] = is_open
+                break
+            state[row] = True
+        else:
+            row = n
+        walked_to, echo_until = row, row + level_window
     return state
