@@ -150,3 +150,43 @@ def test_the_template_is_valid_and_documents_every_key(tmp_path):
     # Every key of every model must appear in the template (sources: those of the simulator are shown).
     missing = {k for k in model_keys - source_keys if k not in documented and not k.startswith("metrics.*.forecast.")}
     assert not missing, f"_template.yaml does not document: {sorted(missing)}"
+
+
+LAUNCH = {"name": "Launch", "start": "2026-12-03T14:00:00Z", "duration_hours": 48, "multiplier": 5.0}
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"duration_hours": 1e300}, "duration_hours"),  # beyond what a timestamp can hold: OverflowError
+        ({"duration_hours": float("nan")}, "duration_hours"),
+        ({"multiplier": 1e308}, "multiplier"),  # forecasts became inf, then null
+        ({"multiplier": float("inf")}, "multiplier"),
+        ({"ramp_minutes": float("inf")}, "ramp_minutes"),
+        ({"start": "3000-01-01T00:00:00Z"}, "start"),  # past pandas' last timestamp (2262)
+        ({"repeat_days": 10**12}, "repeat_days"),
+        ({"metrics": [f"m{i}" for i in range(1000)]}, "metrics"),
+    ],
+)
+def test_an_event_that_would_break_a_forecast_is_refused_naming_the_field(change, field):
+    from pydantic import ValidationError
+
+    from helios_pipelines.core.tenants import ScheduledEvent
+
+    with pytest.raises(ValidationError) as caught:
+        ScheduledEvent.model_validate(LAUNCH | change)
+    assert [".".join(map(str, e["loc"])) for e in caught.value.errors()] == [field]
+
+
+def test_an_event_at_the_bounds_still_gives_finite_multipliers():
+    import numpy as np
+    import pandas as pd
+
+    from helios_pipelines.core.events import EventSchedule
+    from helios_pipelines.core.tenants import EVENT_MAX_HOURS, EVENT_MAX_MULTIPLIER, ScheduledEvent
+
+    event = ScheduledEvent.model_validate(LAUNCH | {"duration_hours": EVENT_MAX_HOURS, "multiplier": EVENT_MAX_MULTIPLIER,
+                                                    "repeat_days": 366, "start": "2200-12-31T00:00:00Z"})
+    index = pd.date_range("2201-01-01", periods=100, freq="1h", tz="UTC")
+    factor = EventSchedule([event]).multiplier(index).to_numpy()
+    assert np.isfinite(factor).all() and factor.max() == EVENT_MAX_MULTIPLIER

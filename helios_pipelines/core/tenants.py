@@ -132,19 +132,28 @@ class Region(Strict):
         return value
 
 
+# An event must stay computable: pandas holds times from 1677 to 2262, and forecasts are multiplied
+# by the multiplier, so a year-long event with a thousandfold multiplier is the most one can say.
+EVENT_MAX_HOURS = 366 * 24
+EVENT_MAX_MULTIPLIER = 1000.0
+EVENT_YEARS = (1970, 2200)
+
+
 class ScheduledEvent(Strict):
     """A known future (or past) event that multiplies traffic: a launch, a tournament. The guide's
     ``expected_multiplier`` is accepted for ``multiplier``."""
 
-    name: str = Field(min_length=1)
-    kind: str = Field("", description="events of one kind share a learned multiplier; defaults to the name")
+    name: str = Field(min_length=1, max_length=200)
+    kind: str = Field("", max_length=200, description="events of one kind share a learned multiplier; defaults to the name")
     start: datetime
-    duration_hours: float = Field(gt=0)
-    multiplier: float = Field(gt=0, description="expected traffic multiplier, e.g. 5.0")
-    metrics: list[str] = Field(default_factory=list, description="logical metrics affected; empty = all")
-    repeat_days: int | None = Field(None, gt=0, description="recurs every N days (a weekly tournament: 7)")
+    duration_hours: float = Field(gt=0, le=EVENT_MAX_HOURS, allow_inf_nan=False)
+    multiplier: float = Field(gt=0, le=EVENT_MAX_MULTIPLIER, allow_inf_nan=False,
+                              description="expected traffic multiplier, e.g. 5.0")
+    metrics: list[str] = Field(default_factory=list, max_length=100, description="logical metrics affected; empty = all")
+    repeat_days: int | None = Field(None, gt=0, le=366, description="recurs every N days (a weekly tournament: 7)")
     ramp_minutes: float = Field(
-        0, ge=0, description="traffic builds up linearly over this long after the start, and winds down before the end"
+        0, ge=0, allow_inf_nan=False,
+        description="traffic builds up linearly over this long after the start, and winds down before the end",
     )
 
     @model_validator(mode="before")
@@ -170,6 +179,8 @@ class ScheduledEvent(Strict):
     def _aware_utc(cls, value: datetime) -> datetime:
         if value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
+        if not EVENT_YEARS[0] <= value.year <= EVENT_YEARS[1]:
+            raise ValueError(f"start must be between the years {EVENT_YEARS[0]} and {EVENT_YEARS[1]}, got {value.year}")
         return value.astimezone(UTC)
 
     @property
