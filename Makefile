@@ -19,7 +19,7 @@ export HELIOS_DEMO_PAGERDUTY_ROUTING_KEY ?= demo0pagerduty0routing0key000032
 PORT ?= 3000
 SHARED ?= $(CURDIR)/../shared
 
-.PHONY: install demo test lint serve ui validate bench-forecast bench-anomaly bench-serve bench-scale bench-capacity bench-scorecards clean
+.PHONY: install demo test lint serve ui validate bench-forecast bench-anomaly bench-serve bench-scale bench-capacity bench-scorecards bench-soak clean
 
 install: $(VENV)/.installed
 
@@ -97,6 +97,11 @@ celery-workers: install  ## dagster-celery workers for HELIOS_EXECUTOR=celery (N
 
 bench-scorecards: install
 	$(BIN)/python bench/event_scorecards.py --out bench/results/event_scorecards.md
+
+bench-soak: install
+	$(BIN)/helios db upgrade
+	$(BIN)/helios tenants sync
+	$(BIN)/python bench/soak.py --minutes 10 --concurrency 16 --out bench/results/soak.md
 
 bench-scale: install
 	$(BIN)/python bench/scale_tenants.py --tenants 50 --executor multiprocess

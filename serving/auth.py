@@ -11,14 +11,30 @@ by the store. With keys required:
   tenant's gauges, so it is never exposed to a tenant).
 
 Health probes stay open: Kubernetes calls them without keys.
+
+Key lookups are cached for ``KEY_CACHE_SECONDS`` (refusals too, so a flood of wrong keys costs one
+lookup per key and period): a revoked or expired key, or a disabled customer, is refused at most that
+long after the store says so. A lookup the cache misses runs in a worker thread, never on the event
+loop. A key longer than any Helios issues is refused without a lookup.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
+import time
+from collections.abc import Callable
+
+import anyio
+from cachetools import TTLCache
+
+from serving.request_guard import reject
 
 OPEN_PATHS = frozenset({"/healthz", "/livez", "/readyz"})
 TENANT_METRICS_PATH = "/_helios/tenant-metrics"
+KEY_CACHE_SECONDS = 30.0
+KEY_CACHE_SIZE = 10_000
+MAX_KEY_LENGTH = 256  # Helios' keys are about 60 characters
+_MISSING = object()
 
 
 def presented_key(headers: dict[bytes, bytes]) -> str | None:
@@ -33,10 +49,11 @@ def presented_key(headers: dict[bytes, bytes]) -> str | None:
 
 
 class TenantAuthMiddleware:
-    def __init__(self, app, served: str = "") -> None:
+    def __init__(self, app, served: str = "", store=None, timer: Callable[[], float] = time.monotonic) -> None:
         self.app = app
         self.served = frozenset(t for t in served.split(",") if t)
-        self._store = None
+        self._store = store
+        self._identities = TTLCache(maxsize=KEY_CACHE_SIZE, ttl=KEY_CACHE_SECONDS, timer=timer)
 
     @property
     def store(self):
@@ -51,21 +68,27 @@ class TenantAuthMiddleware:
             await self.app(scope, receive, send)
             return
         key = presented_key(dict(scope.get("headers", [])))
-        identity = self.store.authenticate(key) if key else None
+        if key and len(key) > MAX_KEY_LENGTH:
+            await reject(send, 401, f"the API key is {len(key)} characters; Helios keys have at most {MAX_KEY_LENGTH}")
+            return
+        identity = await self.identity(key) if key else None
         if identity is None:
-            await _reject(send, 401, "a valid X-API-Key header is required")
+            await reject(send, 401, "a valid X-API-Key header is required")
             return
         if identity.slug not in self.served:
-            await _reject(send, 403, f"this service does not serve tenant '{identity.slug}'")
+            await reject(send, 403, f"this service does not serve tenant '{identity.slug}'")
             return
         scope.setdefault("state", {})["tenant"] = identity.slug
         if scope["path"] == "/metrics":
             scope = dict(scope, path=TENANT_METRICS_PATH, raw_path=TENANT_METRICS_PATH.encode())
         await self.app(scope, receive, send)
 
-
-async def _reject(send, status: int, message: str) -> None:
-    body = json.dumps({"error": message}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
+    async def identity(self, key: str):
+        """Who ``key`` belongs to (None: nobody), from the cache or the store. The cache is touched
+        on the event loop only; the store is read in a worker thread."""
+        digest = hashlib.sha256(key.encode()).digest()
+        found = self._identities.get(digest, _MISSING)
+        if found is _MISSING:
+            found = await anyio.to_thread.run_sync(self.store.authenticate, key)
+            self._identities[digest] = found
+        return found

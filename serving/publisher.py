@@ -45,10 +45,11 @@ class LiveAccuracy:
 class GaugeBoard:
     """Helios' series as prometheus_client gauges, one set per tenant."""
 
-    def __init__(self) -> None:
+    def __init__(self, registry=None) -> None:
         import prometheus_client  # after BentoML set PROMETHEUS_MULTIPROC_DIR in this worker
 
         self._client = prometheus_client
+        self._registry = registry or prometheus_client.REGISTRY
         self._gauges: dict[str, prometheus_client.Gauge] = {}
 
     def set(self, samples: Iterable[Sample]) -> None:
@@ -56,7 +57,8 @@ class GaugeBoard:
             gauge = self._gauges.get(sample.name)
             if gauge is None:
                 gauge = self._gauges[sample.name] = self._client.Gauge(
-                    sample.name, sample.help or sample.name, sorted(sample.labels), multiprocess_mode="mostrecent")
+                    sample.name, sample.help or sample.name, sorted(sample.labels), multiprocess_mode="mostrecent",
+                    registry=self._registry)
             gauge.labels(**sample.labels).set(sample.value)
 
 

@@ -10,15 +10,17 @@ from __future__ import annotations
 import gc
 import logging
 import threading
+from collections.abc import Callable
 from datetime import datetime
 from http import HTTPStatus
 from pathlib import Path
+from typing import Annotated, TypeVar
 
 import anyio
 import bentoml
 import pandas as pd
 from bentoml.exceptions import InvalidArgument, NotFound
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
@@ -31,16 +33,26 @@ from helios_pipelines.core.store import CustomerDisabledError, Store, UnknownCus
 from helios_pipelines.core.tenants import ScheduledEvent
 from serving import prometheus_api, publisher
 from serving.alert_routing import apply_alert_file
+from serving.answers import events as posted_events
 from serving.answers.scorecards import scorecard_response
 from serving.auth import TENANT_METRICS_PATH, TenantAuthMiddleware
-from serving.content_type import JSONBodyOnly
-from serving.errors import ForbiddenError, NotFoundError, RequestError
+from serving.errors import ForbiddenError, NotFoundError, RequestError, TenantUnavailableError, shown
 from serving.ingest import router as ingest_router
 from serving.posted_events import EventFeed
+from serving.request_guard import RequestGuard
 from serving.runtime import TenantRuntime
 from serving.timeout import replace_bentoml_timeout
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# What one request may ask for: every request does bounded work, checked before the work.
+MAX_HORIZON_MINUTES = 366 * 24 * 60  # a year; each model says how far it was trained for (400 beyond)
+MAX_METRICS_PER_DETECT = 64
+MAX_POINTS_PER_DETECT = 1000
+POINT_YEARS = (1970, 2200)  # pandas holds 1677-2262; the detector's history is days, not centuries
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+TenantId = Annotated[str, Field(min_length=1, max_length=64)]
 
 
 class ServiceArguments(BaseModel):
@@ -60,28 +72,45 @@ ARGUMENTS = bentoml.use_arguments(ServiceArguments)
 
 class Point(BaseModel):
     timestamp: datetime
-    value: float
+    value: float = Field(allow_inf_nan=False)
 
-    @field_validator("value")
+    @field_validator("timestamp")
     @classmethod
-    def _finite(cls, value: float) -> float:
-        if value != value or value in (float("inf"), float("-inf")):
-            raise ValueError("value must be a finite number")
+    def _plausible(cls, value: datetime) -> datetime:
+        if not POINT_YEARS[0] <= value.year <= POINT_YEARS[1]:
+            raise ValueError(f"timestamp must be between the years {POINT_YEARS[0]} and {POINT_YEARS[1]}")
         return value
 
 
 def _http_errors(call, ctx: bentoml.Context):
-    """Domain errors become 4xx responses that say what was wrong."""
+    """Domain errors become 4xx responses that say what was wrong; a tenant whose own state failed
+    answers 503 naming itself."""
     try:
         return call()
     except NotFoundError as exc:
         raise NotFound(str(exc)) from None
     except RequestError as exc:
         raise InvalidArgument(str(exc)) from None
-    except (ForbiddenError, PlanLimitError, CustomerDisabledError) as exc:
-        # BentoML blanks the message of a raised 403; the caller must learn which tenant its key is for.
-        ctx.response.status_code = HTTPStatus.FORBIDDEN
+    except (ForbiddenError, PlanLimitError, CustomerDisabledError, TenantUnavailableError) as exc:
+        # BentoML blanks the message of a raised 403/503; the caller must learn which tenant it is about.
+        unavailable = isinstance(exc, TenantUnavailableError)
+        ctx.response.status_code = HTTPStatus.SERVICE_UNAVAILABLE if unavailable else HTTPStatus.FORBIDDEN
         return {"error": str(exc)}
+
+
+def _for_tenant(runtime: TenantRuntime, answer: Callable[[TenantRuntime], T]) -> T:
+    """``answer(runtime)``; anything but a request error is this tenant's own failure (its source,
+    a model): logged, and answered as this tenant's 503, so it never reads as the service's."""
+    try:
+        return answer(runtime)
+    except (RequestError, NotFoundError, ForbiddenError, PlanLimitError, CustomerDisabledError):
+        raise
+    except Exception as exc:
+        log.exception("tenant '%s' failed to answer", runtime.tenant_id)
+        raise TenantUnavailableError(
+            f"tenant '{runtime.tenant_id}' cannot answer right now ({type(exc).__name__}); "
+            "other tenants are unaffected and the service log has the details"
+        ) from exc
 
 
 async def _answer(ctx: bentoml.Context, cached, compute, limiter: anyio.CapacityLimiter):
@@ -173,10 +202,20 @@ class HeliosService:
         tenant = _authenticated(request)
         if tenant is None:
             return PlainTextResponse("an API key is required\n", status_code=401)
-        return PlainTextResponse(exposition(self.published.current(tenant)), media_type="text/plain; version=0.0.4")
+        try:
+            samples = _for_tenant(self.runtimes[tenant], lambda runtime: self.published.current(runtime.tenant_id))
+        except TenantUnavailableError as exc:
+            return PlainTextResponse(f"{exc}\n", status_code=503)
+        return PlainTextResponse(exposition(samples), media_type="text/plain; version=0.0.4")
 
     @http.get("/predict")
-    def predict_get(self, request: Request, metric: str, horizon: int = 15, tenant: str | None = None) -> JSONResponse:
+    def predict_get(
+        self,
+        request: Request,
+        metric: Annotated[str, Query(min_length=1, max_length=200)],
+        horizon: Annotated[int, Query(gt=0, le=MAX_HORIZON_MINUTES, description="minutes ahead")] = 15,
+        tenant: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> JSONResponse:
         """The integration guide's GET /predict?metric=&horizon= (minutes)."""
         try:
             return JSONResponse(self._predict(metric, horizon, tenant, _authenticated(request)))
@@ -186,6 +225,8 @@ class HeliosService:
             return JSONResponse({"error": str(exc)}, status_code=400)
         except ForbiddenError as exc:
             return JSONResponse({"error": str(exc)}, status_code=403)
+        except TenantUnavailableError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=503)
 
     @http.get("/events/{name}/scorecard")
     def event_scorecard(self, request: Request, name: str, tenant: str | None = None) -> JSONResponse:
@@ -200,7 +241,7 @@ class HeliosService:
             return JSONResponse({"error": str(exc)}, status_code=403)
 
     def _predict(self, metric: str, horizon: int, tenant: str | None, authenticated: str | None) -> dict:
-        result = self.runtime(tenant, authenticated).predict(metric, horizon)
+        result = _for_tenant(self.runtime(tenant, authenticated), lambda r: r.predict(metric, horizon))
         self.recorder.record(result)
         return result
 
@@ -210,32 +251,45 @@ class HeliosService:
             self.recorder.record(result)
         return result
 
-    def _detect(self, names, points, tenant: str | None, authenticated: str | None) -> dict:
+    def _detect(self, names, points, record: bool, tenant: str | None, authenticated: str | None) -> dict:
+        """The latest step's scores are recorded (anomaly episodes, alerts). Client points are a
+        what-if: scored, and recorded only when the caller asks, and then only the points inside the
+        scored window (up to the last complete step), never a future one."""
+        if len(names) > MAX_METRICS_PER_DETECT:
+            raise RequestError(f"metrics: at most {MAX_METRICS_PER_DETECT} per request, got {len(names)}")
         runtime = self.runtime(tenant, authenticated)
-        result = runtime.detect(names or None, points)
-        self._record_detection(runtime, result)
-        return result
+        result = _for_tenant(runtime, lambda r: r.detect(names or None, points))
+        if points is None:
+            self._record_detection(runtime, result)
+            return result
+        recordable = []
+        if record:
+            end = runtime.step_end()
+            recordable = [s for s in result["scores"] if pd.Timestamp(s["timestamp"]) <= end]
+            if recordable:
+                self._record_detection(runtime, result | {"scores": recordable})
+        return result | {"recorded": len(recordable)}
 
     def runtime(self, tenant: str | None, authenticated: str | None = None) -> TenantRuntime:
         """The runtime a request is for: the API key's tenant when keys are on, else ``tenant``."""
         if authenticated is not None:
             if tenant is not None and tenant != authenticated:
-                raise ForbiddenError(f"this API key belongs to tenant '{authenticated}', not '{tenant}'")
+                raise ForbiddenError(f"this API key belongs to tenant '{authenticated}', not {shown(tenant)}")
             tenant = authenticated
         if tenant is None:
             if len(self.runtimes) == 1:
                 return next(iter(self.runtimes.values()))
             raise RequestError(f"name a tenant: {', '.join(sorted(self.runtimes))}")
         if tenant not in self.runtimes:
-            raise NotFoundError(f"unknown tenant '{tenant}'")
+            raise NotFoundError(f"unknown tenant {shown(tenant)}")
         return self.runtimes[tenant]
 
     @bentoml.api(route="/predict")
     async def predict(
         self,
-        metric: str,
-        horizon: int = Field(15, description="minutes ahead"),
-        tenant: str | None = None,
+        metric: Name,
+        horizon: int = Field(15, strict=True, gt=0, le=MAX_HORIZON_MINUTES, description="minutes ahead"),
+        tenant: TenantId | None = None,
         ctx: bentoml.Context = None,
     ) -> dict:
         """Forecast ``metric`` ``horizon`` minutes ahead: value, 80% bounds, target time, model version."""
@@ -246,24 +300,26 @@ class HeliosService:
     @bentoml.api(route="/detect")
     def detect(
         self,
-        metric: str | None = None,
-        metrics: list[str] | None = None,
-        points: list[Point] | None = None,
-        tenant: str | None = None,
+        metric: Name | None = None,
+        metrics: Annotated[list[Name], Field(max_length=MAX_METRICS_PER_DETECT)] | None = None,
+        points: Annotated[list[Point], Field(max_length=MAX_POINTS_PER_DETECT)] | None = None,
+        record: bool = Field(False, strict=True, description="record anomalies among the points up to the last complete step"),
+        tenant: TenantId | None = None,
         ctx: bentoml.Context = None,
     ) -> dict:
-        """Anomaly scores in [0, 1] for the latest point of each watched metric, or for given points."""
+        """Anomaly scores in [0, 1] for the latest point of each watched metric, or for given points
+        (a what-if: not recorded unless ``record``)."""
         names = ([metric] if metric else []) + list(metrics or [])
         given = [(p.timestamp, p.value) for p in points] if points else None
-        return _http_errors(lambda: self._detect(names, given, tenant, _authenticated(ctx.request)), ctx)
+        return _http_errors(lambda: self._detect(names, given, record, tenant, _authenticated(ctx.request)), ctx)
 
     @bentoml.api(route="/recommend")
     async def recommend(
         self,
-        service: str | None = None,
-        metric: str | None = None,
-        current_replicas: int | None = Field(None, ge=0),
-        tenant: str | None = None,
+        service: Name | None = None,
+        metric: Name | None = None,
+        current_replicas: int | None = Field(None, strict=True, ge=0),
+        tenant: TenantId | None = None,
         ctx: bentoml.Context = None,
     ) -> dict:
         """Replicas for a scaled service, with every step of the arithmetic."""
@@ -271,7 +327,7 @@ class HeliosService:
         return await _answer(
             ctx,
             lambda: self.runtime(tenant, authenticated).cached_answer("recommend", service or metric, current_replicas),
-            lambda: self.runtime(tenant, authenticated).recommend(service or metric, current_replicas),
+            lambda: _for_tenant(self.runtime(tenant, authenticated), lambda r: r.recommend(service or metric, current_replicas)),
             self.compute_limiter(),
         )
 
@@ -280,17 +336,18 @@ class HeliosService:
         self,
         name: str,
         start: datetime,
-        duration_hours: float,
-        multiplier: float | None = None,
-        expected_multiplier: float | None = None,
+        duration_hours: float = Field(strict=True),
+        multiplier: float | None = Field(None, strict=True),
+        expected_multiplier: float | None = Field(None, strict=True),
         kind: str = "",
         metrics: list[str] | None = None,
-        ramp_minutes: float = 0.0,
-        tenant: str | None = None,
+        ramp_minutes: float = Field(0.0, strict=True),
+        tenant: TenantId | None = None,
         ctx: bentoml.Context = None,
     ) -> dict:
         """Post an upcoming scheduled event (the guide's name, start, duration, expected multiplier;
-        optionally how long its traffic takes to build up and wind down).
+        optionally how long its traffic takes to build up and wind down). ScheduledEvent's rules
+        (finite, bounded, ramps that fit) are checked before anything is kept.
         Kept in the store, so every replica of the tenant honours it."""
         authenticated = _authenticated(ctx.request)
 
@@ -302,11 +359,13 @@ class HeliosService:
                                        **{k: v for k, v in given.items() if v is not None})
             except ValidationError as exc:
                 raise RequestError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
-            return self.events_feed.post(self.runtime(tenant, authenticated), event)
+            runtime = self.runtime(tenant, authenticated)
+            posted_events.check_room(runtime)
+            return _for_tenant(runtime, lambda r: self.events_feed.post(r, event))
 
         return _http_errors(post, ctx)
 
 
-HeliosService.add_asgi_middleware(JSONBodyOnly)
+HeliosService.add_asgi_middleware(RequestGuard)
 if ARGUMENTS.api_keys:
     HeliosService.add_asgi_middleware(TenantAuthMiddleware, served=ARGUMENTS.tenants)

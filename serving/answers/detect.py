@@ -13,6 +13,10 @@ from serving.errors import NotFoundError, RequestError
 if TYPE_CHECKING:
     from serving.runtime import TenantRuntime
 
+# How far past the last complete step a client's point may lie: the frame is extended to it (a year
+# ahead at one-minute steps was half a million rows and 13 s of scoring).
+MAX_STEPS_AHEAD = 1440
+
 
 def detect(runtime: TenantRuntime, metric_names: list[str] | None, points: list[tuple[pd.Timestamp, float]] | None,
            end: pd.Timestamp, since: pd.Timestamp | None = None) -> dict:
@@ -80,6 +84,9 @@ def _with_points(runtime: TenantRuntime, frame: pd.DataFrame, metric: str, point
         stamp = (stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")).floor(runtime.step)
         if stamp < frame.index[0]:
             raise RequestError(f"point at {stamp.isoformat()} is older than the history the detector keeps")
+        if stamp > frame.index[-1] + MAX_STEPS_AHEAD * runtime.step:
+            raise RequestError(f"point at {stamp.isoformat()} is more than {MAX_STEPS_AHEAD} steps ahead of the "
+                               f"last complete step ({frame.index[-1].isoformat()})")
         if stamp not in frame.index:
             extra = pd.date_range(frame.index[-1] + runtime.step, stamp, freq=runtime.step)
             frame = pd.concat([frame, pd.DataFrame(index=extra, columns=frame.columns, dtype=float)])

@@ -9,14 +9,25 @@ import pandas as pd
 
 from helios_pipelines.core.events import EventSchedule
 from helios_pipelines.core.tenants import ScheduledEvent
+from serving.errors import RequestError
 
 if TYPE_CHECKING:
     from serving.runtime import TenantRuntime
+
+MAX_POSTED_EVENTS = 256  # per tenant and service process: each one is honoured by every forecast
 
 
 def schedule(runtime: TenantRuntime) -> EventSchedule:
     """The tenant's configured events and those posted to this service."""
     return EventSchedule(runtime.tenant.events).with_events(runtime.posted_events)
+
+
+def check_room(runtime: TenantRuntime) -> None:
+    """Before an event is stored: a tenant's posted events are bounded (each one is honoured by every
+    forecast from then on)."""
+    if len(runtime.posted_events) >= MAX_POSTED_EVENTS:
+        raise RequestError(f"tenant '{runtime.tenant_id}' already has {MAX_POSTED_EVENTS} posted events; "
+                           "put lasting ones in its YAML")
 
 
 def post(runtime: TenantRuntime, event: ScheduledEvent) -> dict:

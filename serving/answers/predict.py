@@ -28,14 +28,14 @@ def forecaster(runtime: TenantRuntime, metric: str) -> Forecaster:
 def horizon_steps(runtime: TenantRuntime, model: Forecaster, horizon_minutes: int) -> int:
     if horizon_minutes <= 0:
         raise RequestError(f"horizon must be a positive number of minutes, got {horizon_minutes}")
-    steps = math.ceil(pd.Timedelta(minutes=horizon_minutes) / runtime.step)
-    if steps > model.max_horizon:
-        longest = int(model.max_horizon * runtime.step.total_seconds() // 60)
+    longest = int(model.max_horizon * runtime.step.total_seconds() // 60)
+    # Compared in whole minutes before it becomes a Timedelta: 2e8 minutes is past what one holds.
+    if horizon_minutes > longest:
         raise RequestError(
             f"horizon {horizon_minutes} min for '{model.metric}' is beyond the {longest} min "
             f"its model was trained for"
         )
-    return steps
+    return math.ceil(pd.Timedelta(minutes=horizon_minutes) / runtime.step)
 
 
 def forecast(runtime: TenantRuntime, metric: str, horizon_minutes: int, end: pd.Timestamp,
