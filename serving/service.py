@@ -213,7 +213,7 @@ class HeliosService:
         self,
         request: Request,
         metric: Annotated[str, Query(min_length=1, max_length=200)],
-        horizon: Annotated[int, Query(gt=0, le=MAX_HORIZON_MINUTES, description="minutes ahead")] = 15,
+        horizon: Annotated[int, Query(ge=1, le=MAX_HORIZON_MINUTES, description="minutes ahead")] = 15,
         tenant: Annotated[str | None, Query(max_length=64)] = None,
     ) -> JSONResponse:
         """The integration guide's GET /predict?metric=&horizon= (minutes)."""
@@ -288,7 +288,7 @@ class HeliosService:
     async def predict(
         self,
         metric: Name,
-        horizon: int = Field(15, strict=True, gt=0, le=MAX_HORIZON_MINUTES, description="minutes ahead"),
+        horizon: int = Field(15, strict=True, ge=1, le=MAX_HORIZON_MINUTES, description="minutes ahead"),
         tenant: TenantId | None = None,
         ctx: bentoml.Context = None,
     ) -> dict:

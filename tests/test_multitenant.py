@@ -39,9 +39,14 @@ def duel_bundle(trained_arena):
 
 @pytest.fixture(scope="module")
 def keys(embedded_store, duel_bundle):  # noqa: F811 - the fixture imported above
+    from helios_pipelines.core.store import DuplicateCustomerError
+
     duel, _ = duel_bundle
-    with embedded_store.transaction() as session:
-        embedded_store.add_customer(session, duel)
+    try:  # another module of the session may have added it already
+        with embedded_store.transaction() as session:
+            embedded_store.add_customer(session, duel)
+    except DuplicateCustomerError:
+        pass
     return {"arena": embedded_store.rotate_key("arena"), "duel": embedded_store.rotate_key("duel")}
 
 
