@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import func, select
 
 from helios_pipelines.core.sources.simulator import incidents_path
-from helios_pipelines.core.store import Anomaly, OutboxRow
+from helios_pipelines.core.store.schema import Anomaly, OutboxRow
 from tests.test_multitenant import duel_bundle, keys  # noqa: F401 - fixtures
 from tests.test_serving import bentoml_serve, embedded_store  # noqa: F401 - fixtures
 
