@@ -9,8 +9,8 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from helios_pipelines.cli import main
+from helios_pipelines.core.anomaly_log import episode_metrics, record_detection
 from helios_pipelines.core.models.alerting import hold_until_return
-from helios_pipelines.core.anomaly_log import episode_metrics, list_anomalies, record_detection
 from helios_pipelines.core.models.episodes import episodes
 from helios_pipelines.core.sources.simulator import Simulator
 from helios_pipelines.core.store.schema import OutboxRow
@@ -57,7 +57,7 @@ def test_the_demo_latency_spike_is_one_episode_and_one_alert_through_its_return_
             {"metric": m, "timestamp": at.isoformat(), "value": float(frame.at[at, m]), "score": float(scores.at[at, m]),
              "anomalous": bool(alerts.at[at, m]), "warming_up": False} for m in detector.metrics_]}
         record_detection(store, tenant, result, now=at.to_pydatetime())
-    recorded = [a for _, a in list_anomalies(store, tenant.id)]
+    recorded = [a for _, a in store.list_anomalies(tenant.id)]
     assert len(recorded) == 1 and set(episode_metrics(recorded[0])) == {"game_latency_p99", "http_latency"}
     assert recorded[0].resolved_at is not None
     with store.transaction() as session:

@@ -10,13 +10,8 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import func, select
 
 from helios_pipelines.core import migrations, plans
-from helios_pipelines.core.anomaly_log import (
-    UnknownAnomalyError,
-    acknowledge,
-    list_anomalies,
-    record_detection,
-)
-from helios_pipelines.core.store import DuplicateCustomerError, UnknownCustomerError
+from helios_pipelines.core.anomaly_log import record_detection
+from helios_pipelines.core.store import DuplicateCustomerError, UnknownAnomalyError, UnknownCustomerError
 from helios_pipelines.core.store.schema import (
     DISABLED,
     Anomaly,
@@ -122,7 +117,7 @@ def test_an_anomaly_is_recorded_once_per_episode_and_alerts_trigger_then_resolve
     record_detection(store, tenant, _detection("concurrent_users", t0 + timedelta(minutes=2), 0.1, False))
     record_detection(store, tenant, _detection("concurrent_users", t0 + timedelta(minutes=9), 0.8, True))
 
-    episodes = [a for _, a in list_anomalies(store, "acme")]
+    episodes = [a for _, a in store.list_anomalies("acme")]
     assert len(episodes) == 2
     closed = episodes[1]
     assert closed.detected_at == t0 and closed.resolved_at == t0 + timedelta(minutes=2)
@@ -140,12 +135,12 @@ def test_anomalies_are_acknowledged_only_by_their_tenant(store):
     add_customer(store, tenant)
     add_customer(store, tenant_config("other"))
     record_detection(store, tenant, _detection("concurrent_users", NOW, 0.8, True))
-    anomaly_id = list_anomalies(store, "acme")[0][1].id
+    anomaly_id = store.list_anomalies("acme")[0][1].id
     with pytest.raises(UnknownAnomalyError, match=f"no anomaly {anomaly_id} of tenant 'other'"):
-        acknowledge(store, anomaly_id, "mallory", tenant_id="other")
-    acked = acknowledge(store, anomaly_id, "alice", tenant_id="acme", now=NOW)
+        store.acknowledge_anomaly(anomaly_id, "mallory", tenant_id="other")
+    acked = store.acknowledge_anomaly(anomaly_id, "alice", tenant_id="acme", now=NOW)
     assert (acked.acknowledged, acked.acknowledged_by) == (True, "alice")
-    assert list_anomalies(store, "acme", unacknowledged_only=True) == []
+    assert store.list_anomalies("acme", unacknowledged_only=True) == []
 
 
 def test_anomaly_detection_is_refused_outside_the_plan(store):

@@ -9,7 +9,6 @@ import pytest
 
 from helios_pipelines.core import alerts
 from helios_pipelines.core.alert_receiver import AlertReceiver
-from helios_pipelines.core.anomaly_log import list_anomalies
 from helios_pipelines.core.feedback import PredictionRecorder, live_accuracy
 from helios_pipelines.core.migrations import upgrade
 from helios_pipelines.core.sources.simulator import inject_incident
@@ -79,7 +78,7 @@ def test_an_injected_incident_reaches_the_receiver_signed_and_served_forecasts_g
     assert by_horizon[15].mase is not None and 0 <= by_horizon[15].coverage <= 1
 
     # The incident opened one episode on its metric, while it ran, by the scheduled detection.
-    episodes = [a for _, a in list_anomalies(store, "arena") if a.metric_name == incident.metric]
+    episodes = [a for _, a in store.list_anomalies("arena") if a.metric_name == incident.metric]
     assert len(episodes) == 1
     episode = episodes[0]
     assert episode.detected_by == "scheduled"

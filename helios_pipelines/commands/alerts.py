@@ -120,20 +120,11 @@ def receive(host: str, port: int, secret_env: str, out: str | None, kind: str) -
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
 def alerts_list(tenant_id: str | None, status: str | None, limit: int) -> None:
     """Outbox rows, newest first: state, attempts, destination, last error."""
-    from sqlalchemy import select
-
     from helios_pipelines.core.store import StoreError
-    from helios_pipelines.core.store.schema import Customer, OutboxRow
 
     store = open_store()
     try:
-        with store.transaction() as session:
-            query = select(Customer.slug, OutboxRow).join(Customer, Customer.id == OutboxRow.customer_id)
-            if tenant_id:
-                query = query.where(OutboxRow.customer_id == store.customer(session, tenant_id).id)
-            if status:
-                query = query.where(OutboxRow.status == status)
-            rows = session.execute(query.order_by(OutboxRow.id.desc()).limit(limit)).all()
+        rows = store.outbox_rows(tenant_id, status, limit)
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
     finally:

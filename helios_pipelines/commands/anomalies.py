@@ -21,12 +21,11 @@ def command() -> None:
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
 def anomalies_list(tenant_id: str | None, open_only: bool, unacknowledged: bool, limit: int) -> None:
     """Newest first: id, tenant, metric, when, peak score, state, description."""
-    from helios_pipelines.core.anomaly_log import list_anomalies
     from helios_pipelines.core.store import StoreError
 
     store = open_store()
     try:
-        found = list_anomalies(store, tenant_id, open_only, unacknowledged, limit)
+        found = store.list_anomalies(tenant_id, open_only, unacknowledged, limit)
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
     finally:
@@ -46,13 +45,12 @@ def anomalies_list(tenant_id: str | None, open_only: bool, unacknowledged: bool,
 @click.option("--tenant", "tenant_id", default=None, help="refuse ids that are not this tenant's")
 def ack(anomaly_ids: tuple[int, ...], by: str | None, tenant_id: str | None) -> None:
     """Acknowledge anomalies by id."""
-    from helios_pipelines.core.anomaly_log import acknowledge
     from helios_pipelines.core.store import StoreError
 
     store = open_store()
     try:
         for anomaly_id in anomaly_ids:
-            anomaly = acknowledge(store, anomaly_id, by or getpass.getuser(), tenant_id)
+            anomaly = store.acknowledge_anomaly(anomaly_id, by or getpass.getuser(), tenant_id)
             click.echo(f"acknowledged {anomaly.id} ({anomaly.metric_name}) by {anomaly.acknowledged_by}")
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None

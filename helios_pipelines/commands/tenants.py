@@ -164,17 +164,16 @@ def add(ctx: click.Context, tenant_id: str, name: str, plan: str, seed: int, sla
 @click.pass_context
 def show(ctx: click.Context, tenant_id: str) -> None:
     """The tenant's configuration summary and its state in the store."""
-    from sqlalchemy import func, select
-
     from helios_pipelines.core.plans import violations
-    from helios_pipelines.core.store.schema import Anomaly, ApiKey, Customer, Prediction, utcnow
+    from helios_pipelines.core.store.schema import utcnow
 
     found = registry(ctx)
     tenant = found.tenants.get(tenant_id)
     store = open_store()
     try:
-        with _clear_errors(), store.transaction() as session:
-            customer = session.scalar(select(Customer).where(Customer.slug == tenant_id))
+        with _clear_errors():
+            summary = store.customer_summary(tenant_id)
+            customer = summary.customer if summary else None
             if tenant is None and customer is None:
                 load_tenant(ctx, tenant_id)  # the registry's error: unknown, or which keys are invalid
             if tenant is not None:
@@ -191,14 +190,11 @@ def show(ctx: click.Context, tenant_id: str) -> None:
                 return
             now = utcnow()
             click.echo(f"  store      plan={customer.plan} status={customer.status} since={customer.created_at:%Y-%m-%d}")
-            for key in session.scalars(select(ApiKey).where(ApiKey.customer_id == customer.id).order_by(ApiKey.created_at)):
+            for key in summary.keys:
                 state = "valid" if key.valid_at(now) else ("revoked" if key.revoked_at else "expired")
                 until = f" until {key.expires_at:%Y-%m-%d %H:%M}Z" if key.expires_at and key.valid_at(now) else ""
                 click.echo(f"  api key    hel_{key.prefix}_…  created {key.created_at:%Y-%m-%d %H:%M}Z  {state}{until}")
-            predictions = session.scalar(select(func.count()).where(Prediction.customer_id == customer.id))
-            open_anomalies = session.scalar(select(func.count()).where(
-                Anomaly.customer_id == customer.id, Anomaly.resolved_at.is_(None)))
-            click.echo(f"  history    predictions={predictions} open anomalies={open_anomalies}")
+            click.echo(f"  history    predictions={summary.predictions} open anomalies={summary.open_anomalies}")
         outbox = store.outbox_counts(tenant_id)
         click.echo("  alerts     " + (", ".join(f"{s}={n}" for s, n in sorted(outbox.items())) or "none"))
     finally:

@@ -45,10 +45,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import httpx
-from sqlalchemy.orm import Session
 
 from helios_pipelines.core import plans
-from helios_pipelines.core.store import Store
+from helios_pipelines.core.store import Store, Transaction
 from helios_pipelines.core.store.schema import ACTIVE, DEAD, DELIVERED, PENDING, OutboxRow, utcnow
 from helios_pipelines.core.tenants import PAGERDUTY_ROUTING_KEY, TenantConfig, Webhook
 
@@ -169,7 +168,7 @@ def verify_signature(secret: str, timestamp: str, body: bytes, signature: str, n
 
 
 # ---- routing -------------------------------------------------------------------------------------
-def enqueue(store: Store, session: Session, tenant: TenantConfig, alerts: list[Alert],
+def enqueue(store: Store, session: Transaction, tenant: TenantConfig, alerts: list[Alert],
             now: datetime | None = None) -> int:
     """Outbox rows for every webhook subscribed to each alert's event, in the caller's transaction.
 
@@ -197,7 +196,7 @@ def enqueue(store: Store, session: Session, tenant: TenantConfig, alerts: list[A
                 "secret_env": webhook.secret_env, "status": PENDING, "attempts": 0,
                 "next_attempt_at": now, "created_at": now,
             })
-    return store.insert_ignoring_duplicates(session, OutboxRow, rows, ["idempotency_key"])
+    return store.add_outbox_rows(session, rows)
 
 
 def route(store: Store, tenant: TenantConfig, alerts: list[Alert], now: datetime | None = None) -> int:

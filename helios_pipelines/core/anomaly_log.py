@@ -17,23 +17,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import pandas as pd
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from helios_pipelines.core import alerts, plans
-from helios_pipelines.core.store import Store, StoreError
-from helios_pipelines.core.store.schema import Anomaly, Customer, utcnow
+from helios_pipelines.core.store import Store, Transaction
+from helios_pipelines.core.store.schema import Anomaly
 from helios_pipelines.core.tenants import TenantConfig
 
 OPENED, EXTENDED, RESOLVED = "opened", "extended", "resolved"
-# A concurrent poller may open the same episode first; the unique index refuses the second, which
-# then re-reads and extends. Two rounds settle it; the third is slack.
-_CONFLICT_ROUNDS = 3
-
-
-class UnknownAnomalyError(StoreError, KeyError):
-    def __str__(self) -> str:
-        return self.args[0]
 
 
 @dataclass(frozen=True)
@@ -89,48 +79,41 @@ def record_detection(store: Store, tenant: TenantConfig, result: dict, detected_
         (s for s in result["scores"] if s.get("score") is not None and not s.get("warming_up")),
         key=lambda s: (pd.Timestamp(s["timestamp"]), not s["anomalous"], -float(s["score"]), s["metric"]),
     )
-    rounds = 0
-    while True:
-        try:
-            return _record_once(store, tenant, points, float(result["threshold"]), detected_by, now)
-        except IntegrityError:
-            rounds += 1
-            if rounds >= _CONFLICT_ROUNDS:
-                raise
+    # A concurrent poller may open the same episode first: the next round re-reads and extends it.
+    return store.retry_on_conflict(
+        lambda session: _record_once(store, session, tenant, points, float(result["threshold"]), detected_by, now))
 
 
-def _record_once(store: Store, tenant: TenantConfig, points: list[dict], threshold: float, detected_by: str,
-                 now: datetime | None) -> list[EpisodeChange]:
-    with store.transaction() as session:
-        customer = store.active_customer(session, tenant.id)
-        plans.require_feature(tenant.id, customer.plan, plans.ANOMALY_DETECTION)
-        changes, routed = [], []
-        for point in points:
-            applied = _apply(session, customer.id, tenant, point, threshold, detected_by)
-            if applied is None:
-                continue
-            change, episode = applied
-            changes.append(change)
-            if change.change in (OPENED, RESOLVED):
-                action = alerts.TRIGGER if change.change == OPENED else alerts.RESOLVE
-                routed.append(_alert(tenant, episode, action, change.at))
-        alerts.enqueue(store, session, tenant, routed, now)
-        return changes
+def _record_once(store: Store, session: Transaction, tenant: TenantConfig, points: list[dict], threshold: float,
+                 detected_by: str, now: datetime | None) -> list[EpisodeChange]:
+    customer = store.active_customer(session, tenant.id)
+    plans.require_feature(tenant.id, customer.plan, plans.ANOMALY_DETECTION)
+    changes, routed = [], []
+    for point in points:
+        applied = _apply(store, session, customer.id, tenant, point, threshold, detected_by)
+        if applied is None:
+            continue
+        change, episode = applied
+        changes.append(change)
+        if change.change in (OPENED, RESOLVED):
+            action = alerts.TRIGGER if change.change == OPENED else alerts.RESOLVE
+            routed.append(_alert(tenant, episode, action, change.at))
+    alerts.enqueue(store, session, tenant, routed, now)
+    return changes
 
 
-def _apply(session, customer_id, tenant: TenantConfig, point: dict, threshold: float, detected_by: str):
+def _apply(store: Store, session: Transaction, customer_id, tenant: TenantConfig, point: dict, threshold: float,
+           detected_by: str):
     at = pd.Timestamp(point["timestamp"]).tz_convert("UTC").to_pydatetime()
     metric, score, value = point["metric"], float(point["score"]), point.get("value")
     # One episode per tenant: the metrics of one incident join the episode the first one opened.
-    episode = session.scalar(select(Anomaly).where(
-        Anomaly.customer_id == customer_id, Anomaly.resolved_at.is_(None)).order_by(Anomaly.detected_at).limit(1))
+    episode = store.open_anomaly(session, customer_id)
     if point["anomalous"]:
         if episode is None:
-            episode = Anomaly(customer_id=customer_id, metric_name=metric, detected_at=at, last_seen_at=at,
-                              anomaly_score=score, peak_value=value, detected_by=detected_by, acknowledged=False,
-                              description=_describe(tenant, metric, at, value, score, threshold) + _named([metric]))
-            session.add(episode)
-            session.flush()
+            episode = store.add_anomaly(
+                session, customer_id=customer_id, metric_name=metric, detected_at=at, last_seen_at=at,
+                anomaly_score=score, peak_value=value, detected_by=detected_by, acknowledged=False,
+                description=_describe(tenant, metric, at, value, score, threshold) + _named([metric]))
             return EpisodeChange(episode.id, metric, OPENED, at, score), episode
         named = episode_metrics(episode)
         if at <= episode.last_seen_at and score <= episode.anomaly_score and metric in named:
@@ -149,30 +132,3 @@ def _apply(session, customer_id, tenant: TenantConfig, point: dict, threshold: f
         return EpisodeChange(episode.id, metric, RESOLVED, at, episode.anomaly_score), episode
     return None
 
-
-def list_anomalies(store: Store, tenant_id: str | None = None, open_only: bool = False,
-                   unacknowledged_only: bool = False, limit: int = 100) -> list[tuple[str, Anomaly]]:
-    """(tenant id, anomaly) pairs, newest first."""
-    with store.transaction() as session:
-        query = select(Customer.slug, Anomaly).join(Customer, Customer.id == Anomaly.customer_id)
-        if tenant_id:
-            query = query.where(Anomaly.customer_id == store.customer(session, tenant_id).id)
-        if open_only:
-            query = query.where(Anomaly.resolved_at.is_(None))
-        if unacknowledged_only:
-            query = query.where(Anomaly.acknowledged.is_(False))
-        return [tuple(row) for row in session.execute(query.order_by(Anomaly.detected_at.desc()).limit(limit))]
-
-
-def acknowledge(store: Store, anomaly_id: int, by: str, tenant_id: str | None = None,
-                now: datetime | None = None) -> Anomaly:
-    """Mark an anomaly acknowledged. An API endpoint passes the caller's ``tenant_id`` so one tenant
-    can never acknowledge another's anomaly (it gets the same not-found error as for a missing id)."""
-    with store.transaction() as session:
-        anomaly = session.get(Anomaly, anomaly_id)
-        if anomaly is None or (tenant_id is not None and anomaly.customer_id != store.customer(session, tenant_id).id):
-            owner = f" of tenant '{tenant_id}'" if tenant_id else ""
-            raise UnknownAnomalyError(f"no anomaly {anomaly_id}{owner}")
-        if not anomaly.acknowledged:
-            anomaly.acknowledged, anomaly.acknowledged_at, anomaly.acknowledged_by = True, now or utcnow(), by
-        return anomaly

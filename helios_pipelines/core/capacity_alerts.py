@@ -20,16 +20,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-
 from helios_pipelines.core import alerts
-from helios_pipelines.core.store import Store
+from helios_pipelines.core.store import Store, Transaction
 from helios_pipelines.core.store.schema import AlertEpisode
 from helios_pipelines.core.tenants import TenantConfig
 
 OPENED, RESOLVED = "opened", "resolved"
-_CONFLICT_ROUNDS = 3
 
 
 @dataclass(frozen=True)
@@ -89,42 +85,31 @@ def record_readings(store: Store, tenant: TenantConfig, readings: list[CapacityR
                     now: datetime | None = None) -> list[EpisodeChange]:
     """Fold one step's readings into the tenant's episodes; route the alerts of those opened or resolved."""
     found = [c for reading in readings for c in conditions(tenant, reading)]
-    rounds = 0
-    while True:
-        try:
-            return _record_once(store, tenant, found, at, now)
-        except IntegrityError:  # another replica opened the same episode first: re-read it
-            rounds += 1
-            if rounds >= _CONFLICT_ROUNDS:
-                raise
+    # Another replica may open the same episode first: the next round re-reads it.
+    return store.retry_on_conflict(lambda session: _record_once(store, session, tenant, found, at, now))
 
 
-def _record_once(store: Store, tenant: TenantConfig, found: list[Condition], at: datetime,
+def _record_once(store: Store, session: Transaction, tenant: TenantConfig, found: list[Condition], at: datetime,
                  now: datetime | None) -> list[EpisodeChange]:
-    with store.transaction() as session:
-        customer = store.active_customer(session, tenant.id)
-        changes, routed = [], []
-        for condition in found:
-            episode = session.scalar(select(AlertEpisode).where(
-                AlertEpisode.customer_id == customer.id, AlertEpisode.event == condition.event,
-                AlertEpisode.subject == condition.service, AlertEpisode.resolved_at.is_(None)))
-            if condition.active and episode is None:
-                episode = AlertEpisode(customer_id=customer.id, event=condition.event, subject=condition.service,
-                                       opened_at=at, last_seen_at=at, peak=condition.value,
-                                       description=condition.summary)
-                session.add(episode)
-                session.flush()
-                changes.append(EpisodeChange(condition.event, condition.service, OPENED, episode.id))
-                routed.append(_alert(tenant, episode, condition, alerts.TRIGGER, at))
-            elif condition.active and at > episode.last_seen_at:
-                episode.last_seen_at = at
-                episode.peak = max(episode.peak, condition.value)
-            elif not condition.active and episode is not None and at > episode.last_seen_at:
-                episode.resolved_at = at
-                changes.append(EpisodeChange(condition.event, condition.service, RESOLVED, episode.id))
-                routed.append(_alert(tenant, episode, condition, alerts.RESOLVE, at))
-        alerts.enqueue(store, session, tenant, routed, now)
-        return changes
+    customer = store.active_customer(session, tenant.id)
+    changes, routed = [], []
+    for condition in found:
+        episode = store.open_alert_episode(session, customer.id, condition.event, condition.service)
+        if condition.active and episode is None:
+            episode = store.add_alert_episode(session, customer_id=customer.id, event=condition.event,
+                                              subject=condition.service, opened_at=at, last_seen_at=at,
+                                              peak=condition.value, description=condition.summary)
+            changes.append(EpisodeChange(condition.event, condition.service, OPENED, episode.id))
+            routed.append(_alert(tenant, episode, condition, alerts.TRIGGER, at))
+        elif condition.active and at > episode.last_seen_at:
+            episode.last_seen_at = at
+            episode.peak = max(episode.peak, condition.value)
+        elif not condition.active and episode is not None and at > episode.last_seen_at:
+            episode.resolved_at = at
+            changes.append(EpisodeChange(condition.event, condition.service, RESOLVED, episode.id))
+            routed.append(_alert(tenant, episode, condition, alerts.RESOLVE, at))
+    alerts.enqueue(store, session, tenant, routed, now)
+    return changes
 
 
 def _alert(tenant: TenantConfig, episode: AlertEpisode, condition: Condition, action: str, at: datetime) -> alerts.Alert:

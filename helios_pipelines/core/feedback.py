@@ -24,12 +24,10 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import select, update
-
 from helios_pipelines.core.exposition import Sample
 from helios_pipelines.core.sources import MetricsSource
 from helios_pipelines.core.store import Store, UnknownCustomerError
-from helios_pipelines.core.store.schema import Prediction, utcnow
+from helios_pipelines.core.store.schema import utcnow
 from helios_pipelines.core.tenants import TenantConfig, format_horizon
 
 log = logging.getLogger(__name__)
@@ -143,14 +141,8 @@ def join_actuals(store: Store, source: MetricsSource, tenant: TenantConfig, now:
     step = tenant.step_timedelta
     customer_id = store.customer_id(tenant.id)
     with store.transaction() as session:
-        pending = session.execute(
-            select(Prediction.id, Prediction.metric_name, Prediction.timestamp).where(
-                Prediction.customer_id == customer_id,
-                Prediction.actual_value.is_(None),
-                Prediction.timestamp <= (now - step).to_pydatetime(),
-                Prediction.timestamp >= (now - lookback).to_pydatetime(),
-            )
-        ).all()
+        pending = store.predictions_awaiting_actuals(
+            session, customer_id, since=(now - lookback).to_pydatetime(), until=(now - step).to_pydatetime())
         if not pending:
             return 0
         frame = pd.DataFrame(pending, columns=["id", "metric", "timestamp"])
@@ -167,8 +159,7 @@ def join_actuals(store: Store, source: MetricsSource, tenant: TenantConfig, now:
                 if np.isfinite(value):
                     updates.append({"id": int(row_id), "actual_value": float(value),
                                     "seasonal_naive_value": float(baseline) if np.isfinite(baseline) else None})
-        if updates:
-            session.execute(update(Prediction), updates)
+        store.record_actuals(session, updates)
         return len(updates)
 
 
@@ -194,17 +185,7 @@ def live_accuracy(store: Store, tenant_id: str, window: timedelta = timedelta(da
     now = pd.Timestamp(now or utcnow())
     start = now - window * windows
     customer_id = store.customer_id(tenant_id)
-    with store.transaction() as session:
-        found = session.execute(
-            select(Prediction.metric_name, Prediction.horizon_minutes, Prediction.timestamp, Prediction.predicted_value,
-                   Prediction.actual_value, Prediction.lower_value, Prediction.upper_value, Prediction.interval_level,
-                   Prediction.seasonal_naive_value).where(
-                Prediction.customer_id == customer_id,
-                Prediction.actual_value.is_not(None),
-                Prediction.timestamp >= start.to_pydatetime(),
-                Prediction.timestamp < now.to_pydatetime(),
-            )
-        ).all()
+    found = store.predictions_with_actuals(customer_id, start.to_pydatetime(), now.to_pydatetime())
     columns = ["metric", "horizon", "timestamp", "predicted", "actual", "lower", "upper", "level", "naive"]
     frame = pd.DataFrame(found, columns=columns)
     if frame.empty:

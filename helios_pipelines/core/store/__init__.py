@@ -8,7 +8,7 @@ unit of work writes them at commit); they never build a query. The package has o
 - ``schema``: the tables (the integration guide's SaaS schema, and where it differs), column types, row states;
 - ``base``: engine, transactions, the dialect-portable insert, customer lookups;
 - ``customers``: customers and API keys; ``predictions``: served models, predictions and actuals;
-- ``outbox``: the alert outbox;
+- ``anomalies``: anomaly and capacity-alert episodes; ``outbox``: the alert outbox;
 - ``events``: posted events and once-per-step claims; ``retention``: deleting old history.
 
 Source of truth: the YAML registry owns configuration (metrics, webhooks, thresholds, plan). The
@@ -20,11 +20,13 @@ store owns state: keys, the enabled/disabled status, predictions, anomalies, the
 from __future__ import annotations
 
 from helios_pipelines.core.store.base import StoreBase, Transaction, database_url, make_engine
+from helios_pipelines.core.store.anomalies import EpisodeQueries
 from helios_pipelines.core.store.customers import CustomerQueries
 from helios_pipelines.core.store.errors import (
     CustomerDisabledError,
     DuplicateCustomerError,
     StoreError,
+    UnknownAnomalyError,
     UnknownCustomerError,
 )
 from helios_pipelines.core.store.events import EventQueries, StepClaim
@@ -39,12 +41,14 @@ __all__ = [
     "Store",
     "StoreError",
     "Transaction",
+    "UnknownAnomalyError",
     "UnknownCustomerError",
     "database_url",
     "make_engine",
 ]
 
 
-class Store(CustomerQueries, PredictionQueries, EventQueries, OutboxQueries, RetentionQueries, StoreBase):
+class Store(CustomerQueries, PredictionQueries, EpisodeQueries, OutboxQueries, EventQueries, RetentionQueries,
+            StoreBase):
     """One database (SQLite or PostgreSQL); every method runs in its own transaction unless it is
     given one (``store.transaction()``)."""

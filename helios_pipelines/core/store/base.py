@@ -6,19 +6,25 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import create_engine, event, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from helios_pipelines.core.settings import helios_home
 from helios_pipelines.core.store.errors import CustomerDisabledError, UnknownCustomerError
 from helios_pipelines.core.store.schema import ACTIVE, Base, Customer
 
+T = TypeVar("T")
+# A concurrent writer may open the same episode first; the unique index refuses the second, which
+# then re-reads and extends. Two rounds settle it; the third is slack.
+CONFLICT_ROUNDS = 3
 # The handle ``Store.transaction()`` yields; callers pass it back to store methods, never query with it.
 Transaction = Session
 
@@ -73,6 +79,19 @@ class StoreBase:
         """A session whose work commits together or not at all."""
         with self._sessions.begin() as session:
             yield session
+
+    def retry_on_conflict(self, work: Callable[[Transaction], T], rounds: int = CONFLICT_ROUNDS) -> T:
+        """``work`` in a transaction of its own, run again in a fresh one when a unique index refuses
+        one of its writes (another replica opened the same episode first: the next round finds it)."""
+        failed = 0
+        while True:
+            try:
+                with self.transaction() as session:
+                    return work(session)
+            except IntegrityError:
+                failed += 1
+                if failed >= rounds:
+                    raise
 
     def insert_ignoring_duplicates(self, session: Session, model: type[Base], rows: list[dict], unique: list[str]) -> int:
         """INSERT ... ON CONFLICT DO NOTHING on both dialects; returns how many rows were new."""

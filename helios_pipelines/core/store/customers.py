@@ -9,7 +9,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from helios_pipelines.core import plans
@@ -19,9 +19,11 @@ from helios_pipelines.core.store.schema import (
     ACTIVE,
     API_KEY_SCHEME,
     DISABLED,
+    Anomaly,
     ApiKey,
     Customer,
     CustomerMetric,
+    Prediction,
     utcnow,
 )
 from helios_pipelines.core.tenants import TenantConfig, TenantRegistry
@@ -51,6 +53,16 @@ class Authenticated:
     customer_id: uuid.UUID
     slug: str
     plan: str
+
+
+@dataclass(frozen=True)
+class CustomerSummary:
+    """A customer's state in the store, as ``helios tenants show`` prints it."""
+
+    customer: Customer
+    keys: list[ApiKey]  # oldest first
+    predictions: int
+    open_anomalies: int
 
 
 class CustomerQueries(StoreBase):
@@ -160,3 +172,15 @@ class CustomerQueries(StoreBase):
                 return None
             return Authenticated(customer.id, customer.slug, customer.plan)
 
+    def customer_summary(self, slug: str) -> CustomerSummary | None:
+        """The customer's row, keys and history counts; None when it is not in the store."""
+        with self.transaction() as session:
+            customer = session.scalar(select(Customer).where(Customer.slug == slug))
+            if customer is None:
+                return None
+            keys = list(session.scalars(
+                select(ApiKey).where(ApiKey.customer_id == customer.id).order_by(ApiKey.created_at)))
+            predictions = session.scalar(select(func.count()).where(Prediction.customer_id == customer.id))
+            open_anomalies = session.scalar(select(func.count()).where(
+                Anomaly.customer_id == customer.id, Anomaly.resolved_at.is_(None)))
+            return CustomerSummary(customer, keys, predictions, open_anomalies)

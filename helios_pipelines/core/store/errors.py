@@ -19,3 +19,7 @@ class DuplicateCustomerError(StoreError):
 class CustomerDisabledError(StoreError):
     pass
 
+
+class UnknownAnomalyError(StoreError, KeyError):
+    def __str__(self) -> str:
+        return self.args[0]

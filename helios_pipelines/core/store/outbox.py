@@ -1,4 +1,4 @@
-"""The alert outbox: leasing due rows to a delivery worker and recording each attempt's outcome."""
+"""The alert outbox: rows added by routing, leased to a delivery worker, each attempt's outcome recorded."""
 
 from __future__ import annotations
 
@@ -7,11 +7,16 @@ from datetime import datetime, timedelta
 from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.orm import aliased
 
-from helios_pipelines.core.store.base import StoreBase
-from helios_pipelines.core.store.schema import PENDING, OutboxRow
+from helios_pipelines.core.store.base import StoreBase, Transaction
+from helios_pipelines.core.store.schema import PENDING, Customer, OutboxRow
 
 
 class OutboxQueries(StoreBase):
+    def add_outbox_rows(self, session: Transaction, rows: list[dict]) -> int:
+        """Rows in the caller's transaction; one whose idempotency key is stored already is skipped.
+        Returns how many were new."""
+        return self.insert_ignoring_duplicates(session, OutboxRow, rows, ["idempotency_key"])
+
     def claim_outbox(self, owner: str, now: datetime, lease: timedelta, limit: int) -> list[OutboxRow]:
         """Lease up to ``limit`` due rows to ``owner`` and count the attempt.
 
@@ -69,3 +74,13 @@ class OutboxQueries(StoreBase):
                 query = query.where(OutboxRow.customer_id == self.customer(session, slug).id)
             return dict(session.execute(query).all())
 
+    def outbox_rows(self, slug: str | None = None, status: str | None = None,
+                    limit: int = 50) -> list[tuple[str, OutboxRow]]:
+        """(tenant id, row) pairs, newest first."""
+        with self.transaction() as session:
+            query = select(Customer.slug, OutboxRow).join(Customer, Customer.id == OutboxRow.customer_id)
+            if slug:
+                query = query.where(OutboxRow.customer_id == self.customer(session, slug).id)
+            if status:
+                query = query.where(OutboxRow.status == status)
+            return [tuple(row) for row in session.execute(query.order_by(OutboxRow.id.desc()).limit(limit))]
