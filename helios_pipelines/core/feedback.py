@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
+
 from helios_pipelines.core.exposition import Sample
 from helios_pipelines.core.sources import MetricsSource
 from helios_pipelines.core.store import Store, UnknownCustomerError

@@ -19,8 +19,8 @@ store owns state: keys, the enabled/disabled status, predictions, anomalies, the
 
 from __future__ import annotations
 
-from helios_pipelines.core.store.base import StoreBase, Transaction, database_url, make_engine
 from helios_pipelines.core.store.anomalies import EpisodeQueries
+from helios_pipelines.core.store.base import StoreBase, Transaction, database_url, make_engine
 from helios_pipelines.core.store.customers import CustomerQueries
 from helios_pipelines.core.store.errors import (
     CustomerDisabledError,
