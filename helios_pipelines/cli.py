@@ -138,10 +138,10 @@ def _print_summary(registry, tenant_ids: list[str]) -> None:
             if champion is None:
                 click.echo(f"    {metric:22} no champion")
                 continue
-            tags = champion.tags or {}
+            tags = champion.tags
             click.echo(
-                f"    {metric:22} {tags.get('kind', '?'):15} MASE {tags.get('backtest_mase', '?'):>7} "
-                f"vs baseline {tags.get('baseline_mase', '?'):>7}   champion v{champion.version}"
+                f"    {metric:22} {tags.kind or '?':15} MASE {tags.backtest_mase or '?':>7} "
+                f"vs baseline {tags.baseline_mase or '?':>7}   champion v{champion.version}"
             )
         for capability in ("anomaly_detector", "capacity_planner"):
             champion = tracker.version_by_alias(registered_model_name(tenant_id, capability), CHAMPION)

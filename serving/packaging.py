@@ -41,7 +41,7 @@ def champion_pins(tenant: TenantConfig, tracker: Tracker) -> dict[str, dict]:
     for role, name in wanted.items():
         version = tracker.version_by_alias(name, CHAMPION)
         if version is not None:
-            pins[role] = {"name": name, "version": version.version, "kind": (version.tags or {}).get("kind", "")}
+            pins[role] = {"name": name, "version": version.version, "kind": version.tags.kind or ""}
     # A model without a champion (say a detector too noisy to promote) is left out: the service answers
     # 404 for it and serves the rest. A tenant with no champion at all has nothing to serve.
     if not pins:

@@ -175,7 +175,7 @@ def test_the_push_tenant_trains_from_what_was_pushed(pushed, window, service, pr
     assert all(check.passed for check in result.get_asset_check_evaluations() if check.check_name != "value_ranges")
     assert len(result.output_for_node("features")) == 2 * 288
     champion = Tracker().version_by_alias(registered_model_name(TENANT, "forecaster", next(iter(tenant.forecast_metrics))), CHAMPION)
-    assert champion is not None and champion.tags["source"] == "push"
+    assert champion is not None and champion.tags.source == "push"
 
 
 def test_helios_agent_command(pushed, service, prometheus_url, tmp_path, capsys):

@@ -21,7 +21,7 @@ from helios_pipelines.core import review
 from helios_pipelines.core.drift import PSI_THRESHOLD, Profile, decayed_metrics, drifted_metrics
 from helios_pipelines.core.models.base import SeasonalNaive
 from helios_pipelines.core.tenants import load_tenants
-from helios_pipelines.core.tracking import CHAMPION, Tracker, registered_model_name
+from helios_pipelines.core.tracking import CHAMPION, Tracker, VersionTags, registered_model_name
 from helios_pipelines.defs.automation import (
     LiveAccuracyResource,
     champion_change_sensor,
@@ -83,9 +83,9 @@ def log_champion(tracker: Tracker, tenant_id: str, start: pd.Timestamp, end: pd.
     model = SeasonalNaive(step="5min", max_horizon=12, metric=metric).fit(pd.Series(np.arange(len(index)), index=index))
     name = registered_model_name(tenant_id, "forecaster", metric)
     with tracker.start_run(tenant_id, f"forecaster {metric}"):
-        version = tracker.log_model(model, name, tags={
-            "data_start": str(start), "data_end": str(end), "source": "simulator", "backtest": {"mase": mase},
-        })
+        version = tracker.log_model(model, name, tags=VersionTags(
+            data_start=str(start), data_end=str(end), source="simulator", backtest={"mase": mase},
+        ))
     tracker.set_alias(name, CHAMPION, version.version)
     return version.version
 
@@ -215,9 +215,9 @@ def test_live_accuracy_decayed_by_served_predictions_makes_the_sensor_ask_for_a_
     model = SeasonalNaive(step="5min", max_horizon=12, metric="concurrent_users", season="7D").fit(history)
     name = registered_model_name("duel", "forecaster", "concurrent_users")
     with tracker.start_run("duel", "forecaster concurrent_users"):
-        version = tracker.log_model(model, name, tags={"data_start": str(history.index[0]),
-                                                       "data_end": str(history.index[-1]),
-                                                       "source": "simulator", "backtest": {"mase": 0.8}})
+        version = tracker.log_model(model, name, tags=VersionTags(data_start=str(history.index[0]),
+                                                                  data_end=str(history.index[-1]),
+                                                                  source="simulator", backtest={"mase": 0.8}))
     tracker.set_alias(name, CHAMPION, version.version)
     bundle = assemble_bundle(duel, champion_pins(duel, tracker), tracker, tmp_path / "bundle")
 

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from helios_pipelines.cli import main
 from helios_pipelines.core.models.base import SeasonalNaive
 from helios_pipelines.core.review import HISTORY_TAG, champion_history
-from helios_pipelines.core.tracking import CHALLENGER, CHAMPION, Tracker, registered_model_name
+from helios_pipelines.core.tracking import CHALLENGER, CHAMPION, Tracker, VersionTags, registered_model_name
 from tests.conftest import FIXTURE_TENANTS
 
 TENANT = "arena"
@@ -36,17 +36,16 @@ def seeded_registry(tmp_path_factory):
     model = SeasonalNaive(step="1h", max_horizon=4, metric="concurrent_users").fit(_series())
     for mase, promoted in VERSIONS:
         with tracker.start_run(TENANT, "forecaster concurrent_users"):
-            version = tracker.log_model(model, NAME, tags={
-                "metric": "concurrent_users",
-                "data_start": "2026-11-01 00:00:00+00:00",
-                "data_end": "2026-11-03 23:00:00+00:00",
-                "source": "simulator",
-                "backtest": {"mase": mase, "smape": mase / 10, "coverage_80": 0.8},
-                "baseline_backtest": {"mase": 1.0, "smape": 0.1, "coverage_80": 0.7},
-            })
+            version = tracker.log_model(model, NAME, tags=VersionTags(
+                metric="concurrent_users",
+                data_start="2026-11-01 00:00:00+00:00",
+                data_end="2026-11-03 23:00:00+00:00",
+                source="simulator",
+                backtest={"mase": mase, "smape": mase / 10, "coverage_80": 0.8},
+                baseline_backtest={"mase": 1.0, "smape": 0.1, "coverage_80": 0.7},
+            ))
         reason = "beats the champion" if promoted else "manual review: would promote (beats the champion)"
-        tracker.client.set_model_version_tag(NAME, version.version, "promotion",
-                                             json.dumps({"promoted": promoted, "reason": reason}))
+        tracker.tag_version(NAME, version.version, VersionTags(promotion={"promoted": promoted, "reason": reason}))
         if promoted:
             tracker.set_alias(NAME, CHAMPION, version.version)
     return root / "mlflow.db"
@@ -94,7 +93,7 @@ def test_promote_moves_champion_to_the_challenger_and_records_who_and_why(tracke
     result = helios("promote", TENANT, "concurrent_users", "--by", "ana", "--reason", "reviewed the plot")
     assert result.exit_code == 0, result.output
     assert champion(tracker) == "3"
-    review = json.loads(tracker.get_version(NAME, "3").tags["review"])
+    review = tracker.get_version(NAME, "3").tags.review
     assert (review["action"], review["by"], review["reason"]) == ("promoted", "ana", "reviewed the plot")
     assert champion_history(tracker, NAME) == ["1", "2", "3"]
     assert "promoted by ana: reviewed the plot" in helios("compare", TENANT, NAME).output
@@ -119,7 +118,8 @@ def test_a_rolled_back_version_can_be_promoted_again_by_version(tracker):
     assert champion(tracker) == "1"
     assert helios("promote", TENANT, NAME, "--version", "2", "--by", "ana", "--reason", "fixed upstream").exit_code == 0
     assert champion(tracker) == "2"
-    assert "rolled_back" not in tracker.get_version(NAME, "2").tags
+    assert not tracker.get_version(NAME, "2").tags.rolled_back
+    assert "rolled_back" not in tracker.client.get_model_version(NAME, "2").tags  # the tag itself is gone
     assert champion_history(tracker, NAME) == ["1", "2"]
 
 

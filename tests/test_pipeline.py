@@ -1,6 +1,5 @@
 """In-process materialisation of every asset for one partition, against a temporary MLflow."""
 
-import json
 
 from dagster import AssetKey, materialize
 
@@ -39,10 +38,9 @@ def test_mlflow_holds_the_experiment_models_aliases_and_plot(trained_arena):
     champion = tracker.version_by_alias("arena_concurrent_users_forecaster", CHAMPION)
     assert champion is not None
     tags = champion.tags
-    backtest = json.loads(tags["backtest"])
-    assert backtest["mase"] < json.loads(tags["baseline_backtest"])["mase"] or tags["kind"] == "seasonal_naive"
-    assert {"data_start", "data_end", "source", "candidates", "promotion"} <= set(tags)
-    assert json.loads(tags["promotion"])["promoted"] is True
+    assert tags.backtest["mase"] < tags.baseline_backtest["mase"] or tags.kind == "seasonal_naive"
+    assert {"data_start", "data_end", "source", "candidates", "promotion"} <= set(tags.to_tags())
+    assert tags.promotion["promoted"] is True
     artifacts = [a.path for a in tracker.client.list_artifacts(champion.run_id)]
     assert "forecast_vs_actual.png" in artifacts
     runs = tracker.client.search_runs([experiment.experiment_id])

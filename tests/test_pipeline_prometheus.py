@@ -44,4 +44,4 @@ def test_a_prometheus_tenant_trains_and_promotes_through_the_same_assets(prometh
     assert raw["concurrent_users"].notna().mean() > 0.95
     assert (raw["cpu_usage"].dropna() > 0).all()  # rate() over the counter, resets handled
     champion = Tracker().version_by_alias("arena-prom_concurrent_users_forecaster", CHAMPION)
-    assert champion is not None and champion.tags["source"] == "prometheus"
+    assert champion is not None and champion.tags.source == "prometheus"

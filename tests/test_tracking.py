@@ -1,6 +1,11 @@
 """MLflow naming and experiments, against a real MLflow store."""
 
-from helios_pipelines.core.tracking import Tracker
+import ast
+from pathlib import Path
+
+from helios_pipelines.core.tracking import Tracker, VersionTags
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_an_experiment_another_step_created_first_is_reused(tmp_path, monkeypatch):
@@ -19,3 +24,65 @@ def test_an_experiment_another_step_created_first_is_reused(tmp_path, monkeypatc
     monkeypatch.setattr(loser.client, "get_experiment_by_name", lookup_racing_the_winner)
     assert loser.experiment_id("duel") == winner
     assert looked_up == ["helios/duel", "helios/duel"]
+
+
+def _registered_version(tracker: Tracker, name: str) -> str:
+    """A bare registered version (no model logged: only its tags matter here)."""
+    tracker.client.create_registered_model(name)
+    return tracker.client.create_model_version(name, source="file:///nowhere").version
+
+
+def test_version_tags_are_stored_as_the_mlflow_ui_shows_them_and_read_back_typed(tmp_path):
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    version = _registered_version(tracker, "duel_players_forecaster")
+    tracker.tag_version("duel_players_forecaster", version, VersionTags(
+        kind="prophet", source="push", backtest={"mase": 0.8}, backtest_mase="0.8000",
+        promotion={"promoted": True, "reason": "beats the champion"}))
+    stored = tracker.client.get_model_version("duel_players_forecaster", version).tags
+    assert stored == {"kind": "prophet", "source": "push", "backtest": '{"mase": 0.8}', "backtest_mase": "0.8000",
+                      "promotion": '{"promoted": true, "reason": "beats the champion"}'}
+    tags = tracker.get_version("duel_players_forecaster", version).tags
+    assert (tags.kind, tags.backtest, tags.promotion["promoted"], tags.review) == ("prophet", {"mase": 0.8}, True, None)
+
+
+def test_a_later_tagging_step_keeps_the_earlier_tags_and_rolled_back_can_be_taken_off(tmp_path):
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    version = _registered_version(tracker, "duel_anomaly_detector")
+    tracker.tag_version("duel_anomaly_detector", version, VersionTags(kind="ensemble", evaluation={"recall": 1.0}))
+    tracker.tag_version("duel_anomaly_detector", version, VersionTags(rolled_back=True))
+    tags = tracker.get_version("duel_anomaly_detector", version).tags
+    assert (tags.kind, tags.evaluation, tags.rolled_back) == ("ensemble", {"recall": 1.0}, True)
+    tracker.tag_version("duel_anomaly_detector", version, VersionTags(rolled_back=False))
+    assert "rolled_back" not in tracker.client.get_model_version("duel_anomaly_detector", version).tags
+    assert tracker.get_version("duel_anomaly_detector", version).tags.kind == "ensemble"
+
+
+def test_a_structured_tag_edited_by_hand_into_non_json_reads_as_missing_and_foreign_tags_are_ignored():
+    tags = VersionTags.from_tags({"kind": "xgboost", "backtest": "{cut at 5000 chars", "evaluation": "[1, 2]",
+                                  "owner": "set in the MLflow UI"})
+    assert (tags.kind, tags.backtest, tags.evaluation) == ("xgboost", None, None)
+
+
+# Reading or writing a version's tags anywhere but core/tracking.py bypasses the schema.
+_RAW_VERSION_TAG_CALLS = {"set_model_version_tag", "delete_model_version_tag", "get_model_version",
+                          "get_model_version_by_alias", "search_model_versions"}
+
+
+def test_version_tags_are_written_and_parsed_only_through_the_schema():
+    offenders = []
+    for package in ("helios_pipelines", "serving"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if path == ROOT / "helios_pipelines/core/tracking.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Attribute) and node.attr in _RAW_VERSION_TAG_CALLS:
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} calls {node.attr}")
+                # tags.get("kind") / tags["kind"]: a raw tag dict read by key
+                looked_up = node.value if isinstance(node, ast.Subscript) else (
+                    node.value if isinstance(node, ast.Attribute) and node.attr == "get" else None)
+                if isinstance(looked_up, ast.BoolOp):  # (version.tags or {}).get("kind")
+                    looked_up = looked_up.values[0]
+                if isinstance(looked_up, ast.Attribute) and looked_up.attr == "tags" or (
+                        isinstance(looked_up, ast.Name) and looked_up.id == "tags"):
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} reads a raw tag")
+    assert not offenders, "use VersionTags (core/tracking.py):\n" + "\n".join(offenders)

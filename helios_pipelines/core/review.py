@@ -4,7 +4,7 @@ The pipeline promotes automatically (``core.training``) unless a tenant asks for
 way a person may move ``champion`` by hand. Every manual move is recorded twice so the MLflow UI tells
 the whole story:
 
-- on the version, the tag ``review`` (who, why, when, which action);
+- on the version, the tag ``review`` (who, why, when, which action; ``VersionTags.review``);
 - on the registered model, the tag ``champion_history``: the champions in the order they served, as a
   stack. ``rollback`` pops the current champion and serves the one below it again.
 
@@ -19,12 +19,10 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from helios_pipelines.core.tracking import CHALLENGER, CHAMPION, RegisteredVersion, Tracker
+from helios_pipelines.core.tracking import CHALLENGER, CHAMPION, RegisteredVersion, Tracker, VersionTags
 
+# A tag of the registered model (the version tags are VersionTags).
 HISTORY_TAG = "champion_history"
-REVIEW_TAG = "review"
-PROMOTION_TAG = "promotion"
-ROLLED_BACK_TAG = "rolled_back"
 
 
 class ReviewError(ValueError):
@@ -33,7 +31,7 @@ class ReviewError(ValueError):
 
 @dataclass(frozen=True)
 class VersionSummary:
-    """The numbers and provenance a reviewer compares, read from a version's tags."""
+    """The numbers and provenance a reviewer compares, from a version's :class:`VersionTags`."""
 
     version: str
     kind: str
@@ -49,28 +47,27 @@ class VersionSummary:
 
     @classmethod
     def of(cls, version: RegisteredVersion) -> VersionSummary:
-        tags = version.tags or {}
-        backtest = _json(tags.get("backtest")) or {}
-        baseline = _json(tags.get("baseline_backtest")) or {}
+        tags = version.tags
+        backtest = tags.backtest or {}
+        baseline = tags.baseline_backtest or {}
         # The interval coverage is keyed by its level (coverage_80); a reviewer wants the nominal one.
         coverage = next((v for k, v in sorted(backtest.items()) if k.startswith("coverage")), None)
-        promotion = _json(tags.get(PROMOTION_TAG)) or {}
-        review = _json(tags.get(REVIEW_TAG))
-        decision = promotion.get("reason")
+        review = tags.review
+        decision = (tags.promotion or {}).get("reason")
         if review:
             decision = f"{review['action']} by {review['by']}: {review['reason']}"
         return cls(
             version=version.version,
-            kind=tags.get("kind", "?"),
+            kind=tags.kind or "?",
             mase=_number(backtest.get("mase")),
             smape=_number(backtest.get("smape")),
             coverage=_number(coverage),
             baseline_mase=_number(baseline.get("mase")),
-            data_start=tags.get("data_start"),
-            data_end=tags.get("data_end"),
-            source=tags.get("source"),
+            data_start=tags.data_start,
+            data_end=tags.data_end,
+            source=tags.source,
             promotion=decision,
-            evaluation=_json(tags.get("evaluation")),
+            evaluation=tags.evaluation,
         )
 
 
@@ -98,17 +95,12 @@ def resolve_model_name(tracker: Tracker, tenant_id: str, name: str) -> str:
 
 def champion_history(tracker: Tracker, name: str) -> list[str]:
     """Versions that served as champion, oldest first; the last one is the current champion."""
-    model = tracker.client.get_registered_model(name)
-    recorded = [str(v) for v in (_json(model.tags.get(HISTORY_TAG)) or [])]
+    recorded = [str(v) for v in (_json(tracker.model_tag(name, HISTORY_TAG)) or [])]
     newest_recorded = max((int(v) for v in recorded), default=0)
-    promoted_since = sorted(
-        (v for v in tracker.client.search_model_versions(f"name='{name}'") if int(v.version) > newest_recorded),
-        key=lambda v: int(v.version),
-    )
     history = recorded + [
-        str(v.version)
-        for v in promoted_since
-        if (_json(v.tags.get(PROMOTION_TAG)) or {}).get("promoted") and ROLLED_BACK_TAG not in v.tags
+        v.version
+        for v in tracker.versions(name)
+        if int(v.version) > newest_recorded and (v.tags.promotion or {}).get("promoted") and not v.tags.rolled_back
     ]
     champion = tracker.version_by_alias(name, CHAMPION)
     if champion is not None and (not history or history[-1] != champion.version):
@@ -118,7 +110,7 @@ def champion_history(tracker: Tracker, name: str) -> list[str]:
 
 def _mark(tracker: Tracker, name: str, version: str, action: str, by: str, reason: str) -> None:
     note = {"action": action, "by": by, "reason": reason, "at": datetime.now(UTC).isoformat(timespec="seconds")}
-    tracker.client.set_model_version_tag(name, version, REVIEW_TAG, json.dumps(note))
+    tracker.tag_version(name, version, VersionTags(review=note))
 
 
 def promote(tracker: Tracker, name: str, by: str, reason: str, version: str | None = None) -> tuple[str | None, str]:
@@ -135,9 +127,9 @@ def promote(tracker: Tracker, name: str, by: str, reason: str, version: str | No
         raise ReviewError(f"version {version} of {name} is already the champion")
     tracker.set_alias(name, CHAMPION, version)
     tracker.client.set_registered_model_tag(name, HISTORY_TAG, json.dumps([*history, version]))
-    if ROLLED_BACK_TAG in (tracker.get_version(name, version).tags or {}):
+    if tracker.get_version(name, version).tags.rolled_back:
         # Promoted again by hand: it is a champion of the history once more.
-        tracker.client.delete_model_version_tag(name, version, ROLLED_BACK_TAG)
+        tracker.tag_version(name, version, VersionTags(rolled_back=False))
     _mark(tracker, name, version, "promoted", by, reason)
     return before, version
 
@@ -151,6 +143,6 @@ def rollback(tracker: Tracker, name: str, by: str, reason: str) -> tuple[str, st
     current, previous = history[-1], history[-2]
     tracker.set_alias(name, CHAMPION, previous)
     tracker.client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history[:-1]))
-    tracker.client.set_model_version_tag(name, current, ROLLED_BACK_TAG, "true")
+    tracker.tag_version(name, current, VersionTags(rolled_back=True))
     _mark(tracker, name, current, "rolled back", by, reason)
     return current, previous

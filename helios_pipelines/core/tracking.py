@@ -5,7 +5,10 @@
   ``<tenant>_anomaly_detector``, ``<tenant>_capacity_planner``;
 - aliases ``challenger`` (the newest candidate) and ``champion`` (what serving loads), never stages;
 - every model is logged as an MLflow pyfunc wrapping the Helios model directory, so notebooks load it
-  with ``mlflow.pyfunc.load_model`` and serving unwraps the same object.
+  with ``mlflow.pyfunc.load_model`` and serving unwraps the same object;
+- a version's tags follow one schema, :class:`VersionTags`: written through ``Tracker.log_model`` /
+  ``Tracker.tag_version`` and read as ``RegisteredVersion.tags`` (``tests/test_tracking.py`` holds the
+  rest of the code to it).
 """
 
 from __future__ import annotations
@@ -13,15 +16,16 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import mlflow
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import PythonModel
+from pydantic import BaseModel, ConfigDict
 
 from helios_pipelines.core.models.base import META_FILE, SavableModel
 from helios_pipelines.core.settings import helios_home
@@ -30,6 +34,8 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 # Pinned requirements keep log_model off pip's dependency inference (6 s -> about 1 s a model).
 PIP_REQUIREMENTS = ["pandas", "numpy", "scikit-learn", "xgboost", "prophet", "joblib"]
+# MLflow keeps at most 5000 characters of a tag value (8000 on newer servers; the smaller is safe).
+MAX_TAG_CHARS = 5000
 
 
 def default_tracking_uri() -> str:
@@ -61,13 +67,78 @@ class HeliosPythonModel(PythonModel):
         raise TypeError(f"{self.model.kind} has no pyfunc predict; load it with load_helios_model")
 
 
+class VersionTags(BaseModel):
+    """The tags of a registered Helios version: the tag key is the field name. Structured values are
+    JSON in the tag (the MLflow UI shows them as is); every field is optional because a version is
+    tagged in steps (trained, promoted, reviewed) and older versions lack newer tags."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: str | None = None  # xgboost, prophet, seasonal_naive, the detector's or planner's kind
+    capability: str | None = None  # forecaster, anomaly_detector, capacity_planner
+    metric: str | None = None
+    # the training window and where its data came from
+    source: str | None = None
+    data_start: str | None = None
+    data_end: str | None = None
+    # forecasters: the winner's and the seasonal-naive baseline's backtest metrics, and every candidate's MASE;
+    # the planner: per service, each learned value's backtest
+    backtest: dict | None = None
+    baseline_backtest: dict | None = None
+    backtest_mase: str | None = None  # the winner's MASE as the UI and `helios demo` show it
+    baseline_mase: str | None = None
+    candidates: dict | None = None
+    evaluation: dict | None = None  # the detector's hold-out figures
+    config_hash: str | None = None  # the planner's configuration, to skip an unchanged one
+    fleet: str | None = None  # the planner's values in use and their sources, one line per service
+    promotion: dict | None = None  # {"promoted": bool, "reason": str}, written by the pipeline
+    review: dict | None = None  # {"action", "by", "reason", "at"}, written by a manual promote/rollback
+    rolled_back: bool = False
+
+    def to_tags(self) -> dict[str, str]:
+        """The set fields as MLflow tag values."""
+        tags = {}
+        for name, value in self.model_dump(exclude_none=True).items():
+            if name == "rolled_back":
+                if value:
+                    tags[name] = "true"
+                continue
+            tags[name] = (value if isinstance(value, str) else json.dumps(value, default=str))[:MAX_TAG_CHARS]
+        return tags
+
+    @classmethod
+    def from_tags(cls, tags: Mapping[str, str] | None) -> VersionTags:
+        """A version's tags; tags of other names (set by hand in the UI) are left out, and a structured
+        tag that is not a JSON object (cut at the length limit, edited by hand) reads as missing."""
+        values: dict = {}
+        for name, field in cls.model_fields.items():
+            if name not in (tags or {}):
+                continue
+            raw = tags[name]
+            if name == "rolled_back":
+                values[name] = True
+            elif field.annotation == dict | None:
+                values[name] = _json_object(raw)
+            else:
+                values[name] = raw
+        return cls(**values)
+
+
+def _json_object(text: str) -> dict | None:
+    try:
+        found = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return found if isinstance(found, dict) else None
+
+
 @dataclass(frozen=True)
 class RegisteredVersion:
     name: str
     version: str
     run_id: str
     aliases: tuple[str, ...] = ()
-    tags: dict[str, str] | None = None
+    tags: VersionTags = VersionTags()
 
 
 class Tracker:
@@ -116,10 +187,11 @@ class Tracker:
         self,
         model: SavableModel,
         registered_name: str,
-        tags: dict[str, Any] | None = None,
+        tags: VersionTags | None = None,
         alias: str | None = CHALLENGER,
     ) -> RegisteredVersion:
-        """Log ``model`` in the active run as a pyfunc, register it, tag the version, set ``alias``."""
+        """Log ``model`` in the active run as a pyfunc, register it, tag the version (its kind and
+        capability from the model), set ``alias``."""
         with tempfile.TemporaryDirectory() as tmp:
             model_dir = model.save(Path(tmp) / "helios_model")
             info = mlflow.pyfunc.log_model(
@@ -130,17 +202,34 @@ class Tracker:
                 registered_model_name=registered_name,
             )
         version = str(info.registered_model_version)
-        version_tags = {"kind": model.kind, "capability": model.capability, **(tags or {})}
-        for key, value in version_tags.items():
-            text = value if isinstance(value, str) else json.dumps(value, default=str)
-            self.client.set_model_version_tag(registered_name, version, key, text[:5000])
+        tags = (tags or VersionTags()).model_copy(update={"kind": model.kind, "capability": model.capability})
+        self.tag_version(registered_name, version, tags)
         if alias:
             self.client.set_registered_model_alias(registered_name, alias, version)
         return self.get_version(registered_name, version)
 
+    def tag_version(self, name: str, version: str, tags: VersionTags) -> None:
+        """Set the tags ``tags`` sets (``rolled_back=False`` removes that tag); others are left alone."""
+        for key, text in tags.to_tags().items():
+            self.client.set_model_version_tag(name, version, key, text)
+        if not tags.rolled_back and "rolled_back" in tags.model_fields_set:
+            self.client.delete_model_version_tag(name, version, "rolled_back")
+
     def get_version(self, name: str, version: str) -> RegisteredVersion:
-        v = self.client.get_model_version(name, version)
-        return RegisteredVersion(name, str(v.version), v.run_id, tuple(v.aliases), dict(v.tags))
+        return self._registered(self.client.get_model_version(name, version))
+
+    @staticmethod
+    def _registered(v) -> RegisteredVersion:
+        return RegisteredVersion(v.name, str(v.version), v.run_id, tuple(v.aliases), VersionTags.from_tags(v.tags))
+
+    def versions(self, name: str) -> list[RegisteredVersion]:
+        """Every version of a registered model, oldest first."""
+        found = self.client.search_model_versions(f"name='{name}'")
+        return sorted((self._registered(v) for v in found), key=lambda v: int(v.version))
+
+    def model_tag(self, name: str, key: str) -> str | None:
+        """A tag of the registered model itself (not of a version)."""
+        return self.client.get_registered_model(name).tags.get(key)
 
     def version_by_alias(self, name: str, alias: str) -> RegisteredVersion | None:
         try:

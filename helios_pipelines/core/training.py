@@ -31,6 +31,7 @@ from helios_pipelines.core.tracking import (
     CHAMPION,
     RegisteredVersion,
     Tracker,
+    VersionTags,
     registered_model_name,
 )
 
@@ -143,15 +144,15 @@ def train_forecasters(
             version = tracker.log_model(
                 model,
                 registered_model_name(tenant.id, "forecaster", metric),
-                tags={
+                tags=VersionTags(
                     **tags,
-                    "metric": metric,
-                    "backtest": scores[winner],
-                    "baseline_backtest": scores[BASELINE],
-                    "backtest_mase": f"{scores[winner]['mase']:.4f}",
-                    "baseline_mase": f"{scores[BASELINE]['mase']:.4f}",
-                    "candidates": {k: round(v["mase"], 4) for k, v in scores.items()},
-                },
+                    metric=metric,
+                    backtest=scores[winner],
+                    baseline_backtest=scores[BASELINE],
+                    backtest_mase=f"{scores[winner]['mase']:.4f}",
+                    baseline_mase=f"{scores[BASELINE]['mase']:.4f}",
+                    candidates={k: round(v["mase"], 4) for k, v in scores.items()},
+                ),
             )
         trained[metric] = ForecastTraining(metric, steps, scores, winner, version, fit_seconds)
     return trained
@@ -161,8 +162,7 @@ def _champion_backtest(tracker: Tracker, name: str) -> tuple[str | None, dict | 
     champion = tracker.version_by_alias(name, CHAMPION)
     if champion is None:
         return None, None
-    raw = (champion.tags or {}).get("backtest")
-    return champion.version, json.loads(raw) if raw else None
+    return champion.version, champion.tags.backtest
 
 
 def promote_forecasters(
@@ -196,7 +196,7 @@ def promote_forecasters(
 def _record(tracker, name, challenger, champion_before, promote, reason, numbers) -> PromotionRecord:
     if promote:
         tracker.set_alias(name, CHAMPION, challenger)
-    tracker.client.set_model_version_tag(name, challenger, "promotion", json.dumps({"promoted": promote, "reason": reason}))
+    tracker.tag_version(name, challenger, VersionTags(promotion={"promoted": promote, "reason": reason}))
     return PromotionRecord(name, challenger, champion_before, promote, reason, numbers)
 
 
@@ -242,7 +242,7 @@ def train_detector(
         mlflow.log_metrics(stats)
         detector = tenant_detector(tenant).fit(frame)
         version = tracker.log_model(
-            detector, registered_model_name(tenant.id, "anomaly_detector"), tags={**tags, "evaluation": stats}
+            detector, registered_model_name(tenant.id, "anomaly_detector"), tags=VersionTags(**tags, evaluation=stats)
         )
     return version, stats
 
@@ -295,14 +295,14 @@ def train_capacity_planner(tenant: TenantConfig, tracker: Tracker, tags: dict[st
     summary = fleet_summary(fleet)
     for alias in (CHAMPION, CHALLENGER):
         existing = tracker.version_by_alias(name, alias)
-        if existing is not None and (existing.tags or {}).get("config_hash") == config_hash:
+        if existing is not None and existing.tags.config_hash == config_hash:
             return {"name": name, "version": existing.version, "config_hash": config_hash, "fleet": summary}
     with tracker.start_run(tenant.id, "capacity planner", tags=tags):
         mlflow.log_dict(planner.manifest(), "capacity_planner.json")
         mlflow.log_metrics(fleet_metrics(fleet))
-        version = tracker.log_model(planner, name, tags={**tags, "config_hash": config_hash, "fleet": summary,
-                                                          "backtest": {s: {k: v["backtest"] for k, v in values.items()}
-                                                                       for s, values in fleet.items()}})
+        version = tracker.log_model(planner, name, tags=VersionTags(
+            **tags, config_hash=config_hash, fleet=summary,
+            backtest={s: {k: v["backtest"] for k, v in values.items()} for s, values in fleet.items()}))
     return {"name": name, "version": version.version, "config_hash": config_hash, "fleet": summary}
 
 

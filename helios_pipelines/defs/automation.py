@@ -35,7 +35,7 @@ from helios_pipelines.core.drift import (
     profile_window,
 )
 from helios_pipelines.core.tenants import TenantConfig, TenantRegistry
-from helios_pipelines.core.tracking import CHAMPION, Tracker, registered_model_name
+from helios_pipelines.core.tracking import CHAMPION, Tracker, VersionTags, registered_model_name
 from helios_pipelines.defs.assets import ALL_ASSETS, tenant_bento
 from helios_pipelines.defs.partitions import tenant_partitions
 from helios_pipelines.defs.resources import MetricsSourceResource, MLflowResource, TenantRegistryResource
@@ -193,13 +193,12 @@ def champion_windows(tenant: TenantConfig, tracker: Tracker) -> dict[str, dict]:
     found = {}
     for metric in tenant.forecast_metrics:
         champion = tracker.version_by_alias(registered_model_name(tenant.id, "forecaster", metric), CHAMPION)
-        tags = (champion.tags or {}) if champion else {}
-        if "data_start" in tags and "data_end" in tags:
-            backtest = json.loads(tags.get("backtest", "{}"))
+        tags = champion.tags if champion else VersionTags()
+        if tags.data_start is not None and tags.data_end is not None:
             found[metric] = {
                 "version": champion.version,
-                "window": [tags["data_start"], tags["data_end"]],
-                "backtest_mase": float(backtest.get("mase", float("nan"))),
+                "window": [tags.data_start, tags.data_end],
+                "backtest_mase": float((tags.backtest or {}).get("mase", float("nan"))),
             }
     return found
 
