@@ -3,7 +3,7 @@
 ``alembic/`` is the Alembic script location (``env.py``, ``versions/``); no ``alembic.ini`` is needed.
 It is deliberately not a Python package, so importing every module of ``core`` never runs a migration
 script outside Alembic.
-A new revision after changing the models in ``store.py``: on an upgraded scratch database,
+A new revision after changing the tables in ``store/schema.py``: on an upgraded scratch database,
 ``alembic.command.revision(_config(connection), message=..., autogenerate=True, rev_id="0002")``
 writes the difference into ``alembic/versions/``; review it (autogenerate misses renames) and commit it.
 """
