@@ -1,6 +1,7 @@
 """Scale out on Celery (HELIOS_EXECUTOR=celery): the project's script starts two dagster-celery workers
 on the machine's RabbitMQ, and two tenants are materialised through them with Dagster's storage in
-PostgreSQL (a database of the test's own) -- the way runs go past one machine."""
+PostgreSQL (a database of the test's own) -- the way runs go past one machine. The worker process
+running one tenant's longest step is killed mid-step: the step goes back to the queue and runs again."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -39,12 +41,13 @@ def databases(postgres_admin):
 
 
 @pytest.mark.slow
-def test_two_celery_workers_materialise_two_tenants(databases, tmp_path, monkeypatch):
+def test_two_celery_workers_materialise_two_tenants_and_a_step_whose_worker_dies_runs_again(
+        databases, tmp_path, monkeypatch):
     try:
         check_broker("amqp://guest:guest@127.0.0.1:5672//", timeout=3)
     except BrokerUnavailableError as exc:
         pytest.skip(str(exc))
-    from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+    from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 
     from helios_pipelines.core.tracking import Tracker
     from helios_pipelines.defs.partitions import tenant_partitions
@@ -79,6 +82,7 @@ def test_two_celery_workers_materialise_two_tenants(databases, tmp_path, monkeyp
                                   "--select", "*", "--partition", tenant], cwd=tmp_path, env=env,
                                  stdout=(tmp_path / f"run-{tenant}.log").open("w"), stderr=subprocess.STDOUT)
                 for tenant in ("arena", "duel")]
+        killed = kill_the_worker_running(instance, "arena", "forecast_candidates", deadline=time.monotonic() + 900)
         for run, tenant in zip(runs, ("arena", "duel"), strict=True):
             assert run.wait(timeout=1200) == 0, (tmp_path / f"run-{tenant}.log").read_text()[-4000:]
     finally:
@@ -95,4 +99,22 @@ def test_two_celery_workers_materialise_two_tenants(databases, tmp_path, monkeyp
     steps = sum(len(instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id).step_keys_to_execute)
                 for run in finished)
     assert sum(done.values()) == steps, (done, steps)
+    (arena,) = [run for run in finished if run.tags["dagster/partition"] == "arena"]
+    starts = [e.dagster_event.pid for e in instance.all_logs(arena.run_id, of_type=DagsterEventType.STEP_START)
+              if e.dagster_event.step_key == "forecast_candidates"]
+    assert len(starts) == 2 and starts[0] == killed and starts[1] != killed
     instance.dispose()
+
+
+def kill_the_worker_running(instance, tenant: str, step: str, deadline: float) -> int:
+    """SIGKILL the worker process that started ``step`` of ``tenant``'s run; its pid."""
+    from dagster import DagsterEventType, RunsFilter
+
+    while time.monotonic() < deadline:
+        for run in instance.get_runs(RunsFilter(tags={"dagster/partition": tenant})):
+            for entry in instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_START):
+                if entry.dagster_event.step_key == step:
+                    os.kill(entry.dagster_event.pid, signal.SIGKILL)
+                    return entry.dagster_event.pid
+        time.sleep(0.5)
+    raise AssertionError(f"{tenant}'s {step} never started")

@@ -9,4 +9,7 @@ result_backend = "rpc://"
 # One step at a time per worker process, taken only when it can start: a long training step never
 # holds a second one hostage.
 worker_prefetch_multiplier = 1
+# A step is acknowledged when it ends, and a worker process killed mid-step gives it back to the
+# queue: another worker runs the step again (at least once; tests/test_celery.py kills one).
 task_acks_late = True
+task_reject_on_worker_lost = True
