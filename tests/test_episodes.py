@@ -72,7 +72,7 @@ def test_the_demo_latency_spike_is_one_episode_and_one_alert_through_its_return_
 
 def _episodes_of(state: np.ndarray) -> list[tuple[int, int]]:
     edges = np.diff(np.concatenate([[0], state.astype(int), [0]]))
-    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))
+    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(), strict=True))
 
 
 def test_an_episode_closes_on_the_return_and_its_echo_does_not_reopen_it():

@@ -40,7 +40,7 @@ def episodes(scores: pd.DataFrame, alerts: pd.DataFrame) -> list[Episode]:
     per_metric = alerts[metrics].to_numpy(dtype=bool)
     metric_scores = scores[metrics].to_numpy(dtype=float)
     found = []
-    for begin, stop in zip(starts, stops):
+    for begin, stop in zip(starts, stops, strict=True):
         block = per_metric[begin:stop]
         named = [j for j in range(len(metrics)) if block[:, j].any()]
         # First mover: the metric alerting earliest; at the same row, the one scoring higher there.
