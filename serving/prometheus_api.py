@@ -2,10 +2,10 @@
 data source call to save, test and draw (``query``, ``query_range``, ``series``, ``labels``,
 ``label/<name>/values``, ``metadata``, ``status/buildinfo``).
 
-A Helios series at a time is what the service published for that step: :class:`PublishedSeries`
-keeps every step's samples of each tenant for ``RETENTION`` (what a Prometheus scraping ``/metrics``
-would hold), so a range query or a past ``time`` reads that record and never computes a forecast
-for the past; only the current step is computed, once, in a worker thread. A time outside the record
+A Helios series at a time is what the service published for that step (serving/published.py keeps
+every step's samples of each tenant for a day, what a Prometheus scraping ``/metrics`` would hold),
+so a range query or a past ``time`` reads that record and never computes a forecast for the past;
+only the current step is computed, once, in a worker thread. A time outside the record
 is a 400 naming it (``time=0`` or year 3000), unless the query reads no series (Grafana's health
 check asks ``1+1`` at ``time=4``).
 
@@ -17,7 +17,6 @@ result as 0 and would scale the workload to its minimum).
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -29,62 +28,12 @@ from fastapi.responses import JSONResponse
 
 from helios_pipelines.core.exposition import Sample
 from serving import promql
+from serving.published import RETENTION, PublishedSeries
 
-RETENTION = pd.Timedelta("24h")  # how long the published series are kept (Grafana's default range)
 CLOCK_SKEW = pd.Timedelta("5min")  # a client clock this far ahead still asks for "now"
 MAX_POINTS = 11_000  # per series, as Prometheus: (end - start) / step
 
 router = APIRouter()
-
-
-class PublishedSeries:
-    """Each tenant's series as published step by step, kept ``retention`` long.
-
-    ``compute(now, tenant)`` gives a tenant's series of the step containing ``now`` (the runtime
-    computes them at most once per step). One tenant's failure never hides another tenant's series.
-    """
-
-    def __init__(self, compute: Callable[[pd.Timestamp, str], list[Sample]], steps: dict[str, pd.Timedelta],
-                 retention: pd.Timedelta = RETENTION):
-        self.compute, self.steps, self.retention = compute, steps, retention
-        self._steps: dict[str, dict[int, list[Sample]]] = {tenant: {} for tenant in steps}
-        self._lock = threading.Lock()
-
-    @property
-    def tenants(self) -> list[str]:
-        return sorted(self.steps)
-
-    def current(self, tenant: str, now: pd.Timestamp | None = None) -> list[Sample]:
-        now = now if now is not None else pd.Timestamp.now(tz="UTC")
-        step = now.floor(self.steps[tenant]).value
-        samples = self._steps[tenant].get(step)
-        if samples is None:
-            samples = self.compute(now, tenant)
-            oldest = step - self.retention.value
-            with self._lock:
-                kept = {k: v for k, v in self._steps[tenant].items() if k >= oldest}
-                kept[step] = samples
-                self._steps[tenant] = kept  # a new dict: readers never see one being trimmed
-        return samples
-
-    def steps_upto(self, tenant: str, now: pd.Timestamp) -> tuple[int, dict[int, list[Sample]]]:
-        """The tenant's step and its published series by step start (ns), the current step included."""
-        self.current(tenant, now)
-        return self.steps[tenant].value, self._steps[tenant]
-
-    def earliest(self, tenants: list[str]) -> pd.Timestamp | None:
-        """The first step still on record for any of ``tenants``."""
-        firsts = [min(self._steps[t]) for t in tenants if self._steps[t]]
-        return pd.Timestamp(min(firsts), tz="UTC") if firsts else None
-
-    def at(self, tenant: str, when: pd.Timestamp, now: pd.Timestamp) -> list[Sample] | None:
-        """The tenant's series as published for the step containing ``when``; None when none were."""
-        step, current = when.floor(self.steps[tenant]), now.floor(self.steps[tenant])
-        if step > current:
-            return None
-        if step == current:
-            return self.current(tenant, now)
-        return self._steps[tenant].get(step.value)
 
 
 class PrometheusAPI:

@@ -8,8 +8,7 @@ vector matching with ``on``/``ignoring``), and ``sum``/``avg``/``min``/``max``/`
 ``by``/``without``. Anything else (functions such as ``rate``, range selectors, subqueries,
 ``offset``/``@``, set operators, ``group_left``) is a :class:`QueryError` naming it: those belong to
 the customer's Prometheus, where the raw series live. No library evaluates PromQL in Python; this
-module is that evaluator, its bounds on input and the API's result envelopes (one job, a little
-over 400 lines: splitting the envelopes off would leave a 30-line module).
+module is that evaluator, its bounds on input and the API's result envelopes.
 """
 
 from __future__ import annotations

@@ -39,6 +39,7 @@ from serving.auth import TENANT_METRICS_PATH, TenantAuthMiddleware
 from serving.errors import ForbiddenError, NotFoundError, RequestError, TenantUnavailableError, shown
 from serving.ingest import router as ingest_router
 from serving.posted_events import EventFeed
+from serving.published import PublishedSeries
 from serving.request_guard import RequestGuard
 from serving.runtime import TenantRuntime
 from serving.timeout import replace_bentoml_timeout
@@ -159,9 +160,9 @@ class HeliosService:
         self.events_feed.sync()
         threading.Thread(target=self.events_feed.poll_forever, name="helios-events", daemon=True).start()
         self._compute_limiter: anyio.CapacityLimiter | None = None
-        # Each step's series, kept for range queries and past times (serving/prometheus_api.py); the
+        # Each step's series, kept for range queries and past times (serving/published.py); the
         # publisher's gauges are the same record.
-        self.published = prometheus_api.PublishedSeries(lambda at, tenant: self.tenant_samples(self.runtimes[tenant], at),
+        self.published = PublishedSeries(lambda at, tenant: self.tenant_samples(self.runtimes[tenant], at),
                                                         {t: r.step for t, r in self.runtimes.items()})
         prometheus_api.attach(http, prometheus_api.PrometheusAPI(self.published, self.compute_limiter))
         publisher.start(list(self.runtimes.values()), self.store, self.recorder,

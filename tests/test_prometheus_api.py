@@ -10,7 +10,8 @@ from fastapi.testclient import TestClient
 
 from helios_pipelines.core.exposition import Sample
 from serving import prometheus_api
-from serving.prometheus_api import PrometheusAPI, PublishedSeries
+from serving.prometheus_api import PrometheusAPI
+from serving.published import PublishedSeries
 
 STEP = pd.Timedelta("5min")
 FORECAST = 'helios_forecast_value{customer="arena", metric="concurrent_users", horizon="1h"}'
