@@ -19,7 +19,7 @@ export HELIOS_DEMO_PAGERDUTY_ROUTING_KEY ?= demo0pagerduty0routing0key000032
 PORT ?= 3000
 SHARED ?= $(CURDIR)/../shared
 
-.PHONY: install demo test lint serve ui validate bench-forecast bench-anomaly bench-serve bench-scale bench-capacity bench-scorecards bench-soak clean
+.PHONY: install demo test test-fast lint serve ui validate bench-forecast bench-anomaly bench-serve bench-scale bench-capacity bench-scorecards bench-soak clean
 
 install: $(VENV)/.installed
 
@@ -64,6 +64,10 @@ serve: install
 test: install
 	bash scripts/debian_package.sh install prometheus prometheus promtool
 	$(BIN)/pytest
+
+# The fast tier: pure core, in-process materialisation, no real process started (tests marked slow are skipped).
+test-fast: install
+	$(BIN)/pytest -m "not slow"
 
 lint: install
 	$(BIN)/ruff check helios_pipelines serving helios_sdk bench tests

@@ -32,13 +32,11 @@ AS_OF = pd.Timestamp("2026-11-20T00:00:00Z")
 @pytest.fixture(autouse=True)
 def _keep_mlflow_tracking_uri():
     """mlflow.set_tracking_uri also sets MLFLOW_TRACKING_URI in the environment: a test that points
-    MLflow elsewhere (production storage) must not leave every later test pointing there."""
-    before = os.environ.get("MLFLOW_TRACKING_URI")
+    MLflow elsewhere (production storage, a module's seeded registry) must not leave every later test
+    pointing there. Unset after every test, as at the start of the session: a module-scoped fixture
+    sets it up before this fixture could see the value to restore."""
     yield
-    if before is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = before
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,8 @@ from tests.conftest import REPO
 from tests.prometheus_harness import simulated_history
 from tests.push_harness import IngestService, PushTenants
 
+pytestmark = pytest.mark.slow  # starts real processes: the real-process tier (make test-fast skips it)
+
 TENANT = "arena-push"
 DAY = 86_400
 

@@ -16,11 +16,14 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from helios_pipelines.core import alerts
 from helios_pipelines.core.store.schema import DELIVERED, OutboxRow
 from tests.store_backends import NOW, add_customer, tenant_config
+
+pytestmark = pytest.mark.slow  # starts real processes: the real-process tier (make test-fast skips it)
 
 SECRET = "fault-test-secret"
 CLIENT_TIMEOUT = 0.5

@@ -11,6 +11,8 @@ from helios_pipelines.core.tenants import parse_tenant_file
 from tests.conftest_prometheus import prometheus_binaries  # noqa: F401
 from tests.prometheus_harness import REPO, PrometheusServer, backfill
 
+pytestmark = pytest.mark.slow  # starts real processes: the real-process tier (make test-fast skips it)
+
 START = pd.Timestamp("2025-03-03T00:00:00Z")
 END = START + pd.Timedelta("1h")
 # pod -> (created, seconds from created to ready)

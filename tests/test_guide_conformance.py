@@ -186,6 +186,7 @@ def test_database_schema_plan_standard_is_the_starter_tier():
     assert guide_tenant().plan == "starter" and plan("starter").max_metrics == 10
 
 
+@pytest.mark.slow
 def test_the_guide_s_calls_against_a_running_service(trained_arena, embedded_store, tmp_path):  # noqa: F811
     with bentoml_serve(tmp_path, "--arg", "tenants=arena") as service:
         # "API with Tenant Isolation": GET /predict?metric=&horizon= with the guide's answer fields.

@@ -13,6 +13,8 @@ from helios_pipelines.core.tracking import CHAMPION, Tracker, registered_model_n
 from tests.conftest import FIXTURE_TENANTS
 from tests.test_serving import bentoml_serve, embedded_store  # noqa: F401
 
+pytestmark = pytest.mark.slow  # starts real processes: the real-process tier (make test-fast skips it)
+
 
 @pytest.fixture(scope="module")
 def duel_bundle(trained_arena):

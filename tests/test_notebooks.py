@@ -12,6 +12,8 @@ from nbclient import NotebookClient
 
 from tests.conftest import AS_OF, FIXTURE_TENANTS, REPO
 
+pytestmark = pytest.mark.slow  # starts real processes: the real-process tier (make test-fast skips it)
+
 NOTEBOOKS = REPO / "notebooks"
 KERNEL = "helios-venv"
 

@@ -13,6 +13,8 @@ from helios_pipelines.defs.partitions import tenant_partitions
 from helios_pipelines.defs.resources import TenantRegistryResource
 from tests.conftest import AS_OF, FIXTURE_TENANTS, pipeline_resources
 
+pytestmark = pytest.mark.slow  # starts real processes: the real-process tier (make test-fast skips it)
+
 
 @pytest.fixture(scope="module")
 def prometheus_tenant_dir(arena, simulated_prometheus, tmp_path_factory):

@@ -32,6 +32,8 @@ from tests.push_harness import (
     remote_write_body,
 )
 
+pytestmark = pytest.mark.slow  # starts real processes: the real-process tier (make test-fast skips it)
+
 PLAYERS, CPU = "game_server_active_players", "container_cpu_usage_seconds_total"
 STEP_MS = 60_000
 STALE_NAN = struct.unpack("<d", struct.pack("<Q", ingest.STALE_NAN_BITS))[0]

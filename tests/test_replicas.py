@@ -28,6 +28,8 @@ from tests.serve_harness import bentoml_serve
 from tests.store_backends import NOW, add_customer, tenant_config
 from tests.store_backends import _schema_url as schema_url
 
+pytestmark = pytest.mark.slow  # starts real processes: the real-process tier (make test-fast skips it)
+
 
 def _count(store: Store, query) -> int:
     with store.transaction() as session:

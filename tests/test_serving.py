@@ -13,6 +13,8 @@ from helios_pipelines.core.tracking import CHAMPION, Tracker
 from tests.conftest import FIXTURE_TENANTS
 from tests.serve_harness import bentoml_serve
 
+pytestmark = pytest.mark.slow  # starts real processes: the real-process tier (make test-fast skips it)
+
 
 @pytest.fixture(scope="module")
 def embedded_store(trained_arena):

@@ -90,6 +90,7 @@ def test_request_timeout_answers_504_and_cancels_its_timer():
         "error": "POST /predict was not answered within 0.05 seconds (the service's traffic timeout)"}
 
 
+@pytest.mark.slow
 def test_bentoml_serve_runs_the_replacement_timeout(tmp_path):
     """Not a unit test of the class: a real `bentoml serve` with a 1 s traffic timeout answers a 3 s
     request with the replacement's own 504 (BentoML's says 'Not able to process the request')."""

@@ -29,6 +29,8 @@ from serving.runtime import TenantRuntime
 from tests.conftest import AS_OF, FIXTURE_TENANTS
 from tests.test_multitenant import duel_bundle  # noqa: F401 - fixture
 
+pytestmark = pytest.mark.slow  # starts real processes: the real-process tier (make test-fast skips it)
+
 NOW = AS_OF + pd.Timedelta("1D2h7min")
 
 

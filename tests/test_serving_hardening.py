@@ -19,6 +19,8 @@ from helios_pipelines.core.store.schema import Anomaly, OutboxRow
 from tests.test_multitenant import duel_bundle, keys  # noqa: F401 - fixtures
 from tests.test_serving import bentoml_serve, embedded_store  # noqa: F401 - fixtures
 
+pytestmark = pytest.mark.slow  # starts real processes: the real-process tier (make test-fast skips it)
+
 
 @pytest.fixture(scope="module")
 def guarded(keys, tmp_path_factory):  # noqa: F811
