@@ -99,6 +99,18 @@ def _http_errors(call, ctx: bentoml.Context):
         return {"error": str(exc)}
 
 
+# The plain FastAPI routes' domain errors, as JSON naming the problem with their status.
+_JSON_ERROR_STATUS = ((NotFoundError, 404), (RequestError, 400), (ForbiddenError, 403), (TenantUnavailableError, 503))
+
+
+def _json_errors(call: Callable[[], JSONResponse]) -> JSONResponse:
+    try:
+        return call()
+    except tuple(kind for kind, _ in _JSON_ERROR_STATUS) as exc:
+        status = next(code for kind, code in _JSON_ERROR_STATUS if isinstance(exc, kind))
+        return JSONResponse({"error": str(exc)}, status_code=status)
+
+
 def _for_tenant(runtime: TenantRuntime, answer: Callable[[TenantRuntime], T]) -> T:
     """``answer(runtime)``; anything but a request error is this tenant's own failure (its source,
     a model): logged, and answered as this tenant's 503, so it never reads as the service's."""
@@ -218,28 +230,12 @@ class HeliosService:
         tenant: Annotated[str | None, Query(max_length=64)] = None,
     ) -> JSONResponse:
         """The integration guide's GET /predict?metric=&horizon= (minutes)."""
-        try:
-            return JSONResponse(self._predict(metric, horizon, tenant, _authenticated(request)))
-        except NotFoundError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=404)
-        except RequestError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
-        except ForbiddenError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=403)
-        except TenantUnavailableError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=503)
+        return _json_errors(lambda: JSONResponse(self._predict(metric, horizon, tenant, _authenticated(request))))
 
     @http.get("/events/{name}/scorecard")
     def event_scorecard(self, request: Request, name: str, tenant: str | None = None) -> JSONResponse:
         """An event's scorecard once it is over (serving/answers/scorecards.py)."""
-        try:
-            return scorecard_response(self.runtime(tenant, _authenticated(request)), name)
-        except NotFoundError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=404)
-        except RequestError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
-        except ForbiddenError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=403)
+        return _json_errors(lambda: scorecard_response(self.runtime(tenant, _authenticated(request)), name))
 
     def _predict(self, metric: str, horizon: int, tenant: str | None, authenticated: str | None) -> dict:
         result = _for_tenant(self.runtime(tenant, authenticated), lambda r: r.predict(metric, horizon))
