@@ -16,7 +16,7 @@ by side. ``celery`` sends each step to dagster-celery workers (``defs/celery.py`
 
 import os
 
-from dagster import Definitions, in_process_executor, multiprocess_executor
+from dagster import Definitions, EnvVar, in_process_executor, multiprocess_executor
 
 from helios_pipelines.core.settings import apply_local_defaults
 from helios_pipelines.core.tenants import load_tenants
@@ -43,6 +43,12 @@ EXECUTORS = {
 }
 
 
+def secret(env: dict[str, str], name: str) -> EnvVar | None:
+    """A connection string that may carry a password, as Dagster's ``EnvVar``: the resource holds the
+    variable's name and reads its value when the run starts, so the UI never shows the password."""
+    return EnvVar(name) if env.get(name) else None
+
+
 def build_definitions(env: dict[str, str] | None = None) -> Definitions:
     env = dict(os.environ if env is None else env)
     environment = env.get("HELIOS_ENV", "local")
@@ -66,9 +72,9 @@ def build_definitions(env: dict[str, str] | None = None) -> Definitions:
     resources = {
         "tenants": TenantRegistryResource(config_dir=env.get("HELIOS_CONFIG_DIR")),
         "metrics_source": MetricsSourceResource(as_of=env.get("HELIOS_AS_OF")),
-        "mlflow_tracking": MLflowResource(tracking_uri=env.get("MLFLOW_TRACKING_URI")),
+        "mlflow_tracking": MLflowResource(tracking_uri=secret(env, "MLFLOW_TRACKING_URI")),
         "packager": BentoPackagerResource(build_bento=env.get("HELIOS_BUILD_BENTO", "1") == "1"),
-        "live_accuracy": LiveAccuracyResource(database_url=env.get("HELIOS_DATABASE_URL")),
+        "live_accuracy": LiveAccuracyResource(database_url=secret(env, "HELIOS_DATABASE_URL")),
     }
     if environment == "production":
         from helios_pipelines.defs.production import production_resources

@@ -114,10 +114,13 @@ def test_an_asset_materialises_into_postgres_and_round_trips_through_gcs(product
     assert latest is not None and latest.run_id == written.run_id
 
 
-def test_mlflow_tracks_in_postgres_and_keeps_artifacts_in_the_bucket(postgres_database, gcs_emulator, tmp_path):
+def test_mlflow_tracks_in_postgres_and_keeps_artifacts_in_the_bucket(postgres_database, gcs_emulator, tmp_path,
+                                                                       monkeypatch):
     from google.cloud import storage
 
-    resource = production_resources({"GCS_BUCKET": BUCKET, "MLFLOW_TRACKING_URI": _url(postgres_database)})["mlflow_tracking"]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", _url(postgres_database))  # read when Dagster initialises the resource
+    configured = production_resources({"GCS_BUCKET": BUCKET, "MLFLOW_TRACKING_URI": _url(postgres_database)})
+    resource = configured["mlflow_tracking"].process_config_and_initialize()
     assert isinstance(resource, GCSArtifactsMLflowResource)
     tracker = resource.tracker()
     index = pd.date_range(AS_OF - pd.Timedelta("3D"), AS_OF, freq="1h")
@@ -142,3 +145,14 @@ def test_the_switch_selects_production_and_refuses_an_incomplete_environment():
         build_definitions({"HELIOS_CONFIG_DIR": str(FIXTURE_TENANTS), "HELIOS_ENV": "production"})
     with pytest.raises(ValueError, match="HELIOS_ENV"):
         build_definitions({"HELIOS_CONFIG_DIR": str(FIXTURE_TENANTS), "HELIOS_ENV": "staging"})
+
+
+def test_database_urls_reach_the_resources_by_variable_name_never_by_value():
+    password_bearing = "postgresql://helios:s3cret@db/mlflow"
+    env = {"HELIOS_CONFIG_DIR": str(FIXTURE_TENANTS), "HELIOS_ENV": "production", "GCS_BUCKET": BUCKET,
+           "MLFLOW_TRACKING_URI": password_bearing, "HELIOS_DATABASE_URL": "postgresql://helios:s3cret@db/helios"}
+    resources = build_definitions(env).resources
+    shown = {name: resource.model_dump() for name, resource in resources.items() if hasattr(resource, "model_dump")}
+    assert "s3cret" not in repr(shown)
+    assert shown["mlflow_tracking"]["tracking_uri"] == "MLFLOW_TRACKING_URI"
+    assert shown["live_accuracy"]["database_url"] == "HELIOS_DATABASE_URL"

@@ -8,6 +8,7 @@ setup stays the default.
 
 from collections.abc import Mapping
 
+from dagster import EnvVar
 from dagster_gcp.gcs import GCSPickleIOManager, GCSResource
 
 from helios_pipelines.core.tracking import Tracker
@@ -32,8 +33,9 @@ class GCSArtifactsMLflowResource(MLflowResource):
 
 def production_resources(env: Mapping[str, str]) -> dict:
     """The resources that differ from the local setup, from ``GCS_BUCKET``, ``MLFLOW_TRACKING_URI``
-    (``postgresql://...``) and optionally ``GCP_PROJECT``. Credentials come from the environment
-    as Google's clients find them (workload identity on GKE)."""
+    (``postgresql://...``) and optionally ``GCP_PROJECT``. The tracking URI is passed by name and
+    read from the process environment when Dagster initialises the resource. Credentials come from
+    the environment as Google's clients find them (workload identity on GKE)."""
     missing = [key for key in REQUIRED if not env.get(key)]
     if missing:
         raise ProductionConfigError(f"HELIOS_ENV=production needs {', '.join(missing)} in the environment")
@@ -43,6 +45,7 @@ def production_resources(env: Mapping[str, str]) -> dict:
             gcs=GCSResource(project=env.get("GCP_PROJECT")), gcs_bucket=bucket, gcs_prefix="dagster"
         ),
         "mlflow_tracking": GCSArtifactsMLflowResource(
-            tracking_uri=env["MLFLOW_TRACKING_URI"], artifact_root=f"gs://{bucket}/mlflow"
+            # by name: the database URL carries its password, which the Dagster UI must not show
+            tracking_uri=EnvVar("MLFLOW_TRACKING_URI"), artifact_root=f"gs://{bucket}/mlflow"
         ),
     }
