@@ -119,16 +119,15 @@ def test_a_real_prometheus_scraping_helios_reads_the_same_forecast(helios, prome
     try:
         with httpx.Client(base_url=scraper.url, timeout=30) as prometheus:
             deadline = time.monotonic() + 90
-            scraped = []
-            while len(scraped) < 25:  # 25 scrapes: some lie well inside a 5-minute step
-                assert time.monotonic() < deadline, "Prometheus did not scrape Helios' forecast"
+            scraped, settled = [], []
+            # The gauges are set just after each step boundary (arena's step: 5 minutes): compare scrapes
+            # taken 30 s or more into their step, waiting for some when the run began at a boundary.
+            while len(scraped) < 25 or not settled:
+                assert time.monotonic() < deadline, f"Prometheus did not scrape Helios' forecast: {scraped}"
                 time.sleep(2)
                 found = prometheus.get("/api/v1/query", params={"query": FORECAST + "[2m]"}).json()["data"]["result"]
                 scraped = found[0]["values"] if found else []
-            # The gauges are set just after each step boundary (arena's step: 5 minutes): compare
-            # scrapes taken 30 s or more into their step.
-            settled = [(t, v) for t, v in scraped if t % 300 >= 30]
-            assert settled, scraped
+                settled = [(t, v) for t, v in scraped if t % 300 >= 30]
             for stamp, value in settled[-3:]:
                 own = helios.get("/api/v1/query", params={"query": FORECAST, "time": str(stamp)})
                 [element] = own.json()["data"]["result"]

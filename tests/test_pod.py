@@ -151,10 +151,14 @@ def test_the_rendered_deployments_serve_and_deliver_from_the_bento_in_a_clean_ve
             delivery = subprocess.Popen(worker_command, cwd=worker_cwd, env=worker_env, stdout=worker_log,
                                         stderr=subprocess.STDOUT, start_new_session=True)
             try:
+                # A spike at the last complete step (arena's step: 5 minutes), recorded as the caller asks:
+                # client points are a what-if otherwise, never alerted.
                 now = datetime.now(UTC).replace(second=0, microsecond=0)
-                spike = [{"timestamp": (now + timedelta(minutes=5)).isoformat(), "value": body["upper"] * 20}]
-                detected = service.post("/detect", json={"metric": "concurrent_users", "points": spike}).json()
-                assert detected["scores"][0]["anomalous"] is True
+                complete = now - timedelta(minutes=now.minute % 5 + 5)
+                spike = [{"timestamp": complete.isoformat(), "value": body["upper"] * 20}]
+                detected = service.post("/detect", json={"metric": "concurrent_users", "points": spike,
+                                                         "record": True}).json()
+                assert detected["scores"][0]["anomalous"] is True, detected
                 deadline = time.monotonic() + 60
                 while not receiver.out.exists() or not receiver.out.read_text().strip():
                     assert delivery.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]

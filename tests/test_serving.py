@@ -57,6 +57,7 @@ def test_served_predictions_are_recorded_once_for_the_feedback_loop(service, emb
     service.post("/predict", json={"metric": "concurrent_users", "horizon": 15}).raise_for_status()
     # The watch may have recorded this step's published forecast already: one row per origin either way.
     this_forecast = select(func.count()).select_from(Prediction).where(
+        Prediction.customer_id == embedded_store.customer_id("arena"),
         Prediction.metric_name == "concurrent_users",
         Prediction.horizon_minutes == 15,
         Prediction.issued_at == datetime.fromisoformat(body["origin"]),
