@@ -167,6 +167,9 @@ def test_the_rendered_deployments_serve_and_deliver_from_the_bento_in_a_clean_ve
             finally:
                 delivery.terminate()
                 delivery.wait(timeout=30)
-    (received,) = [json.loads(line) for line in receiver.out.read_text().splitlines()]
-    assert received["signature_verified"] is True  # signed with the Secret's key, checked by the receiver
-    assert (received["alert"]["tenant"], received["alert"]["event"]) == ("arena", "anomaly_detected")
+    received = [json.loads(line) for line in receiver.out.read_text().splitlines()]
+    # Signed with the Secret's key (checked by the receiver) and routed by the ConfigMap; the service's
+    # scheduled detection may have sent more for arena (its own data, or the spike's resolve) by then.
+    assert all(r["signature_verified"] and r["alert"]["tenant"] == "arena" for r in received), received
+    assert [(r["alert"]["event"], r["alert"]["action"]) for r in received
+            if r["alert"]["alert_key"].startswith("anomaly/arena/concurrent_users/")][:1] == [("anomaly_detected", "trigger")]
