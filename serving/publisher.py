@@ -89,6 +89,7 @@ def _publish_forever(runtimes: list[TenantRuntime], store: Store, recorder: Pred
     watches = [TenantWatch(runtime, store, recorder) for runtime in runtimes]
     period = max(15.0, min(r.step.total_seconds() for r in runtimes))
     while True:
+        refreshed = time.time()
         refresh(board, runtimes, tenant_samples)
         for watch in watches:
             try:
@@ -97,5 +98,6 @@ def _publish_forever(runtimes: list[TenantRuntime], store: Store, recorder: Pred
                     log.warning("tenant '%s': anomaly opened on %s", watch.runtime.tenant_id, ", ".join(report.opened))
             except Exception:
                 log.exception("watching tenant '%s' failed", watch.runtime.tenant_id)
-        # Wake just after the next step boundary, when that step's point is complete.
-        time.sleep(period - time.time() % period + 1.0)
+        # Wake just after the boundary that follows this refresh, when that step's point is complete; a
+        # watch that ran past it (a first look catching up on a day) refreshes at once, not a step late.
+        time.sleep(max(0.0, refreshed - refreshed % period + period + 1.0 - time.time()))
