@@ -3,6 +3,8 @@
 ``HELIOS_ENV`` chooses where things live: ``local`` (the default: embedded SQLite, files under
 HELIOS_HOME) or ``production`` (GCS IO manager, MLflow on PostgreSQL with artifacts in GCS; see
 ``defs/production.py``). Dagster's own storage is the instance's: ``deploy/dagster/dagster.yaml``.
+Importing this module writes nothing to disk or to ``os.environ``: the embedded defaults are filled in
+by whoever starts the process (the ``helios`` CLI, the Makefile's exports) or lazily where they are used.
 
 ``HELIOS_EXECUTOR`` chooses how a launched run executes its steps. ``multiprocess`` (the default) is
 Dagster's multiprocess executor started through a forkserver that has imported this module once per
@@ -18,7 +20,6 @@ import os
 
 from dagster import Definitions, EnvVar, in_process_executor, multiprocess_executor
 
-from helios_pipelines.core.settings import apply_local_defaults
 from helios_pipelines.core.tenants import load_tenants
 from helios_pipelines.defs.assets import ALL_ASSETS
 from helios_pipelines.defs.automation import (
@@ -90,5 +91,4 @@ def build_definitions(env: dict[str, str] | None = None) -> Definitions:
     )
 
 
-apply_local_defaults()
 defs = build_definitions()

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
 
+from helios_pipelines.core.settings import helios_home
 from helios_pipelines.core.tenants import TenantConfig
 from helios_pipelines.core.tracking import CHAMPION, Tracker, registered_model_name
 from serving.bundle import MANIFEST
@@ -75,9 +77,18 @@ def bundle_version(pins: dict[str, dict], tenant: TenantConfig) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def _bentoml():
+    """BentoML fixes its store's location when first imported: the embedded default (under HELIOS_HOME)
+    is filled in here, at packaging time, because importing the Dagster definitions must not."""
+    os.environ.setdefault("BENTOML_HOME", str(helios_home() / "bentoml"))
+    import bentoml
+
+    return bentoml
+
+
 def save_bento_model(tenant: TenantConfig, tracker: Tracker) -> str:
     """The tenant's champions as the BentoML model ``helios-<tenant>:<version>``; returns its tag."""
-    import bentoml
+    bentoml = _bentoml()
 
     pins = champion_pins(tenant, tracker)
     tag = f"{bento_model_name(tenant.id)}:{bundle_version(pins, tenant)}"
@@ -94,7 +105,7 @@ def save_bento_model(tenant: TenantConfig, tracker: Tracker) -> str:
 
 def build_bento(tenant_id: str, model_tag: str) -> str:
     """``bentoml build`` of the per-tenant service pinned to ``model_tag``; works offline."""
-    import bentoml
+    bentoml = _bentoml()
 
     bento = bentoml.bentos.build(
         SERVICE,
