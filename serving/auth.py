@@ -15,12 +15,14 @@ Health probes stay open: Kubernetes calls them without keys.
 Key lookups are cached for ``KEY_CACHE_SECONDS`` (refusals too, so a flood of wrong keys costs one
 lookup per key and period): a revoked or expired key, or a disabled customer, is refused at most that
 long after the store says so. A lookup the cache misses runs in a worker thread, never on the event
-loop. A key longer than any Helios issues is refused without a lookup.
+loop. A key longer than any Helios issues is refused without a lookup. The process has one cache,
+``KEYS``: this middleware and the push endpoints (serving/ingest.py) look keys up through it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections.abc import Callable
 
@@ -48,12 +50,13 @@ def presented_key(headers: dict[bytes, bytes]) -> str | None:
     return None
 
 
-class TenantAuthMiddleware:
-    def __init__(self, app, served: str = "", store=None, timer: Callable[[], float] = time.monotonic) -> None:
-        self.app = app
-        self.served = frozenset(t for t in served.split(",") if t)
+class KeyLookup:
+    """Who an API key belongs to, from the store, each answer (a refusal too) kept ``KEY_CACHE_SECONDS``."""
+
+    def __init__(self, store=None, timer: Callable[[], float] = time.monotonic) -> None:
         self._store = store
         self._identities = TTLCache(maxsize=KEY_CACHE_SIZE, ttl=KEY_CACHE_SECONDS, timer=timer)
+        self._lock = threading.Lock()  # cachetools caches are not thread-safe; test clients run loops in threads
 
     @property
     def store(self):
@@ -63,6 +66,27 @@ class TenantAuthMiddleware:
             self._store = Store()
         return self._store
 
+    async def identity(self, key: str):
+        """Who ``key`` belongs to (None: nobody), from the cache or the store (read in a worker thread)."""
+        digest = hashlib.sha256(key.encode()).digest()
+        with self._lock:
+            found = self._identities.get(digest, _MISSING)
+        if found is _MISSING:
+            found = await anyio.to_thread.run_sync(self.store.authenticate, key)
+            with self._lock:
+                self._identities[digest] = found
+        return found
+
+
+KEYS = KeyLookup()  # the process's key cache (its store is opened on the first lookup)
+
+
+class TenantAuthMiddleware:
+    def __init__(self, app, served: str = "", keys: KeyLookup | None = None) -> None:
+        self.app = app
+        self.served = frozenset(t for t in served.split(",") if t)
+        self.keys = keys or KEYS
+
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
@@ -71,7 +95,7 @@ class TenantAuthMiddleware:
         if key and len(key) > MAX_KEY_LENGTH:
             await reject(send, 401, f"the API key is {len(key)} characters; Helios keys have at most {MAX_KEY_LENGTH}")
             return
-        identity = await self.identity(key) if key else None
+        identity = await self.keys.identity(key) if key else None
         if identity is None:
             await reject(send, 401, "a valid X-API-Key header is required")
             return
@@ -82,13 +106,3 @@ class TenantAuthMiddleware:
         if scope["path"] == "/metrics":
             scope = dict(scope, path=TENANT_METRICS_PATH, raw_path=TENANT_METRICS_PATH.encode())
         await self.app(scope, receive, send)
-
-    async def identity(self, key: str):
-        """Who ``key`` belongs to (None: nobody), from the cache or the store. The cache is touched
-        on the event loop only; the store is read in a worker thread."""
-        digest = hashlib.sha256(key.encode()).digest()
-        found = self._identities.get(digest, _MISSING)
-        if found is _MISSING:
-            found = await anyio.to_thread.run_sync(self.store.authenticate, key)
-            self._identities[digest] = found
-        return found

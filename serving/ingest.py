@@ -8,10 +8,11 @@
 
 Only tenants whose source is ``push`` may push (403 naming the tenant and its source otherwise).
 Every route authenticates the tenant's API key (``X-API-Key``, or ``Authorization: Bearer`` as
-Prometheus' remote_write sends it) before reading the body: without a valid key the answer is 401 and
-nothing is stored. The tenant comes from the key alone; a client may name the tenant it expects in
-``X-Helios-Customer`` and is refused (403) when the key belongs to another, a guard against a
-mis-pasted key, never a way to choose where data goes.
+Prometheus' remote_write sends it) before reading the body, through the service's one cached key
+lookup (serving/auth.py ``KEYS``): without a valid key the answer is 401 and nothing is stored. The
+tenant comes from the key alone; a client may name the tenant it expects in ``X-Helios-Customer`` and
+is refused (403) when the key belongs to another, a guard against a mis-pasted key, never a way to
+choose where data goes.
 
 The tenant's metrics come from the tenant registry (``HELIOS_CONFIG_DIR``, re-read when a file
 changes), because the store's ``customer_metrics`` holds logical names, not the series names pushes
@@ -34,9 +35,8 @@ from starlette.concurrency import run_in_threadpool
 
 from helios_pipelines.core import ingest, plans
 from helios_pipelines.core.push_store import PushStore
-from helios_pipelines.core.store import Store
 from helios_pipelines.core.tenants import DEFAULT_CONFIG_DIR, TenantConfig, TenantRegistry, load_tenants
-from serving.auth import presented_key
+from serving import auth
 
 CUSTOMER_HEADER = "x-helios-customer"
 RETENTION_EVERY_SECONDS = 3600  # how often one process prunes a tenant's expired day files
@@ -75,11 +75,6 @@ _retention_lock = threading.Lock()
 
 
 @functools.cache
-def _store() -> Store:
-    return Store()
-
-
-@functools.cache
 def _push_store() -> PushStore:
     return PushStore()
 
@@ -90,16 +85,16 @@ class _Refused(Exception):
         self.status, self.message, self.headers = status, message, headers
 
 
-def _authenticate(request: Request) -> Pusher:
-    key = presented_key(dict(request.scope.get("headers", [])))
-    identity = _store().authenticate(key) if key else None
+async def _authenticate(request: Request) -> Pusher:
+    key = auth.presented_key(dict(request.scope.get("headers", [])))
+    identity = await auth.KEYS.identity(key) if key else None
     if identity is None:
         raise _Refused(401, "a valid API key is required (X-API-Key header or Authorization: Bearer)",
                        {"WWW-Authenticate": "Bearer"})
     expected = request.headers.get(CUSTOMER_HEADER)
     if expected and expected != identity.slug:
         raise _Refused(403, f"the API key belongs to tenant '{identity.slug}', not '{expected[:80]}'")
-    registry = _registry.get()
+    registry = await run_in_threadpool(_registry.get)
     if identity.slug not in registry.tenants:
         raise _Refused(403, f"tenant '{identity.slug}' has no valid configuration in the tenant registry")
     return Pusher(registry.tenants[identity.slug], timedelta(days=plans.plan(identity.plan).retention_days))
@@ -138,7 +133,7 @@ def _media_type(request: Request) -> str:
 
 async def _handle(request: Request, media_type: str, decode, answer) -> Response:
     try:
-        pusher = await run_in_threadpool(_authenticate, request)
+        pusher = await _authenticate(request)
         source = pusher.tenant.source.type
         if source != "push":
             raise _Refused(403, f"tenant '{pusher.tenant.id}' reads its metrics from its '{source}' source, so Helios "
@@ -179,7 +174,7 @@ async def ingest_json(request: Request) -> Response:
 async def ingest_config(request: Request) -> Response:
     """What the key's tenant accepts: the agent reads its series, kinds and step from here."""
     try:
-        pusher = await run_in_threadpool(_authenticate, request)
+        pusher = await _authenticate(request)
     except _Refused as refused:
         return JSONResponse({"error": refused.message}, status_code=refused.status, headers=refused.headers)
     tenant = pusher.tenant

@@ -21,12 +21,15 @@ from prometheus_client import CollectorRegistry
 
 from helios_pipelines.core.migrations import upgrade
 from helios_pipelines.core.store import Store
-from helios_pipelines.core.tenants import load_tenants
-from serving.auth import KEY_CACHE_SECONDS, TenantAuthMiddleware
+from helios_pipelines.core.tenants import TenantConfig, load_tenants
+from serving import auth
+from serving.auth import KEY_CACHE_SECONDS, KeyLookup, TenantAuthMiddleware
+from serving.ingest import router as ingest_router
 from serving.publisher import GaugeBoard, refresh
 from serving.request_guard import RequestGuard
 from serving.runtime import TenantRuntime
 from tests.conftest import AS_OF, FIXTURE_TENANTS
+from tests.push_harness import PushTenants
 from tests.test_multitenant import duel_bundle  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.slow  # starts real processes: the real-process tier (make test-fast skips it)
@@ -51,7 +54,7 @@ def test_key_lookups_are_cached_and_a_revoked_key_is_refused_within_the_cache_pe
     authenticate = store.authenticate
     store.authenticate = lambda presented: lookups.append(presented) or authenticate(presented)
     clock = [1000.0]
-    app = TenantAuthMiddleware(_tenant_echo, served="arena", store=store, timer=lambda: clock[0])
+    app = TenantAuthMiddleware(_tenant_echo, served="arena", keys=KeyLookup(store, timer=lambda: clock[0]))
 
     async def get(presented: str) -> httpx.Response:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://helios") as client:
@@ -71,6 +74,37 @@ def test_key_lookups_are_cached_and_a_revoked_key_is_refused_within_the_cache_pe
         assert len(lookups) == 3  # a wrong key is looked up once per period too
 
     asyncio.run(scenario())
+    store.close()
+
+
+def test_the_push_endpoints_look_keys_up_through_the_same_cache_as_the_auth_middleware(tmp_path, monkeypatch):
+    """#14: serving/ingest.py authenticated every push with its own uncached store lookup."""
+    pushy = TenantConfig.model_validate({"id": "pushy", "name": "Pushy", "step": "1min", "source": {"type": "push"},
+                                         "metrics": {"players": {"series": "players_online", "forecast": {"horizons": ["15m"]}}}})
+    tenants = PushTenants(tmp_path, [pushy])
+    store = Store(tenants.database_url)
+    lookups = []
+    authenticate = store.authenticate
+    store.authenticate = lambda presented: lookups.append(presented) or authenticate(presented)
+    monkeypatch.setattr(auth, "KEYS", KeyLookup(store))
+    monkeypatch.setenv("HELIOS_CONFIG_DIR", str(tenants.config_dir))
+    api = FastAPI()
+    api.include_router(ingest_router)
+    app = TenantAuthMiddleware(api, served="pushy")  # the service's stack when keys are required
+    key = tenants.keys["pushy"]
+
+    async def scenario():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://helios") as client:
+            for _ in range(3):
+                answer = await client.get("/ingest/config", headers={"X-API-Key": key})
+                assert answer.status_code == 200 and answer.json()["tenant"] == "pushy"
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url="http://helios") as client:
+            assert (await client.get("/ingest/config", headers={"Authorization": f"Bearer {key}"})).status_code == 200
+            assert (await client.get("/ingest/config", headers={"X-API-Key": "hel_wrong"})).status_code == 401
+            assert (await client.get("/ingest/config", headers={"X-API-Key": "hel_wrong"})).status_code == 401
+
+    asyncio.run(scenario())
+    assert lookups == [key, "hel_wrong"]  # one store lookup per key: middleware and ingest share the cache
     store.close()
 
 
