@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import anyio
 import pandas as pd
@@ -177,22 +178,65 @@ def _unix(stamp: pd.Timestamp) -> float:
     return stamp.value / 1e9
 
 
-@router.api_route("/api/v1/query", methods=["GET", "POST"])
-async def query(request: Request) -> JSONResponse:
-    """Prometheus' instant query over Helios' series (KEDA's trigger, Grafana's instant panels)."""
+class _Asked(NamedTuple):
+    """What ``query`` and ``query_range`` evaluate: the expression, whom it may see, the times asked."""
+
+    api: PrometheusAPI
+    tenants: list[str]
+    text: str
+    expr: object
+    reads: bool  # the expression reads series (``1+1`` does not, and may ask for any time)
+    now: pd.Timestamp
+    first: pd.Timestamp
+    last: pd.Timestamp
+    step: pd.Timedelta | None  # a range query's resolution
+
+
+async def _query(request: Request, times: Callable[[dict[str, list[str]], pd.Timestamp], tuple]) -> _Asked | JSONResponse:
+    """The shared preamble of ``query`` and ``query_range``: parse the expression, refuse another
+    tenant's (403), read the times (``times(params, now)`` gives first, last, the parameter named when
+    they are outside the record, and the step) and check them; an error is the JSON answer."""
     api, params = _api(request), await _params(request)
-    tenants = api.visible(request)
     try:
         expr = promql.parse(_one(params, "query") or "")
         if refused := api.forbidden(request, [expr]):
             return refused
         now = pd.Timestamp.now(tz="UTC")
-        at = parse_time(_one(params, "time"), "time", now)
+        first, last, name, step = times(params, now)
         reads = promql.reads_series(expr)
         if reads:
-            _check_window(at, at, now, "time")
+            _check_window(first, last, now, name)
     except promql.QueryError as error:
         return _error(error)
+    return _Asked(api, api.visible(request), _one(params, "query"), expr, reads, now, first, last, step)
+
+
+def _instant_time(params: dict[str, list[str]], now: pd.Timestamp) -> tuple:
+    at = parse_time(_one(params, "time"), "time", now)
+    return at, at, "time", None
+
+
+def _range_times(params: dict[str, list[str]], now: pd.Timestamp) -> tuple:
+    start = parse_time(_one(params, "start"), "start", None)
+    end = parse_time(_one(params, "end"), "end", None)
+    if start is None or end is None:
+        raise promql.QueryError(f'invalid parameter "{"start" if start is None else "end"}": a range query needs start and end')
+    if end < start:
+        raise promql.QueryError('invalid parameter "end": end timestamp must not be before start time')
+    step = parse_step(_one(params, "step"))
+    if (end - start) // step > MAX_POINTS:
+        raise promql.QueryError("exceeded maximum resolution of 11,000 points per timeseries. "
+                                "Try decreasing the query resolution (?step=XX)")
+    return start, end, "start", step
+
+
+@router.api_route("/api/v1/query", methods=["GET", "POST"])
+async def query(request: Request) -> JSONResponse:
+    """Prometheus' instant query over Helios' series (KEDA's trigger, Grafana's instant panels)."""
+    asked = await _query(request, _instant_time)
+    if isinstance(asked, JSONResponse):
+        return asked
+    api, tenants, text, expr, reads, now, at, _, _ = asked
 
     def evaluate() -> JSONResponse:
         try:
@@ -203,7 +247,7 @@ async def query(request: Request) -> JSONResponse:
                                         f"steps starts at {first.isoformat() if first else 'the next step'}", "not_found")
             value = promql.evaluate(expr, samples)
             if isinstance(value, dict):
-                _keda_contract(expr, value, _one(params, "query"), problems)
+                _keda_contract(expr, value, text, problems)
         except promql.QueryError as error:
             return _error(error)
         return JSONResponse(promql.success(promql.instant_data(value, _unix(at)), problems))
@@ -224,28 +268,10 @@ def _keda_contract(expr, value: promql.Vector, query: str, problems: list[str]) 
 async def query_range(request: Request) -> JSONResponse:
     """Prometheus' range query: a matrix, one point per ``step`` from ``start`` to ``end`` wherever
     Helios published the series (Grafana's time-series panels)."""
-    api, params = _api(request), await _params(request)
-    tenants = api.visible(request)
-    try:
-        expr = promql.parse(_one(params, "query") or "")
-        if refused := api.forbidden(request, [expr]):
-            return refused
-        now = pd.Timestamp.now(tz="UTC")
-        start = parse_time(_one(params, "start"), "start", None)
-        end = parse_time(_one(params, "end"), "end", None)
-        if start is None or end is None:
-            raise promql.QueryError(f'invalid parameter "{"start" if start is None else "end"}": a range query needs start and end')
-        if end < start:
-            raise promql.QueryError('invalid parameter "end": end timestamp must not be before start time')
-        step = parse_step(_one(params, "step"))
-        if (end - start) // step > MAX_POINTS:
-            raise promql.QueryError("exceeded maximum resolution of 11,000 points per timeseries. "
-                                    "Try decreasing the query resolution (?step=XX)")
-        reads = promql.reads_series(expr)
-        if reads:
-            _check_window(start, end, now, "start")
-    except promql.QueryError as error:
-        return _error(error)
+    asked = await _query(request, _range_times)
+    if isinstance(asked, JSONResponse):
+        return asked
+    api, tenants, _, expr, reads, now, start, end, step = asked
 
     def evaluate() -> JSONResponse:
         series: dict[promql.Labels, list] = {}
