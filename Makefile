@@ -19,7 +19,7 @@ export HELIOS_DEMO_PAGERDUTY_ROUTING_KEY ?= demo0pagerduty0routing0key000032
 PORT ?= 3000
 SHARED ?= $(CURDIR)/../shared
 
-.PHONY: install demo test test-fast lint serve ui validate bench-forecast bench-anomaly bench-serve bench-scale bench-capacity bench-scorecards bench-soak clean
+.PHONY: install demo test test-fast lint serve ui validate bench-forecast bench-anomaly bench-serve bench-scale bench-capacity bench-scorecards bench-soak bench-train clean
 
 install: $(VENV)/.installed
 
@@ -106,6 +106,10 @@ bench-soak: install
 	$(BIN)/helios db upgrade
 	$(BIN)/helios tenants sync
 	$(BIN)/python bench/soak.py --minutes 10 --concurrency 16 --out bench/results/soak.md
+
+bench-train: install
+	# one tenant's whole pipeline through Dagster in process: wall time per asset and candidate, MASE per metric (#20.1)
+	$(BIN)/python bench/train_bench.py --tenant $(or $(TENANT),gaming-corp) --label $(or $(LABEL),latest) --out bench/results/train.md
 
 bench-scale: install
 	$(BIN)/python bench/scale_tenants.py --tenants 50 --executor multiprocess
