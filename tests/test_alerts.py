@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 from datetime import UTC, datetime, timedelta
 
@@ -230,16 +231,33 @@ def test_slack_urls_and_routing_keys_stay_in_the_environment_until_sent(store):
     assert later.delivered == 1 and sent[-1][0] == slack_url and sent[-1][1]["text"].startswith("[acme]")
 
 
-def test_a_tenant_file_holding_a_secret_value_is_refused_with_the_way_to_name_it():
-    cases = [
-        ({"name": "pd", "type": "pagerduty", "url": "https://events.pagerduty.com/v2/enqueue", "routing_key": "R" * 32},
-         "name that variable in routing_key_env"),
-        ({"name": "chat", "type": "slack", "url": "https://hooks.slack.com/services/T0/B0/x"},
-         "a Slack incoming-webhook URL is a secret"),
+def test_a_secret_written_in_a_tenant_file_is_kept_with_a_warning_naming_the_env_form(caplog):
+    """The guide's Step 5 writes the Slack URL and the routing key literally: accepted, and warned about."""
+    hooks = [
+        {"name": "chat", "type": "slack", "url": "https://hooks.slack.com/services/T0/B0/x", "events": ["anomaly_detected"]},
+        {"name": "pd", "type": "pagerduty", "url": "https://events.pagerduty.com/v2/enqueue", "routing_key": "R" * 32,
+         "events": ["anomaly_detected"]},
     ]
-    for hook, words in cases:
-        with pytest.raises(ValueError, match=words):
-            tenant_config(webhooks=[hook | {"events": ["anomaly_detected"]}])
+    with caplog.at_level(logging.WARNING, logger="helios_pipelines.core.tenants"):
+        tenant = tenant_config(webhooks=hooks)
+    assert [w.routing_key for w in tenant.alerts.webhooks] == [None, "R" * 32]
+    warned = [r.getMessage() for r in caplog.records]
+    assert [m.split(": a secret")[0] for m in warned] == [
+        "tenant 'acme': alerts.webhooks[0] (chat).url (use url_env)",
+        "tenant 'acme': alerts.webhooks[1] (pd).routing_key (use routing_key_env)"]
+
+
+@pytest.mark.parametrize(("hook", "words"), [
+    ({"type": "pagerduty", "url": "https://events.pagerduty.com/v2/enqueue", "routing_key": "short"},
+     "'short' is not a PagerDuty routing key"),
+    ({"type": "pagerduty", "url": "https://events.pagerduty.com/v2/enqueue", "routing_key": "R" * 32,
+      "routing_key_env": "ACME_PD_KEY"}, "needs exactly one of routing_key and routing_key_env"),
+    ({"type": "slack", "url": "https://hooks.slack.com/services/T0/B0/x", "routing_key": "R" * 32},
+     "a routing key is for type pagerduty, not slack"),
+])
+def test_a_malformed_or_misplaced_routing_key_is_an_error_naming_it(hook, words):
+    with pytest.raises(ValueError, match=words):
+        tenant_config(webhooks=[hook | {"name": "x", "events": ["anomaly_detected"]}])
 
 
 def test_the_model_bundle_carries_variable_names_not_secrets(tmp_path, monkeypatch):

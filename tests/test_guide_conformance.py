@@ -9,12 +9,16 @@ KEDA's arithmetic (tests/test_desired_replicas.py), the alert formats (tests/tes
 from __future__ import annotations
 
 import inspect
-from datetime import datetime
+import logging
+from datetime import datetime, timedelta
 
 import pytest
 import yaml
 
 from helios_pipelines.commands.deploy import render
+from helios_pipelines.core import alerts
+from helios_pipelines.core.alert_receiver import AlertReceiver
+from helios_pipelines.core.capacity_alerts import CapacityReading, record_readings
 from helios_pipelines.core.plans import plan
 from helios_pipelines.core.tenants import (
     AlertConfig,
@@ -25,6 +29,7 @@ from helios_pipelines.core.tenants import (
 )
 from helios_sdk import HeliosAgent
 from tests.conftest import SHARED
+from tests.store_backends import NOW, PAGERDUTY_KEY, add_customer
 from tests.test_serving import bentoml_serve, embedded_store  # noqa: F401  (module fixture)
 
 GUIDE = SHARED / "seed" / "helios-integration-guide.md"
@@ -103,25 +108,93 @@ def test_step_2_thresholds_load_as_written():
     assert (thresholds.max_players_per_server, thresholds.queue_length_scale_trigger) == (100, 50)
 
 
-def test_step_5_alerts_yaml_loads_with_slack_and_pagerduty_formats():
-    as_written = {
-        "webhooks": [
-            {"name": "slack", "url": "https://hooks.slack.com/services/CUSTOMER_WEBHOOK",
-             "events": ["anomaly_detected", "scaling_recommended", "capacity_warning"]},
-            {"name": "pagerduty", "url": "https://events.pagerduty.com/v2/enqueue", "routing_key": "CUSTOMER_ROUTING_KEY",
-             "events": ["anomaly_detected", "capacity_critical"]},
-        ],
-        "thresholds": {"anomaly_alert": 2.5, "capacity_warning": 0.75, "capacity_critical": 0.90},
-    }
-    # Secrets never sit in a tenant file (README): the guide's literal key is refused, naming the fix.
-    with pytest.raises(ValueError, match="routing_key is a secret .* routing_key_env"):
-        AlertConfig.model_validate(as_written)
-    as_written["webhooks"][0] = {k: v for k, v in as_written["webhooks"][0].items() if k != "url"} | {
-        "url_env": "GAMING_CORP_SLACK_URL"}
-    as_written["webhooks"][1] = {k: v for k, v in as_written["webhooks"][1].items() if k != "routing_key"} | {
-        "routing_key_env": "GAMING_CORP_PAGERDUTY_KEY"}
-    config = AlertConfig.model_validate(as_written)
-    assert [w.type for w in config.webhooks] == ["slack", "pagerduty"]  # from the names, as the guide has no type
+# "Step 5: Configure Webhooks/Alerts": the ConfigMap's alerts.yaml, as written (read from the guide when present).
+STEP_5_ALERTS = """\
+webhooks:
+  - name: slack
+    url: "https://hooks.slack.com/services/CUSTOMER_WEBHOOK"
+    events:
+      - anomaly_detected
+      - scaling_recommended
+      - capacity_warning
+
+  - name: pagerduty
+    url: "https://events.pagerduty.com/v2/enqueue"
+    routing_key: "CUSTOMER_ROUTING_KEY"
+    events:
+      - anomaly_detected
+      - capacity_critical
+
+thresholds:
+  anomaly_alert: 2.5  # Z-score
+  capacity_warning: 0.75
+  capacity_critical: 0.90
+"""
+
+
+def step_5_alerts_yaml() -> str:
+    if not GUIDE.exists():
+        return STEP_5_ALERTS
+    text = GUIDE.read_text()
+    section = text[text.index("### Step 5: Configure Webhooks/Alerts"):]
+    block = section[section.index("```yaml") + len("```yaml"):]
+    return yaml.safe_load(block[:block.index("```")])["data"]["alerts.yaml"]
+
+
+def test_step_5_alerts_yaml_as_written_is_the_one_this_test_runs():
+    assert yaml.safe_load(step_5_alerts_yaml()) == yaml.safe_load(STEP_5_ALERTS)
+
+
+def test_step_5_only_the_routing_key_placeholder_must_become_a_real_key():
+    # As written but for CUSTOMER_ROUTING_KEY, which stands for the customer's 32-character key.
+    with pytest.raises(ValueError, match=r"webhooks\.1\.routing_key\n.*'CUSTOMER_ROUTING_KEY' is not a PagerDuty routing key"):
+        AlertConfig.model_validate(yaml.safe_load(step_5_alerts_yaml()))
+    config = AlertConfig.model_validate(yaml.safe_load(step_5_alerts_yaml().replace("CUSTOMER_ROUTING_KEY", PAGERDUTY_KEY)))
+    assert [(w.name, w.type) for w in config.webhooks] == [("slack", "slack"), ("pagerduty", "pagerduty")]
+    thresholds = config.thresholds  # anomaly_alert is a z-score: tests/test_capacity_alerts.py maps it
+    assert (thresholds.anomaly_alert, thresholds.capacity_warning, thresholds.capacity_critical) == (2.5, 0.75, 0.90)
+
+
+def test_step_5_alerts_as_written_reach_slack_and_pagerduty_in_their_formats(store, tmp_path, caplog):  # noqa: F811
+    """The guide's alerts.yaml with its literal Slack URL and routing key (placeholders filled in as a
+    customer does: the vendors' hosts are local stand-ins here), loaded with a warning that names the
+    tenant and each literal secret, and every alert it routes delivered in the vendor's format."""
+    with AlertReceiver(None, tmp_path / "slack.jsonl", kind="slack") as slack, \
+            AlertReceiver(None, tmp_path / "pd.jsonl", kind="pagerduty") as pagerduty:
+        written = (step_5_alerts_yaml().replace("https://hooks.slack.com", slack.url.rstrip("/"))
+                   .replace("https://events.pagerduty.com", pagerduty.url.rstrip("/"))
+                   .replace("CUSTOMER_ROUTING_KEY", PAGERDUTY_KEY))
+        with caplog.at_level(logging.WARNING, logger="helios_pipelines.core.tenants"):
+            tenant = guide_tenant(id="guide-step-5", plan="pro", alerts=yaml.safe_load(written))  # standard has no webhooks
+        warned = [r.getMessage() for r in caplog.records]
+        assert any("tenant 'guide-step-5'" in m and "(slack).url (use url_env)" in m for m in warned), warned
+        assert any("tenant 'guide-step-5'" in m and "(pagerduty).routing_key (use routing_key_env)" in m for m in warned)
+        add_customer(store, tenant)
+        anomaly = dict(tenant="guide-step-5", event="anomaly_detected", alert_key="anomaly/guide-step-5/concurrent_users/1",
+                       summary="concurrent_users is anomalous", occurred_at=NOW)
+        alerts.route(store, tenant, [alerts.Alert(**anomaly), alerts.Alert(**anomaly, action=alerts.RESOLVE)], NOW)
+        for i, share in enumerate([0.95, 0.5]):  # the forecast needs 95 % of max capacity, then 50 %
+            record_readings(store, tenant, [CapacityReading("game-server", share, "1h", 10, 10)],
+                            NOW + timedelta(minutes=i), now=NOW)
+        worker = alerts.DeliveryWorker(store, clock=lambda: NOW + timedelta(hours=1), environ={})  # nothing from env
+        try:
+            stats = worker.run_once()
+        finally:
+            worker.close()
+        assert (stats.delivered, stats.dead, stats.retrying) == (8, 0, 0) and slack.rejected == pagerduty.rejected == 0
+        # Slack: anomaly and capacity_warning (0.95 >= 0.75), each triggered and resolved.
+        assert sorted(m["alert"]["text"].split("] ", 1)[1] for m in slack.received()) == sorted([
+            "concurrent_users is anomalous", "Resolved: concurrent_users is anomalous",
+            "game-server: forecast needs 95% of max capacity within 1h (warning at 75%)",
+            "Resolved: game-server: forecast needs 95% of max capacity within 1h (warning at 75%): over"])
+        # PagerDuty: anomaly and capacity_critical (0.95 >= 0.90), the literal routing key, one dedup_key per episode.
+        events = [e["alert"] for e in pagerduty.received()]
+        assert {e["routing_key"] for e in events} == {PAGERDUTY_KEY}
+        by_key = {}
+        for event in events:
+            by_key.setdefault(event["dedup_key"].split("/")[0], []).append(event["event_action"])
+        assert by_key == {"anomaly": ["trigger", "resolve"], "capacity_critical": ["trigger", "resolve"]}
+        assert len({e["dedup_key"] for e in events}) == 2
 
 
 def test_custom_metrics_for_gaming_map_onto_helios_keys():

@@ -125,8 +125,8 @@ def alerts_document(tenant: TenantConfig) -> dict:
     for hook in tenant.alerts.webhooks:
         entry = {"name": hook.name, "type": hook.type, "url_env": hook.url_env or secret_env(hook.name, "URL"),
                  "events": list(hook.events)}
-        if hook.routing_key_env:
-            entry["routing_key_env"] = hook.routing_key_env
+        if hook.type == "pagerduty":  # a literal routing key goes to the Secret too
+            entry["routing_key_env"] = hook.routing_key_env or secret_env(hook.name, "ROUTING_KEY")
         if hook.secret_env:
             entry["signing_secret_env"] = hook.secret_env
         webhooks.append(entry)

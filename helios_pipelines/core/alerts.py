@@ -16,10 +16,12 @@ Formats:
 - PagerDuty: an Events API v2 event (``routing_key``, ``event_action`` trigger or resolve,
   ``dedup_key`` = the alert key, so the resolve closes the incident the trigger opened).
 
-Secrets stay in the environment: the outbox stores the names of the variables holding a Slack URL
-(``url_env``) or a PagerDuty routing key (``routing_key_env``), never their values; the worker reads
-them when it sends (a variable not set is a retryable error naming it). A generic webhook's ``url``
-may be stored as is: it is not a credential, its requests are signed.
+Secrets named by environment variables stay there: the outbox stores the names of the variables
+holding a Slack URL (``url_env``) or a PagerDuty routing key (``routing_key_env``), never their values;
+the worker reads them when it sends (a variable not set is a retryable error naming it). A secret the
+tenant file writes literally (the guide's Step 5 form, warned about when the config loads) is stored
+in the row as written: a Slack ``url``, a PagerDuty ``routing_key`` in the event body. A generic
+webhook's ``url`` is not a credential: its requests are signed.
 - Generic webhook: a JSON document signed with HMAC-SHA256 when the webhook names ``secret_env``.
 
 Signature and replay protection (generic webhooks): ``X-Helios-Timestamp`` is the send time in Unix
@@ -108,8 +110,8 @@ def slack_message(alert: Alert) -> dict:
 
 
 def pagerduty_event(alert: Alert, routing_key: str | None = None) -> dict:
-    """The event; the outbox stores it without its ``routing_key``, which the worker adds from the
-    environment when sending."""
+    """The event; with a key named by ``routing_key_env`` the outbox stores it without its
+    ``routing_key``, which the worker adds from the environment when sending."""
     event = {"event_action": alert.action, "dedup_key": alert.alert_key[:255]}
     if routing_key is not None:
         event["routing_key"] = routing_key
@@ -144,7 +146,7 @@ def render(alert: Alert, webhook: Webhook, key: str) -> str:
     if webhook.type == "slack":
         document = slack_message(alert)
     elif webhook.type == "pagerduty":
-        document = pagerduty_event(alert)
+        document = pagerduty_event(alert, webhook.routing_key)  # a key named by routing_key_env is added when sent
     else:
         document = webhook_document(alert, key)
     return json.dumps(document, sort_keys=True, default=str)

@@ -10,6 +10,7 @@ bottom beside ``configs/tenants/_template.yaml``; the guide's key mapping lives 
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,6 +28,7 @@ TENANT_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{1,62}$"
 METRIC_NAME_PATTERN = r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"
 # A source's own names: Prometheus' plus the dots of Datadog (system.cpu.user) and CloudWatch.
 SERIES_NAME_PATTERN = r"^[a-zA-Z_:][a-zA-Z0-9_:./-]*$"
+log = logging.getLogger(__name__)
 DEFAULT_CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "tenants"
 
 
@@ -309,18 +311,21 @@ VENDOR_CHANNELS = ("slack", "pagerduty")
 
 
 class Webhook(Strict):
-    """Where alerts go. Secrets never sit in a tenant file (nor in the model bundle, which carries the
-    tenant's config): a Slack incoming-webhook URL (its path is the credential) and a PagerDuty routing
-    key are named by the environment variable holding them, and read when an alert is sent."""
+    """Where alerts go. A secret (a Slack incoming-webhook URL, whose path is the credential, or a
+    PagerDuty routing key) is best named by the environment variable holding it (``url_env``,
+    ``routing_key_env``), read when an alert is sent. The guide's Step 5 writes them literally
+    (``url:``, ``routing_key:``): accepted, and :meth:`TenantConfig.literal_secrets` lists them so
+    loading warns (they then sit in the tenant file, the model bundle and the alert outbox)."""
 
     name: str = Field(min_length=1, max_length=255)
-    url: str | None = Field(None, description="http(s) URL of a webhook or of PagerDuty's Events API (not secrets)")
-    url_env: EnvVarName | None = Field(None, description="environment variable holding the URL (required for slack)")
+    url: str | None = Field(None, description="http(s) URL of the receiver (for Slack: a secret, prefer url_env)")
+    url_env: EnvVarName | None = Field(None, description="environment variable holding the URL")
     type: Literal["slack", "pagerduty", "webhook"] = Field(
         "webhook", description="payload format; a channel named slack or pagerduty (the guide's) defaults to it"
     )
     events: list[Literal["anomaly_detected", "scaling_recommended", "capacity_warning", "capacity_critical",
                          "event_scorecard"]]
+    routing_key: str | None = Field(None, description="pagerduty: the routing key itself (a secret, prefer routing_key_env)")
     routing_key_env: EnvVarName | None = Field(None, description="pagerduty: environment variable holding the routing key")
     secret_env: EnvVarName | None = Field(None, description="environment variable holding the HMAC secret")
 
@@ -330,14 +335,6 @@ class Webhook(Strict):
         """The guide's Step 5 names its channels ``slack`` and ``pagerduty`` and gives no type."""
         if isinstance(data, dict) and "type" not in data and data.get("name") in VENDOR_CHANNELS:
             data = data | {"type": data["name"]}
-        return data
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_secret_values(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "routing_key" in data:
-            raise ValueError(f"webhook '{data.get('name')}': routing_key is a secret and is not kept in tenant files; "
-                             "put it in an environment variable and name that variable in routing_key_env")
         return data
 
     @field_validator("url")
@@ -354,17 +351,32 @@ class Webhook(Strict):
             raise ValueError(f"'{value[:200]}' has an invalid port: {exc}") from None
         return value
 
+    @field_validator("routing_key")
+    @classmethod
+    def _routing_key_form(cls, value: str | None) -> str | None:
+        if value is not None and not PAGERDUTY_ROUTING_KEY.match(value):
+            shown = value[:40] if len(value) != 32 else "(32 characters, not all letters and digits)"
+            raise ValueError(f"'{shown}' is not a PagerDuty routing key (the service integration's 32 letters and "
+                             "digits); the guide's CUSTOMER_ROUTING_KEY is a placeholder for yours")
+        return value
+
     @model_validator(mode="after")
     def _destination_and_secrets(self) -> Webhook:
         if (self.url is None) == (self.url_env is None):
             raise ValueError(f"webhook '{self.name}' needs exactly one of url and url_env")
-        if self.type == "slack" and self.url is not None:
-            raise ValueError(f"webhook '{self.name}': a Slack incoming-webhook URL is a secret; put it in an "
-                             "environment variable and name that variable in url_env")
-        if self.type == "pagerduty" and not self.routing_key_env:
-            raise ValueError(f"webhook '{self.name}' is of type pagerduty but has no routing_key_env (the environment "
-                             "variable holding its routing key)")
+        has_key = (self.routing_key is not None) + (self.routing_key_env is not None)
+        if self.type == "pagerduty" and has_key != 1:
+            raise ValueError(f"webhook '{self.name}' is of type pagerduty and needs exactly one of routing_key and "
+                             "routing_key_env (the environment variable holding its routing key)")
+        if self.type != "pagerduty" and has_key:
+            raise ValueError(f"webhook '{self.name}': a routing key is for type pagerduty, not {self.type}")
         return self
+
+    @property
+    def literal_secrets(self) -> list[str]:
+        """Keys of this channel that hold a secret written in the file, each with its env-named form."""
+        found = ["url (use url_env)"] if self.type == "slack" and self.url is not None else []
+        return found + (["routing_key (use routing_key_env)"] if self.routing_key is not None else [])
 
 
 class AlertThresholds(Strict):
@@ -524,6 +536,15 @@ class TenantConfig(Strict):
                     )
         if not self.forecast_metrics:
             raise ValueError("no metric has a forecast section: at least one must be forecast")
+        return self
+
+    @model_validator(mode="after")
+    def _warn_literal_secrets(self) -> TenantConfig:
+        for i, hook in enumerate(self.alerts.webhooks):
+            for key in hook.literal_secrets:
+                log.warning("tenant '%s': alerts.webhooks[%d] (%s).%s: a secret is written in the tenant file, so "
+                            "it is also kept in model bundles and the alert outbox; put it in an environment "
+                            "variable and name that variable instead", self.id, i, hook.name, key)
         return self
 
     # ---- derived views -------------------------------------------------------------------------
