@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from http import HTTPStatus
+
+from helios_pipelines.core.plans import PlanLimitError
+from helios_pipelines.core.store import CustomerDisabledError
+
 ECHO_LIMIT = 64  # characters of a client's value repeated in an error message
 
 
@@ -31,3 +36,20 @@ def shown(value: object, limit: int = ECHO_LIMIT) -> str:
     if len(text) <= limit:
         return f"'{text}'"
     return f"'{text[:limit]}...' ({len(text)} characters)"
+
+
+# The one mapping of domain errors to HTTP statuses: serving/service.py renders it for BentoML's routes
+# and for the plain FastAPI ones, each answering {"error": the message} with the status.
+STATUS: dict[type[Exception], HTTPStatus] = {
+    NotFoundError: HTTPStatus.NOT_FOUND,
+    RequestError: HTTPStatus.BAD_REQUEST,
+    ForbiddenError: HTTPStatus.FORBIDDEN,
+    PlanLimitError: HTTPStatus.FORBIDDEN,  # the tenant's plan lacks the feature
+    CustomerDisabledError: HTTPStatus.FORBIDDEN,
+    TenantUnavailableError: HTTPStatus.SERVICE_UNAVAILABLE,
+}
+DOMAIN_ERRORS = tuple(STATUS)
+
+
+def status_of(error: Exception) -> HTTPStatus:
+    return next(status for kind, status in STATUS.items() if isinstance(error, kind))

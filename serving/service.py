@@ -12,14 +12,12 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import datetime
-from http import HTTPStatus
 from pathlib import Path
 from typing import Annotated, TypeVar
 
 import anyio
 import bentoml
 import pandas as pd
-from bentoml.exceptions import InvalidArgument, NotFound
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field, ValidationError, field_validator
@@ -28,15 +26,22 @@ from helios_pipelines.core.anomaly_log import record_detection
 from helios_pipelines.core.exposition import Sample, exposition
 from helios_pipelines.core.feedback import PredictionRecorder
 from helios_pipelines.core.migrations import upgrade
-from helios_pipelines.core.plans import PlanLimitError
-from helios_pipelines.core.store import CustomerDisabledError, Store, UnknownCustomerError
+from helios_pipelines.core.store import Store, UnknownCustomerError
 from helios_pipelines.core.tenants import ScheduledEvent
 from serving import prometheus_api, publisher
 from serving.alert_routing import apply_alert_file
 from serving.answers import events as posted_events
 from serving.answers.scorecards import scorecard_response
 from serving.auth import TENANT_METRICS_PATH, TenantAuthMiddleware
-from serving.errors import ForbiddenError, NotFoundError, RequestError, TenantUnavailableError, shown
+from serving.errors import (
+    DOMAIN_ERRORS,
+    ForbiddenError,
+    NotFoundError,
+    RequestError,
+    TenantUnavailableError,
+    shown,
+    status_of,
+)
 from serving.ingest import router as ingest_router
 from serving.posted_events import EventFeed
 from serving.published import PublishedSeries
@@ -84,31 +89,22 @@ class Point(BaseModel):
 
 
 def _http_errors(call, ctx: bentoml.Context):
-    """Domain errors become 4xx responses that say what was wrong; a tenant whose own state failed
-    answers 503 naming itself."""
+    """BentoML's routes: a domain error is answered ``{"error": message}`` with its status
+    (serving/errors.py ``STATUS``); raised as BentoML's own exceptions, a 403's or 503's message would
+    be blanked, and the caller must learn which tenant and what was wrong."""
     try:
         return call()
-    except NotFoundError as exc:
-        raise NotFound(str(exc)) from None
-    except RequestError as exc:
-        raise InvalidArgument(str(exc)) from None
-    except (ForbiddenError, PlanLimitError, CustomerDisabledError, TenantUnavailableError) as exc:
-        # BentoML blanks the message of a raised 403/503; the caller must learn which tenant it is about.
-        unavailable = isinstance(exc, TenantUnavailableError)
-        ctx.response.status_code = HTTPStatus.SERVICE_UNAVAILABLE if unavailable else HTTPStatus.FORBIDDEN
+    except DOMAIN_ERRORS as exc:
+        ctx.response.status_code = status_of(exc)
         return {"error": str(exc)}
 
 
-# The plain FastAPI routes' domain errors, as JSON naming the problem with their status.
-_JSON_ERROR_STATUS = ((NotFoundError, 404), (RequestError, 400), (ForbiddenError, 403), (TenantUnavailableError, 503))
-
-
 def _json_errors(call: Callable[[], JSONResponse]) -> JSONResponse:
+    """The plain FastAPI routes: the same answer as ``_http_errors``."""
     try:
         return call()
-    except tuple(kind for kind, _ in _JSON_ERROR_STATUS) as exc:
-        status = next(code for kind, code in _JSON_ERROR_STATUS if isinstance(exc, kind))
-        return JSONResponse({"error": str(exc)}, status_code=status)
+    except DOMAIN_ERRORS as exc:
+        return JSONResponse({"error": str(exc)}, status_code=status_of(exc))
 
 
 def _for_tenant(runtime: TenantRuntime, answer: Callable[[TenantRuntime], T]) -> T:
@@ -116,7 +112,7 @@ def _for_tenant(runtime: TenantRuntime, answer: Callable[[TenantRuntime], T]) ->
     a model): logged, and answered as this tenant's 503, so it never reads as the service's."""
     try:
         return answer(runtime)
-    except (RequestError, NotFoundError, ForbiddenError, PlanLimitError, CustomerDisabledError):
+    except DOMAIN_ERRORS:
         raise
     except Exception as exc:
         log.exception("tenant '%s' failed to answer", runtime.tenant_id)

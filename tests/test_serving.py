@@ -82,9 +82,12 @@ def test_predict_accepts_the_series_name(service):
 def test_predict_errors_name_the_problem(service):
     unknown = service.post("/predict", json={"metric": "mana_pool", "horizon": 15})
     assert unknown.status_code == 404
-    assert "no metric 'mana_pool'" in unknown.text and "concurrent_users" in unknown.text
+    assert "no metric 'mana_pool'" in unknown.json()["error"] and "concurrent_users" in unknown.text
+    # The guide's GET /predict renders the same error table (serving/errors.py) the same way.
+    unknown_get = service.get("/predict", params={"metric": "mana_pool", "horizon": 15})
+    assert (unknown_get.status_code, unknown_get.json()) == (404, unknown.json())
     too_far = service.post("/predict", json={"metric": "concurrent_users", "horizon": 600})
-    assert too_far.status_code == 400 and "beyond the 60 min" in too_far.text
+    assert too_far.status_code == 400 and "beyond the 60 min" in too_far.json()["error"]
     malformed = service.post("/predict", json={"metric": "concurrent_users", "horizon": "soon"})
     assert malformed.status_code == 400 and "horizon" in malformed.text
     not_json = service.post("/predict", content=b"{not json", headers={"Content-Type": "application/json"})
