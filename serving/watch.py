@@ -9,8 +9,8 @@ and the same champions, :class:`TenantWatch` also:
 - runs the scheduled detection: scores every step since its last look (on start, the last
   ``catch_up``) and folds them into the anomaly episodes, which routes the alerts;
 - joins the actuals of recorded predictions whose target has passed, from the tenant's source;
-- folds each scaled service's capacity and desired replicas into the capacity and scaling alert
-  episodes (core/capacity_alerts.py), which routes those alerts.
+- folds each scaled service's capacity and desired replicas, and each metric's levels, into the
+  capacity and scaling alert episodes (core/capacity_alerts.py), which routes those alerts.
 
 One watch per tenant per service process. Replicas of a tenant all run one: each records the same
 forecasts, which the store keeps once (a unique key per metric, horizon and origin); the scheduled
@@ -29,7 +29,7 @@ from datetime import timedelta
 import pandas as pd
 
 from helios_pipelines.core.anomaly_log import OPENED, record_detection
-from helios_pipelines.core.capacity_alerts import record_readings
+from helios_pipelines.core.capacity_alerts import level_readings, record_readings
 from helios_pipelines.core.feedback import PredictionRecorder, join_actuals
 from helios_pipelines.core.plans import PlanLimitError
 from helios_pipelines.core.store import Store, StoreError
@@ -66,7 +66,7 @@ class TenantWatch:
             self._recorded_step = end
         if self.runtime.detector is not None:
             self._detect(end, report)
-        if new_step and self.runtime.planner is not None and self.runtime.planner.targets:
+        if new_step and (self.runtime.tenant.level_metrics or (self.runtime.planner is not None and self.runtime.planner.targets)):
             self._capacity(end)
         if self._joined_at is None or end - self._joined_at >= self.join_every:
             if self.store.claim_step(f"join/{self.runtime.tenant_id}", end.to_pydatetime(), self.replica):
@@ -110,8 +110,12 @@ class TenantWatch:
         if claim is None:
             return
         try:
-            self._store_call("record capacity alerts", record_readings, self.store, self.runtime.tenant,
-                             self.runtime.capacity_readings(end), end.to_pydatetime())
+            runtime = self.runtime
+            readings = runtime.capacity_readings(end) if runtime.planner is not None and runtime.planner.targets else []
+            readings += level_readings(runtime.tenant, runtime.history(end), lambda m, h: runtime.forecast(m, h, end),
+                                       runtime.forecasters)
+            self._store_call("record capacity alerts", record_readings, self.store, runtime.tenant, readings,
+                             end.to_pydatetime())
         except Exception:
             self.store.release_step(name, claim, self.replica)
             raise

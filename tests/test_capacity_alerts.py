@@ -15,6 +15,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pandas as pd
 import pytest
 import yaml
 from sqlalchemy import select
@@ -22,7 +23,14 @@ from sqlalchemy import select
 from helios_pipelines.core import alerts
 from helios_pipelines.core.alert_receiver import AlertReceiver, pagerduty_problems, slack_problems
 from helios_pipelines.core.anomaly_zscore import MAX_Z, score_to_z, z_to_score
-from helios_pipelines.core.capacity_alerts import OPENED, RESOLVED, CapacityReading, record_readings
+from helios_pipelines.core.capacity_alerts import (
+    OPENED,
+    RESOLVED,
+    CapacityReading,
+    LevelReading,
+    level_readings,
+    record_readings,
+)
 from helios_pipelines.core.store.schema import AlertEpisode, OutboxRow
 from helios_pipelines.core.tenants import TenantConfig
 from helios_pipelines.core.training import tenant_detector
@@ -118,6 +126,62 @@ def test_capacity_and_scaling_conditions_fire_once_and_resolve_once(store):
     assert pager[0]["payload"]["summary"] == "[acme] game-server: forecast needs 95% of max capacity within 1h (critical at 90%)"
 
 
+def levels_tenant() -> TenantConfig:
+    """The guide's server_utilization (warning_threshold 0.8, critical_threshold 0.95), observed only, and
+    concurrent_users forecast with a critical level of its own."""
+    tenant = guide_tenant().model_dump()
+    tenant["metrics"] |= {
+        "server_utilization": {"prometheus_query": "avg(game_server_players / game_server_capacity)",
+                               "warning_threshold": 0.8, "critical_threshold": 0.95},
+        "concurrent_users": tenant["metrics"]["concurrent_users"] | {"critical_above": 3000},
+    }
+    return TenantConfig.model_validate(tenant)
+
+
+def test_a_metric_s_levels_drive_its_own_capacity_alerts(store):
+    tenant = levels_tenant()
+    assert sorted(tenant.level_metrics) == ["concurrent_users", "server_utilization"]
+    add_customer(store, tenant)
+    asked = []
+
+    def forecast(metric: str, minutes: int) -> pd.DataFrame:
+        asked.append((metric, minutes))
+        return pd.DataFrame({"yhat": [2000.0, 2500.0], "yhat_upper": [2600.0, 2900.0]})  # peak 2,900 <= 3,000
+
+    steps = [  # server_utilization's latest value -> what opens or resolves (levels are "above": strictly)
+        (0.80, []),
+        (0.85, [("capacity_warning", "server_utilization", OPENED)]),
+        (0.97, [("capacity_critical", "server_utilization", OPENED)]),
+        (0.90, [("capacity_critical", "server_utilization", RESOLVED)]),
+        (0.50, [("capacity_warning", "server_utilization", RESOLVED)]),
+    ]
+    for i, (utilization, expected) in enumerate(steps):
+        at = NOW + timedelta(minutes=5 * i)
+        history = pd.DataFrame({"server_utilization": [0.1, utilization, math.nan]})  # the last step not in yet
+        found = level_readings(tenant, history, forecast, forecast_metrics={"concurrent_users"})
+        assert found == [LevelReading("concurrent_users", 2900.0, "forecast upper bound within 1h"),
+                         LevelReading("server_utilization", utilization, "latest value")]
+        changes = record_readings(store, tenant, found, at, now=at)
+        assert [(c.event, c.subject, c.change) for c in changes] == expected, i
+    assert asked == [("concurrent_users", 60)] * len(steps)  # its longest horizon
+    # A forecast upper bound above the metric's critical level opens the metric's own episode.
+    above = LevelReading("concurrent_users", 3100.0, "forecast upper bound within 1h")
+    assert [(c.event, c.subject) for c in record_readings(store, tenant, [above], NOW + timedelta(hours=1), now=NOW)] == [
+        ("capacity_critical", "concurrent_users")]
+    # No recent point: no reading (nothing opens or resolves on a gap).
+    gap = pd.DataFrame({"server_utilization": [0.99] + [math.nan] * 5})
+    assert level_readings(tenant, gap, forecast, forecast_metrics={"concurrent_users"}) == [
+        LevelReading("concurrent_users", 2900.0, "forecast upper bound within 1h")]
+    with store.transaction() as session:
+        rows = session.scalars(select(OutboxRow).where(OutboxRow.destination == "pagerduty")
+                               .order_by(OutboxRow.id)).all()
+    pager = [json.loads(r.body) for r in rows]
+    assert [(p["event_action"], p["dedup_key"].rsplit("/", 1)[0]) for p in pager] == [
+        ("trigger", "capacity_critical/acme/server_utilization"), ("resolve", "capacity_critical/acme/server_utilization"),
+        ("trigger", "capacity_critical/acme/concurrent_users")]
+    assert pager[0]["payload"]["summary"] == "[acme] server_utilization: latest value 0.97 is above its critical level 0.95"
+
+
 def test_closed_episodes_go_with_the_plan_s_retention_and_open_ones_stay(store):
     tenant = guide_tenant()  # plan pro: 30 days
     add_customer(store, tenant)
@@ -206,7 +270,6 @@ def test_a_posted_event_crosses_capacity_and_the_watch_alerts_slack_and_pagerdut
     worker, to the vendor stand-ins. Arena: max 200 replicas x 100 players = 20,000; a x20 event on
     ~5,000 players needs several times that."""
     import bentoml
-    import pandas as pd
 
     from helios_pipelines.core.feedback import PredictionRecorder
     from helios_pipelines.core.migrations import upgrade

@@ -101,8 +101,10 @@ class MetricConfig(Strict):
     seasonality: list[Literal["hourly", "daily", "weekly", "yearly"]] = Field(
         default_factory=list, description="the guide's seasonality hint; Helios' forecasters learn seasonality themselves"
     )
-    warning_above: float | None = Field(None, allow_inf_nan=False, description="a value above it is a warning level")
-    critical_above: float | None = Field(None, allow_inf_nan=False, description="a value above it is a critical level")
+    warning_above: float | None = Field(
+        None, allow_inf_nan=False, description="capacity_warning while the value (a forecast metric: its upper bound) is above it")
+    critical_above: float | None = Field(
+        None, allow_inf_nan=False, description="capacity_critical while the value (a forecast metric: its upper bound) is above it")
     scale_trigger: ScaleTrigger | None = Field(None, description="KEDA emergency trigger: scale out above this value")
 
     @model_validator(mode="before")
@@ -559,6 +561,11 @@ class TenantConfig(Strict):
     @property
     def anomaly_metrics(self) -> dict[str, MetricConfig]:
         return {name: m for name, m in self.metrics.items() if m.anomaly}
+
+    @property
+    def level_metrics(self) -> dict[str, MetricConfig]:
+        """Metrics with a warning or critical level: capacity alerts of their own (core/capacity_alerts.py)."""
+        return {name: m for name, m in self.metrics.items() if m.warning_above is not None or m.critical_above is not None}
 
     def resolve_metric(self, name: str) -> str:
         """A logical name or the source's series name -> the logical name; unknown names are errors."""
