@@ -12,6 +12,8 @@ import inspect
 import logging
 from datetime import datetime, timedelta
 
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -27,6 +29,7 @@ from helios_pipelines.core.tenants import (
     TenantConfigError,
     parse_tenant_file,
 )
+from helios_pipelines.core.training import forecaster_for
 from helios_sdk import HeliosAgent
 from tests.conftest import SHARED
 from tests.store_backends import NOW, PAGERDUTY_KEY, add_customer
@@ -208,6 +211,20 @@ def test_custom_metrics_for_gaming_map_onto_helios_keys():
     assert (utilization.series, utilization.warning_above, utilization.critical_above) == ("game_server_players", 0.8, 0.95)
     latency = metrics["game_latency_p99"]
     assert (latency.anomaly, latency.critical_above, latency.unit) == (True, 100, "ms")
+
+
+def test_seasonality_chooses_the_prophet_candidate_s_seasonal_components():
+    tenant = guide_tenant()
+    prophet = forecaster_for(tenant, "concurrent_users", "prophet")  # the guide's ["hourly", "daily", "weekly"]
+    index = pd.date_range("2026-01-05", periods=3 * 1440, freq="1min", tz="UTC")
+    minutes = np.arange(len(index))
+    series = pd.Series(1000 + 200 * np.sin(2 * np.pi * minutes / 1440) + 20 * np.sin(2 * np.pi * minutes / 60), index)
+    assert set(prophet.fit(series).model_.seasonalities) == {"hourly", "daily", "weekly"}
+    # A metric without one: Prophet's daily and weekly; kinds that learn seasonality from lags take none.
+    users = {k: v for k, v in GAMING_METRICS["concurrent_users"].items() if k != "seasonality"}
+    unset = guide_tenant(metrics=GAMING_METRICS | {"concurrent_users": users})
+    assert forecaster_for(unset, "concurrent_users", "prophet").seasonality == ("daily", "weekly")
+    assert not hasattr(forecaster_for(tenant, "concurrent_users", "xgboost"), "seasonality")
 
 
 @pytest.mark.parametrize(("key", "value", "message"), [

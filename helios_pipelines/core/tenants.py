@@ -85,7 +85,9 @@ class MetricConfig(Strict):
     ``query`` (and names ``series`` when absent), ``forecast_horizon: 1h`` is ``forecast: {horizons:
     [1h]}``, ``anomaly_detection`` is ``anomaly``, ``warning_threshold`` / ``critical_threshold`` are
     ``warning_above`` / ``critical_above``, ``alert_threshold_ms`` is ``critical_above`` in ms, and
-    ``scale_trigger: "matches_in_queue > 100"`` is ``scale_trigger: {series, above}``.
+    ``scale_trigger: "matches_in_queue > 100"`` is ``scale_trigger: {series, above}``. The levels drive
+    the metric's capacity_warning / capacity_critical (``core/capacity_alerts.py``); ``seasonality``
+    is the Prophet candidate's seasonal components (``core/models/forecasters.py``).
     """
 
     series: str = Field(pattern=SERIES_NAME_PATTERN, description="the source's own series name")
@@ -99,7 +101,8 @@ class MetricConfig(Strict):
     max_value: float | None = Field(None, description="values above are out of range (data quality)")
     min_coverage: float = Field(0.9, ge=0, le=1, description="share of the grid that must hold data")
     seasonality: list[Literal["hourly", "daily", "weekly", "yearly"]] = Field(
-        default_factory=list, description="the guide's seasonality hint; Helios' forecasters learn seasonality themselves"
+        default_factory=list,
+        description="the Prophet candidate's seasonal components (empty: daily and weekly); other kinds learn theirs from lags"
     )
     warning_above: float | None = Field(
         None, allow_inf_nan=False, description="capacity_warning while the value (a forecast metric: its upper bound) is above it")

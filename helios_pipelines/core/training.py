@@ -74,6 +74,7 @@ def forecaster_for(tenant: TenantConfig, metric: str, kind: str) -> Forecaster:
         max_horizon=horizon_steps(tenant, horizon_minutes),
         timezone=tenant.timezone,
         regions=[(r.timezone, r.share) for r in tenant.regions],
+        seasonality=tenant.metrics[metric].seasonality,
         events=EventSchedule([e for e in tenant.events if not e.metrics or metric in e.metrics]),
         metric=metric,
         seed=tenant.training.seed,

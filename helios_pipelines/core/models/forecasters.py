@@ -235,10 +235,13 @@ class ProphetForecaster(Forecaster):
         regions: Sequence[tuple[str, float]] | None = None,
         fit_step: str = "15min",
         calibration_share: float = 0.2,
+        seasonality: Sequence[str] = (),
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.regions = list(regions or [])
+        # The metric's seasonality (hourly, daily, weekly, yearly) as Prophet's components; none: daily and weekly.
+        self.seasonality = tuple(seasonality) or ("daily", "weekly")
         self.fit_step = max(pd.Timedelta(fit_step), self.step)
         self.calibration_share = calibration_share
 
@@ -266,7 +269,10 @@ class ProphetForecaster(Forecaster):
             raise InsufficientHistoryError(f"prophet for '{self.metric}' needs a few observed points to fit")
         centres = coarse.index + (self.fit_step - self.step) / 2
         frame = self._inputs(pd.DatetimeIndex(centres)).assign(y=coarse.to_numpy())
-        self.model_ = Prophet(daily_seasonality=True, weekly_seasonality=True, uncertainty_samples=0)
+        self.model_ = Prophet(daily_seasonality="daily" in self.seasonality, weekly_seasonality="weekly" in self.seasonality,
+                              yearly_seasonality="yearly" in self.seasonality, uncertainty_samples=0)
+        if "hourly" in self.seasonality:  # order 1: a fit on 15-minute means has four points an hour
+            self.model_.add_seasonality("hourly", period=1 / 24, fourier_order=1)
         if self.regions:
             self.model_.add_regressor("players_evening")
         self.model_.fit(frame, seed=self.seed)
@@ -838,11 +844,14 @@ FORECASTERS: dict[str, type[Forecaster]] = {
 # on the forecast suite's simulated tenants it made 5 of 7 series worse (bench/results/forecast.md);
 # Prophet does (better on shopfast, neutral on gaming-corp).
 REGION_KINDS = frozenset({XGBoostLags.kind, ProphetForecaster.kind})
+# Kinds that take the metric's seasonality (its config's seasonality list); the others learn theirs from lags.
+SEASONALITY_KINDS = frozenset({ProphetForecaster.kind})
 
 
 def make_forecaster(kind: str, **kwargs: Any) -> Forecaster:
-    """Build a forecaster by kind. ``regions`` (players' time zones) only goes to REGION_KINDS and is
-    dropped for the others: the pipeline can pass one set of arguments to all."""
+    """Build a forecaster by kind. ``regions`` (players' time zones) only goes to REGION_KINDS and
+    ``seasonality`` to SEASONALITY_KINDS, dropped for the others: the pipeline can pass one set of
+    arguments to all."""
     try:
         cls = FORECASTERS[kind]
     except KeyError:
@@ -851,4 +860,6 @@ def make_forecaster(kind: str, **kwargs: Any) -> Forecaster:
         ) from None
     if kind not in REGION_KINDS:
         kwargs.pop("regions", None)
+    if kind not in SEASONALITY_KINDS:
+        kwargs.pop("seasonality", None)
     return cls(**kwargs)
