@@ -1,4 +1,4 @@
-"""Push endpoints: Prometheus remote-write and the JSON batch, stored per tenant in the push store.
+"""Push endpoints: Prometheus remote-write and the JSON batch, stored per tenant in the Helios store.
 
 - ``POST /api/v1/write``: Prometheus remote-write 1.0 (protobuf + snappy), answered 204.
 - ``POST /ingest``: the JSON batch of ``core/ingest.py`` (``Content-Encoding: gzip`` optional),
@@ -14,32 +14,33 @@ tenant comes from the key alone; a client may name the tenant it expects in ``X-
 is refused (403) when the key belongs to another, a guard against a mis-pasted key, never a way to
 choose where data goes.
 
-The tenant's metrics come from the tenant registry (``HELIOS_CONFIG_DIR``, re-read when a file
-changes), because the store's ``customer_metrics`` holds logical names, not the series names pushes
-carry. Work that blocks (the store, decoding, Parquet) runs in the thread pool, off the event loop.
+Samples go to the store (``HELIOS_DATABASE_URL``, core/store/pushed.py), so every replica and the
+pipeline's push source read what any replica accepted; a retried request stores nothing twice.
+
+The tenants accepted and their metrics are the ones the process was started with (``serve``: the
+service passes its bundles' tenant configs, which carry the series names pushes use; the store's
+``customer_metrics`` holds logical names only). Nothing is read from ``configs/`` at request time:
+the Bento does not pack it. A key of a tenant the process does not serve is refused (403).
+Work that blocks (the store, decoding) runs in the thread pool, off the event loop.
 """
 
 from __future__ import annotations
 
 import functools
-import os
-import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-from cachetools import TTLCache
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from helios_pipelines.core import ingest, plans
-from helios_pipelines.core.push_store import PushStore
-from helios_pipelines.core.tenants import DEFAULT_CONFIG_DIR, TenantConfig, TenantRegistry, load_tenants
+from helios_pipelines.core.store import Store
+from helios_pipelines.core.tenants import TenantConfig
 from serving import auth
 
 CUSTOMER_HEADER = "x-helios-customer"
-RETENTION_EVERY_SECONDS = 3600  # how often one process prunes a tenant's expired day files
 
 router = APIRouter(tags=["ingest"])
 
@@ -50,33 +51,19 @@ class Pusher:
     retention: timedelta
 
 
-class _Registry:
-    """The tenant registry, loaded again whenever a tenant file is added, removed or changed."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._snapshot: tuple | None = None
-        self._registry: TenantRegistry | None = None
-
-    def get(self) -> TenantRegistry:
-        directory = Path(os.environ.get("HELIOS_CONFIG_DIR") or DEFAULT_CONFIG_DIR)
-        snapshot = (directory, tuple(sorted((p.name, p.stat().st_mtime_ns) for p in directory.glob("*.y*ml"))))
-        with self._lock:
-            if snapshot != self._snapshot:
-                self._registry, self._snapshot = load_tenants(directory), snapshot
-            return self._registry
+# The tenants this process accepts pushes for, by id: fixed at start-up by ``serve``.
+_served: dict[str, TenantConfig] = {}
 
 
-_registry = _Registry()
-# Tenants whose expired day files this process pruned within the last RETENTION_EVERY_SECONDS: an entry
-# expires after that long, and the bound keeps a process serving many tenants from growing without end.
-_retention_done: TTLCache[str, bool] = TTLCache(maxsize=10_000, ttl=RETENTION_EVERY_SECONDS)
-_retention_lock = threading.Lock()
+def serve(tenants: Iterable[TenantConfig]) -> None:
+    """Accept pushes for ``tenants`` (the service calls this at start-up with its bundles' configs)."""
+    _served.clear()
+    _served.update({tenant.id: tenant for tenant in tenants})
 
 
 @functools.cache
-def _push_store() -> PushStore:
-    return PushStore()
+def _store() -> Store:
+    return Store()
 
 
 class _Refused(Exception):
@@ -94,10 +81,9 @@ async def _authenticate(request: Request) -> Pusher:
     expected = request.headers.get(CUSTOMER_HEADER)
     if expected and expected != identity.slug:
         raise _Refused(403, f"the API key belongs to tenant '{identity.slug}', not '{expected[:80]}'")
-    registry = await run_in_threadpool(_registry.get)
-    if identity.slug not in registry.tenants:
-        raise _Refused(403, f"tenant '{identity.slug}' has no valid configuration in the tenant registry")
-    return Pusher(registry.tenants[identity.slug], timedelta(days=plans.plan(identity.plan).retention_days))
+    if identity.slug not in _served:
+        raise _Refused(403, f"this service does not serve tenant '{identity.slug}'")
+    return Pusher(_served[identity.slug], timedelta(days=plans.plan(identity.plan).retention_days))
 
 
 async def _body(request: Request) -> bytes:
@@ -117,14 +103,7 @@ async def _body(request: Request) -> bytes:
 def _store_batch(pusher: Pusher, pushed: list[ingest.PushedSeries]) -> tuple[int, int]:
     """Validates and stores; returns (samples accepted, samples new)."""
     batch = ingest.validate(pushed, pusher.tenant, pusher.retention, datetime.now(UTC))
-    tenant_id = pusher.tenant.id
-    new = _push_store().write(tenant_id, batch.series)
-    with _retention_lock:  # cachetools caches are not thread-safe; batches are stored from the thread pool
-        due = tenant_id not in _retention_done
-        _retention_done[tenant_id] = True
-    if due:
-        _push_store().apply_retention(tenant_id, pusher.retention)
-    return batch.sample_count, new
+    return batch.sample_count, _store().add_pushed(pusher.tenant.id, batch.series)
 
 
 def _media_type(request: Request) -> str:

@@ -43,6 +43,7 @@ from serving.errors import (
     status_of,
 )
 from serving.ingest import router as ingest_router
+from serving.ingest import serve as accept_pushes
 from serving.posted_events import EventFeed
 from serving.published import PublishedSeries
 from serving.request_guard import RequestGuard
@@ -156,6 +157,7 @@ class HeliosService:
         for bundle in self.bundles:
             runtime = TenantRuntime(Path(bundle.stored.path))
             self.runtimes[runtime.tenant_id] = runtime
+        accept_pushes(r.tenant for r in self.runtimes.values())  # pushes are checked against the bundles' configs
         # Served predictions and anomalies go to the Helios store (HELIOS_DATABASE_URL), off the hot path.
         self.store = Store()
         if self.store.url.startswith("sqlite"):

@@ -31,20 +31,24 @@ from tests.store_backends import add_customer
 
 REPO = Path(__file__).resolve().parents[1]
 READY_TIMEOUT_SECONDS = 30
+# The tenants are read once at start-up, as the service takes them from its bundles.
 SERVE_ROUTER = (
-    "import sys, uvicorn; from fastapi import FastAPI; from serving.ingest import router; "
+    "import os, sys, uvicorn; from fastapi import FastAPI; from serving.ingest import router, serve; "
+    "from helios_pipelines.core.tenants import load_tenants; "
+    "serve(load_tenants(os.environ['HELIOS_CONFIG_DIR']).tenants.values()); "
     "app = FastAPI(); app.include_router(router); "
     "uvicorn.run(app, host='127.0.0.1', port=int(sys.argv[1]), log_level='warning')"
 )
 
 
 class PushTenants:
-    """Tenant files in a registry directory, their customers in a migrated SQLite store, their keys."""
+    """Tenant files in a registry directory, their customers in a migrated store (SQLite in
+    ``directory`` unless ``database_url`` names one), their keys."""
 
-    def __init__(self, directory: Path, tenants: list[TenantConfig]):
+    def __init__(self, directory: Path, tenants: list[TenantConfig], database_url: str | None = None):
         self.config_dir = directory / "tenants"
         self.config_dir.mkdir(parents=True)
-        self.database_url = f"sqlite:///{directory / 'helios.db'}"
+        self.database_url = database_url or f"sqlite:///{directory / 'helios.db'}"
         migrations.upgrade(self.database_url)
         store = Store(self.database_url)
         self.keys = {}

@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from helios_pipelines.core.push_store import PushStore
 from helios_pipelines.core.sources import make_source
 from helios_pipelines.core.sources.base import counter_to_rate
+from helios_pipelines.core.store import Store
 from helios_pipelines.core.tenants import PushSource, TrainingConfig
 from helios_sdk import HeliosAgent
 from helios_sdk.cli import main as agent_main
@@ -36,6 +36,14 @@ def pushed(arena, tmp_path_factory):
     tenant = arena.model_copy(update={"id": TENANT, "source": PushSource(),
                                       "training": TrainingConfig(history_days=2, backtest_folds=1)})
     return PushTenants(tmp_path_factory.mktemp("agent"), [tenant])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _pipeline_reads_the_services_store(pushed):
+    """The push source (the pipeline's fetch) reads the store the ingest service writes to."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HELIOS_DATABASE_URL", pushed.database_url)
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -92,9 +100,10 @@ def test_agent_survives_a_helios_restart_without_losing_or_doubling_samples(push
     assert forwarder.flush() == waiting and forwarder.spool.pending() == []
 
     history = simulated_history(pushed.tenants[TENANT], start, end, seed=0)
-    store = PushStore()
+    store = Store()
     for name in series:
-        table = store.read(TENANT, name, 0, int(end.timestamp() * 1000) + DAY * 1000).to_pandas()
+        table = pd.DataFrame(store.pushed(TENANT, name, 0, int(end.timestamp() * 1000) + DAY * 1000),
+                             columns=["labels", "timestamp", "value"])
         got = pd.Series(table["value"].to_numpy(), index=pd.to_datetime(table["timestamp"], unit="ms", utc=True))
         expected = history[name].dropna()
         assert set(table["labels"]) == {""}
@@ -102,11 +111,12 @@ def test_agent_survives_a_helios_restart_without_losing_or_doubling_samples(push
         assert got.to_numpy().tolist() == expected.to_numpy().tolist(), name
 
     # An agent that lost its state replays everything: Helios keeps one copy.
-    counts = {name: store.count(TENANT, name) for name in series}
+    counts = {name: store.count_pushed(TENANT, name) for name in series}
     replay = agent(pushed, service, prometheus_url, tmp_path / "amnesiac", lambda: end.timestamp())
     replay.backfill(days=3)
     assert replay.flush() > 0
-    assert {name: store.count(TENANT, name) for name in series} == counts
+    assert {name: store.count_pushed(TENANT, name) for name in series} == counts
+    store.close()
 
 
 def test_start_after_discovery_sends_the_training_window_before_streaming(pushed, service, prometheus_url, window,

@@ -1,27 +1,29 @@
 """Pushing metrics into Helios: a real Prometheus remote-writing to the ingest service, the JSON batch,
 keys, limits and bad input, and tenant isolation. The service is the ingest router under uvicorn in
-its own process (see push_harness); samples land in the session's HELIOS_HOME push store."""
+its own process (see push_harness); samples land in its store, which the push source reads."""
 
 from __future__ import annotations
 
 import gzip
 import json
 import math
+import shutil
 import struct
-import subprocess
-import sys
 import time
-from datetime import UTC, datetime, timedelta
+import uuid
+from datetime import UTC, datetime
 
 import cramjam
 import httpx
 import pandas as pd
 import pytest
+from sqlalchemy import text
 
 from helios_pipelines.core import ingest
-from helios_pipelines.core.push_store import PushStore
 from helios_pipelines.core.sources import make_source
 from helios_pipelines.core.sources.check import check_source
+from helios_pipelines.core.store import Store
+from helios_pipelines.core.store.pushed import CHUNK_ROWS
 from helios_pipelines.core.tenants import TenantConfig
 from tests.push_harness import (
     REMOTE_WRITE_HEADERS,
@@ -31,6 +33,7 @@ from tests.push_harness import (
     ScrapeTarget,
     remote_write_body,
 )
+from tests.store_backends import NOW, _schema_url, add_customer
 
 pytestmark = pytest.mark.slow  # starts real processes: the real-process tier (make test-fast skips it)
 
@@ -63,6 +66,14 @@ def tenants(tmp_path_factory) -> PushTenants:
     return PushTenants(tmp_path_factory.mktemp("push"), configs)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _source_reads_the_services_store(tenants):
+    """The push source (and ``stored``) read the store the ingest service writes to."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HELIOS_DATABASE_URL", tenants.database_url)
+        yield
+
+
 @pytest.fixture(scope="module")
 def service(tenants, tmp_path_factory):
     running = IngestService(tenants, tmp_path_factory.mktemp("ingest") / "uvicorn.log")
@@ -87,8 +98,11 @@ def post_json(http: httpx.Client, key: str, samples: list[dict], **headers) -> h
 
 
 def stored(tenant: str) -> dict[str, int]:
-    store = PushStore()
-    return {series: store.count(tenant, series) for series in store.series(tenant)}
+    store = Store()
+    try:
+        return {series: store.count_pushed(tenant, series) for series in store.pushed_series(tenant)}
+    finally:
+        store.close()
 
 
 # ---- decoding ---------------------------------------------------------------------------------
@@ -128,12 +142,14 @@ def test_prometheus_remote_write_reaches_the_push_source(service, tenants, prome
     prometheus = RemoteWritingPrometheus(
         tmp_path, target.address, f"{service.url}/api/v1/write", tenants.keys["remote"], keep=[PLAYERS, CPU]
     )
+    store = Store()
     try:
         deadline = time.monotonic() + 60
-        while not first_scrape or (PushStore().latest("remote", CPU) or 0) < _ceil(first_scrape[0], step_ms) + 5 * step_ms:
+        while not first_scrape or (store.latest_pushed("remote", CPU) or 0) < _ceil(first_scrape[0], step_ms) + 5 * step_ms:
             assert time.monotonic() < deadline, f"too little arrived: {prometheus.log.read_text()[-2000:]}"
             time.sleep(0.5)
     finally:
+        store.close()
         prometheus.stop()
         target.stop()
 
@@ -144,7 +160,7 @@ def test_prometheus_remote_write_reaches_the_push_source(service, tenants, prome
     ks = frame.index.asi8 // 1_000_000 // step_ms
     assert frame["concurrent_users"].tolist() == [110.0 + k % 50 for k in ks]
     assert frame["cpu_usage"].tolist() == pytest.approx([7.0] * 4)
-    assert sorted(PushStore().series("remote")) == sorted([CPU, PLAYERS])  # `up` and the rest were relabelled away
+    assert sorted(stored("remote")) == sorted([CPU, PLAYERS])  # `up` and the rest were relabelled away
     report = check_source(tenant, start, end)
     assert report.ok and [m.coverage for m in report.metrics] == [1.0, 1.0], report
 
@@ -361,56 +377,109 @@ def test_two_tenants_pushes_stay_apart(http, tenants):
         assert column.tolist() == [value] * 3, tenant
 
 
-def test_retention_deletes_the_days_the_plan_no_longer_keeps(tmp_path):
-    store = PushStore(tmp_path)
-    day = 86_400_000
-    now = datetime(2026, 11, 20, 12, tzinfo=UTC)
-    today = int(now.timestamp() * 1000) // day * day
-    store.write("acme", {PLAYERS: {(): [(today - 9 * day, 1.0), (today - 7 * day, 2.0), (today, 3.0)]}})
-    assert store.apply_retention("acme", timedelta(days=7), now) == 1
-    assert store.read("acme", PLAYERS, 0, today + day)["value"].to_pylist() == [2.0, 3.0]
+# ---- (f) the store: what every replica and the pipeline read (#16.2) ------------------------------
+def test_the_store_keeps_one_sample_per_series_label_set_and_timestamp(store):
+    for tenant in ("acme", "rival"):
+        add_customer(store, push_tenant(tenant))
+    pod_a, pod_b = (("pod", "a"),), (("pod", "b"),)
+    assert store.add_pushed("acme", {PLAYERS: {pod_a: [(1000, 1.0), (2000, 2.0)], pod_b: [(1000, 5.0)]},
+                                     CPU: {(): [(1000, 3.0)]}}) == 4
+    # A retried request adds nothing; a second value at a stored timestamp is not stored (first write wins).
+    assert store.add_pushed("acme", {PLAYERS: {pod_a: [(2000, 9.0), (3000, 3.0)]}}) == 1
+    assert store.add_pushed("rival", {PLAYERS: {pod_a: [(1000, 7.0)]}}) == 1
+    assert store.pushed("acme", PLAYERS, 0, 10_000) == [
+        ('pod="a"', 1000, 1.0), ('pod="a"', 2000, 2.0), ('pod="a"', 3000, 3.0), ('pod="b"', 1000, 5.0)]
+    assert store.pushed("acme", PLAYERS, 1000, 3000) == [('pod="a"', 1000, 1.0), ('pod="a"', 2000, 2.0),
+                                                         ('pod="b"', 1000, 5.0)]
+    assert store.pushed("rival", PLAYERS, 0, 10_000) == [('pod="a"', 1000, 7.0)]
+    assert (store.latest_pushed("acme", PLAYERS), store.latest_pushed("acme", "never_pushed")) == (3000, None)
+    assert store.pushed_series("acme") == sorted([CPU, PLAYERS]) and store.pushed_series("rival") == [PLAYERS]
 
 
-# ---- (f) a write killed mid-way -------------------------------------------------------------------
-KILLED_WRITE = """
-import os, signal, sys
-from pathlib import Path
-from helios_pipelines.core import push_store
-step, when = sys.argv[2], int(sys.argv[3])
-calls = {"rename": 0, "prepare": 0}
-real_replace, real_write = push_store.os.replace, push_store.pq.write_table
+def test_a_full_size_request_is_stored_in_bulk_and_a_failed_write_stores_none_of_it(store, monkeypatch):
+    """50,000 samples (the request limit) over 10,000 label sets: more rows than one statement may
+    bind on either database. A write that fails part-way (its third statement) leaves nothing."""
+    add_customer(store, push_tenant("acme"))
+    full = {PLAYERS: {(("pod", str(i)),): [(1000 * j, float(i)) for j in range(1, 6)] for i in range(10_000)}}
+    assert store.add_pushed("acme", full) == ingest.MAX_SAMPLES
+    assert store.count_pushed("acme", PLAYERS) == ingest.MAX_SAMPLES
+    statements = []
+    real_insert = store.insert_ignoring_duplicates
 
-def counted(kind, real):
-    def call(*args, **kwargs):
-        calls[kind] += 1
-        if kind == step and calls[kind] == when:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return real(*args, **kwargs)
-    return call
+    def lost_at_the_third(session, model, rows, unique):
+        statements.append(model.__tablename__)
+        if len(statements) == 3:
+            raise ConnectionError("the database went away")
+        return real_insert(session, model, rows, unique)
 
-push_store.os.replace = counted("rename", real_replace)
-push_store.pq.write_table = counted("prepare", real_write)
-day = 86_400_000
-push_store.PushStore(Path(sys.argv[1])).write("acme", {
-    "players": {(): [(day, 1.0), (2 * day, 2.0)]},
-    "cpu": {(("pod", "a"),): [(day, 3.0)]},
-})
-"""
+    monkeypatch.setattr(store, "insert_ignoring_duplicates", lost_at_the_third)
+    with pytest.raises(ConnectionError):
+        store.add_pushed("acme", {CPU: {(): [(j, 1.0) for j in range(2 * CHUNK_ROWS)]}})
+    assert statements == ["push_series", "push_samples", "push_samples"]
+    assert store.count_pushed("acme", CPU) == 0 and store.pushed_series("acme") == [PLAYERS]
 
 
-@pytest.mark.parametrize("step,when", [("prepare", 2), ("prepare", 3), ("rename", 1), ("rename", 2), ("rename", 3),
-                                       ("rename", 4), ("none", 0)])
-def test_a_write_killed_at_any_point_is_stored_all_or_nothing(tmp_path, step, when):
-    """Issue #13.7: a remote-write request killed mid-way stored one of its two series. The writing
-    process is SIGKILLed at each file write and rename of a two-series, three-day-file write; what the
-    next reader sees is either nothing or all three samples, and a later write still works."""
-    done = subprocess.run([sys.executable, "-c", KILLED_WRITE, str(tmp_path), step, str(when)], timeout=60)
-    assert done.returncode == (0 if step == "none" else -9)
-    store = PushStore(tmp_path)
-    seen = {series: store.read("acme", series, 0, 3 * 86_400_000)["value"].to_pylist() for series in ("players", "cpu")}
-    assert seen in ({"players": [], "cpu": []}, {"players": [1.0, 2.0], "cpu": [3.0]}), seen
-    before_the_commit = step == "prepare" or (step, when) == ("rename", 1)
-    assert (seen["cpu"] == []) == before_the_commit
-    store.write("acme", {"cpu": {(("pod", "a"),): [(86_400_000 + 1, 4.0)]}})
-    assert store.read("acme", "cpu", 0, 3 * 86_400_000)["value"].to_pylist()[-1] == 4.0
-    assert not list(tmp_path.glob("acme/**/.*.tmp")), "a killed write's temporary files were left behind"
+def test_retention_deletes_pushed_samples_older_than_the_plan_keeps(store):
+    tenant = TenantConfig.model_validate(push_tenant("acme").model_dump(mode="json") | {"plan": "starter"})  # 7 days
+    add_customer(store, tenant)
+    day, now = 86_400_000, int(NOW.timestamp() * 1000)
+    store.add_pushed("acme", {PLAYERS: {(): [(now - 8 * day, 1.0), (now - 6 * day, 2.0), (now, 3.0)]}})
+    assert store.apply_retention(NOW)["acme"]["pushed_samples"] == 1
+    assert [value for *_, value in store.pushed("acme", PLAYERS, 0, now + 1)] == [2.0, 3.0]
+
+
+@pytest.fixture
+def postgres_url(postgres_admin):
+    schema = f"helios_push_{uuid.uuid4().hex[:12]}"
+    with postgres_admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    yield _schema_url(schema)
+    with postgres_admin.begin() as connection:
+        connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+
+
+def test_a_sample_pushed_to_one_replica_is_the_others_and_the_pipelines_on_postgresql(postgres_url, tmp_path,
+                                                                                        monkeypatch):
+    """Issue #16.2: two ingest processes (two replicas' push endpoints) on one PostgreSQL store.
+    What replica A accepted, replica B already holds (the same request replayed to B is all
+    duplicates), and the pipeline's push source reads it: players summed over the two pods."""
+    tenants = PushTenants(tmp_path, [push_tenant("shared")], postgres_url)
+    replicas = [IngestService(tenants, tmp_path / f"{name}.log") for name in ("a", "b")]
+    t0 = minute()
+    samples = [{"metric": PLAYERS, "labels": {"pod": pod}, "timestamp": t0 + i * STEP_MS, "value": base + i}
+               for pod, base in (("a", 100.0), ("b", 10.0)) for i in range(3)]
+    try:
+        with httpx.Client(base_url=replicas[0].url, timeout=30) as a, httpx.Client(base_url=replicas[1].url,
+                                                                                 timeout=30) as b:
+            assert post_json(a, tenants.keys["shared"], samples).json() == {"accepted": 6, "new": 6, "duplicates": 0}
+            assert post_json(b, tenants.keys["shared"], samples).json() == {"accepted": 6, "new": 0, "duplicates": 6}
+    finally:
+        for replica in replicas:
+            replica.stop()
+    monkeypatch.setenv("HELIOS_DATABASE_URL", postgres_url)
+    window = pd.Timestamp(t0, unit="ms", tz="UTC"), pd.Timestamp(t0 + 3 * STEP_MS, unit="ms", tz="UTC")
+    frame = make_source(tenants.tenants["shared"]).fetch(*window, metrics=["concurrent_users"])
+    assert frame["concurrent_users"].tolist() == [110.0, 112.0, 114.0]
+
+
+def test_the_service_accepts_the_tenants_it_started_with_after_the_config_directory_is_gone(tmp_path):
+    """Issue #16.2: serving never reads configs/ at request time (the Bento does not pack it). With the
+    directory gone after start-up, a push of a tenant it started with is stored; a valid key of a
+    tenant added to the store since is refused, naming that tenant."""
+    tenants = PushTenants(tmp_path, [push_tenant("steady")])
+    service = IngestService(tenants, tmp_path / "uvicorn.log")
+    try:
+        shutil.rmtree(tenants.config_dir)
+        store = Store(tenants.database_url)
+        late_key = add_customer(store, push_tenant("late"))
+        store.close()
+        sample = [{"metric": PLAYERS, "timestamp": minute(), "value": 1}]
+        with httpx.Client(base_url=service.url, timeout=30) as http:
+            accepted = post_json(http, tenants.keys["steady"], sample)
+            assert accepted.status_code == 200 and accepted.json()["new"] == 1, accepted.text
+            config = http.get("/ingest/config", headers={"X-API-Key": tenants.keys["steady"]})
+            assert config.status_code == 200 and config.json()["tenant"] == "steady"
+            refused = post_json(http, late_key, sample)
+            assert refused.status_code == 403 and "tenant 'late'" in refused.json()["error"], refused.text
+    finally:
+        service.stop()

@@ -46,7 +46,7 @@ def upgrade(revision: str) -> None:
 
 @command.command("retention")
 def retention() -> None:
-    """Delete predictions, closed anomalies and finished alerts older than each tenant's plan keeps."""
+    """Delete predictions, pushed samples, closed anomalies and finished alerts older than each tenant's plan keeps."""
     store = open_store()
     try:
         for tenant, removed in sorted(store.apply_retention().items()):

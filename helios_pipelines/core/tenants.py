@@ -285,8 +285,8 @@ class CloudWatchSource(RemoteSource):
 
 
 class PushSource(Strict):
-    """Metrics the customer pushes to Helios (Prometheus remote-write or the helios-agent), stored
-    under $HELIOS_HOME/push; nothing to configure here: the tenant's API key says whose they are."""
+    """Metrics the customer pushes to Helios (Prometheus remote-write or the helios-agent), stored in
+    the Helios store; nothing to configure here: the tenant's API key says whose they are."""
 
     type: Literal["push"] = "push"
 

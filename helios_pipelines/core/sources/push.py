@@ -1,4 +1,5 @@
-"""Metrics the customer pushed to Helios (``source: {type: push}``), read from the push store.
+"""Metrics the customer pushed to Helios (``source: {type: push}``), read from the Helios store (the
+same ``HELIOS_DATABASE_URL`` the serving replicas write them to).
 
 On the tenant's grid, the same rules as the files source: a sample counts for the first grid point at
 or after it, the last one wins when several fall in one step, and grid points without a sample stay
@@ -12,17 +13,17 @@ from __future__ import annotations
 
 import pandas as pd
 
-from helios_pipelines.core.push_store import PushStore
 from helios_pipelines.core.sources.base import MetricsSource, SourceError, counter_to_rate, grid
+from helios_pipelines.core.store import Store
 from helios_pipelines.core.tenants import MetricConfig, PushSource, TenantConfig
 
 
 class PushedMetrics(MetricsSource):
-    def __init__(self, tenant: TenantConfig, store: PushStore | None = None):
+    def __init__(self, tenant: TenantConfig, store: Store | None = None):
         super().__init__(tenant)
         if not isinstance(tenant.source, PushSource):
             raise TypeError(f"tenant '{tenant.id}' does not use the push source")
-        self.store = store or PushStore()
+        self.store = store or Store()
         self.step = tenant.step_timedelta
 
     def fetch_series(self, metric: str, config: MetricConfig, index: pd.DatetimeIndex) -> pd.Series:
@@ -33,7 +34,8 @@ class PushedMetrics(MetricsSource):
         # Grid point t holds the samples of (t - step, t].
         start_ms = _ms(points[0] - self.step) + 1
         end_ms = _ms(points[-1]) + 1
-        table = self.store.read(self.tenant.id, config.series, start_ms, end_ms).to_pandas()
+        table = pd.DataFrame(self.store.pushed(self.tenant.id, config.series, start_ms, end_ms),
+                             columns=["labels", "timestamp", "value"])
         if table.empty:
             raise SourceError(
                 f"tenant '{self.tenant.id}', metric '{metric}': nothing pushed for series '{config.series}' "
@@ -53,7 +55,7 @@ class PushedMetrics(MetricsSource):
         values = {}
         for name in names:
             config = self.tenant.metrics[self.tenant.resolve_metric(name)]
-            latest = self.store.latest(self.tenant.id, config.series)
+            latest = self.store.latest_pushed(self.tenant.id, config.series)
             if latest is None:
                 values[name] = float("nan")
                 continue
@@ -63,7 +65,7 @@ class PushedMetrics(MetricsSource):
         return values
 
     def list_metrics(self) -> list[str]:
-        return self.store.series(self.tenant.id)
+        return self.store.pushed_series(self.tenant.id)
 
 
 def _ms(moment: pd.Timestamp) -> int:

@@ -9,10 +9,11 @@ unit of work writes them at commit); they never build a query. The package has o
 - ``base``: engine, transactions, the dialect-portable insert, customer lookups;
 - ``customers``: customers and API keys; ``predictions``: served models, predictions and actuals;
 - ``anomalies``: anomaly and capacity-alert episodes; ``outbox``: the alert outbox;
-- ``events``: posted events and once-per-step claims; ``retention``: deleting old history.
+- ``events``: posted events and once-per-step claims; ``pushed``: pushed samples;
+- ``retention``: deleting old history.
 
 Source of truth: the YAML registry owns configuration (metrics, webhooks, thresholds, plan). The
-store owns state: keys, the enabled/disabled status, predictions, anomalies, the outbox.
+store owns state: keys, the enabled/disabled status, predictions, anomalies, the outbox, pushed samples.
 ``sync_customers`` copies the registry's name, plan and metrics into ``customers`` and
 ``customer_metrics``; ``helios tenants add`` writes both at once.
 """
@@ -32,6 +33,7 @@ from helios_pipelines.core.store.errors import (
 from helios_pipelines.core.store.events import EventQueries, StepClaim
 from helios_pipelines.core.store.outbox import OutboxQueries
 from helios_pipelines.core.store.predictions import PredictionQueries
+from helios_pipelines.core.store.pushed import PushQueries
 from helios_pipelines.core.store.retention import RetentionQueries
 
 __all__ = [
@@ -48,7 +50,7 @@ __all__ = [
 ]
 
 
-class Store(CustomerQueries, PredictionQueries, EpisodeQueries, OutboxQueries, EventQueries, RetentionQueries,
-            StoreBase):
+class Store(CustomerQueries, PredictionQueries, EpisodeQueries, OutboxQueries, EventQueries, PushQueries,
+            RetentionQueries, StoreBase):
     """One database (SQLite or PostgreSQL); every method runs in its own transaction unless it is
     given one (``store.transaction()``)."""

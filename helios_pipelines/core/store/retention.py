@@ -1,4 +1,4 @@
-"""Retention: each customer's old history deleted as its plan says."""
+"""Retention: each customer's old history (and pushed samples) deleted as its plan says."""
 
 from __future__ import annotations
 
@@ -15,14 +15,16 @@ from helios_pipelines.core.store.schema import (
     Customer,
     OutboxRow,
     Prediction,
+    PushSample,
+    PushSeries,
     utcnow,
 )
 
 
 class RetentionQueries(StoreBase):
     def apply_retention(self, now: datetime | None = None) -> dict[str, dict[str, int]]:
-        """Delete each customer's predictions, closed anomaly and alert episodes and finished alerts older
-        than its plan keeps. Open episodes and pending alerts are kept whatever their age: they are still live.
+        """Delete each customer's predictions, pushed samples, closed anomaly and alert episodes and
+        finished alerts older than its plan keeps. Open episodes and pending alerts are kept whatever their age: they are still live.
         """
         now = now or utcnow()
         removed: dict[str, dict[str, int]] = {}
@@ -41,6 +43,9 @@ class RetentionQueries(StoreBase):
                     "alerts": session.execute(delete(OutboxRow).where(
                         OutboxRow.customer_id == customer.id, OutboxRow.status != PENDING,
                         OutboxRow.created_at < cutoff)).rowcount,
+                    "pushed_samples": session.execute(delete(PushSample).where(
+                        PushSample.series_id.in_(select(PushSeries.id).where(PushSeries.customer_id == customer.id)),
+                        PushSample.timestamp < int(cutoff.timestamp() * 1000))).rowcount,
                 }
                 removed[customer.slug] = counts
         return removed

@@ -16,6 +16,9 @@ Where the guide and this schema differ, and why:
   the target, so live interval coverage and MASE can be computed once the actual is known.
 - ``anomalies`` are episodes (``detected_at`` .. ``resolved_at``, peak score), at most one open per
   tenant and metric (a partial unique index), so a polled detector records an anomaly once.
+- ``push_series`` / ``push_samples`` hold pushed metrics (not in the guide, which only pulls): every
+  replica and the pipeline read the same samples, and a sample is stored once per (tenant, series,
+  label set, timestamp), so a retried remote-write adds nothing.
 """
 
 from __future__ import annotations
@@ -296,3 +299,29 @@ class StepLease(Base):
     owner: Mapped[str] = mapped_column(String(64), comment="the replica that claimed it")
     claimed_at: Mapped[datetime] = mapped_column(default=utcnow)
 
+
+
+class PushSeries(Base):
+    """One label set of one pushed series of a tenant. The label set is kept as its canonical text
+    (sorted ``k="v"`` pairs) and keyed by that text's SHA-256: label sets may be long (up to 30 values
+    of 2 KiB), longer than a B-tree index entry may be."""
+
+    __tablename__ = "push_series"
+    __table_args__ = (Index("uq_push_series_labels", "customer_id", "series", "labels_hash", unique=True),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    customer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    series: Mapped[str] = mapped_column(String(256), comment="the series name pushed (__name__)")
+    labels: Mapped[str] = mapped_column(Text, comment='canonical label set without __name__: k="v",...')
+    labels_hash: Mapped[str] = mapped_column(String(64), comment="SHA-256 of labels, hex")
+
+
+class PushSample(Base):
+    """A pushed sample; the primary key (series and label set, timestamp) makes a replayed one a no-op."""
+
+    __tablename__ = "push_samples"
+
+    series_id: Mapped[int] = mapped_column(BigId, ForeignKey("push_series.id", ondelete="CASCADE"), primary_key=True,
+                                           autoincrement=False)
+    timestamp: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False, comment="unix milliseconds")
+    value: Mapped[float] = mapped_column(Float)
