@@ -3,7 +3,11 @@
 import ast
 from pathlib import Path
 
-from helios_pipelines.core.tracking import Tracker, VersionTags
+import numpy as np
+import pandas as pd
+
+from helios_pipelines.core.models.base import SeasonalNaive
+from helios_pipelines.core.tracking import CHALLENGER, CHAMPION, Tracker, VersionTags
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,3 +90,54 @@ def test_version_tags_are_written_and_parsed_only_through_the_schema():
                         isinstance(looked_up, ast.Name) and looked_up.id == "tags"):
                     offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} reads a raw tag")
     assert not offenders, "use VersionTags (core/tracking.py):\n" + "\n".join(offenders)
+
+
+def test_a_step_that_fails_after_registering_and_is_retried_leaves_one_version(tmp_path):
+    """Issue #16 (faults): a step registers its model and then fails (as when its worker dies after
+    registering); Dagster's retry policy runs it again, twice. Each run leaves exactly one version, its
+    last attempt's, holding the challenger alias; a later run leaves the earlier run's version alone."""
+    from dagster import AssetExecutionContext, RetryPolicy, asset, materialize
+
+    from helios_pipelines.defs.resources import MLflowResource
+
+    name = "duel_players_forecaster"
+    index = pd.date_range("2026-11-17", periods=3 * 288, freq="5min", tz="UTC")
+    model = SeasonalNaive(step="5min", max_horizon=12, metric="players").fit(
+        pd.Series(np.arange(len(index), dtype=float), index=index))
+
+    @asset(retry_policy=RetryPolicy(max_retries=2))
+    def forecaster(context: AssetExecutionContext, mlflow_tracking: MLflowResource) -> str:
+        tracker = mlflow_tracking.tracker()
+        with tracker.start_run("duel", "forecaster players"):
+            version = tracker.log_model(model, name)
+        if context.retry_number < 2:
+            raise RuntimeError("the worker died after registering")
+        return version.version
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    runs = [materialize([forecaster], resources={"mlflow_tracking": MLflowResource(tracking_uri=uri)})
+            for _ in range(2)]
+    assert all(run.success for run in runs)
+    tracker = Tracker(uri)
+    assert [(v.version, v.tags.dagster_run) for v in tracker.versions(name)] == [
+        (run.output_for_node("forecaster"), run.run_id) for run in runs]
+    assert tracker.version_by_alias(name, CHALLENGER).version == runs[1].output_for_node("forecaster")
+
+
+def test_a_retry_keeps_an_earlier_attempts_version_that_an_alias_or_a_promotion_decision_holds(tmp_path):
+    """What a retry discards is only what nothing refers to: a version serving (an alias) or judged
+    (a promotion decision, e.g. a rejected challenger of a re-executed run) stays."""
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", dagster_run="run-1")
+    index = pd.date_range("2026-11-17", periods=3 * 288, freq="5min", tz="UTC")
+    model = SeasonalNaive(step="5min", max_horizon=12, metric="players").fit(
+        pd.Series(np.arange(len(index), dtype=float), index=index))
+    name = "duel_players_forecaster"
+    with tracker.start_run("duel", "forecaster players"):
+        served = tracker.log_model(model, name).version
+        tracker.set_alias(name, CHAMPION, served)
+        judged = tracker.log_model(model, name).version
+        tracker.tag_version(name, judged, VersionTags(promotion={"promoted": False, "reason": "worse"}))
+        orphan = tracker.log_model(model, name).version
+        last = tracker.log_model(model, name).version
+    assert [v.version for v in tracker.versions(name)] == [served, judged, last]
+    assert orphan not in (served, judged, last)

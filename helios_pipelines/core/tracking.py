@@ -94,6 +94,9 @@ class VersionTags(BaseModel):
     promotion: dict | None = None  # {"promoted": bool, "reason": str}, written by the pipeline
     review: dict | None = None  # {"action", "by", "reason", "at"}, written by a manual promote/rollback
     rolled_back: bool = False
+    # the Dagster run that registered it (the first of a re-execution chain): a retried step discards
+    # what an earlier attempt of its run registered (Tracker.discard_earlier_attempts)
+    dagster_run: str | None = None
 
     def to_tags(self) -> dict[str, str]:
         """The set fields as MLflow tag values."""
@@ -145,9 +148,10 @@ class Tracker:
     """``artifact_root`` (e.g. ``gs://bucket/mlflow``) is where new experiments keep their artifacts
     when the tracking URI is a database rather than a tracking server (which has its own root)."""
 
-    def __init__(self, tracking_uri: str | None = None, artifact_root: str | None = None):
+    def __init__(self, tracking_uri: str | None = None, artifact_root: str | None = None, dagster_run: str | None = None):
         self.tracking_uri = tracking_uri or default_tracking_uri()
         self.artifact_root = artifact_root
+        self.dagster_run = dagster_run
         if self.tracking_uri.startswith("sqlite:///"):
             Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         mlflow.set_tracking_uri(self.tracking_uri)
@@ -191,7 +195,8 @@ class Tracker:
         alias: str | None = CHALLENGER,
     ) -> RegisteredVersion:
         """Log ``model`` in the active run as a pyfunc, register it, tag the version (its kind and
-        capability from the model), set ``alias``."""
+        capability from the model), set ``alias``. The version is created only once every artefact is
+        logged, tagged with the Dagster run from birth."""
         with tempfile.TemporaryDirectory() as tmp:
             model_dir = model.save(Path(tmp) / "helios_model")
             info = mlflow.pyfunc.log_model(
@@ -199,14 +204,29 @@ class Tracker:
                 python_model=HeliosPythonModel(),
                 artifacts={"helios_model": str(model_dir)},
                 pip_requirements=PIP_REQUIREMENTS,
-                registered_model_name=registered_name,
             )
-        version = str(info.registered_model_version)
+        born = VersionTags(dagster_run=self.dagster_run).to_tags()
+        version = str(mlflow.register_model(info.model_uri, registered_name, tags=born).version)
         tags = (tags or VersionTags()).model_copy(update={"kind": model.kind, "capability": model.capability})
         self.tag_version(registered_name, version, tags)
         if alias:
             self.client.set_registered_model_alias(registered_name, alias, version)
+        self.discard_earlier_attempts(registered_name, version)
         return self.get_version(registered_name, version)
+
+    def discard_earlier_attempts(self, name: str, kept: str) -> list[str]:
+        """Delete the versions of ``name`` an earlier attempt of this Dagster run registered (a step
+        that failed, or whose worker died, after registering and was retried), so a retry leaves one
+        version. Versions an alias points at, or that a promotion decision was recorded on, are kept:
+        they are served or history. Returns the deleted versions."""
+        if self.dagster_run is None:
+            return []
+        aliased = set(self.client.get_registered_model(name).aliases.values())  # searches leave aliases out
+        earlier = [v for v in self.client.search_model_versions(f"name='{name}' and tags.dagster_run='{self.dagster_run}'")
+                   if str(v.version) not in {kept, *map(str, aliased)} and "promotion" not in v.tags]
+        for version in earlier:
+            self.client.delete_model_version(name, str(version.version))
+        return sorted(str(v.version) for v in earlier)
 
     def tag_version(self, name: str, version: str, tags: VersionTags) -> None:
         """Set the tags ``tags`` sets (``rolled_back=False`` removes that tag); others are left alone."""

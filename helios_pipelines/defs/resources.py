@@ -2,7 +2,8 @@
 
 
 import pandas as pd
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, InitResourceContext
+from pydantic import PrivateAttr
 
 from helios_pipelines.core.sources import MetricsSource, make_source
 from helios_pipelines.core.tenants import TenantConfig, TenantRegistry, load_tenants
@@ -36,12 +37,19 @@ class MetricsSourceResource(ConfigurableResource):
 
 
 class MLflowResource(ConfigurableResource):
-    """MLflow tracking and registry; empty URI means the embedded SQLite under HELIOS_HOME."""
+    """MLflow tracking and registry; empty URI means the embedded SQLite under HELIOS_HOME. Versions
+    are tagged with the run (the first of a re-execution chain), so a retried step can discard what an
+    earlier attempt registered (``Tracker.discard_earlier_attempts``)."""
 
     tracking_uri: str | None = None
+    _dagster_run: str | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        run = context.dagster_run
+        self._dagster_run = (run.root_run_id or run.run_id) if run else None
 
     def tracker(self) -> Tracker:
-        return Tracker(self.tracking_uri)
+        return Tracker(self.tracking_uri, dagster_run=self._dagster_run)
 
 
 class BentoPackagerResource(ConfigurableResource):
