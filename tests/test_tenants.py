@@ -76,12 +76,12 @@ def _minimal(tenant_id: str) -> dict:
          "alerts.webhooks.0.url", "is not an http(s) URL with a host"),
         (lambda d: d.update(alerts={"webhooks": [{"name": "x", "url": "https://hooks.example.com:99999/x", "events": ["anomaly_detected"]}]}),
          "alerts.webhooks.0.url", "has an invalid port"),
-        # The guide's Step 5 channel as written: the routing key's value in the file (a secret, #13.8).
+        # The guide's Step 5 channel as written: its routing key is a placeholder for the 32-character key.
         (lambda d: d.update(alerts={"webhooks": [{"name": "pagerduty", "url": "https://events.pagerduty.com/v2/enqueue",
                                                   "routing_key": "CUSTOMER_ROUTING_KEY", "events": ["capacity_critical"]}]}),
-         "alerts.webhooks.0", "name that variable in routing_key_env"),
+         "alerts.webhooks.0.routing_key", "'CUSTOMER_ROUTING_KEY' is not a PagerDuty routing key"),
         (lambda d: d.update(alerts={"webhooks": [{"name": "pd", "type": "pagerduty", "url": "https://events.pagerduty.com/v2/enqueue", "events": ["capacity_critical"]}]}),
-         "alerts.webhooks.0", "has no routing_key"),
+         "alerts.webhooks.0", "needs exactly one of routing_key and routing_key_env"),
         (lambda d: d.update(scaling=[{"service": "web", "metric": "ghost", "capacity_per_replica": 10}]),
          "(file)", "names unknown metric 'ghost'"),
         (lambda d: d.update(scaling=[{"service": "web", "metric": "users", "capacity_per_replica": "max_players_per_server"}]),
@@ -183,7 +183,8 @@ def test_an_event_at_the_bounds_still_gives_finite_multipliers():
     import pandas as pd
 
     from helios_pipelines.core.events import EventSchedule
-    from helios_pipelines.core.tenants import EVENT_MAX_HOURS, EVENT_MAX_MULTIPLIER, ScheduledEvent
+    from helios_pipelines.core.tenants import ScheduledEvent
+    from helios_pipelines.core.tenants.scheduled_events import EVENT_MAX_HOURS, EVENT_MAX_MULTIPLIER
 
     event = ScheduledEvent.model_validate(LAUNCH | {"duration_hours": EVENT_MAX_HOURS, "multiplier": EVENT_MAX_MULTIPLIER,
                                                     "repeat_days": 366, "start": "2200-12-31T00:00:00Z"})
