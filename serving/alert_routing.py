@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from helios_pipelines.core.tenants import AlertThresholds, Webhook
+from helios_pipelines.core.tenants.alerting import AlertThresholds, Webhook
 from serving.runtime import TenantRuntime
 
 ALERTS_FILE_ENV = "HELIOS_ALERTS_FILE"

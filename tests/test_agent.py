@@ -17,7 +17,8 @@ from click.testing import CliRunner
 from helios_pipelines.core.sources import make_source
 from helios_pipelines.core.sources.base import counter_to_rate
 from helios_pipelines.core.store import Store
-from helios_pipelines.core.tenants import PushSource, TrainingConfig
+from helios_pipelines.core.tenants import TrainingConfig
+from helios_pipelines.core.tenants.source_configs import PushSource
 from helios_sdk import HeliosAgent
 from helios_sdk.cli import main as agent_main
 from tests.conftest import REPO

@@ -2,7 +2,8 @@ import pytest
 
 from helios_pipelines.core.models.base import SavableModel
 from helios_pipelines.core.models.capacity import CapacityPlanner
-from helios_pipelines.core.tenants import AlertThresholds, ScalingTarget
+from helios_pipelines.core.tenants import ScalingTarget
+from helios_pipelines.core.tenants.alerting import AlertThresholds
 
 
 @pytest.fixture

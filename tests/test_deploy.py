@@ -14,7 +14,8 @@ from click.testing import CliRunner
 
 from helios_pipelines.cli import main
 from helios_pipelines.core.scorecard_store import SCORECARD_SERIES
-from helios_pipelines.core.tenants import format_horizon, load_tenants
+from helios_pipelines.core.tenants import load_tenants
+from helios_pipelines.core.tenants.base import format_horizon
 from serving.answers.series import (
     ANOMALY_SCORE,
     ANOMALY_ZSCORE,

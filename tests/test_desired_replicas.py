@@ -25,7 +25,8 @@ from helios_pipelines.commands.deploy import render
 from helios_pipelines.core.anomaly_zscore import score_to_z
 from helios_pipelines.core.models.capacity import observed_replicas
 from helios_pipelines.core.sources import make_source
-from helios_pipelines.core.tenants import ReplicaCountSeries, TenantConfig
+from helios_pipelines.core.tenants import TenantConfig
+from helios_pipelines.core.tenants.scaling import ReplicaCountSeries
 from serving.answers.series import ANOMALY_SCORE, ANOMALY_ZSCORE, CURRENT_REPLICAS, DESIRED_REPLICAS
 from serving.runtime import TenantRuntime
 from tests.conftest import AS_OF

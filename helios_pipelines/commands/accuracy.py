@@ -6,7 +6,7 @@ import click
 
 from helios_pipelines.commands import tenant as load_tenant
 from helios_pipelines.commands.db import open_store
-from helios_pipelines.core.tenants import format_horizon, parse_duration
+from helios_pipelines.core.tenants.base import format_horizon, parse_duration
 
 
 def _fmt(value: float | None, pattern: str) -> str:

@@ -28,7 +28,9 @@ import yaml
 
 from helios_pipelines.commands import tenant as load_tenant
 from helios_pipelines.core.anomaly_zscore import z_to_score
-from helios_pipelines.core.tenants import PrometheusSource, ScalingTarget, TenantConfig, format_horizon
+from helios_pipelines.core.tenants import ScalingTarget, TenantConfig
+from helios_pipelines.core.tenants.base import format_horizon
+from helios_pipelines.core.tenants.source_configs import PrometheusSource
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "deploy" / "templates"
 CONTAINER_PORT = 3000  # BentoML's default port inside the image

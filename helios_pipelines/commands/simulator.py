@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from helios_pipelines.commands import tenant as load_tenant
-from helios_pipelines.core.tenants import parse_duration
+from helios_pipelines.core.tenants.base import parse_duration
 
 
 @click.group("simulator")

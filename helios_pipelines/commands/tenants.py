@@ -19,12 +19,8 @@ import yaml
 from helios_pipelines.commands import registry
 from helios_pipelines.commands import tenant as load_tenant
 from helios_pipelines.commands.db import open_store
-from helios_pipelines.core.tenants import (
-    DEFAULT_CONFIG_DIR,
-    TenantConfigError,
-    parse_duration,
-    parse_tenant_file,
-)
+from helios_pipelines.core.tenants import DEFAULT_CONFIG_DIR, TenantConfigError, parse_tenant_file
+from helios_pipelines.core.tenants.base import parse_duration
 
 PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 ALL_EVENTS = ["anomaly_detected", "scaling_recommended", "capacity_warning", "capacity_critical"]

@@ -51,7 +51,8 @@ import httpx
 from helios_pipelines.core import plans
 from helios_pipelines.core.store import Store, Transaction
 from helios_pipelines.core.store.schema import ACTIVE, DEAD, DELIVERED, PENDING, OutboxRow, utcnow
-from helios_pipelines.core.tenants import PAGERDUTY_ROUTING_KEY, TenantConfig, Webhook
+from helios_pipelines.core.tenants import TenantConfig
+from helios_pipelines.core.tenants.alerting import PAGERDUTY_ROUTING_KEY, Webhook
 
 log = logging.getLogger(__name__)
 

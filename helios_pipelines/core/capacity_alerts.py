@@ -31,7 +31,8 @@ import pandas as pd
 from helios_pipelines.core import alerts
 from helios_pipelines.core.store import Store, Transaction
 from helios_pipelines.core.store.schema import AlertEpisode
-from helios_pipelines.core.tenants import TenantConfig, format_horizon
+from helios_pipelines.core.tenants import TenantConfig
+from helios_pipelines.core.tenants.base import format_horizon
 
 OPENED, RESOLVED = "opened", "resolved"
 RECENT_STEPS = 5  # a metric without a point in its last few steps has no level reading

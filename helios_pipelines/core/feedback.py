@@ -29,7 +29,8 @@ from helios_pipelines.core.exposition import Sample
 from helios_pipelines.core.sources import MetricsSource
 from helios_pipelines.core.store import Store, UnknownCustomerError
 from helios_pipelines.core.store.schema import utcnow
-from helios_pipelines.core.tenants import TenantConfig, format_horizon
+from helios_pipelines.core.tenants import TenantConfig
+from helios_pipelines.core.tenants.base import format_horizon
 
 log = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ def _guide_number(data: dict, key: str, positive: bool = False) -> float:
 def guide_metric_keys(data: dict) -> dict:
     """The integration guide's metric keys (its GAMING_METRICS) onto Helios' own; each wrong value is
     an error naming the guide's key. Giving both a guide key and the Helios key it maps to is an error."""
-    from helios_pipelines.core.tenants import parse_duration  # tenants imports this module
+    from helios_pipelines.core.tenants.base import parse_duration  # tenants imports this module
 
     data = dict(data)
 

@@ -10,7 +10,7 @@ import pandas as pd
 
 from helios_pipelines.core.capacity_alerts import CapacityReading
 from helios_pipelines.core.models.capacity import observed_replicas
-from helios_pipelines.core.tenants import format_horizon
+from helios_pipelines.core.tenants.base import format_horizon
 from serving.answers import detect, predict
 from serving.errors import NotFoundError, RequestError
 

@@ -11,7 +11,7 @@ import pandas as pd
 from helios_pipelines.core.anomaly_zscore import score_to_z
 from helios_pipelines.core.exposition import Sample
 from helios_pipelines.core.scorecard_store import scorecard_samples
-from helios_pipelines.core.tenants import format_horizon
+from helios_pipelines.core.tenants.base import format_horizon
 from serving.answers import predict
 
 if TYPE_CHECKING:

@@ -16,7 +16,8 @@ import pandas as pd
 
 from helios_pipelines.core.models.base import SavableModel
 from helios_pipelines.core.sources.base import MetricsSource, SourceError, grid
-from helios_pipelines.core.tenants import AlertThresholds, MetricConfig, ScalingTarget, TenantConfig
+from helios_pipelines.core.tenants import MetricConfig, ScalingTarget, TenantConfig
+from helios_pipelines.core.tenants.alerting import AlertThresholds
 
 log = logging.getLogger(__name__)
 

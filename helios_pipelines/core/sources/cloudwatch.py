@@ -23,7 +23,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from helios_pipelines.core.sources.base import MetricsSource, SourceError, grid
 from helios_pipelines.core.sources.common import grid_chunks, metric_context
-from helios_pipelines.core.tenants import CloudWatchSource, MetricConfig, TenantConfig
+from helios_pipelines.core.tenants import MetricConfig, TenantConfig
+from helios_pipelines.core.tenants.source_configs import CloudWatchSource
 
 MAX_QUERIES_PER_CALL = 500
 MAX_DATAPOINTS_PER_CALL = 100_800

@@ -25,7 +25,8 @@ from datadog_api_client.v1.api.metrics_api import MetricsApi
 
 from helios_pipelines.core.sources.base import MetricsSource, SourceError
 from helios_pipelines.core.sources.common import grid_chunks, metric_context, secret_from_env
-from helios_pipelines.core.tenants import DatadogSource, MetricConfig, TenantConfig
+from helios_pipelines.core.tenants import MetricConfig, TenantConfig
+from helios_pipelines.core.tenants.source_configs import DatadogSource
 
 MAX_POINTS_PER_REQUEST = 1_500  # beyond this Datadog rolls the series up to a coarser interval
 RETRY_BACKOFF_FACTOR = 2  # the client's minimum

@@ -13,7 +13,8 @@ from pathlib import Path
 import pandas as pd
 
 from helios_pipelines.core.sources.base import MetricsSource, SourceError, counter_to_rate, grid
-from helios_pipelines.core.tenants import FilesSource, MetricConfig, TenantConfig
+from helios_pipelines.core.tenants import MetricConfig, TenantConfig
+from helios_pipelines.core.tenants.source_configs import FilesSource
 
 READERS = {".csv": pd.read_csv, ".parquet": pd.read_parquet, ".pq": pd.read_parquet}
 

@@ -31,7 +31,9 @@ import tenacity
 
 from helios_pipelines.core.sources.base import MetricsSource, SourceError
 from helios_pipelines.core.sources.common import grid_chunks, metric_context, secret_from_env
-from helios_pipelines.core.tenants import MetricConfig, PrometheusSource, TenantConfig, parse_duration
+from helios_pipelines.core.tenants import MetricConfig, TenantConfig
+from helios_pipelines.core.tenants.base import parse_duration
+from helios_pipelines.core.tenants.source_configs import PrometheusSource
 
 MAX_POINTS_PER_QUERY = 11_000  # query_range's limit per series
 BACKOFF_SECONDS = 0.5  # first wait between attempts; doubles each time

@@ -15,7 +15,8 @@ import pandas as pd
 
 from helios_pipelines.core.sources.base import MetricsSource, SourceError, counter_to_rate, grid
 from helios_pipelines.core.store import Store
-from helios_pipelines.core.tenants import MetricConfig, PushSource, TenantConfig
+from helios_pipelines.core.tenants import MetricConfig, TenantConfig
+from helios_pipelines.core.tenants.source_configs import PushSource
 
 
 class PushedMetrics(MetricsSource):
