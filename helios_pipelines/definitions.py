@@ -35,6 +35,7 @@ from helios_pipelines.defs.resources import (
     MLflowResource,
     TenantRegistryResource,
 )
+from helios_pipelines.defs.scorecards import event_end_sensor, scorecard_job
 
 ENVIRONMENTS = ("local", "production")
 # The forkserver preloads the module the run's job was loaded from: this one.
@@ -83,9 +84,9 @@ def build_definitions(env: dict[str, str] | None = None) -> Definitions:
         resources |= production_resources(env)
     return Definitions(
         assets=ALL_ASSETS,
-        jobs=[training_job, bento_job],
+        jobs=[training_job, bento_job, scorecard_job],
         schedules=retraining_schedules(load_tenants(env.get("HELIOS_CONFIG_DIR"))),
-        sensors=AUTOMATION_SENSORS,
+        sensors=[*AUTOMATION_SENSORS, event_end_sensor],
         resources=resources,
         executor=run_executor,
     )

@@ -63,7 +63,7 @@ def scorecard(ctx: click.Context, tenant_id: str, event: str | None, as_of: str 
     from helios_pipelines.core import scorecard_store
     from helios_pipelines.core.scorecard import UnfinishedEventError, UnknownEventError, find_occurrence
     from helios_pipelines.core.sources import make_source
-    from helios_pipelines.core.tracking import Tracker, load_helios_model, registered_model_name
+    from helios_pipelines.core.tracking import Tracker
 
     tenant = load_tenant(ctx, tenant_id)
     if not tenant.scaling:
@@ -75,36 +75,27 @@ def scorecard(ctx: click.Context, tenant_id: str, event: str | None, as_of: str 
         raise click.ClickException(str(exc)) from None
     card = None if rescore else scorecard_store.stored(tenant.id, occurrence)
     if card is None:
-        tracker = Tracker()
+        from helios_pipelines.commands.db import open_store
+
+        store = None if no_alert else open_store()
         try:
-            planner = load_helios_model(registered_model_name(tenant.id, "capacity_planner"), tracker=tracker)
-            metric = planner.target(service).metric if service else next(iter(planner.targets.values())).metric
-            forecaster = load_helios_model(registered_model_name(tenant.id, "forecaster", metric), tracker=tracker)
-        except KeyError as exc:
-            raise click.ClickException(str(exc.args[0])) from None
-        except Exception as exc:  # MLflow's own errors: no champion registered yet
-            raise click.ClickException(
-                f"tenant '{tenant.id}' has no champion planner and forecaster to score with ({exc}); run `helios run {tenant.id}`"
-            ) from None
-        with click.progressbar(length=1, label=f"replaying {occurrence.name}", file=click.get_text_stream("stderr")) as bar:
-            def progress(done: int, total: int) -> None:
-                bar.length = total
-                bar.update(done - bar.pos)
+            with click.progressbar(length=1, label=f"replaying {occurrence.name}", file=click.get_text_stream("stderr")) as bar:
+                def progress(done: int, total: int) -> None:
+                    bar.length = total
+                    bar.update(done - bar.pos)
 
-            card = scorecard_store.write_scorecard(tenant, occurrence.name, now, make_source(tenant, now=now),
-                                                   forecaster, planner, service, progress)
-        if not no_mlflow:
-            run_id = scorecard_store.log_to_mlflow(card, tracker)
-            click.echo(f"MLflow run {run_id} (plot: scorecard.png)", err=True)
-        if not no_alert:
-            from helios_pipelines.commands.db import open_store
-
-            store = open_store()
-            try:
-                sent = scorecard_store.alert_summary(card, tenant, store)
-                click.echo(f"summary queued for {sent} alert channel(s)", err=True)
-            except Exception as exc:  # the scorecard stands without its notification
-                click.echo(f"summary not queued: {exc}", err=True)
-            finally:
+                published = scorecard_store.score_event(tenant, occurrence.name, now, make_source(tenant, now=now),
+                                                        Tracker(), store, service, not no_mlflow, progress)
+        except scorecard_store.ScorecardUnavailableError as exc:
+            raise click.ClickException(str(exc)) from None
+        finally:
+            if store is not None:
                 store.close()
+        card = published.card
+        if published.mlflow_run:
+            click.echo(f"MLflow run {published.mlflow_run} (plot: scorecard.png)", err=True)
+        if published.channels is not None:
+            click.echo(f"summary queued for {published.channels} alert channel(s)", err=True)
+        elif published.alert_error:
+            click.echo(f"summary not queued: {published.alert_error}", err=True)
     click.echo(format_scorecard(card))

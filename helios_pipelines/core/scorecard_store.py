@@ -14,6 +14,7 @@ import os
 import re
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -152,6 +153,55 @@ def write_scorecard(tenant: TenantConfig, name: str | None, now: pd.Timestamp, s
     card = event_scorecard(tenant, occurrence, history, forecaster, planner, service, on_progress)
     save(card)
     return card
+
+
+class ScorecardUnavailableError(LookupError):
+    """No champion planner or forecaster to score with, or a service the planner does not scale."""
+
+
+@dataclass(frozen=True)
+class PublishedScorecard:
+    card: Scorecard
+    mlflow_run: str | None
+    channels: int | None  # alert channels the summary was queued for; None when it was not queued
+    alert_error: str | None = None
+
+
+def score_event(tenant: TenantConfig, name: str | None, now: pd.Timestamp, source, tracker, store=None,
+                service: str | None = None, log_mlflow: bool = True,
+                on_progress: Callable[[int, int], None] | None = None) -> PublishedScorecard:
+    """Everything that follows an event's end, for `helios events scorecard` and the Dagster scorecard
+    job alike: score it with the champions that served it, store it, log it to MLflow with its plot and
+    queue the summary line for the tenant's channels (when given a store). The scorecard stands without
+    its notification: a routing failure is reported in ``alert_error``, not raised."""
+    from helios_pipelines.core.tracking import load_helios_model, registered_model_name
+
+    try:
+        planner = load_helios_model(registered_model_name(tenant.id, "capacity_planner"), tracker=tracker)
+        metric = planner.target(service).metric if service else next(iter(planner.targets.values())).metric
+        forecaster = load_helios_model(registered_model_name(tenant.id, "forecaster", metric), tracker=tracker)
+    except KeyError as exc:
+        raise ScorecardUnavailableError(str(exc.args[0])) from None
+    except Exception as exc:  # MLflow's own errors: no champion registered yet
+        raise ScorecardUnavailableError(
+            f"tenant '{tenant.id}' has no champion planner and forecaster to score with ({exc}); run `helios run {tenant.id}`"
+        ) from None
+    card = write_scorecard(tenant, name, now, source, forecaster, planner, service, on_progress)
+    run_id = log_to_mlflow(card, tracker) if log_mlflow else None
+    channels, error = None, None
+    if store is not None:
+        try:
+            channels = alert_summary(card, tenant, store)
+        except Exception as exc:  # noqa: BLE001 - the scorecard is stored; the summary is a courtesy
+            error = str(exc)
+    return PublishedScorecard(card, run_id, channels, error)
+
+
+def finished_occurrences(tenant: TenantConfig, now: pd.Timestamp, lookback: pd.Timedelta) -> list[Occurrence]:
+    """Occurrences of the tenant's scheduled events that ended in ``(now - lookback, now]``."""
+    from helios_pipelines.core.events import EventSchedule
+
+    return [o for o in EventSchedule(tenant.events).occurrences(now - lookback, now) if now - lookback < o.end <= now]
 
 
 # ---- the monthly roll-up ------------------------------------------------------------------------

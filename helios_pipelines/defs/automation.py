@@ -165,17 +165,24 @@ class LiveAccuracyResource(ConfigurableResource):
 
     database_url: str | None = None
 
+    def open_store(self):
+        """The Helios store (the embedded one migrated in place); the caller closes it."""
+        from helios_pipelines.core.store import Store, database_url
+
+        store = Store(self.database_url or database_url())
+        if not self.database_url:
+            from helios_pipelines.core.migrations import upgrade
+
+            upgrade(store.url)
+        return store
+
     def live_mase(self, tenant_id: str, now: pd.Timestamp) -> dict[str, float]:
         """The worst horizon's MASE of each metric over the last day."""
         from helios_pipelines.core.feedback import live_accuracy
-        from helios_pipelines.core.store import Store, UnknownCustomerError, database_url
+        from helios_pipelines.core.store import UnknownCustomerError
 
-        store = Store(self.database_url or database_url())
+        store = self.open_store()
         try:
-            if not self.database_url:
-                from helios_pipelines.core.migrations import upgrade
-
-                upgrade(store.url)
             rows = live_accuracy(store, tenant_id, window=timedelta(days=1), now=now.to_pydatetime())
         except UnknownCustomerError:
             return {}  # not served yet: no live predictions to judge by

@@ -1,0 +1,92 @@
+"""A scorecard after every event, without anybody asking (#19.1): a sensor sees a tenant's scheduled
+event occurrence end and launches the scorecard job for it; the job does what `helios events
+scorecard` does (``core.scorecard_store.score_event``): store the scorecard, log it to MLflow with its
+plot, queue the summary line for the tenant's alert channels.
+
+No ``from __future__ import annotations`` here: Dagster reads the op's parameter annotations at
+definition time.
+"""
+
+import pandas as pd
+from dagster import (
+    Config,
+    DefaultSensorStatus,
+    MetadataValue,
+    OpExecutionContext,
+    Output,
+    RunRequest,
+    SensorEvaluationContext,
+    SkipReason,
+    job,
+    op,
+    sensor,
+)
+
+from helios_pipelines.core import scorecard_store
+from helios_pipelines.core.sources import make_source
+from helios_pipelines.defs.automation import LiveAccuracyResource
+from helios_pipelines.defs.partitions import tenant_partitions
+from helios_pipelines.defs.resources import MetricsSourceResource, MLflowResource, TenantRegistryResource
+
+# Events that ended this long ago or less are scored when the sensor first sees them: a week covers a
+# Dagster daemon that was down over a weekend, and a first deployment scores last week's events.
+LOOKBACK = pd.Timedelta("7D")
+
+
+class FinishedEvent(Config):
+    event: str
+    end: str  # the occurrence's end (ISO, UTC): the clock the scorecard is computed at
+
+
+@op
+def score_finished_event(context: OpExecutionContext, config: FinishedEvent, tenants: TenantRegistryResource,
+                         metrics_source: MetricsSourceResource, mlflow_tracking: MLflowResource,
+                         live_accuracy: LiveAccuracyResource) -> Output[None]:
+    tenant = tenants.tenant(context.partition_key)
+    end = pd.Timestamp(config.end)
+    store = live_accuracy.open_store()
+    try:
+        published = scorecard_store.score_event(tenant, config.event, end, make_source(tenant, now=end),
+                                                mlflow_tracking.tracker(), store)
+    finally:
+        store.close()
+    card = published.card
+    context.log.info(card.summary())
+    return Output(None, metadata={  # shown on the run's page in the Dagster UI
+        "event": card.event, "start": card.start, "end": card.end, "service": card.service,
+        "mlflow_run": published.mlflow_run or "", "summary": MetadataValue.md(card.summary()),
+        "alert_channels": published.channels if published.channels is not None else 0,
+        "alert_error": published.alert_error or "",
+        **{k: float(v) for k, v in card.savings.items()},
+    })
+
+
+@job(partitions_def=tenant_partitions, tags={"helios/kind": "event_scorecard"})
+def scorecard_job():
+    score_finished_event()
+
+
+@sensor(job=scorecard_job, default_status=DefaultSensorStatus.RUNNING, minimum_interval_seconds=300)
+def event_end_sensor(context: SensorEvaluationContext, tenants: TenantRegistryResource,
+                     metrics_source: MetricsSourceResource):
+    """One scorecard run per finished occurrence of a tenant's scheduled events that has no stored
+    scorecard; the run key names the occurrence, so Dagster launches it once however often this runs."""
+    now = metrics_source.window_end()
+    partitions = set(context.instance.get_dynamic_partitions(tenant_partitions.name))
+    requests = []
+    registry = tenants.registry()
+    for tenant in map(registry.get, registry.ids):
+        if tenant.id not in partitions or not tenant.scaling:
+            continue
+        for occurrence in scorecard_store.finished_occurrences(tenant, now, LOOKBACK):
+            if scorecard_store.stored(tenant.id, occurrence) is not None:
+                continue
+            requests.append(RunRequest(
+                run_key=f"scorecard:{tenant.id}:{occurrence.name}:{occurrence.start.isoformat()}",
+                partition_key=tenant.id,
+                run_config={"ops": {"score_finished_event": {"config": {
+                    "event": occurrence.name, "end": occurrence.end.isoformat()}}}},
+                tags={"helios/event": occurrence.name},
+            ))
+    return requests or SkipReason(f"no event ended in the {LOOKBACK.days} days before {now:%Y-%m-%d %H:%M} UTC "
+                                  "without a scorecard")
