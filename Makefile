@@ -46,7 +46,7 @@ demo: install
 	@echo "  curl -s -X POST http://127.0.0.1:$(PORT)/detect -H 'Content-Type: application/json' -d '{\"metric\": \"game_latency_p99\"}'"
 	@echo "  curl -s -X POST http://127.0.0.1:$(PORT)/recommend -H 'Content-Type: application/json' -d '{\"service\": \"game-server\", \"current_replicas\": 300}'"
 	@echo "  $(BIN)/helios simulator inject gaming-corp --kind latency_spike --ago 5m   # an incident: a signed alert follows"
-	@echo "  curl -s -X POST http://127.0.0.1:$(PORT)/events -H 'Content-Type: application/json' -d '{\"name\": \"Surprise Tournament\", \"start\": \"'$$(date -u -d '+10 min' +%FT%TZ)'\", \"duration_hours\": 0.5, \"expected_multiplier\": 4}'   # a capacity crossing: capacity_warning to Slack, capacity_critical to PagerDuty (trigger, later resolve)"
+	@echo "  curl -s -X POST http://127.0.0.1:$(PORT)/events -H 'Content-Type: application/json' -d '{\"name\": \"Surprise Tournament\", \"start\": \"'$$(date -u -d '+10 min' +%FT%TZ)'\", \"duration_hours\": 0.5, \"expected_multiplier\": 50}'   # a capacity crossing (x50 needs over 90 % of what 3,000 replicas serve at any hour; x4 crossed only at peaks): capacity_warning to Slack, capacity_critical to PagerDuty, trigger within a minute, resolve with the same dedup_key once the event has passed (~40 min)"
 	@echo "  $(BIN)/helios anomalies list gaming-corp; $(BIN)/helios alerts list --tenant gaming-corp"
 	@echo "  $(BIN)/helios accuracy gaming-corp   # live accuracy, once the first served horizon (15 min) has passed"
 	@echo "  curl -s 'http://127.0.0.1:$(PORT)/events/Weekend%20Tournament/scorecard'; $(BIN)/helios report gaming-corp --month $$(date -u +%Y-%m)"
