@@ -200,6 +200,18 @@ def test_step_5_alerts_as_written_reach_slack_and_pagerduty_in_their_formats(sto
         assert len({e["dedup_key"] for e in events}) == 2
 
 
+def test_step_5_literal_secrets_stay_out_of_the_rendered_alert_configmap():
+    written = step_5_alerts_yaml().replace("CUSTOMER_ROUTING_KEY", PAGERDUTY_KEY)
+    files = render(guide_tenant(plan="pro", alerts=yaml.safe_load(written)))
+    configmap = files["alerts-configmap.yaml"]
+    assert "CUSTOMER_WEBHOOK" not in configmap and PAGERDUTY_KEY not in configmap
+    routing = yaml.safe_load(yaml.safe_load(configmap)["data"]["alerts.yaml"])
+    # Served, the ConfigMap routes as the file did; the values go in the alert Secret under these names.
+    assert [(w["name"], w["type"], w["url_env"], w.get("routing_key_env")) for w in routing["webhooks"]] == [
+        ("slack", "slack", "HELIOS_WEBHOOK_SLACK_URL", None),
+        ("pagerduty", "pagerduty", "HELIOS_WEBHOOK_PAGERDUTY_URL", "HELIOS_WEBHOOK_PAGERDUTY_ROUTING_KEY")]
+
+
 def test_custom_metrics_for_gaming_map_onto_helios_keys():
     metrics = guide_tenant().metrics
     users = metrics["concurrent_users"]
