@@ -28,7 +28,7 @@ class GCSArtifactsMLflowResource(MLflowResource):
     artifact_root: str
 
     def tracker(self) -> Tracker:
-        return Tracker(self.tracking_uri, artifact_root=self.artifact_root)
+        return Tracker(self.tracking_uri, artifact_root=self.artifact_root, dagster_run=self._dagster_run)
 
 
 def production_resources(env: Mapping[str, str]) -> dict:
