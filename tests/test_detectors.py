@@ -11,13 +11,8 @@ from click.testing import CliRunner
 
 from helios_pipelines.core.events import EventSchedule
 from helios_pipelines.core.models.base import SavableModel
-from helios_pipelines.core.models.detectors import (
-    COMBINED,
-    DETECTORS,
-    CombinedDetector,
-    make_detector,
-    nearest_earlier_distance,
-)
+from helios_pipelines.core.models.detectors import COMBINED, DETECTORS, CombinedDetector, make_detector
+from helios_pipelines.core.models.nearest import nearest_earlier_distance
 from helios_pipelines.core.tenants import ScheduledEvent
 
 METRICS = ["players", "cpu", "latency"]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from helios_pipelines.core.models.detectors import COMBINED
+from helios_pipelines.core.models.series_views import COMBINED
 
 
 @dataclass(frozen=True)

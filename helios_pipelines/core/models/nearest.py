@@ -1,0 +1,81 @@
+"""The nearest-earlier-neighbour search behind the rarity views: for every row of one or many series,
+the distance to the closest value seen before it (a sorted memory plus the earlier rows), found for
+all rows at once. Sorted by value, a row's closest earlier values are its nearest neighbours on
+either side that came before it: a few direct probes, then a binary search over a sparse table of
+row minima for the rows still unresolved.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Sorted neighbours probed directly before the sparse-table search takes over.
+NEIGHBOUR_PROBES = 8
+
+
+def _gap_to_earlier_on_the_left(rows: np.ndarray, values: np.ndarray, bound: np.ndarray) -> np.ndarray:
+    """Per column of ``values`` (sorted ascending, NaN last) and ``rows`` (their row numbers, inf for
+    NaN): the value gap from each entry to the nearest entry on its left that came earlier, when that
+    gap can beat ``bound`` (inf otherwise). Vectorised over all entries: a few direct probes, then a
+    binary search over a sparse table of row minima for the entries still unresolved."""
+    n, width = rows.shape
+    gap = np.full((n, width), np.inf)
+    pending = np.isfinite(values)
+    for step in range(1, min(NEIGHBOUR_PROBES, n - 1) + 1):
+        hit = pending[step:] & (rows[:-step] < rows[step:])
+        gap[step:] = np.where(hit, values[step:] - values[:-step], gap[step:])
+        pending[step:] &= ~hit
+    pending[:NEIGHBOUR_PROBES] = False
+    if n > NEIGHBOUR_PROBES:
+        # Entries further left are at least this far away in value: they cannot beat the bound.
+        pending[NEIGHBOUR_PROBES:] &= values[NEIGHBOUR_PROBES:] - values[:-NEIGHBOUR_PROBES] < bound[NEIGHBOUR_PROBES:]
+    at, column = np.nonzero(pending)
+    if at.size:
+        levels = [rows]  # levels[k][p] = min(rows[p - 2**k + 1 .. p])
+        while (1 << (len(levels) - 1)) < n:
+            span, previous = 1 << (len(levels) - 1), levels[-1]
+            levels.append(np.minimum(previous, np.vstack([np.full((span, width), np.inf), previous[:-span]])))
+        own = rows[at, column]
+        end = at - NEIGHBOUR_PROBES  # entries before ``end`` are still to search
+        for k in range(len(levels) - 1, -1, -1):
+            valid = end >= 1
+            block_min = np.where(valid, levels[k][np.maximum(end - 1, 0), column], -np.inf)
+            end = np.where(valid & (block_min >= own), np.maximum(end - (1 << k), 0), end)
+        found = end - 1
+        ok = found >= 0
+        ok[ok] = rows[found[ok], column[ok]] < own[ok]
+        gap[at[ok], column[ok]] = values[at[ok], column[ok]] - values[found[ok], column[ok]]
+    return gap
+
+
+def nearest_earlier_distance(values: np.ndarray, memory) -> np.ndarray:
+    """For each row, the distance to the closest value among the sorted memory and the earlier rows.
+
+    ``values`` is one series (memory: one sorted array) or a 2-D array with a series per column
+    (memory: a sorted array per column). Sorted by value, a row's closest earlier values are its
+    nearest neighbours on either side that came before it; they are found for every row at once, so
+    many series cost one vectorised pass. NaN rows get NaN and are nobody's neighbour, as does a
+    first value with no memory.
+    """
+    matrix = np.asarray(values, dtype=float)
+    single = matrix.ndim == 1
+    if single:
+        matrix, memory = matrix[:, None], [np.asarray(memory, dtype=float)]
+    n, width = matrix.shape
+    order = np.argsort(matrix, axis=0, kind="stable")  # NaN last; ties keep row order
+    ordered = np.take_along_axis(matrix, order, axis=0)
+    bound = np.full((n, width), np.inf)
+    for column in range(width):
+        known = memory[column]
+        if known.size:
+            at = np.searchsorted(known, ordered[:, column])
+            below = known[np.clip(at - 1, 0, known.size - 1)]
+            above = known[np.clip(at, 0, known.size - 1)]
+            bound[:, column] = np.minimum(np.abs(ordered[:, column] - below), np.abs(above - ordered[:, column]))
+    rows = np.where(np.isfinite(ordered), order, np.inf)
+    left = _gap_to_earlier_on_the_left(rows, ordered, bound)
+    right = _gap_to_earlier_on_the_left(rows[::-1], -ordered[::-1], bound[::-1])[::-1]
+    distance = np.empty((n, width))
+    np.put_along_axis(distance, order, np.minimum(bound, np.minimum(left, right)), axis=0)
+    distance[~np.isfinite(distance) | ~np.isfinite(matrix)] = np.nan
+    return distance[:, 0] if single else distance

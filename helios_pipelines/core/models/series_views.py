@@ -1,0 +1,93 @@
+"""Series conventions and views the detectors share: the frame check, the step and season of a
+history, trailing means, relative change and onset suppression. Each is causal: a row's value uses
+only that row and the rows before it, so a prefix of a frame gets exactly the same numbers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+#: The column of a detector's scores that is the row's overall score.
+COMBINED = "combined"
+#: A seasonal forecast is used only when the fit history repeats at that lag at least this well.
+MIN_SEASONAL_AUTOCORRELATION = 0.5
+#: Candidate seasons; a season is tried only when the fit history covers two of them.
+SEASONS = ("1D", "7D")
+
+
+def step_of(index: pd.Index) -> pd.Timedelta | None:
+    """Median spacing of a DatetimeIndex (rows may repeat or go back in time; the median copes)."""
+    if not isinstance(index, pd.DatetimeIndex) or len(index) < 2:
+        return None
+    spacing = np.diff(index.asi8)
+    spacing = spacing[spacing > 0]
+    return pd.Timedelta(int(np.median(spacing)), "ns") if spacing.size else None
+
+
+def check_frame(frame: pd.DataFrame, metrics: list[str], kind: str) -> None:
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"{kind} scores a DataFrame with one column per metric, got {type(frame).__name__}")
+    if frame.empty:
+        raise ValueError(f"{kind} got an empty frame: nothing to score")
+    missing = [m for m in metrics if m not in frame.columns]
+    if missing:
+        raise KeyError(f"{kind} was fitted on {metrics}; the frame lacks {missing}")
+
+
+def detect_season(values: np.ndarray, step: pd.Timedelta | None) -> int | None:
+    """The longest candidate season (in rows) at which the history repeats, or None.
+
+    Unknown data has no known period, so a season is used only when the history covers two of them
+    and its autocorrelation at that lag reaches MIN_SEASONAL_AUTOCORRELATION.
+    """
+    if step is None:
+        return None
+    found = None
+    for season in SEASONS:
+        lag = int(pd.Timedelta(season) / step)
+        if lag < 2 or values.size < 2 * lag:
+            continue
+        current, lagged = values[lag:], values[:-lag]
+        both = np.isfinite(current) & np.isfinite(lagged)
+        if both.sum() < lag or np.std(current[both]) == 0 or np.std(lagged[both]) == 0:
+            continue
+        if np.corrcoef(current[both], lagged[both])[0, 1] >= MIN_SEASONAL_AUTOCORRELATION:
+            found = lag
+    return found
+
+
+
+def keep_onsets(score: np.ndarray, window: int) -> np.ndarray:
+    """Each row keeps only its excess over the highest score of the previous ``window`` rows.
+
+    A persisting anomaly then scores high once, at its onset. Threshold-free, so NAB's threshold
+    sweep and the detector agree on what was suppressed. ``window`` 0 returns the scores unchanged.
+    """
+    if not window:
+        return score
+    recent = pd.Series(score).rolling(window, min_periods=1).max().shift(1).fillna(0).to_numpy()
+    return np.where(np.isnan(score), np.nan, np.clip(score - recent, 0, 1))
+
+
+
+def trailing_mean(matrix: np.ndarray, window: int) -> np.ndarray:
+    """Mean of each row and the ``window - 1`` rows before it, per column (NaN until the window is full
+    or while it holds a gap). Computed window by window, so a prefix gets exactly the same numbers."""
+    out = np.full(matrix.shape, np.nan)
+    if matrix.shape[0] >= window:
+        out[window - 1 :] = np.lib.stride_tricks.sliding_window_view(matrix, window, axis=0).mean(axis=-1)
+    return out
+
+
+def relative_change(matrix: np.ndarray, window: int) -> np.ndarray:
+    """Each row against the mean m of the ``window`` rows before it, as log(x / m). Scale-free, so a 3x
+    jump is as rare at night as at the daily peak, which the value views cannot see (a night-time
+    spike stays inside the day's range), and symmetric: a drop to a third is as far as a tripling.
+    NaN while the window is not full or holds a gap, and where x or m is not positive."""
+    before = np.full(matrix.shape, np.nan)
+    before[1:] = trailing_mean(matrix, window)[:-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        change = np.log(matrix / before)
+    change[~np.isfinite(change)] = np.nan
+    return change
