@@ -33,6 +33,7 @@ from helios_pipelines.defs.resources import (
     BentoPackagerResource,
     MetricsSourceResource,
     MLflowResource,
+    OperatorVerdictsResource,
     TenantRegistryResource,
 )
 from helios_pipelines.defs.scorecards import event_end_sensor, scorecard_job
@@ -77,6 +78,7 @@ def build_definitions(env: dict[str, str] | None = None) -> Definitions:
         "mlflow_tracking": MLflowResource(tracking_uri=secret(env, "MLFLOW_TRACKING_URI")),
         "packager": BentoPackagerResource(build_bento=env.get("HELIOS_BUILD_BENTO", "1") == "1"),
         "live_accuracy": LiveAccuracyResource(database_url=secret(env, "HELIOS_DATABASE_URL")),
+        "operator_verdicts": OperatorVerdictsResource(database_url=secret(env, "HELIOS_DATABASE_URL")),
     }
     if environment == "production":
         from helios_pipelines.defs.production import production_resources

@@ -28,7 +28,7 @@ from helios_pipelines.core.feedback import PredictionRecorder
 from helios_pipelines.core.migrations import upgrade
 from helios_pipelines.core.store import Store, UnknownCustomerError
 from helios_pipelines.core.tenants import ScheduledEvent
-from serving import prometheus_api, publisher
+from serving import prometheus_api, publisher, verdicts
 from serving.alert_routing import apply_alert_file
 from serving.answers import events as posted_events
 from serving.answers.scorecards import scorecard_response
@@ -142,6 +142,7 @@ def _authenticated(request) -> str | None:
 http = FastAPI(title="Helios Prometheus-compatible API")
 http.include_router(ingest_router)  # pushed metrics: Prometheus remote_write and the agent's JSON batches
 http.include_router(prometheus_api.router)  # query, query_range, series, labels: KEDA and Grafana (serving/prometheus_api.py)
+http.include_router(verdicts.router)  # operators' verdicts on anomaly episodes (serving/verdicts.py)
 
 
 replace_bentoml_timeout()  # BentoML's keeps every request alive for the whole timeout (serving/timeout.py)

@@ -59,6 +59,7 @@ def pipeline_resources(build_bento: bool = False) -> dict:
         BentoPackagerResource,
         MetricsSourceResource,
         MLflowResource,
+        OperatorVerdictsResource,
         TenantRegistryResource,
     )
 
@@ -67,6 +68,7 @@ def pipeline_resources(build_bento: bool = False) -> dict:
         "metrics_source": MetricsSourceResource(as_of=AS_OF.isoformat()),
         "mlflow_tracking": MLflowResource(),
         "packager": BentoPackagerResource(build_bento=build_bento),
+        "operator_verdicts": OperatorVerdictsResource(),
     }
 
 

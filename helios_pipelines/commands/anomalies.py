@@ -1,4 +1,4 @@
-"""`helios anomalies list|ack`: recorded anomaly episodes."""
+"""`helios anomalies list|ack|feedback`: recorded anomaly episodes and operators' verdicts on them."""
 
 from __future__ import annotations
 
@@ -56,3 +56,29 @@ def ack(anomaly_ids: tuple[int, ...], by: str | None, tenant_id: str | None) -> 
         raise click.ClickException(str(exc)) from None
     finally:
         store.close()
+
+
+@command.command("feedback")
+@click.argument("tenant_id")
+@click.argument("episode_id", type=int)
+@click.option("--not-an-incident", "verdict", flag_value="not_an_incident",
+              help="the episode should not have fired: the next training raises its metrics' thresholds")
+@click.option("--incident", "verdict", flag_value="incident",
+              help="a real incident: the next training keeps it firing")
+@click.option("--by", default=None, help="who gives the verdict (default: the current user)")
+@click.option("--note", default=None, help="why, for the record")
+def feedback(tenant_id: str, episode_id: int, verdict: str | None, by: str | None, note: str | None) -> None:
+    """Record an operator's verdict on one of TENANT_ID's episodes (a later verdict replaces it)."""
+    from helios_pipelines.core.store import StoreError
+
+    if verdict is None:
+        raise click.UsageError("give the verdict: --not-an-incident or --incident")
+    store = open_store()
+    try:
+        stored = store.record_verdict(tenant_id, episode_id, verdict, by or getpass.getuser(), note)
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        store.close()
+    click.echo(f"episode {stored.anomaly_id} of {tenant_id}: {stored.verdict.replace('_', ' ')} (by {stored.given_by}); "
+               "the next training run of its detector uses it")

@@ -9,6 +9,9 @@ applies the tenant's trigger and recovery windows, so "normal" here means "recov
 
 Opening an episode routes an ``anomaly_detected`` trigger alert, closing it the matching resolve, in
 the same transaction as the episode change (see ``alerts.enqueue``).
+
+An operator's verdicts on recorded episodes (``helios anomalies feedback``, ``POST
+/anomalies/<episode>/feedback``) come back to training as ``labelled_episodes``.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ from datetime import datetime
 import pandas as pd
 
 from helios_pipelines.core import alerts, plans
+from helios_pipelines.core.models.calibration import LabelledEpisode
 from helios_pipelines.core.store import Store, Transaction
-from helios_pipelines.core.store.schema import Anomaly
+from helios_pipelines.core.store.schema import INCIDENT, Anomaly
 from helios_pipelines.core.tenants import TenantConfig
 
 OPENED, EXTENDED, RESOLVED = "opened", "extended", "resolved"
@@ -53,6 +57,13 @@ def episode_metrics(episode: Anomaly) -> list[str]:
     if episode.description and _NAMED in episode.description:
         return episode.description.split(_NAMED, 1)[1].split(", ")
     return [episode.metric_name]
+
+
+def labelled_episodes(store: Store, tenant_id: str) -> list[LabelledEpisode]:
+    """The tenant's episodes that carry an operator's verdict, oldest first, as training reads them."""
+    return [LabelledEpisode(episode.id, verdict.verdict == INCIDENT, tuple(episode_metrics(episode)),
+                            pd.Timestamp(episode.detected_at), pd.Timestamp(episode.last_seen_at))
+            for verdict, episode in store.verdicts(tenant_id)]
 
 
 def _alert(tenant: TenantConfig, episode: Anomaly, action: str, at: datetime) -> alerts.Alert:

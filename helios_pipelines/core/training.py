@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import mlflow
@@ -22,6 +23,7 @@ from helios_pipelines.core.capacity_learning import fleet_metrics, fleet_summary
 from helios_pipelines.core.evaluation import backtest, decide_promotion
 from helios_pipelines.core.events import EventSchedule
 from helios_pipelines.core.models.base import AnomalyDetector, Forecaster
+from helios_pipelines.core.models.calibration import LabelledEpisode, calibrate
 from helios_pipelines.core.models.capacity import CapacityPlanner
 from helios_pipelines.core.models.detectors import make_detector
 from helios_pipelines.core.models.forecasters import make_forecaster
@@ -224,9 +226,12 @@ def train_detector(
     tracker: Tracker,
     tags: dict[str, str],
     ground_truth: list | None = None,
+    verdicts: Sequence[LabelledEpisode] = (),
 ) -> tuple[RegisteredVersion, dict]:
     """Fit the anomaly detector on all but the last day, measure how often it flags the last day
-    (and its recall of known anomalies, where the source knows them), then refit and register."""
+    (and its recall of known anomalies, where the source knows them), then refit, calibrate its
+    per-metric thresholds with the operators' ``verdicts`` (``models/calibration.py``; the run logs the
+    thresholds before and after) and register."""
     metrics = sorted(tenant.anomaly_metrics)
     frame = features[metrics].astype(float)
     holdout_start = frame.index[-1] - pd.Timedelta("1D")
@@ -242,6 +247,7 @@ def train_detector(
         mlflow.log_params({"kind": DETECTOR_KIND, "metrics": ",".join(metrics), "threshold_z": tenant.alerts.thresholds.anomaly_alert})
         mlflow.log_metrics(stats)
         detector = tenant_detector(tenant).fit(frame)
+        mlflow.log_metrics(calibrate(detector, frame, list(verdicts)).mlflow_metrics())
         version = tracker.log_model(
             detector, registered_model_name(tenant.id, "anomaly_detector"), tags=VersionTags(**tags, evaluation=stats)
         )

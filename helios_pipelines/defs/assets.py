@@ -38,6 +38,7 @@ from helios_pipelines.defs.resources import (
     BentoPackagerResource,
     MetricsSourceResource,
     MLflowResource,
+    OperatorVerdictsResource,
     TenantRegistryResource,
 )
 
@@ -164,12 +165,15 @@ def anomaly_detector(
     mlflow_tracking: MLflowResource,
     metrics_source: MetricsSourceResource,
     features: pd.DataFrame,
+    operator_verdicts: OperatorVerdictsResource,
 ) -> Output[dict]:
-    """The causal detector over the tenant's watched metrics, registered as ``challenger``."""
+    """The causal detector over the tenant's watched metrics, its thresholds calibrated with the
+    operators' verdicts on its episodes, registered as ``challenger``."""
     tenant = tenant_config
     source = metrics_source.source(tenant)
     truth = source.anomalies(features.index[0], features.index[-1]) if hasattr(source, "anomalies") else None
-    version, stats = train_detector(tenant, features, mlflow_tracking.tracker(), _window_tags(features, tenant.source.type), truth)
+    version, stats = train_detector(tenant, features, mlflow_tracking.tracker(), _window_tags(features, tenant.source.type), truth,
+                                    operator_verdicts.labelled_episodes(tenant.id))
     return Output({"version": version, "stats": stats}, metadata={"version": version.version, **{k: float(v) for k, v in stats.items()}})
 
 

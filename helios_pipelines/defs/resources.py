@@ -5,6 +5,7 @@ import pandas as pd
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import PrivateAttr
 
+from helios_pipelines.core.models.calibration import LabelledEpisode
 from helios_pipelines.core.sources import MetricsSource, make_source
 from helios_pipelines.core.tenants import TenantConfig, TenantRegistry, load_tenants
 from helios_pipelines.core.tracking import Tracker
@@ -50,6 +51,26 @@ class MLflowResource(ConfigurableResource):
 
     def tracker(self) -> Tracker:
         return Tracker(self.tracking_uri, dagster_run=self._dagster_run)
+
+
+class OperatorVerdictsResource(ConfigurableResource):
+    """Operators' verdicts on a tenant's anomaly episodes, from the Helios store: ``database_url``, or
+    the embedded store under HELIOS_HOME (migrated on first use, as the service does)."""
+
+    database_url: str | None = None
+
+    def labelled_episodes(self, tenant_id: str) -> list[LabelledEpisode]:
+        from helios_pipelines.core.anomaly_log import labelled_episodes
+        from helios_pipelines.core.migrations import upgrade
+        from helios_pipelines.core.store import Store, database_url
+
+        store = Store(self.database_url or database_url())
+        try:
+            if store.url.startswith("sqlite"):
+                upgrade(store.url)
+            return labelled_episodes(store, tenant_id)
+        finally:
+            store.close()
 
 
 class BentoPackagerResource(ConfigurableResource):

@@ -10,7 +10,7 @@ unit of work writes them at commit); they never build a query. The package has o
 - ``customers``: customers and API keys; ``predictions``: served models, predictions and actuals;
 - ``anomalies``: anomaly and capacity-alert episodes; ``outbox``: the alert outbox;
 - ``events``: posted events and once-per-step claims; ``pushed``: pushed samples;
-- ``retention``: deleting old history.
+- ``retention``: deleting old history; ``verdicts``: operators' verdicts on anomaly episodes.
 
 Source of truth: the YAML registry owns configuration (metrics, webhooks, thresholds, plan). The
 store owns state: keys, the enabled/disabled status, predictions, anomalies, the outbox, pushed samples.
@@ -26,6 +26,7 @@ from helios_pipelines.core.store.customers import CustomerQueries
 from helios_pipelines.core.store.errors import (
     CustomerDisabledError,
     DuplicateCustomerError,
+    ForeignAnomalyError,
     StoreError,
     UnknownAnomalyError,
     UnknownCustomerError,
@@ -35,10 +36,12 @@ from helios_pipelines.core.store.outbox import OutboxQueries
 from helios_pipelines.core.store.predictions import PredictionQueries
 from helios_pipelines.core.store.pushed import PushQueries
 from helios_pipelines.core.store.retention import RetentionQueries
+from helios_pipelines.core.store.verdicts import VerdictQueries
 
 __all__ = [
     "CustomerDisabledError",
     "DuplicateCustomerError",
+    "ForeignAnomalyError",
     "StepClaim",
     "Store",
     "StoreError",
@@ -51,6 +54,6 @@ __all__ = [
 
 
 class Store(CustomerQueries, PredictionQueries, EpisodeQueries, OutboxQueries, EventQueries, PushQueries,
-            RetentionQueries, StoreBase):
+            RetentionQueries, VerdictQueries, StoreBase):
     """One database (SQLite or PostgreSQL); every method runs in its own transaction unless it is
     given one (``store.transaction()``)."""

@@ -23,3 +23,7 @@ class CustomerDisabledError(StoreError):
 class UnknownAnomalyError(StoreError, KeyError):
     def __str__(self) -> str:
         return self.args[0]
+
+
+class ForeignAnomalyError(StoreError, PermissionError):
+    """An anomaly episode that exists but belongs to another tenant than the one asking."""

@@ -19,6 +19,8 @@ Where the guide and this schema differ, and why:
 - ``push_series`` / ``push_samples`` hold pushed metrics (not in the guide, which only pulls): every
   replica and the pipeline read the same samples, and a sample is stored once per (tenant, series,
   label set, timestamp), so a retried remote-write adds nothing.
+- ``anomaly_verdicts`` (not in the guide): an operator's verdict on an episode, which the next
+  training run of the tenant's detector calibrates its thresholds with.
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 ACTIVE, DISABLED = "active", "disabled"
 # Outbox row states: waiting for (another) attempt, done, given up after the bounded attempts.
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
+# An operator's verdict on an anomaly episode: a real incident, or a page that should not have fired.
+INCIDENT, NOT_AN_INCIDENT = "incident", "not_an_incident"
+VERDICTS = (INCIDENT, NOT_AN_INCIDENT)
 API_KEY_SCHEME = "hel"
 
 
@@ -204,6 +209,23 @@ class Anomaly(Base):
     detected_by: Mapped[str] = mapped_column(String(20), default="detect", comment="detect or scheduled")
     acknowledged_at: Mapped[datetime | None]
     acknowledged_by: Mapped[str | None] = mapped_column(String(255))
+
+
+class AnomalyVerdict(Base):
+    """An operator's verdict on one anomaly episode (``incident`` or ``not_an_incident``): at most one
+    per episode, a later verdict replacing it. Kept apart from the model, so every retraining reads it
+    again; deleted with its episode (retention)."""
+
+    __tablename__ = "anomaly_verdicts"
+    __table_args__ = (Index("ix_anomaly_verdicts_customer", "customer_id"),)
+
+    anomaly_id: Mapped[int] = mapped_column(BigId, ForeignKey("anomalies.id", ondelete="CASCADE"), primary_key=True,
+                                            autoincrement=False)
+    customer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    verdict: Mapped[str] = mapped_column(String(20), comment="incident or not_an_incident")
+    given_by: Mapped[str] = mapped_column(String(255), comment="the operator, or the API key's tenant")
+    note: Mapped[str | None] = mapped_column(Text)
+    given_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class AlertEpisode(Base):
