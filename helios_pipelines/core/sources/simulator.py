@@ -16,6 +16,9 @@ Besides the seeded anomalies, an operator can inject an incident at a chosen tim
 (``helios simulator inject``, for a demo or a drill): incidents are kept in
 ``$HELIOS_HOME/simulator/<tenant>-incidents.json`` and every reader of the tenant's simulated
 monitoring (the pipeline, the service) sees them, as it would see a real incident.
+
+One module past 400 lines on purpose: every series is derived from the same simulated players and
+fleet inside ``Simulator``; split across files, that one model of a customer would be read in pieces.
 """
 
 from __future__ import annotations
