@@ -100,7 +100,7 @@ def test_add_names_secrets_by_environment_variable_and_refuses_their_values(cli,
     ("args", "message"),
     [
         (["--webhook-url", "ftp://files.example.com"], "alerts.webhooks.0.url: 'ftp://files.example.com' is not an http(s) URL with a host"),
-        (["--pagerduty-url", "https://events.pagerduty.com/v2/enqueue"], "is of type pagerduty but has no routing_key"),
+        (["--pagerduty-url", "https://events.pagerduty.com/v2/enqueue"], "needs exactly one of routing_key and routing_key_env"),
         (["--plan", "starter", "--slack-url-env", "ACME_SLACK_URL"], "the starter plan does not include it"),
         (["--name", "Arena again"], "tenant 'arena' already exists"),
     ],
