@@ -23,7 +23,6 @@ from helios_pipelines.core import ingest
 from helios_pipelines.core.sources import make_source
 from helios_pipelines.core.sources.check import check_source
 from helios_pipelines.core.store import Store
-from helios_pipelines.core.store.pushed import CHUNK_ROWS
 from helios_pipelines.core.tenants import TenantConfig
 from tests.push_harness import (
     REMOTE_WRITE_HEADERS,
@@ -398,7 +397,7 @@ def test_the_store_keeps_one_sample_per_series_label_set_and_timestamp(store):
 
 def test_a_full_size_request_is_stored_in_bulk_and_a_failed_write_stores_none_of_it(store, monkeypatch):
     """50,000 samples (the request limit) over 10,000 label sets: more rows than one statement may
-    bind on either database. A write that fails part-way (its third statement) leaves nothing."""
+    bind on either database. A write that fails after its label sets were written leaves nothing."""
     add_customer(store, push_tenant("acme"))
     full = {PLAYERS: {(("pod", str(i)),): [(1000 * j, float(i)) for j in range(1, 6)] for i in range(10_000)}}
     assert store.add_pushed("acme", full) == ingest.MAX_SAMPLES
@@ -406,17 +405,19 @@ def test_a_full_size_request_is_stored_in_bulk_and_a_failed_write_stores_none_of
     statements = []
     real_insert = store.insert_ignoring_duplicates
 
-    def lost_at_the_third(session, model, rows, unique):
+    def lost_at_the_samples(session, model, rows, unique):
         statements.append(model.__tablename__)
-        if len(statements) == 3:
+        if model.__tablename__ == "push_samples":
             raise ConnectionError("the database went away")
         return real_insert(session, model, rows, unique)
 
-    monkeypatch.setattr(store, "insert_ignoring_duplicates", lost_at_the_third)
+    monkeypatch.setattr(store, "insert_ignoring_duplicates", lost_at_the_samples)
     with pytest.raises(ConnectionError):
-        store.add_pushed("acme", {CPU: {(): [(j, 1.0) for j in range(2 * CHUNK_ROWS)]}})
-    assert statements == ["push_series", "push_samples", "push_samples"]
+        store.add_pushed("acme", {CPU: {(("pod", "new"),): [(j, 1.0) for j in range(10)]}})
+    monkeypatch.undo()
+    assert statements == ["push_series", "push_samples"]
     assert store.count_pushed("acme", CPU) == 0 and store.pushed_series("acme") == [PLAYERS]
+    assert store.add_pushed("acme", {CPU: {(("pod", "new"),): [(1, 1.0)]}}) == 1  # the next write works
 
 
 def test_retention_deletes_pushed_samples_older_than_the_plan_keeps(store):

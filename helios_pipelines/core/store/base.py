@@ -94,12 +94,15 @@ class StoreBase:
                     raise
 
     def insert_ignoring_duplicates(self, session: Session, model: type[Base], rows: list[dict], unique: list[str]) -> int:
-        """INSERT ... ON CONFLICT DO NOTHING on both dialects; returns how many rows were new."""
+        """INSERT ... ON CONFLICT DO NOTHING on both dialects; returns how many rows were new (those it
+        returns). One statement compiled once for all ``rows``, which SQLAlchemy sends in multi-row
+        batches within the database's parameter limit (insertmanyvalues): building one VALUES clause of
+        thousands of rows cost seconds of compiling."""
         if not rows:
             return 0
         dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        statement = dialect_insert(model).values(rows).on_conflict_do_nothing(index_elements=unique)
-        return session.execute(statement).rowcount
+        statement = dialect_insert(model).on_conflict_do_nothing(index_elements=unique).returning(getattr(model, unique[0]))
+        return len(session.connection().execute(statement, rows).all())
 
     def customer(self, session: Session, slug: str) -> Customer:
         found = session.scalar(select(Customer).where(Customer.slug == slug))

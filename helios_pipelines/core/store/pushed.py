@@ -2,9 +2,9 @@
 set, timestamp), read back by the pipeline's push source and by every serving replica.
 
 A write is one transaction, so a request is stored all or nothing. Rows are inserted in bulk (one
-multi-row ``INSERT ... ON CONFLICT DO NOTHING`` per ``CHUNK_ROWS``, within SQLite's and PostgreSQL's
-bound-parameter limits), sorted, so two replicas writing overlapping batches lock rows in the same
-order and never deadlock. A sample already stored is left as it is (the first write wins, as in
+``INSERT ... ON CONFLICT DO NOTHING`` statement sent in multi-row batches, see
+``StoreBase.insert_ignoring_duplicates``), sorted, so two replicas writing overlapping batches lock
+rows in the same order and never deadlock. A sample already stored is left as it is (the first write wins, as in
 Prometheus' own TSDB, which refuses a second value at a timestamp): a replayed or retried request adds
 nothing, and the count of new samples says so.
 """
@@ -21,7 +21,7 @@ from helios_pipelines.core.store.schema import PushSample, PushSeries
 LabelSet = tuple[tuple[str, str], ...]
 # series name -> label set -> [(unix ms, value)]
 PushBatch = dict[str, dict[LabelSet, list[tuple[int, float]]]]
-# Rows per statement: at most 4 parameters a row, 20,000 per statement (SQLite allows 32,766, PostgreSQL 65,535).
+# Label sets looked up per statement (two parameters each; SQLite allows 32,766, PostgreSQL 65,535).
 CHUNK_ROWS = 5_000
 
 
@@ -46,28 +46,27 @@ class PushQueries(StoreBase):
     def add_pushed(self, slug: str, batch: PushBatch) -> int:
         """Store a validated batch of the tenant's samples, all or nothing; returns how many were new."""
         customer_id = self.customer_id(slug)
-        keys = sorted({(series, format_labels(labels)) for series, by_labels in batch.items() for labels in by_labels})
+        texts = {(series, labels): format_labels(labels) for series, by_labels in batch.items() for labels in by_labels}
+        keys = sorted({(series, text, _hash(text)) for (series, _), text in texts.items()})
         if not keys:
             return 0
         with self.transaction() as session:
-            for chunk in _chunks(keys):
-                self.insert_ignoring_duplicates(session, PushSeries, [
-                    {"customer_id": customer_id, "series": series, "labels": labels, "labels_hash": _hash(labels)}
-                    for series, labels in chunk], ["customer_id", "series", "labels_hash"])
+            self.insert_ignoring_duplicates(session, PushSeries, [
+                {"customer_id": customer_id, "series": series, "labels": text, "labels_hash": digest}
+                for series, text, digest in keys], ["customer_id", "series", "labels_hash"])
             ids = {}
-            for chunk in _chunks(keys):
+            for chunk in _chunks(keys):  # an IN list within the parameter limit
                 ids |= {(series, digest): series_id for series_id, series, digest in session.execute(
                     select(PushSeries.id, PushSeries.series, PushSeries.labels_hash).where(
                         PushSeries.customer_id == customer_id,
-                        PushSeries.series.in_({series for series, _ in chunk}),
-                        PushSeries.labels_hash.in_({_hash(labels) for _, labels in chunk})))}
-            rows = sorted(
-                (ids[series, _hash(format_labels(labels))], timestamp, value)
-                for series, by_labels in batch.items() for labels, points in by_labels.items()
-                for timestamp, value in points)
-            return sum(self.insert_ignoring_duplicates(session, PushSample, [
-                {"series_id": series_id, "timestamp": timestamp, "value": value} for series_id, timestamp, value in chunk],
-                ["series_id", "timestamp"]) for chunk in _chunks(rows))
+                        PushSeries.series.in_({series for series, _, _ in chunk}),
+                        PushSeries.labels_hash.in_({digest for _, _, digest in chunk})))}
+            series_ids = {key: ids[key[0], _hash(text)] for key, text in texts.items()}
+            rows = sorted((series_ids[series, labels], timestamp, value) for series, by_labels in batch.items()
+                          for labels, points in by_labels.items() for timestamp, value in points)
+            return self.insert_ignoring_duplicates(session, PushSample, [
+                {"series_id": series_id, "timestamp": timestamp, "value": value} for series_id, timestamp, value in rows],
+                ["series_id", "timestamp"])
 
     def pushed(self, slug: str, series: str, start_ms: int, end_ms: int) -> list[tuple[str, int, float]]:
         """(label set, unix ms, value) of ``series`` with ``start_ms <= timestamp < end_ms``, ordered by
