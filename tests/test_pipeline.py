@@ -52,13 +52,15 @@ def test_a_challenger_that_does_not_beat_the_champion_is_not_promoted(trained_ar
     tracker = Tracker()
     name = "arena_concurrent_users_forecaster"
     before = tracker.version_by_alias(name, CHAMPION).version
-    # Same data, same seeds: the new challenger only ties the champion, which is not beating it.
+    # Same data, same seeds, refitted on purpose (the fingerprint would skip it): the new challenger
+    # only ties the champion, which is not beating it.
     result = materialize(
         ALL_ASSETS,
         selection=["forecast_candidates", "anomaly_detector", "capacity_model", "champions"],
         partition_key="arena",
         resources=pipeline_resources(),
         instance=dagster_instance,
+        run_config={"ops": {"forecast_candidates": {"config": {"force": True}}}},
     )
     assert result.success
     decisions = {d["name"]: d for d in result.output_for_node("champions")}
@@ -98,3 +100,51 @@ def test_a_run_trains_with_the_config_it_snapshotted_even_if_the_yaml_changes_mi
     fetched = materialize(ALL_ASSETS, selection=["raw_metrics"], partition_key="arena",
                           resources=resources, instance=dagster_instance)
     assert len(fetched.output_for_node("raw_metrics")) == 8 * 288
+
+
+def test_a_retrain_on_unchanged_data_and_config_skips_the_fit_and_a_config_change_refits(tmp_path, dagster_instance):
+    """#20.2: the champion's version carries a fingerprint of its training; a retrain that matches it
+    keeps the champion without a fit and says so; a forecast setting changed refits the forecaster only."""
+    from helios_pipelines.defs.partitions import tenant_partitions
+    from helios_pipelines.defs.resources import TenantRegistryResource
+
+    tenant = "arena-retrain"
+    config_dir = tmp_path / "tenants"
+    config_dir.mkdir()
+    yaml_file = config_dir / f"{tenant}.yaml"
+    yaml_file.write_text((FIXTURE_TENANTS / "arena.yaml").read_text().replace("id: arena", f"id: {tenant}"))
+    dagster_instance.add_dynamic_partitions(tenant_partitions.name, [tenant])
+    resources = pipeline_resources() | {"tenants": TenantRegistryResource(config_dir=str(config_dir))}
+    training = [a for a in ASSETS if a != "tenant_bento"]
+
+    def train():
+        result = materialize(ALL_ASSETS, selection=training, partition_key=tenant, resources=resources,
+                             instance=dagster_instance)
+        assert result.success
+        return {e.asset_key.path[-1]: e.materialization.metadata for e in result.get_asset_materialization_events()}
+
+    forecaster, detector = f"{tenant}_concurrent_users_forecaster", f"{tenant}_anomaly_detector"
+    tracker = Tracker()
+    first = train()
+    assert first["forecast_candidates"]["skipped"].value == 0
+    fingerprint = tracker.version_by_alias(forecaster, CHAMPION).tags.fingerprint
+    assert set(fingerprint) == {"data", "config", "code"}
+
+    second = train()
+    assert second["forecast_candidates"]["skipped"].value == 1
+    said = second["forecast_candidates"]["skipped_metrics"].value["concurrent_users"]
+    assert "fingerprint matches champion v1" in said and "fit skipped" in said
+    assert "fit skipped" in second["anomaly_detector"]["fit"].value
+    assert "fit skipped" in second["champions"]["decisions"].value
+    assert [v.version for v in tracker.versions(forecaster)] == ["1"]  # nothing fitted, nothing registered
+    assert [v.version for v in tracker.versions(detector)] == ["1"]
+
+    yaml_file.write_text(yaml_file.read_text().replace("backtest_folds: 2", "backtest_folds: 1"))
+    third = train()
+    assert third["forecast_candidates"]["skipped"].value == 0
+    assert "config changed since champion v1" in third["forecast_candidates"]["backtest"].value
+    assert [v.version for v in tracker.versions(forecaster)] == ["1", "2"]
+    assert tracker.get_version(forecaster, "2").tags.fingerprint["config"] != fingerprint["config"]
+    # the detector reads no backtest setting: still its champion, still not refitted
+    assert "fit skipped" in third["anomaly_detector"]["fit"].value
+    assert [v.version for v in tracker.versions(detector)] == ["1"]

@@ -90,6 +90,9 @@ class VersionTags(BaseModel):
     candidates: dict | None = None
     evaluation: dict | None = None  # the detector's hold-out figures
     config_hash: str | None = None  # the planner's configuration, to skip an unchanged one
+    # forecasters and the detector: what the fit saw, {"data", "config", "code"} hashes (core.training);
+    # a retrain whose fingerprint equals the champion's skips the fit
+    fingerprint: dict | None = None
     fleet: str | None = None  # the planner's values in use and their sources, one line per service
     promotion: dict | None = None  # {"promoted": bool, "reason": str}, written by the pipeline
     review: dict | None = None  # {"action", "by", "reason", "at"}, written by a manual promote/rollback

@@ -4,6 +4,11 @@ Each forecast metric gets a rolling-origin backtest of every candidate kind agai
 seasonal-naive baseline; the best kind is refitted on the whole window, logged to MLflow with its
 numbers and a forecast-vs-actual plot, and registered as ``challenger``. Promotion then decides,
 with the numbers recorded on the version, whether the challenger becomes ``champion``.
+
+Retrain only what changed (#20.2): every forecaster and detector version carries a ``fingerprint``
+tag, hashes of what its fit saw (the data window, the part of the tenant's configuration the fit
+reads, the code version). A retrain whose fingerprint equals the champion's skips the fit and
+returns the champion, saying so (``skipped``); ``force=True`` fits anyway.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import pandas as pd
 from helios_pipelines.core.capacity_learning import fleet_metrics, fleet_summary, learn_fleet_dicts
 from helios_pipelines.core.evaluation import backtest, decide_promotion
 from helios_pipelines.core.events import EventSchedule
+from helios_pipelines.core.fingerprints import fingerprint, unchanged_champion
 from helios_pipelines.core.models.base import AnomalyDetector, Forecaster
 from helios_pipelines.core.models.calibration import LabelledEpisode, calibrate
 from helios_pipelines.core.models.capacity import CapacityPlanner
@@ -53,6 +59,16 @@ class ForecastTraining:
     winner: str
     version: RegisteredVersion
     fit_seconds: float
+    skipped: bool = False  # the champion's fingerprint matched: no fit, the champion is the result
+    fit_note: str = ""  # why it was fitted or skipped, in words (the asset's metadata shows it)
+
+
+@dataclass
+class DetectorTraining:
+    version: RegisteredVersion
+    stats: dict
+    skipped: bool = False
+    fit_note: str = ""
 
 
 @dataclass
@@ -83,6 +99,38 @@ def forecaster_for(tenant: TenantConfig, metric: str, kind: str) -> Forecaster:
     )
 
 
+def _events_for(tenant: TenantConfig, metrics: set[str]) -> list:
+    return [e for e in tenant.events if not e.metrics or metrics & set(e.metrics)]
+
+
+def forecaster_config(tenant: TenantConfig, metric: str, candidates: tuple[str, ...]) -> dict:
+    """The part of the tenant's configuration a metric's training reads (``forecaster_for``, the backtest)."""
+    return {
+        "metric": tenant.metrics[metric].model_dump(mode="json"),
+        "step": tenant.step,
+        "timezone": tenant.timezone,
+        "regions": [r.model_dump(mode="json") for r in tenant.regions],
+        "events": [e.model_dump(mode="json") for e in _events_for(tenant, {metric})],
+        "seed": tenant.training.seed,
+        "folds": tenant.training.backtest_folds,
+        "candidates": [BASELINE, *candidates],
+    }
+
+
+def detector_config(tenant: TenantConfig) -> dict:
+    """The part of the tenant's configuration the detector's training reads (``tenant_detector``)."""
+    return {
+        "metrics": {m: tenant.metrics[m].model_dump(mode="json") for m in sorted(tenant.anomaly_metrics)},
+        "step": tenant.step,
+        "sensitivity": tenant.alerts.anomaly.model_dump(mode="json"),
+        "z_threshold": tenant.alerts.thresholds.anomaly_alert,
+        "drivers": sorted({s.metric for s in tenant.scaling}),
+        "events": [e.model_dump(mode="json") for e in tenant.events],
+        "seed": tenant.training.seed,
+        "kind": DETECTOR_KIND,
+    }
+
+
 def horizon_steps(tenant: TenantConfig, minutes: int) -> int:
     return max(1, math.ceil(pd.Timedelta(minutes=minutes) / tenant.step_timedelta))
 
@@ -110,12 +158,21 @@ def train_forecasters(
     tracker: Tracker,
     tags: dict[str, str],
     candidates: tuple[str, ...] = CANDIDATES,
+    force: bool = False,
 ) -> dict[str, ForecastTraining]:
-    """Backtest, pick and register a challenger for each forecast metric of the tenant."""
+    """Backtest, pick and register a challenger for each forecast metric of the tenant; a metric whose
+    fingerprint equals its champion's keeps the champion without a fit (unless ``force``)."""
     trained = {}
     for metric in tenant.forecast_metrics:
         series = features[metric].astype(float)
         steps = horizon_steps(tenant, max(tenant.metrics[metric].forecast.horizons))
+        fitted_on = fingerprint(series, forecaster_config(tenant, metric, candidates))
+        name = registered_model_name(tenant.id, "forecaster", metric)
+        champion, why = (None, "forced") if force else unchanged_champion(tracker, name, fitted_on)
+        if champion is not None:
+            trained[metric] = _kept(metric, steps, champion, why)
+            continue
+        why = f"fitted ({why})"
         with tracker.start_run(tenant.id, f"forecaster {metric}", tags={"metric": metric, **tags}):
             mlflow.log_params({"metric": metric, "horizon_steps": steps, "folds": tenant.training.backtest_folds})
             scores, last_fold_models = {}, {}
@@ -146,10 +203,11 @@ def train_forecasters(
             mlflow.log_metrics({f"winner_{k}": v for k, v in scores[winner].items() if np.isfinite(v)})
             version = tracker.log_model(
                 model,
-                registered_model_name(tenant.id, "forecaster", metric),
+                name,
                 tags=VersionTags(
                     **tags,
                     metric=metric,
+                    fingerprint=fitted_on,
                     backtest=scores[winner],
                     baseline_backtest=scores[BASELINE],
                     backtest_mase=f"{scores[winner]['mase']:.4f}",
@@ -157,8 +215,16 @@ def train_forecasters(
                     candidates={k: round(v["mase"], 4) for k, v in scores.items()},
                 ),
             )
-        trained[metric] = ForecastTraining(metric, steps, scores, winner, version, fit_seconds)
+        trained[metric] = ForecastTraining(metric, steps, scores, winner, version, fit_seconds, fit_note=why)
     return trained
+
+
+def _kept(metric: str, steps: int, champion: RegisteredVersion, why: str) -> ForecastTraining:
+    """The champion as this run's result for a metric whose fit was skipped: its recorded numbers."""
+    tags = champion.tags
+    scores = {kind: {"mase": mase} for kind, mase in (tags.candidates or {}).items()}
+    scores |= {BASELINE: tags.baseline_backtest or {}, tags.kind: tags.backtest or {}}
+    return ForecastTraining(metric, steps, scores, tags.kind, champion, 0.0, skipped=True, fit_note=why)
 
 
 def _champion_backtest(tracker: Tracker, name: str) -> tuple[str | None, dict | None]:
@@ -180,6 +246,9 @@ def promote_forecasters(
     records = []
     for result in trained.values():
         name = result.version.name
+        if result.skipped:
+            records.append(PromotionRecord(name, result.version.version, result.version.version, False, result.fit_note))
+            continue
         champion_version, champion_scores = _champion_backtest(tracker, name)
         if champion_version == result.version.version:
             continue
@@ -227,14 +296,21 @@ def train_detector(
     tags: dict[str, str],
     ground_truth: list | None = None,
     verdicts: Sequence[LabelledEpisode] = (),
-) -> tuple[RegisteredVersion, dict]:
+    force: bool = False,
+) -> DetectorTraining:
     """Fit the anomaly detector on all but the last day, measure how often it flags the last day
     (and its recall of known anomalies, where the source knows them), then refit, calibrate its
     per-metric thresholds with the operators' ``verdicts`` (``models/calibration.py``; the run logs the
-    thresholds before and after) and register."""
+    thresholds before and after) and register; the champion without a fit when its fingerprint
+    (verdicts included) matches (unless ``force``)."""
     metrics = sorted(tenant.anomaly_metrics)
     frame = features[metrics].astype(float)
     holdout_start = frame.index[-1] - pd.Timedelta("1D")
+    name = registered_model_name(tenant.id, "anomaly_detector")
+    fitted_on = fingerprint(frame, detector_config(tenant) | {"verdicts": [repr(v) for v in verdicts]})
+    champion, why = (None, "forced") if force else unchanged_champion(tracker, name, fitted_on)
+    if champion is not None:
+        return DetectorTraining(champion, champion.tags.evaluation or {}, skipped=True, fit_note=why)
 
     with tracker.start_run(tenant.id, "anomaly detector", tags=tags):
         probe = tenant_detector(tenant).fit(frame[frame.index < holdout_start])
@@ -248,10 +324,8 @@ def train_detector(
         mlflow.log_metrics(stats)
         detector = tenant_detector(tenant).fit(frame)
         mlflow.log_metrics(calibrate(detector, frame, list(verdicts)).mlflow_metrics())
-        version = tracker.log_model(
-            detector, registered_model_name(tenant.id, "anomaly_detector"), tags=VersionTags(**tags, evaluation=stats)
-        )
-    return version, stats
+        version = tracker.log_model(detector, name, tags=VersionTags(**tags, evaluation=stats, fingerprint=fitted_on))
+    return DetectorTraining(version, stats, fit_note=f"fitted ({why})")
 
 
 def detection_recall(flags: pd.Series, ground_truth: list, scored_from: pd.Timestamp) -> dict:
@@ -272,7 +346,10 @@ def detection_recall(flags: pd.Series, ground_truth: list, scored_from: pd.Times
     }
 
 
-def promote_detector(tenant: TenantConfig, version: RegisteredVersion, stats: dict, tracker: Tracker) -> PromotionRecord:
+def promote_detector(tenant: TenantConfig, trained: DetectorTraining, tracker: Tracker) -> PromotionRecord:
+    version, stats = trained.version, trained.stats
+    if trained.skipped:
+        return PromotionRecord(version.name, version.version, version.version, False, trained.fit_note)
     champion_version, _ = _champion_backtest(tracker, version.name)
     rate = stats["holdout_flag_rate"]
     promote = rate <= DETECTOR_FLAG_BUDGET

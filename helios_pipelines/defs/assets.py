@@ -15,6 +15,7 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
+    Config,
     MetadataValue,
     Output,
     asset,
@@ -25,6 +26,7 @@ from helios_pipelines.core.features import build_feature_frame
 from helios_pipelines.core.sources.base import SourceError
 from helios_pipelines.core.tenants import TenantConfig
 from helios_pipelines.core.training import (
+    DetectorTraining,
     promote_capacity_planner,
     promote_detector,
     promote_forecasters,
@@ -43,6 +45,13 @@ from helios_pipelines.defs.resources import (
 )
 
 GROUP = "helios"
+
+
+class RetrainConfig(Config):
+    """Run config of the training assets (#20.2): a model whose data window, configuration and code
+    version match its champion's training (the fingerprint on the version) is not refitted."""
+
+    force: bool = False  # fit even when the fingerprint matches the champion's
 
 
 def _window_tags(frame: pd.DataFrame, source: str) -> dict[str, str]:
@@ -146,35 +155,52 @@ def features(tenant_config: TenantConfig, validated_metrics: pd.DataFrame) -> Ou
 
 @asset(partitions_def=tenant_partitions, group_name=GROUP)
 def forecast_candidates(
-    tenant_config: TenantConfig, mlflow_tracking: MLflowResource, features: pd.DataFrame
+    context: AssetExecutionContext,
+    config: RetrainConfig,
+    tenant_config: TenantConfig,
+    mlflow_tracking: MLflowResource,
+    features: pd.DataFrame,
 ) -> Output[dict]:
     """Per forecast metric: every candidate backtested against seasonal naive; the best registered
-    as ``challenger``."""
+    as ``challenger``. A metric whose fingerprint matches its champion's is not refitted (says so)."""
     tenant = tenant_config
-    trained = train_forecasters(tenant, features, mlflow_tracking.tracker(), _window_tags(features, tenant.source.type))
-    table = "| metric | winner | MASE | baseline MASE | version |\n|---|---|---|---|---|\n" + "\n".join(
-        f"| {m} | {t.winner} | {t.scores[t.winner]['mase']:.3f} | {t.scores['seasonal_naive']['mase']:.3f} | {t.version.version} |"
+    trained = train_forecasters(tenant, features, mlflow_tracking.tracker(), _window_tags(features, tenant.source.type),
+                                force=config.force)
+    for metric, t in trained.items():
+        if t.skipped:
+            context.log.info(f"{tenant.id} {metric}: {t.fit_note}")
+    table = "| metric | winner | MASE | baseline MASE | version | fit |\n|---|---|---|---|---|---|\n" + "\n".join(
+        f"| {m} | {t.winner} | {t.scores[t.winner]['mase']:.3f} | {t.scores['seasonal_naive']['mase']:.3f} "
+        f"| {t.version.version} | {t.fit_note} |"
         for m, t in trained.items()
     )
-    return Output(trained, metadata={"backtest": MetadataValue.md(table), "metrics": len(trained)})
+    skipped = {m: t.fit_note for m, t in trained.items() if t.skipped}
+    return Output(trained, metadata={"backtest": MetadataValue.md(table), "metrics": len(trained),
+                                     "skipped": len(skipped), "skipped_metrics": MetadataValue.json(skipped)})
 
 
 @asset(partitions_def=tenant_partitions, group_name=GROUP)
 def anomaly_detector(
+    context: AssetExecutionContext,
+    config: RetrainConfig,
     tenant_config: TenantConfig,
     mlflow_tracking: MLflowResource,
     metrics_source: MetricsSourceResource,
     features: pd.DataFrame,
     operator_verdicts: OperatorVerdictsResource,
-) -> Output[dict]:
+) -> Output[DetectorTraining]:
     """The causal detector over the tenant's watched metrics, its thresholds calibrated with the
-    operators' verdicts on its episodes, registered as ``challenger``."""
+    operators' verdicts on its episodes, registered as ``challenger``; not refitted when its
+    fingerprint (verdicts included) matches the champion's (says so)."""
     tenant = tenant_config
     source = metrics_source.source(tenant)
     truth = source.anomalies(features.index[0], features.index[-1]) if hasattr(source, "anomalies") else None
-    version, stats = train_detector(tenant, features, mlflow_tracking.tracker(), _window_tags(features, tenant.source.type), truth,
-                                    operator_verdicts.labelled_episodes(tenant.id))
-    return Output({"version": version, "stats": stats}, metadata={"version": version.version, **{k: float(v) for k, v in stats.items()}})
+    trained = train_detector(tenant, features, mlflow_tracking.tracker(), _window_tags(features, tenant.source.type),
+                             truth, operator_verdicts.labelled_episodes(tenant.id), force=config.force)
+    if trained.skipped:
+        context.log.info(f"{tenant.id} anomaly detector: {trained.fit_note}")
+    stats = {k: float(v) for k, v in trained.stats.items()}
+    return Output(trained, metadata={"version": trained.version.version, "fit": trained.fit_note, **stats})
 
 
 @asset(partitions_def=tenant_partitions, group_name=GROUP, deps=[forecast_candidates])
@@ -199,14 +225,14 @@ def champions(
     tenant_config: TenantConfig,
     mlflow_tracking: MLflowResource,
     forecast_candidates: dict,
-    anomaly_detector: dict,
+    anomaly_detector: DetectorTraining,
     capacity_model: dict | None,
 ) -> Output[list[dict]]:
     """Promotion: a challenger becomes ``champion`` only when it beats the champion and the baseline."""
     tenant = tenant_config
     tracker = mlflow_tracking.tracker()
     records = [r.to_dict() for r in promote_forecasters(tenant, forecast_candidates, tracker)]
-    records.append(promote_detector(tenant, anomaly_detector["version"], anomaly_detector["stats"], tracker).to_dict())
+    records.append(promote_detector(tenant, anomaly_detector, tracker).to_dict())
     if capacity_model:
         records.append(promote_capacity_planner(tenant, capacity_model, tracker).to_dict())
     table = "| model | challenger | champion before | promoted | reason |\n|---|---|---|---|---|\n" + "\n".join(

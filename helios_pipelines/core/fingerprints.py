@@ -1,0 +1,70 @@
+"""Fingerprints of a fit (#20.2): hashes of the data window it saw, of the configuration it read and
+of the code version, stored on the version as ``VersionTags.fingerprint``. A retrain whose fingerprint
+equals the champion's has nothing new to learn: ``core.training`` skips its fit and keeps the champion.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from helios_pipelines.core.tracking import CHAMPION, RegisteredVersion, Tracker
+
+# Libraries whose version can change what a fit produces (by module: xgboost's distribution may be xgboost-cpu).
+FIT_LIBRARIES = ("numpy", "pandas", "sklearn", "xgboost", "prophet", "cmdstanpy")
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+@functools.cache
+def code_version() -> str:
+    """A hash of the source that decides what a fit produces (core.training, the backtest, features,
+    events and every model module) and of the fitting libraries' versions."""
+    from helios_pipelines.core import evaluation, events, features, models, training
+
+    files = [Path(m.__file__) for m in (training, evaluation, events, features)]
+    for folder in models.__path__:
+        files += sorted(Path(folder).rglob("*.py"))
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    libraries = {name: importlib.import_module(name).__version__ for name in FIT_LIBRARIES}
+    digest.update(json.dumps(libraries, sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+def data_hash(data: pd.Series | pd.DataFrame) -> str:
+    """The values, timestamps and (for a frame) column names a fit saw."""
+    names = json.dumps([str(data.name)] if isinstance(data, pd.Series) else [str(c) for c in data.columns])
+    rows = pd.util.hash_pandas_object(data, index=True).to_numpy().tobytes()
+    return _digest(names.encode() + rows)
+
+
+def fingerprint(data: pd.Series | pd.DataFrame, config: dict) -> dict[str, str]:
+    return {
+        "data": data_hash(data),
+        "config": _digest(json.dumps(config, sort_keys=True, default=str).encode()),
+        "code": code_version(),
+    }
+
+
+def unchanged_champion(tracker: Tracker, name: str, fingerprint: dict) -> tuple[RegisteredVersion | None, str]:
+    """The champion when its fingerprint equals ``fingerprint`` (else None), and what was compared, in words."""
+    champion = tracker.version_by_alias(name, CHAMPION)
+    if champion is None:
+        return None, "no champion yet"
+    theirs = champion.tags.fingerprint
+    if theirs is None:
+        return None, f"champion v{champion.version} has no fingerprint"
+    changed = [part for part in ("data", "config", "code") if theirs.get(part) != fingerprint[part]]
+    if changed:
+        return None, f"{' and '.join(changed)} changed since champion v{champion.version}"
+    return champion, (f"fingerprint matches champion v{champion.version} (data {fingerprint['data']}, "
+                      f"config {fingerprint['config']}, code {fingerprint['code']}): fit skipped")
