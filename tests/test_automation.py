@@ -19,7 +19,7 @@ from dagster import (
 
 from helios_pipelines.core import review
 from helios_pipelines.core.drift import PSI_THRESHOLD, Profile, decayed_metrics, drifted_metrics
-from helios_pipelines.core.models.base import SeasonalNaive
+from helios_pipelines.core.models.seasonal_naive import SeasonalNaive
 from helios_pipelines.core.tenants import load_tenants
 from helios_pipelines.core.tracking import CHAMPION, Tracker, VersionTags, registered_model_name
 from helios_pipelines.defs.automation import (

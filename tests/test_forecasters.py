@@ -15,7 +15,8 @@ from helios_pipelines.core.evaluation import backtest, decide_promotion
 from helios_pipelines.core.events import EventSchedule
 from helios_pipelines.core.features import build_feature_frame, calendar_features
 from helios_pipelines.core.models.base import FORECAST_COLUMNS, Forecaster, SavableModel
-from helios_pipelines.core.models.forecasters import FORECASTERS, HeliosForecaster, make_forecaster
+from helios_pipelines.core.models.forecasters import FORECASTERS, make_forecaster
+from helios_pipelines.core.models.helios import HeliosForecaster
 from helios_pipelines.core.tenants import ScheduledEvent
 
 STEP = pd.Timedelta("5min")

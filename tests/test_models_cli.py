@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from helios_pipelines.cli import main
-from helios_pipelines.core.models.base import SeasonalNaive
+from helios_pipelines.core.models.seasonal_naive import SeasonalNaive
 from helios_pipelines.core.review import HISTORY_TAG, champion_history
 from helios_pipelines.core.tracking import CHALLENGER, CHAMPION, Tracker, VersionTags, registered_model_name
 from tests.conftest import FIXTURE_TENANTS

@@ -5,9 +5,9 @@ on any endpoint."""
 import pandas as pd
 import pytest
 
-from helios_pipelines.core.models.base import SeasonalNaive
 from helios_pipelines.core.models.capacity import CapacityPlanner
 from helios_pipelines.core.models.detectors import make_detector
+from helios_pipelines.core.models.seasonal_naive import SeasonalNaive
 from helios_pipelines.core.sources.simulator import Simulator
 from helios_pipelines.core.tracking import CHAMPION, Tracker, registered_model_name
 from tests.conftest import FIXTURE_TENANTS

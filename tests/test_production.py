@@ -15,7 +15,8 @@ from dagster import AssetIn, DagsterInstance, asset, materialize
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from helios_pipelines.core.models.base import META_FILE, SeasonalNaive
+from helios_pipelines.core.models.base import META_FILE
+from helios_pipelines.core.models.seasonal_naive import SeasonalNaive
 from helios_pipelines.definitions import build_definitions
 from helios_pipelines.defs.assets import raw_metrics, tenant_config
 from helios_pipelines.defs.partitions import tenant_partitions

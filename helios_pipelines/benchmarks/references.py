@@ -19,26 +19,25 @@ import pandas as pd
 import xgboost as xgb
 
 from helios_pipelines.core.features import as_utc_index, lagged
-from helios_pipelines.core.models.base import Forecaster, InsufficientHistoryError, seasonal_period
-from helios_pipelines.core.models.forecasters import XGB_THREADS, PointForecaster, _forecast_frame, on_grid
+from helios_pipelines.core.models import XGB_THREADS
+from helios_pipelines.core.models.base import (
+    Forecaster,
+    InsufficientHistoryError,
+    SeasonalPeriods,
+    forecast_frame,
+    on_grid,
+)
+from helios_pipelines.core.models.point import PointForecaster
 
 RECENT = 12
 
 
-class DirectXGBoost(PointForecaster):
+class DirectXGBoost(SeasonalPeriods, PointForecaster):
     """One XGBoost per lead time on the 12 latest values, the target's day and week lags and clock."""
 
     kind: ClassVar[str] = "xgboost_direct"
     PARAMS: ClassVar[dict] = {"max_depth": 6, "eta": 0.05, "nthread": XGB_THREADS}
     TREES: ClassVar[int] = 300
-
-    @property
-    def day(self) -> int:
-        return seasonal_period(self.step, "1D")
-
-    @property
-    def week(self) -> int:
-        return seasonal_period(self.step, "7D")
 
     @property
     def min_history(self) -> int:
@@ -76,7 +75,7 @@ class DirectXGBoost(PointForecaster):
         ])
 
 
-class _StatsforecastMSTL(Forecaster):
+class _StatsforecastMSTL(SeasonalPeriods, Forecaster):
     """statsforecast's MSTL with a trend model; fitted on the (gap-interpolated) history it is given."""
 
     trend: ClassVar[str]
@@ -84,19 +83,19 @@ class _StatsforecastMSTL(Forecaster):
 
     @property
     def min_history(self) -> int:
-        return 2 * seasonal_period(self.step, "1D")
+        return 2 * self.day
 
     def _model(self, length: int):
         from statsforecast.models import MSTL, AutoETS, AutoTheta
 
-        day, week = seasonal_period(self.step, "1D"), seasonal_period(self.step, "7D")
+        day, week = self.day, self.week
         seasons = [day, week] if length >= 2 * week + day else [day]
         trend = AutoETS(model="ZZN") if self.trend == "ets" else AutoTheta()
         return MSTL(season_length=seasons, trend_forecaster=trend)
 
     def _values(self, history: pd.Series) -> tuple[pd.Series, np.ndarray]:
         history = on_grid(history, self.step)
-        history = history.iloc[-self.MAX_DAYS * seasonal_period(self.step, "1D") :]
+        history = history.iloc[-self.MAX_DAYS * self.day :]
         filled = history.interpolate(limit_direction="both").to_numpy()
         return history, filled
 
@@ -114,7 +113,7 @@ class _StatsforecastMSTL(Forecaster):
         model = self.model_ if history.index[-1] == self.fitted_end_ else self._model(len(values)).fit(values)
         tag = round(level * 100)
         out = model.predict(h=horizon, level=[tag])
-        return _forecast_frame(
+        return forecast_frame(
             self.future_index(history, horizon), out["mean"], out[f"lo-{tag}"], out[f"hi-{tag}"]
         )
 

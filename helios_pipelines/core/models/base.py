@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from helios_pipelines.core.events import EventSchedule
+from helios_pipelines.core.features import as_utc_index
 
 FORECAST_COLUMNS = ["timestamp", "yhat", "yhat_lower", "yhat_upper"]
 MODEL_FILE = "model.joblib"
@@ -164,49 +165,48 @@ def empirical_interval(residuals: np.ndarray, level: float) -> tuple[float, floa
     return float(np.quantile(residuals, alpha)), float(np.quantile(residuals, 1 - alpha))
 
 
-class SeasonalNaive(Forecaster):
-    """The value one season ago (a day by default), with intervals from in-sample seasonal errors.
+class SeasonalPeriods:
+    """Steps per hour, day and week at the model's ``step``: the one place a model turns its seasons
+    into lags (Helios' forecaster and the benchmark's references read them from here)."""
 
-    Missing seasonal lags fall back to the last observed value.
-    """
-
-    kind: ClassVar[str] = "seasonal_naive"
-
-    def __init__(self, *, season: str = "1D", **kwargs):
-        super().__init__(**kwargs)
-        self.season = season
+    step: pd.Timedelta
 
     @property
-    def period(self) -> int:
-        return seasonal_period(self.step, self.season)
+    def hour(self) -> int:
+        return max(2, seasonal_period(self.step, "1h"))
 
     @property
-    def min_history(self) -> int:
-        return self.period
+    def day(self) -> int:
+        return seasonal_period(self.step, "1D")
 
-    def fit(self, history: pd.Series) -> Self:
-        values = history.to_numpy(dtype=float)
-        p = self.period
-        if values.size <= p:
-            raise InsufficientHistoryError(
-                f"seasonal naive for '{self.metric}' needs more than {p} points, got {values.size}"
-            )
-        # Residuals by lead time: the error of "value one season ago" does not depend on the lead
-        # within the season, so one distribution serves every horizon.
-        self.residuals_ = values[p:] - values[:-p]
-        self.residuals_ = self.residuals_[np.isfinite(self.residuals_)]
-        self.fitted_ = True
-        return self
+    @property
+    def week(self) -> int:
+        return seasonal_period(self.step, "7D")
 
-    def _predict(self, horizon, history, events, level):
-        index = self.future_index(history, horizon)
-        lagged = history.reindex(index - pd.Timedelta(self.season))
-        last = history.dropna().iloc[-1]
-        yhat = lagged.fillna(last).to_numpy(dtype=float)
-        lo, hi = empirical_interval(self.residuals_, level)
-        return pd.DataFrame(
-            {"timestamp": index, "yhat": yhat, "yhat_lower": yhat + lo, "yhat_upper": yhat + hi}
-        )
+
+def on_grid(history: pd.Series, step: pd.Timedelta) -> pd.Series:
+    """The series on its regular grid from first to last timestamp: a missing timestamp is a NaN."""
+    history = history.astype(float)
+    history.index = as_utc_index(history.index)
+    grid = pd.date_range(history.index[0], history.index[-1], freq=step)
+    if len(grid) == len(history) and grid.equals(history.index):
+        return history
+    return history[~history.index.duplicated(keep="last")].reindex(grid)
+
+
+def step_intervals(residuals: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Lower/upper offsets per lead time from a (origins x lead times) matrix of actual - forecast."""
+    bounds = np.array([empirical_interval(residuals[:, j], level) for j in range(residuals.shape[1])])
+    return bounds[:, 0], bounds[:, 1]
+
+
+def forecast_frame(index: pd.DatetimeIndex, yhat, lower, upper) -> pd.DataFrame:
+    yhat = np.asarray(yhat, dtype=float)
+    # Quantile offsets of a skewed error distribution can both sit on one side of the point forecast;
+    # the contract keeps yhat inside its interval.
+    lower = np.minimum(np.asarray(lower, dtype=float), yhat)
+    upper = np.maximum(np.asarray(upper, dtype=float), yhat)
+    return pd.DataFrame({"timestamp": index, "yhat": yhat, "yhat_lower": lower, "yhat_upper": upper})
 
 
 class AnomalyDetector(SavableModel, ABC):
