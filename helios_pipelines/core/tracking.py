@@ -51,13 +51,26 @@ def registered_model_name(tenant: str, capability: str, metric: str | None = Non
 
 
 class HeliosPythonModel(PythonModel):
-    """pyfunc face of a Helios model: forecasters take a history frame, detectors a metrics frame."""
+    """pyfunc face of a Helios model: forecasters take a history frame (``timestamp`` and the metric's
+    values; param ``horizon`` in steps), detectors a metrics frame (``timestamp`` and a column per
+    metric), the capacity planner one row per question (``service``, ``demand_upper``,
+    ``demand_upper_window_max``, ``current_replicas``). Logged from code (``pyfunc_model.py``)."""
+
+    def __init__(self, model: SavableModel | None = None):
+        self.model = model
 
     def load_context(self, context) -> None:
         self.model = SavableModel.load(context.artifacts["helios_model"])
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         params = params or {}
+        if self.model.capability == "capacity_planner":
+            answers = [self.model.recommend(r.service, float(r.demand_upper), float(r.demand_upper_window_max),
+                                            None if pd.isna(r.current_replicas) else int(r.current_replicas))
+                       for r in model_input.itertuples()]
+            answered = pd.DataFrame([{k: getattr(a, k) for k in PLANNER_OUTPUT} for a in answers], columns=PLANNER_OUTPUT)
+            # counts as doubles: current_replicas may be unknown (NaN), which an integer column cannot hold
+            return answered.astype({"replicas": float, "current_replicas": float})
         frame = model_input.set_index(pd.to_datetime(model_input["timestamp"], utc=True)).drop(columns="timestamp")
         if self.model.capability == "forecaster":
             horizon = int(params.get("horizon", self.model.max_horizon))
@@ -65,6 +78,20 @@ class HeliosPythonModel(PythonModel):
         if self.model.capability == "anomaly_detector":
             return self.model.score(frame.astype(float)).reset_index()
         raise TypeError(f"{self.model.kind} has no pyfunc predict; load it with load_helios_model")
+
+
+# What the planner's pyfunc answers per row (the rest of a Recommendation, its steps, is for /recommend).
+PLANNER_OUTPUT = ["service", "replicas", "current_replicas", "utilization_at_recommendation",
+                  "share_of_max_capacity", "capacity_warning", "capacity_critical"]
+PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
+
+
+def pyfunc_signature(model: SavableModel, input_example: pd.DataFrame):
+    """The pyfunc's signature, from what it answers for ``input_example`` (a forecaster's ``horizon``
+    param defaults to its longest horizon)."""
+    params = {"horizon": model.max_horizon} if model.capability == "forecaster" else None
+    output = HeliosPythonModel(model).predict(None, input_example, params)
+    return mlflow.models.infer_signature(input_example, output, params)
 
 
 class VersionTags(BaseModel):
@@ -196,17 +223,23 @@ class Tracker:
         registered_name: str,
         tags: VersionTags | None = None,
         alias: str | None = CHALLENGER,
+        input_example: pd.DataFrame | None = None,
     ) -> RegisteredVersion:
         """Log ``model`` in the active run as a pyfunc, register it, tag the version (its kind and
         capability from the model), set ``alias``. The version is created only once every artefact is
-        logged, tagged with the Dagster run from birth."""
+        logged, tagged with the Dagster run from birth. ``input_example`` (what its pyfunc takes, e.g. a
+        forecaster's last ``min_history`` points) is stored with the signature derived from it; MLflow
+        checks the logged model answers it."""
+        signature = pyfunc_signature(model, input_example) if input_example is not None else None
         with tempfile.TemporaryDirectory() as tmp:
             model_dir = model.save(Path(tmp) / "helios_model")
             info = mlflow.pyfunc.log_model(
                 name="model",
-                python_model=HeliosPythonModel(),
+                python_model=PYFUNC_CODE,
                 artifacts={"helios_model": str(model_dir)},
                 pip_requirements=PIP_REQUIREMENTS,
+                signature=signature,
+                input_example=input_example,
             )
         born = VersionTags(dagster_run=self.dagster_run).to_tags()
         version = str(mlflow.register_model(info.model_uri, registered_name, tags=born).version)

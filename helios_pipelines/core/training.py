@@ -204,6 +204,7 @@ def train_forecasters(
             version = tracker.log_model(
                 model,
                 name,
+                input_example=history_example(series, model),
                 tags=VersionTags(
                     **tags,
                     metric=metric,
@@ -217,6 +218,28 @@ def train_forecasters(
             )
         trained[metric] = ForecastTraining(metric, steps, scores, winner, version, fit_seconds, fit_note=why)
     return trained
+
+
+def history_example(series: pd.Series, model: Forecaster) -> pd.DataFrame:
+    """A forecaster's pyfunc input: the shortest tail of ``series`` holding ``min_history`` observed points."""
+    observed = np.flatnonzero(series.notna().to_numpy())
+    start = observed[-model.min_history] if observed.size >= model.min_history else 0
+    tail = series.iloc[start:]
+    return pd.DataFrame({"timestamp": naive_utc(tail.index), series.name or "value": tail.to_numpy()})
+
+
+def naive_utc(index: pd.DatetimeIndex) -> pd.DatetimeIndex:
+    """Timestamps as MLflow's schema takes them (no time zone): UTC, the zone dropped."""
+    return index.tz_convert("UTC").tz_localize(None)
+
+
+def planner_example(planner: CapacityPlanner) -> pd.DataFrame:
+    """The planner's pyfunc input: per service, the demand its minimum replicas serve, at that size."""
+    rows = [{"service": service, "demand_upper": target.min_replicas * planner.capacity[service],
+             "demand_upper_window_max": target.min_replicas * planner.capacity[service],
+             "current_replicas": float(target.min_replicas)}  # a float column: NaN when the count is unknown
+            for service, target in planner.targets.items()]
+    return pd.DataFrame(rows)
 
 
 def _kept(metric: str, steps: int, champion: RegisteredVersion, why: str) -> ForecastTraining:
@@ -324,7 +347,10 @@ def train_detector(
         mlflow.log_metrics(stats)
         detector = tenant_detector(tenant).fit(frame)
         mlflow.log_metrics(calibrate(detector, frame, list(verdicts)).mlflow_metrics())
-        version = tracker.log_model(detector, name, tags=VersionTags(**tags, evaluation=stats, fingerprint=fitted_on))
+        tail = frame.iloc[-max(detector.min_history, 60) :]
+        example = tail.set_axis(naive_utc(tail.index)).reset_index(names="timestamp")
+        version = tracker.log_model(detector, name, input_example=example,
+                                    tags=VersionTags(**tags, evaluation=stats, fingerprint=fitted_on))
     return DetectorTraining(version, stats, fit_note=f"fitted ({why})")
 
 
@@ -384,7 +410,7 @@ def train_capacity_planner(tenant: TenantConfig, tracker: Tracker, tags: dict[st
     with tracker.start_run(tenant.id, "capacity planner", tags=tags):
         mlflow.log_dict(planner.manifest(), "capacity_planner.json")
         mlflow.log_metrics(fleet_metrics(fleet))
-        version = tracker.log_model(planner, name, tags=VersionTags(
+        version = tracker.log_model(planner, name, input_example=planner_example(planner), tags=VersionTags(
             **tags, config_hash=config_hash, fleet=summary,
             backtest={s: {k: v["backtest"] for k, v in values.items()} for s, values in fleet.items()}))
     return {"name": name, "version": version.version, "config_hash": config_hash, "fleet": summary}

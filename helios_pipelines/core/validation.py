@@ -106,7 +106,12 @@ def validate_metrics(frame: pd.DataFrame, tenant: TenantConfig) -> ValidationSum
                 )
             )
 
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
     context = gx.get_context(mode="ephemeral")
+    # GX's documented switch (``progress_bars`` in a project's config): no "Calculating Metrics" bar per
+    # validation on the terminal of `helios run` (#20.5); the result is in the asset's metadata.
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
     source = context.data_sources.add_pandas(f"{tenant.id}_metrics")
     batch = source.add_dataframe_asset("raw_metrics").add_batch_definition_whole_dataframe("window")
     suite = context.suites.add(gx.ExpectationSuite(name=f"{tenant.id}_suite"))
