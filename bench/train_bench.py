@@ -5,8 +5,7 @@ detector -> capacity -> promotion -> Bento, `bentoml build` included) in process
 defaults: the tenant's simulator source with the training window ending at ``--as-of``, MLflow,
 Dagster and BentoML under a fresh temporary HELIOS_HOME (so no champion exists and nothing is
 skipped). It records the wall time of each asset (Dagster's step durations), of each metric's
-backtest per candidate (the MLflow runs' own start and end) and each metric's backtest MASE per
-candidate, appends the run under ``--label`` to bench/results/train.json (a run of the same label
+backtest per candidate (as training measured it) and each metric's backtest MASE per candidate, appends the run under ``--label`` to bench/results/train.json (a run of the same label
 replaces it) and rewrites bench/results/train.md from every recorded run, keeping the hand notes
 below its marker.
 
@@ -46,7 +45,6 @@ def run_pipeline(tenant_id: str, as_of: str, build_bento: bool) -> dict:
     """Materialise the tenant's partition; its figures as a JSON-able dict."""
     from dagster import DagsterInstance, materialize
 
-    from helios_pipelines.core.tracking import Tracker, experiment_name
     from helios_pipelines.defs.assets import ALL_ASSETS
     from helios_pipelines.defs.partitions import tenant_partitions
     from helios_pipelines.defs.resources import (
@@ -75,16 +73,12 @@ def run_pipeline(tenant_id: str, as_of: str, build_bento: bool) -> dict:
               for e in result.all_events if e.event_type_value == "STEP_SUCCESS"}
     trained = result.output_for_node("forecast_candidates")
 
-    tracker = Tracker()
-    experiment = tracker.client.get_experiment_by_name(experiment_name(tenant_id))
-    runs = tracker.client.search_runs([experiment.experiment_id], max_results=1000)
-    seconds = {r.info.run_name: (r.info.end_time - r.info.start_time) / 1000 for r in runs if r.info.end_time}
     metrics = {}
     for metric, t in trained.items():
-        kinds = {kind: {"mase": scores["mase"], "seconds": seconds.get(f"{metric} {kind}")}
-                 for kind, scores in t.scores.items()}
+        # each candidate's backtest wall time as training measured it (backtests of two metrics overlap)
+        kinds = {kind: {"mase": scores["mase"], "seconds": t.seconds.get(kind)} for kind, scores in t.scores.items()}
         metrics[metric] = {"winner": t.winner, "mase": t.scores[t.winner]["mase"], "candidates": kinds,
-                           "metric_seconds": seconds.get(f"forecaster {metric}"), "refit_seconds": t.fit_seconds}
+                           "refit_seconds": t.fit_seconds}
     return {"wall_seconds": wall, "assets": assets, "metrics": metrics}
 
 
@@ -102,8 +96,9 @@ def render(runs: list[dict], notes: str) -> str:
         "Dagster in process on the embedded defaults (simulator source, window ending at the run's `as of`,",
         "MLflow, Dagster and BentoML in a fresh temporary home, `bentoml build` included). Asset times are",
         "Dagster's step durations; a candidate's time is its whole rolling-origin backtest (every fold's fit",
-        "and predict, MLflow logging), a metric's time adds the winner's refit on the whole window, its plot",
-        "and registration. The machine has 2 cores and is shared: `uptime` is recorded with every run.",
+        "and predict; BEFORE also its MLflow logging), the winner's refit is its fit on the whole window. Since",
+        "two metrics are backtested side by side, candidate times of different metrics overlap. The machine",
+        "has 2 cores and is shared: `uptime` is recorded with every run.",
         "",
         "## Runs",
         "",
@@ -118,16 +113,14 @@ def render(runs: list[dict], notes: str) -> str:
     lines += ["| **total (materialise)** | " + " | ".join(f"**{r['wall_seconds']:.1f}**" for r in runs) + " |"]
     for run in runs:
         lines += ["", f"## {run['label']}: per metric and candidate", "",
-                  "| metric | winner | " + " | ".join(f"{k} MASE | {k} s" for k in kinds)
-                  + " | metric s (incl. refit) | winner refit s |",
-                  "|---|---|" + "---|---|" * len(kinds) + "---|---|"]
+                  "| metric | winner | " + " | ".join(f"{k} MASE | {k} s" for k in kinds) + " | winner refit s |",
+                  "|---|---|" + "---|---|" * len(kinds) + "---|"]
         for metric, m in run["metrics"].items():
             cells = []
             for k in kinds:
                 c = m["candidates"].get(k)
                 cells += [f"{c['mase']:.4f}" if c else "-", _fmt(c["seconds"]) if c else "-"]
-            lines.append(f"| {metric} | {m['winner']} | " + " | ".join(cells)
-                         + f" | {_fmt(m['metric_seconds'])} | {_fmt(m['refit_seconds'])} |")
+            lines.append(f"| {metric} | {m['winner']} | " + " | ".join(cells) + f" | {_fmt(m['refit_seconds'])} |")
     before = next((r for r in runs if r["label"] == "BEFORE"), None)
     if before is not None and len(runs) > 1:
         others = [r for r in runs if r is not before]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from helios_pipelines.core.tenants import TenantConfig
 from helios_pipelines.core.tracking import CHAMPION, RegisteredVersion, Tracker
 
 # Libraries whose version can change what a fit produces (by module: xgboost's distribution may be xgboost-cpu).
@@ -52,6 +53,38 @@ def fingerprint(data: pd.Series | pd.DataFrame, config: dict) -> dict[str, str]:
         "data": data_hash(data),
         "config": _digest(json.dumps(config, sort_keys=True, default=str).encode()),
         "code": code_version(),
+    }
+
+
+def _events_for(tenant: TenantConfig, metrics: set[str]) -> list:
+    return [e for e in tenant.events if not e.metrics or metrics & set(e.metrics)]
+
+
+def forecaster_config(tenant: TenantConfig, metric: str, kinds: tuple[str, ...]) -> dict:
+    """The part of the tenant's configuration a metric's training reads (``training.forecaster_for``, the backtest of ``kinds``)."""
+    return {
+        "metric": tenant.metrics[metric].model_dump(mode="json"),
+        "step": tenant.step,
+        "timezone": tenant.timezone,
+        "regions": [r.model_dump(mode="json") for r in tenant.regions],
+        "events": [e.model_dump(mode="json") for e in _events_for(tenant, {metric})],
+        "seed": tenant.training.seed,
+        "folds": tenant.training.backtest_folds,
+        "candidates": list(kinds),
+    }
+
+
+def detector_config(tenant: TenantConfig, kind: str) -> dict:
+    """The part of the tenant's configuration the detector's training reads (``training.tenant_detector``)."""
+    return {
+        "metrics": {m: tenant.metrics[m].model_dump(mode="json") for m in sorted(tenant.anomaly_metrics)},
+        "step": tenant.step,
+        "sensitivity": tenant.alerts.anomaly.model_dump(mode="json"),
+        "z_threshold": tenant.alerts.thresholds.anomaly_alert,
+        "drivers": sorted({s.metric for s in tenant.scaling}),
+        "events": [e.model_dump(mode="json") for e in tenant.events],
+        "seed": tenant.training.seed,
+        "kind": kind,
     }
 
 

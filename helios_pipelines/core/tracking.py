@@ -19,16 +19,21 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlflow
+import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import PythonModel
 from pydantic import BaseModel, ConfigDict
 
-from helios_pipelines.core.models.base import META_FILE, SavableModel
+from helios_pipelines.core.models.base import META_FILE, Forecaster, SavableModel
 from helios_pipelines.core.settings import helios_home
+
+if TYPE_CHECKING:
+    from helios_pipelines.core.models.capacity import CapacityPlanner
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -84,6 +89,28 @@ class HeliosPythonModel(PythonModel):
 PLANNER_OUTPUT = ["service", "replicas", "current_replicas", "utilization_at_recommendation",
                   "share_of_max_capacity", "capacity_warning", "capacity_critical"]
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
+
+
+def history_example(series: pd.Series, model: Forecaster) -> pd.DataFrame:
+    """A forecaster's pyfunc input: the shortest tail of ``series`` holding ``min_history`` observed points."""
+    observed = np.flatnonzero(series.notna().to_numpy())
+    start = observed[-model.min_history] if observed.size >= model.min_history else 0
+    tail = series.iloc[start:]
+    return pd.DataFrame({"timestamp": naive_utc(tail.index), series.name or "value": tail.to_numpy()})
+
+
+def naive_utc(index: pd.DatetimeIndex) -> pd.DatetimeIndex:
+    """Timestamps as MLflow's schema takes them (no time zone): UTC, the zone dropped."""
+    return index.tz_convert("UTC").tz_localize(None)
+
+
+def planner_example(planner: CapacityPlanner) -> pd.DataFrame:
+    """The planner's pyfunc input: per service, the demand its minimum replicas serve, at that size."""
+    rows = [{"service": service, "demand_upper": target.min_replicas * planner.capacity[service],
+             "demand_upper_window_max": target.min_replicas * planner.capacity[service],
+             "current_replicas": float(target.min_replicas)}  # a float column: NaN when the count is unknown
+            for service, target in planner.targets.items()]
+    return pd.DataFrame(rows)
 
 
 def pyfunc_signature(model: SavableModel, input_example: pd.DataFrame):

@@ -9,6 +9,10 @@ Retrain only what changed (#20.2): every forecaster and detector version carries
 tag, hashes of what its fit saw (the data window, the part of the tenant's configuration the fit
 reads, the code version). A retrain whose fingerprint equals the champion's skips the fit and
 returns the champion, saying so (``skipped``); ``force=True`` fits anyway.
+
+A little past 400 lines: the three trained kinds (forecasters, detector, planner) share the promotion
+record and the champion look-ups here; the fingerprints are in ``core.fingerprints``, the pyfunc
+examples in ``core.tracking``.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import json
 import math
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import mlflow
@@ -25,9 +30,14 @@ import numpy as np
 import pandas as pd
 
 from helios_pipelines.core.capacity_learning import fleet_metrics, fleet_summary, learn_fleet_dicts
-from helios_pipelines.core.evaluation import backtest, decide_promotion
+from helios_pipelines.core.evaluation import BacktestResult, backtest, decide_promotion
 from helios_pipelines.core.events import EventSchedule
-from helios_pipelines.core.fingerprints import fingerprint, unchanged_champion
+from helios_pipelines.core.fingerprints import (
+    detector_config,
+    fingerprint,
+    forecaster_config,
+    unchanged_champion,
+)
 from helios_pipelines.core.models.base import AnomalyDetector, Forecaster
 from helios_pipelines.core.models.calibration import LabelledEpisode, calibrate
 from helios_pipelines.core.models.capacity import CapacityPlanner
@@ -40,6 +50,9 @@ from helios_pipelines.core.tracking import (
     RegisteredVersion,
     Tracker,
     VersionTags,
+    history_example,
+    naive_utc,
+    planner_example,
     registered_model_name,
 )
 
@@ -61,6 +74,7 @@ class ForecastTraining:
     fit_seconds: float
     skipped: bool = False  # the champion's fingerprint matched: no fit, the champion is the result
     fit_note: str = ""  # why it was fitted or skipped, in words (the asset's metadata shows it)
+    seconds: dict[str, float] = field(default_factory=dict)  # each candidate's backtest, wall
 
 
 @dataclass
@@ -99,38 +113,6 @@ def forecaster_for(tenant: TenantConfig, metric: str, kind: str) -> Forecaster:
     )
 
 
-def _events_for(tenant: TenantConfig, metrics: set[str]) -> list:
-    return [e for e in tenant.events if not e.metrics or metrics & set(e.metrics)]
-
-
-def forecaster_config(tenant: TenantConfig, metric: str, candidates: tuple[str, ...]) -> dict:
-    """The part of the tenant's configuration a metric's training reads (``forecaster_for``, the backtest)."""
-    return {
-        "metric": tenant.metrics[metric].model_dump(mode="json"),
-        "step": tenant.step,
-        "timezone": tenant.timezone,
-        "regions": [r.model_dump(mode="json") for r in tenant.regions],
-        "events": [e.model_dump(mode="json") for e in _events_for(tenant, {metric})],
-        "seed": tenant.training.seed,
-        "folds": tenant.training.backtest_folds,
-        "candidates": [BASELINE, *candidates],
-    }
-
-
-def detector_config(tenant: TenantConfig) -> dict:
-    """The part of the tenant's configuration the detector's training reads (``tenant_detector``)."""
-    return {
-        "metrics": {m: tenant.metrics[m].model_dump(mode="json") for m in sorted(tenant.anomaly_metrics)},
-        "step": tenant.step,
-        "sensitivity": tenant.alerts.anomaly.model_dump(mode="json"),
-        "z_threshold": tenant.alerts.thresholds.anomaly_alert,
-        "drivers": sorted({s.metric for s in tenant.scaling}),
-        "events": [e.model_dump(mode="json") for e in tenant.events],
-        "seed": tenant.training.seed,
-        "kind": DETECTOR_KIND,
-    }
-
-
 def horizon_steps(tenant: TenantConfig, minutes: int) -> int:
     return max(1, math.ceil(pd.Timedelta(minutes=minutes) / tenant.step_timedelta))
 
@@ -152,6 +134,43 @@ def _plot_forecast(series: pd.Series, forecast: pd.DataFrame, title: str):
     return fig
 
 
+# Metrics backtested side by side (threads: XGBoost and Stan release the GIL, so one metric's Python
+# feature work overlaps another's tree building on a 2-core machine; bench/results/train.md).
+PARALLEL_METRICS = 2
+
+
+@dataclass
+class _Backtests:
+    """What a metric's candidates gave: computed off the main thread, logged to MLflow on it."""
+
+    results: dict[str, BacktestResult]
+    seconds: dict[str, float]  # each candidate's whole backtest, wall
+    last_fold: dict[str, tuple[Forecaster, pd.Timestamp]]
+    winner: str
+    model: Forecaster  # the winner refitted on the whole window
+    fit_seconds: float
+
+
+def _backtest_candidates(tenant: TenantConfig, metric: str, series: pd.Series, steps: int,
+                         candidates: tuple[str, ...]) -> _Backtests:
+    results, seconds, last_fold = {}, {}, {}
+    for kind in (BASELINE, *candidates):
+        fitted: list[Forecaster] = []
+
+        def factory(k=kind, fitted=fitted):
+            fitted.append(forecaster_for(tenant, metric, k))
+            return fitted[-1]
+
+        started = time.perf_counter()
+        results[kind] = backtest(factory, series, steps, tenant.training.backtest_folds)
+        seconds[kind] = time.perf_counter() - started
+        last_fold[kind] = (fitted[-1], pd.Timestamp(results[kind].origins[-1]))
+    winner = min(results, key=lambda k: (results[k].metrics["mase"], k != BASELINE))
+    started = time.perf_counter()
+    model = forecaster_for(tenant, metric, winner).fit(series)
+    return _Backtests(results, seconds, last_fold, winner, model, time.perf_counter() - started)
+
+
 def train_forecasters(
     tenant: TenantConfig,
     features: pd.DataFrame,
@@ -160,86 +179,64 @@ def train_forecasters(
     candidates: tuple[str, ...] = CANDIDATES,
     force: bool = False,
 ) -> dict[str, ForecastTraining]:
-    """Backtest, pick and register a challenger for each forecast metric of the tenant; a metric whose
-    fingerprint equals its champion's keeps the champion without a fit (unless ``force``)."""
-    trained = {}
+    """Backtest, pick and register a challenger for each forecast metric of the tenant (PARALLEL_METRICS
+    metrics at a time); a metric whose fingerprint equals its champion's keeps the champion without a
+    fit (unless ``force``)."""
+    trained, todo = {}, {}
     for metric in tenant.forecast_metrics:
         series = features[metric].astype(float)
         steps = horizon_steps(tenant, max(tenant.metrics[metric].forecast.horizons))
-        fitted_on = fingerprint(series, forecaster_config(tenant, metric, candidates))
+        fitted_on = fingerprint(series, forecaster_config(tenant, metric, (BASELINE, *candidates)))
         name = registered_model_name(tenant.id, "forecaster", metric)
         champion, why = (None, "forced") if force else unchanged_champion(tracker, name, fitted_on)
         if champion is not None:
             trained[metric] = _kept(metric, steps, champion, why)
-            continue
-        why = f"fitted ({why})"
-        with tracker.start_run(tenant.id, f"forecaster {metric}", tags={"metric": metric, **tags}):
-            mlflow.log_params({"metric": metric, "horizon_steps": steps, "folds": tenant.training.backtest_folds})
-            scores, last_fold_models = {}, {}
-            for kind in (BASELINE, *candidates):
-                with tracker.start_run(tenant.id, f"{metric} {kind}", nested=True, tags={"metric": metric, "kind": kind}):
-                    fitted: list[Forecaster] = []
-
-                    def factory(k=kind, m=metric, fitted=fitted):
-                        fitted.append(forecaster_for(tenant, m, k))
-                        return fitted[-1]
-
-                    result = backtest(factory, series, steps, tenant.training.backtest_folds)
-                    mlflow.log_metrics({k: v for k, v in result.metrics.items() if np.isfinite(v)})
-                    mlflow.log_metric("mean_fit_seconds", result.mean_fit_seconds)
-                    scores[kind] = result.metrics
-                    last_fold_models[kind] = (fitted[-1], pd.Timestamp(result.origins[-1]))
-            winner = min(scores, key=lambda k: (scores[k]["mase"], k != BASELINE))
-            started = time.perf_counter()
-            model = forecaster_for(tenant, metric, winner).fit(series)
-            fit_seconds = time.perf_counter() - started
-            # The plot re-uses the winner's last backtest model: forecast from its origin vs what happened.
-            fold_model, origin = last_fold_models[winner]
-            before = series[series.index < origin]
-            mlflow.log_figure(
-                _plot_forecast(series, fold_model.predict(steps, before), f"{tenant.id} {metric}: {winner}, last backtest fold"),
-                "forecast_vs_actual.png",
-            )
-            mlflow.log_metrics({f"winner_{k}": v for k, v in scores[winner].items() if np.isfinite(v)})
-            version = tracker.log_model(
-                model,
-                name,
-                input_example=history_example(series, model),
-                tags=VersionTags(
-                    **tags,
-                    metric=metric,
-                    fingerprint=fitted_on,
-                    backtest=scores[winner],
-                    baseline_backtest=scores[BASELINE],
-                    backtest_mase=f"{scores[winner]['mase']:.4f}",
-                    baseline_mase=f"{scores[BASELINE]['mase']:.4f}",
-                    candidates={k: round(v["mase"], 4) for k, v in scores.items()},
-                ),
-            )
-        trained[metric] = ForecastTraining(metric, steps, scores, winner, version, fit_seconds, fit_note=why)
-    return trained
+        else:
+            todo[metric] = (series, steps, fitted_on, name, f"fitted ({why})")
+    with ThreadPoolExecutor(max_workers=PARALLEL_METRICS, thread_name_prefix="backtest") as pool:
+        running = {m: pool.submit(_backtest_candidates, tenant, m, series, steps, candidates)
+                   for m, (series, steps, *_) in todo.items()}
+        for metric, (series, steps, fitted_on, name, why) in todo.items():
+            trained[metric] = _register(tenant, tracker, tags, metric, series, steps, fitted_on, name,
+                                        running[metric].result(), why)
+    return {m: trained[m] for m in tenant.forecast_metrics}
 
 
-def history_example(series: pd.Series, model: Forecaster) -> pd.DataFrame:
-    """A forecaster's pyfunc input: the shortest tail of ``series`` holding ``min_history`` observed points."""
-    observed = np.flatnonzero(series.notna().to_numpy())
-    start = observed[-model.min_history] if observed.size >= model.min_history else 0
-    tail = series.iloc[start:]
-    return pd.DataFrame({"timestamp": naive_utc(tail.index), series.name or "value": tail.to_numpy()})
-
-
-def naive_utc(index: pd.DatetimeIndex) -> pd.DatetimeIndex:
-    """Timestamps as MLflow's schema takes them (no time zone): UTC, the zone dropped."""
-    return index.tz_convert("UTC").tz_localize(None)
-
-
-def planner_example(planner: CapacityPlanner) -> pd.DataFrame:
-    """The planner's pyfunc input: per service, the demand its minimum replicas serve, at that size."""
-    rows = [{"service": service, "demand_upper": target.min_replicas * planner.capacity[service],
-             "demand_upper_window_max": target.min_replicas * planner.capacity[service],
-             "current_replicas": float(target.min_replicas)}  # a float column: NaN when the count is unknown
-            for service, target in planner.targets.items()]
-    return pd.DataFrame(rows)
+def _register(tenant, tracker, tags, metric, series, steps, fitted_on, name, done: _Backtests, why) -> ForecastTraining:
+    """Log a metric's backtests (a nested run per candidate), the plot and the winner; register it."""
+    scores = {k: r.metrics for k, r in done.results.items()}
+    winner = done.winner
+    with tracker.start_run(tenant.id, f"forecaster {metric}", tags={"metric": metric, **tags}):
+        mlflow.log_params({"metric": metric, "horizon_steps": steps, "folds": tenant.training.backtest_folds})
+        for kind, result in done.results.items():
+            with tracker.start_run(tenant.id, f"{metric} {kind}", nested=True, tags={"metric": metric, "kind": kind}):
+                mlflow.log_metrics({k: v for k, v in result.metrics.items() if np.isfinite(v)})
+                mlflow.log_metrics({"mean_fit_seconds": result.mean_fit_seconds, "backtest_seconds": done.seconds[kind]})
+        # The plot re-uses the winner's last backtest model: forecast from its origin vs what happened.
+        fold_model, origin = done.last_fold[winner]
+        before = series[series.index < origin]
+        mlflow.log_figure(
+            _plot_forecast(series, fold_model.predict(steps, before), f"{tenant.id} {metric}: {winner}, last backtest fold"),
+            "forecast_vs_actual.png",
+        )
+        mlflow.log_metrics({f"winner_{k}": v for k, v in scores[winner].items() if np.isfinite(v)})
+        version = tracker.log_model(
+            done.model,
+            name,
+            input_example=history_example(series, done.model),
+            tags=VersionTags(
+                **tags,
+                metric=metric,
+                fingerprint=fitted_on,
+                backtest=scores[winner],
+                baseline_backtest=scores[BASELINE],
+                backtest_mase=f"{scores[winner]['mase']:.4f}",
+                baseline_mase=f"{scores[BASELINE]['mase']:.4f}",
+                candidates={k: round(v["mase"], 4) for k, v in scores.items()},
+            ),
+        )
+    return ForecastTraining(metric, steps, scores, winner, version, done.fit_seconds, fit_note=why,
+                            seconds=done.seconds)
 
 
 def _kept(metric: str, steps: int, champion: RegisteredVersion, why: str) -> ForecastTraining:
@@ -330,7 +327,7 @@ def train_detector(
     frame = features[metrics].astype(float)
     holdout_start = frame.index[-1] - pd.Timedelta("1D")
     name = registered_model_name(tenant.id, "anomaly_detector")
-    fitted_on = fingerprint(frame, detector_config(tenant) | {"verdicts": [repr(v) for v in verdicts]})
+    fitted_on = fingerprint(frame, detector_config(tenant, DETECTOR_KIND) | {"verdicts": [repr(v) for v in verdicts]})
     champion, why = (None, "forced") if force else unchanged_champion(tracker, name, fitted_on)
     if champion is not None:
         return DetectorTraining(champion, champion.tags.evaluation or {}, skipped=True, fit_note=why)
