@@ -8,6 +8,8 @@ import os
 import pkgutil
 import subprocess
 import sys
+import threading
+import uuid
 from pathlib import Path
 
 import click
@@ -52,6 +54,8 @@ def _selected(ctx: click.Context, names: tuple[str, ...]) -> list[str]:
 @click.pass_context
 def run(ctx: click.Context, tenant_ids: tuple[str, ...], as_of: str | None, no_bento: bool) -> None:
     """Run the whole pipeline for the given tenants (all by default), then print a summary."""
+    # MLflow's INFO lines (database set-up, input-example checks) would interleave with the asset lines.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     import pandas as pd
     from dagster import DagsterInstance
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -73,44 +77,76 @@ def run(ctx: click.Context, tenant_ids: tuple[str, ...], as_of: str | None, no_b
         tenant_partitions.name, [t for t in selected if not instance.has_dynamic_partition(tenant_partitions.name, t)]
     )
     job = defs.resolve_job_def("tenant_training_job")
+    assets = len(job.nodes_in_topological_order)
     failed = []
     log_path = helios_home() / "logs" / f"run-{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M%SZ}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     click.echo(f"Dagster's full event log: {log_path} (and the Dagster UI: helios ui)")
     # Dagster's console logger would print hundreds of DEBUG lines per tenant: errors only on the
-    # terminal, everything in the log file, one line per asset here.
+    # terminal, everything in the log file, one line per asset here as it finishes.
     quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   transient=False) as progress:
-        bar = progress.add_task("tenants", total=len(selected))
+        bar = progress.add_task("assets", total=len(selected) * assets)
         for tenant_id in selected:
-            progress.update(bar, description=f"tenants (now {tenant_id})")
-            result = job.execute_in_process(partition_key=tenant_id, instance=instance, raise_on_error=False,
-                                            run_config=quiet)
+            progress.update(bar, description=f"assets (now {tenant_id})")
+            run_id = str(uuid.uuid4())
+            watcher = _AssetWatcher(instance, run_id, tenant_id, progress, bar)
+            watcher.start()
+            try:
+                result = job.execute_in_process(partition_key=tenant_id, instance=instance, raise_on_error=False,
+                                                run_config=quiet, run_id=run_id)
+            finally:
+                watcher.finish()
             _write_event_log(log_path, tenant_id, instance.all_logs(result.run_id))
-            for line in _asset_lines(tenant_id, result.all_events):
-                progress.console.print(line, highlight=False)
             if not result.success:
                 failed.append(tenant_id)
-            progress.advance(bar)
+            progress.update(bar, completed=(selected.index(tenant_id) + 1) * assets)  # steps a failure skipped
     _print_summary(registry, selected)
     if failed:
         raise click.ClickException(f"pipeline failed for: {', '.join(failed)} (the others finished)")
 
 
-def _asset_lines(tenant_id: str, events) -> list[str]:
-    """One line per asset of a tenant's run: how long it took, or why it failed."""
-    lines = []
-    for event in events:
-        if event.event_type_value == "STEP_SUCCESS":
-            seconds = event.event_specific_data.duration_ms / 1000
-            lines.append(f"{tenant_id:14} {event.step_key:22} ok     {seconds:7.1f} s")
-        elif event.event_type_value == "STEP_FAILURE":
-            error = event.step_failure_data.error
-            while error is not None and error.cause is not None:  # the user's exception, not Dagster's wrapper
-                error = error.cause
-            lines.append(f"{tenant_id:14} {event.step_key:22} FAILED {(error.message if error else event.message).strip()}")
-    return lines
+class _AssetWatcher(threading.Thread):
+    """Prints one line per asset of a tenant's run as it finishes (its elapsed time, or the error that
+    stopped it) and advances the bar, reading the run's event log while the run executes."""
+
+    def __init__(self, instance, run_id: str, tenant_id: str, progress, bar):
+        super().__init__(daemon=True)
+        self.instance, self.run_id, self.tenant_id, self.progress, self.bar = instance, run_id, tenant_id, progress, bar
+        self.done = threading.Event()
+        self.seen = 0
+
+    def run(self) -> None:
+        while not self.done.wait(0.5):
+            self._read()
+
+    def finish(self) -> None:
+        self.done.set()
+        self.join()
+        self._read()
+
+    def _read(self) -> None:
+        entries = self.instance.all_logs(self.run_id)
+        for entry in entries[self.seen:]:
+            line = _asset_line(self.tenant_id, entry.dagster_event) if entry.dagster_event else None
+            if line:
+                self.progress.console.print(line, highlight=False)
+                self.progress.advance(self.bar)
+        self.seen = len(entries)
+
+
+def _asset_line(tenant_id: str, event) -> str | None:
+    """An asset's line: how long it took, or why it failed; None for every other event."""
+    if event.event_type_value == "STEP_SUCCESS":
+        seconds = event.event_specific_data.duration_ms / 1000
+        return f"{tenant_id:14} {event.step_key:22} ok     {seconds:7.1f} s"
+    if event.event_type_value == "STEP_FAILURE":
+        error = event.step_failure_data.error
+        while error is not None and error.cause is not None:  # the user's exception, not Dagster's wrapper
+            error = error.cause
+        return f"{tenant_id:14} {event.step_key:22} FAILED {(error.message if error else event.message).strip()}"
+    return None
 
 
 def _write_event_log(path: Path, tenant_id: str, entries) -> None:
