@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helios_pipelines.core.models.base import SeasonalNaive
+from helios_pipelines.core.models.seasonal_naive import SeasonalNaive
 from helios_pipelines.core.tracking import CHALLENGER, CHAMPION, Tracker, VersionTags
 
 ROOT = Path(__file__).resolve().parents[1]
