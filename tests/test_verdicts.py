@@ -151,7 +151,7 @@ def test_a_not_an_incident_verdict_raises_that_metrics_threshold_at_the_next_tra
     _cpu_spike(frame, known_job, 1.3)
     _cpu_spike(frame, runaway, 2.0)
 
-    first, _ = train_detector(arena, frame[frame.index < live_from], tracker, _tags(frame))
+    first = train_detector(arena, frame[frame.index < live_from], tracker, _tags(frame)).version
     served = load_helios_model(first.name, first.version, tracker)
     assert served.metric_thresholds == dict.fromkeys(metrics, 0.5)
     scores = served.score(frame)
@@ -169,7 +169,7 @@ def test_a_not_an_incident_verdict_raises_that_metrics_threshold_at_the_next_tra
         given = CliRunner().invoke(main, ["anomalies", "feedback", arena.id, str(episode.id), verdict])
         assert given.exit_code == 0, given.output
 
-    second, _ = train_detector(arena, frame, tracker, _tags(frame), verdicts=labelled_episodes(store, arena.id))
+    second = train_detector(arena, frame, tracker, _tags(frame), verdicts=labelled_episodes(store, arena.id)).version
     changed = _run_metrics(tracker, second)
     # The rule (core/models/calibration.py), by hand: a probe fitted with both episodes' padded rows left
     # out scores them; CPU's threshold goes just above the known job's peak, below the runaway's.
@@ -196,7 +196,7 @@ def test_a_not_an_incident_verdict_raises_that_metrics_threshold_at_the_next_tra
     assert len(labelled_episodes(store, arena.id)) == 2  # the verdicts outlive the model
 
     # Another tenant with the same history and no verdicts: its thresholds do not move.
-    theirs, _ = train_detector(rival, frame, tracker, _tags(frame), verdicts=labelled_episodes(store, rival.id))
+    theirs = train_detector(rival, frame, tracker, _tags(frame), verdicts=labelled_episodes(store, rival.id)).version
     untouched = _run_metrics(tracker, theirs)
     assert untouched["verdicts_used"] == 0
     assert all(untouched[f"threshold_after.{m}"] == untouched[f"threshold_before.{m}"] == 0.5 for m in metrics)
