@@ -1,6 +1,13 @@
 """A served tenant, without BentoML: its bundle's champions, its recent history and its step cache,
 and the answers they give (each in its own module under ``serving/answers``). The BentoML service is
-a thin HTTP shell over this; tests and notebooks can use it directly."""
+a thin HTTP shell over this; tests and notebooks can use it directly.
+
+No request waits at a step boundary: the publisher's refresh (serving/publisher.py), run just after
+the boundary once the new step's point is in, computes the step's series and, with ``prepare``, every
+answer asked for in the previous step. Until it has finished, ``cached_answer`` gives the previous
+step's finished answers (their ``origin`` says which step), so a request is a cache lookup either way;
+an answer asked for the first time is computed.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +29,9 @@ from serving.step_cache import StepCache
 # Finished answers kept per step: one per (metric, horizon) or (service, current replicas) asked for.
 # Clients choose current_replicas freely, so the cache is bounded rather than trusting them.
 MAX_ANSWERS = 4096
+# How many of the previous step's answers ``prepare`` computes for the next one, oldest asked first: a
+# step's answers are cheap once its forecasts and scores are, but clients choose current_replicas freely.
+MAX_PREPARED = 512
 
 
 class TenantRuntime:
@@ -38,6 +48,9 @@ class TenantRuntime:
         self.posted_events: list[ScheduledEvent] = []
         self.last_desired: dict[str, int] = {}  # last published desired replicas per service
         self.cache = StepCache(per_step=MAX_ANSWERS)
+        # The newest step whose refresh the publisher finished (None before its first): until the next
+        # one finishes, requests of the next step are answered from this one's cache.
+        self.published_step: pd.Timestamp | None = None
         self._fetching = threading.Lock()  # one fetch of a step's history, not one per concurrent request
         needed = [f.full_history for f in self.forecasters.values()]  # what the backtest forecast from
         if self.detector is not None:
@@ -81,10 +94,24 @@ class TenantRuntime:
         self.posted_events.append(event)
 
     def cached_answer(self, kind: str, *request, now: pd.Timestamp | None = None) -> dict | None:
-        """This step's finished answer to ``kind`` ("predict" or "recommend") with these arguments,
-        or None when it has not been computed yet (or the request is an error)."""
-        answer = self.cache.get(self.step_end(now), (kind, *request, self.events_version))
+        """This step's finished answer to ``kind`` ("predict", "recommend" or "detect") with these
+        arguments, or None when it has not been computed (or the request is an error). While the
+        publisher's refresh of a new step has not finished, the previous step's answer stands."""
+        end, key = self.step_end(now), (kind, *request, self.events_version)
+        answer = self.cache.get(end, key)
+        if answer is None and self.published_step is not None and end - self.published_step == self.step:
+            answer = self.cache.get(self.published_step, key)
         return None if answer is None else dict(answer)
+
+    def prepare(self, now: pd.Timestamp | None = None) -> int:
+        """Computes the step's answers to what was asked in the previous step (at most
+        ``MAX_PREPARED``), so those requests find them cached; how many. Errors are the caller's:
+        the publisher logs a tenant's failure and the requests compute (and answer it) themselves."""
+        end = self.step_end(now)
+        asked = [key for key in self.cache.keys(end - self.step) if key[0] in _ANSWERS][:MAX_PREPARED]
+        for kind, *request, _events_version in asked:
+            _ANSWERS[kind](self, *request, now=end)
+        return len(asked)
 
     # ---- the answers ---------------------------------------------------------------------------
     def post_event(self, event: ScheduledEvent) -> dict:
@@ -102,8 +129,13 @@ class TenantRuntime:
     def detect(self, metric_names: list[str] | None = None, points: list[tuple[pd.Timestamp, float]] | None = None,
                now: pd.Timestamp | None = None, since: pd.Timestamp | None = None) -> dict:
         """Scores of the latest step, of client-given ``points``, or of every step after ``since``
-        (scheduled detection catching up on the steps since its last look)."""
-        return detect.detect(self, metric_names, points, self.step_end(now), since)
+        (scheduled detection catching up on the steps since its last look). The latest step's
+        answer is kept for the step, keyed by the metrics asked for, like /predict's."""
+        end = self.step_end(now)
+        if points is not None or since is not None:
+            return detect.detect(self, metric_names, points, end, since)
+        key = ("detect", tuple(metric_names or ()), self.events_version)
+        return dict(self.cache.get_or_compute(end, key, lambda: detect.detect(self, metric_names, None, end)))
 
     def recommend(self, service_or_metric: str | None = None, current_replicas: int | None = None,
                   now: pd.Timestamp | None = None) -> dict:
@@ -122,3 +154,11 @@ class TenantRuntime:
         """Every Helios series of this tenant, computed at most once per step."""
         end = self.step_end(now)
         return self.cache.get_or_compute(end, ("samples", self.events_version), lambda: series.samples(self, end))
+
+
+# The answers a request finds in the cache, by the first element of their key: what ``prepare`` computes.
+_ANSWERS = {
+    "predict": TenantRuntime.predict,
+    "recommend": TenantRuntime.recommend,
+    "detect": lambda runtime, names, now: runtime.detect(list(names) or None, now=now),
+}

@@ -22,17 +22,17 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from helios_pipelines.core.anomaly_log import record_detection
 from helios_pipelines.core.exposition import Sample, exposition
 from helios_pipelines.core.feedback import PredictionRecorder
 from helios_pipelines.core.migrations import upgrade
-from helios_pipelines.core.store import Store, UnknownCustomerError
+from helios_pipelines.core.store import Store
 from helios_pipelines.core.tenants import ScheduledEvent
 from serving import prometheus_api, publisher, verdicts
 from serving.alert_routing import apply_alert_file
 from serving.answers import events as posted_events
 from serving.answers.scorecards import scorecard_response
 from serving.auth import TENANT_METRICS_PATH, TenantAuthMiddleware
+from serving.detections import DetectionRecorder
 from serving.errors import (
     DOMAIN_ERRORS,
     ForbiddenError,
@@ -164,6 +164,7 @@ class HeliosService:
         if self.store.url.startswith("sqlite"):
             upgrade(self.store.url)  # the embedded store migrates itself; production runs `helios db upgrade`
         self.recorder = PredictionRecorder(self.store)
+        self.detections = DetectionRecorder(self.store)  # /detect's scores, written by the publisher's thread
         self.accuracy = publisher.LiveAccuracy(self.store)
         apply_alert_file(self.runtimes)  # the rendered alert ConfigMap, when the Deployment mounts one
         # Posted events are kept in the store and polled, so every replica honours them (serving/posted_events.py).
@@ -176,8 +177,8 @@ class HeliosService:
         self.published = PublishedSeries(lambda at, tenant: self.tenant_samples(self.runtimes[tenant], at),
                                                         {t: r.step for t, r in self.runtimes.items()})
         prometheus_api.attach(http, prometheus_api.PrometheusAPI(self.published, self.compute_limiter))
-        publisher.start(list(self.runtimes.values()), self.store, self.recorder,
-                        lambda runtime: self.published.current(runtime.tenant_id))
+        publisher.start(list(self.runtimes.values()), self.store, self.recorder, self.detections,
+                        lambda runtime, now: self.published.current(runtime.tenant_id, now))
         # The loaded models, libraries and BentoML are a few hundred thousand long-lived objects: a
         # full garbage collection walking them took 100-300 ms every few seconds under load.
         # Frozen, they are left out of every collection.
@@ -193,20 +194,12 @@ class HeliosService:
 
     @bentoml.on_shutdown
     def _flush_recorder(self) -> None:
+        self.detections.flush()
         self.recorder.close()
 
     def tenant_samples(self, runtime: TenantRuntime, at: pd.Timestamp | None = None) -> list[Sample]:
         """A tenant's forecast, anomaly and recommendation series, plus the live accuracy of its served forecasts."""
         return runtime.samples(at) + self.accuracy.samples(runtime.tenant_id)
-
-    def _record_detection(self, runtime: TenantRuntime, result: dict) -> None:
-        """Anomalies are recorded once per episode and alerted; a tenant the store does not know
-        (not yet synced) still gets its answer, and the log says why nothing was recorded."""
-        try:
-            record_detection(self.store, runtime.tenant, result, detected_by="detect")
-        except UnknownCustomerError as exc:
-            log.warning("anomalies of tenant '%s' not recorded: %s", runtime.tenant_id, exc)
-
 
     @http.get(TENANT_METRICS_PATH, include_in_schema=False)
     def tenant_metrics(self, request: Request) -> PlainTextResponse:
@@ -248,23 +241,32 @@ class HeliosService:
         return result
 
     def _detect(self, names, points, record: bool, tenant: str | None, authenticated: str | None) -> dict:
-        """The latest step's scores are recorded (anomaly episodes, alerts). Client points are a
-        what-if: scored, and recorded only when the caller asks, and then only the points inside the
-        scored window (up to the last complete step), never a future one."""
+        """The latest step's scores are queued for recording (anomaly episodes, alerts: serving/detections.py).
+        Client points are a what-if: scored, and recorded only when the caller asks, and then only
+        the points inside the scored window (up to the last complete step), never a future one."""
         if len(names) > MAX_METRICS_PER_DETECT:
             raise RequestError(f"metrics: at most {MAX_METRICS_PER_DETECT} per request, got {len(names)}")
         runtime = self.runtime(tenant, authenticated)
         result = _for_tenant(runtime, lambda r: r.detect(names or None, points))
         if points is None:
-            self._record_detection(runtime, result)
+            self.detections.queue(runtime.tenant, result)
             return result
         recordable = []
         if record:
             end = runtime.step_end()
             recordable = [s for s in result["scores"] if pd.Timestamp(s["timestamp"]) <= end]
             if recordable:
-                self._record_detection(runtime, result | {"scores": recordable})
+                self.detections.write(runtime.tenant, result | {"scores": recordable})
         return result | {"recorded": len(recordable)}
+
+    def _cached_detect(self, names, points, record: bool, tenant: str | None, authenticated: str | None) -> dict | None:
+        if points is not None:
+            return None  # a what-if is scored for the points given
+        runtime = self.runtime(tenant, authenticated)
+        result = runtime.cached_answer("detect", tuple(names))
+        if result is not None:
+            self.detections.queue(runtime.tenant, result)
+        return result
 
     def runtime(self, tenant: str | None, authenticated: str | None = None) -> TenantRuntime:
         """The runtime a request is for: the API key's tenant when keys are on, else ``tenant``."""
@@ -294,7 +296,7 @@ class HeliosService:
                              self.compute_limiter())
 
     @bentoml.api(route="/detect")
-    def detect(
+    async def detect(
         self,
         metric: Name | None = None,
         metrics: Annotated[list[Name], Field(max_length=MAX_METRICS_PER_DETECT)] | None = None,
@@ -307,7 +309,9 @@ class HeliosService:
         (a what-if: not recorded unless ``record``)."""
         names = ([metric] if metric else []) + list(metrics or [])
         given = [(p.timestamp, p.value) for p in points] if points else None
-        return _http_errors(lambda: self._detect(names, given, record, tenant, _authenticated(ctx.request)), ctx)
+        request = (names, given, record, tenant, _authenticated(ctx.request))
+        return await _answer(ctx, lambda: self._cached_detect(*request), lambda: self._detect(*request),
+                             self.compute_limiter())
 
     @bentoml.api(route="/recommend")
     async def recommend(

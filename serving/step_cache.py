@@ -50,6 +50,12 @@ class StepCache:
         found = self.get(step, key, _MISSING)
         return self.put(step, key, compute()) if found is _MISSING else found
 
+    def keys(self, step: pd.Timestamp) -> list[Hashable]:
+        """The keys kept for ``step``, oldest first."""
+        with self._lock:
+            generation = self._generations.get(step)
+            return [] if generation is None else list(generation)
+
     def __len__(self) -> int:
         with self._lock:
             return sum(len(g) for g in self._generations.values())

@@ -1,6 +1,8 @@
 """The served fast path: a step's finished answers are cached and are the answers a fresh runtime
-computes, and the request timeout that replaces BentoML's answers 504, leaves no timer behind, and
-is the one `bentoml serve` runs."""
+computes; the publisher's refresh computes a step's answers before they are asked, so a request at a
+step boundary is a cache lookup; /detect's recording waits off the request path for the publisher's
+flush; and the request timeout that replaces BentoML's answers 504, leaves no timer behind, and is the
+one `bentoml serve` runs."""
 
 import asyncio
 import json
@@ -8,9 +10,17 @@ import json
 import bentoml
 import pandas as pd
 import pytest
+from prometheus_client import CollectorRegistry
+from sqlalchemy import event
 
-from helios_pipelines.core.tenants import ScheduledEvent
+from helios_pipelines.core.migrations import upgrade
+from helios_pipelines.core.store import Store
+from helios_pipelines.core.tenants import ScheduledEvent, TenantRegistry
+from serving import detections
+from serving.answers import detect, predict, recommend
+from serving.detections import DetectionRecorder
 from serving.errors import NotFoundError, RequestError
+from serving.publisher import GaugeBoard, refresh
 from serving.runtime import TenantRuntime
 from serving.step_cache import StepCache
 from serving.timeout import RequestTimeout, replace_bentoml_timeout
@@ -57,6 +67,84 @@ def test_errors_are_not_cached_and_a_posted_event_invalidates(bundle):
     assert runtime.cached_answer("predict", "concurrent_users", 60, now=NOW) is None
     after = runtime.predict("concurrent_users", 60, now=NOW)
     assert after["events"] == ["Launch"] and after["value"] > before["value"]
+
+
+@pytest.fixture
+def computed(monkeypatch) -> list[str]:
+    """The answers computed (not read from the cache), by kind, in order."""
+    calls: list[str] = []
+    for module, name in ((predict, "predict"), (recommend, "recommend"), (detect, "detect")):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *args, _real=real, _name=name, **kwargs:
+                            calls.append(_name) or _real(*args, **kwargs))
+    return calls
+
+
+ASKED = [("predict", "concurrent_users", 60), ("recommend", "game-server", 150), ("detect", ("cpu_usage",))]
+
+
+def test_after_the_refresh_of_a_step_its_requests_are_answered_without_computing(bundle, computed):
+    """#20.3: the clock is the ``now`` each call is given; the publisher's refresh runs just after a boundary."""
+    runtime = TenantRuntime(bundle)
+    board, series = GaugeBoard(CollectorRegistry()), lambda r, now: r.samples(now)
+    t = NOW.floor(runtime.step)
+    after = t + runtime.step  # the next boundary
+    assert refresh(board, [runtime], series, now=t + pd.Timedelta("1s")) == {}
+    runtime.predict("concurrent_users", 60, now=t)  # clients ask during step t: computed once
+    runtime.recommend("game-server", 150, now=t)
+    runtime.detect(["cpu_usage"], now=t)
+    computed.clear()
+
+    # At the boundary, before the refresh: step t's answers, looked up, nothing computed.
+    stale = [runtime.cached_answer(kind, *request, now=after) for kind, *request in ASKED]
+    assert all(answer is not None for answer in stale) and computed == []
+    assert pd.Timestamp(stale[0]["origin"]) == t
+
+    assert refresh(board, [runtime], series, now=after + pd.Timedelta("1s")) == {}
+    assert computed  # the refresh computed step t+1's answers (and series), off the request path
+    computed.clear()
+    answers = [runtime.cached_answer(kind, *request, now=after + pd.Timedelta("30s")) for kind, *request in ASKED]
+    assert all(answer is not None for answer in answers) and computed == []
+    fresh = TenantRuntime(bundle)  # what a runtime computing at the request gives
+    assert answers == [fresh.predict("concurrent_users", 60, now=after), fresh.recommend("game-server", 150, now=after),
+                       fresh.detect(["cpu_usage"], now=after)]
+    assert pd.Timestamp(answers[0]["origin"]) == after
+    # Two steps on with no refresh (the publisher stuck): the request computes rather than answer older steps.
+    assert runtime.cached_answer("predict", "concurrent_users", 60, now=after + 2 * runtime.step) is None
+
+
+def test_detect_on_a_cached_step_writes_nothing_on_the_request_path_and_each_metric_once_at_the_flush(
+        bundle, tmp_path, monkeypatch):
+    """#20.4: what the service does for a /detect of the latest step (serving/service.py ``_cached_detect``)."""
+    runtime = TenantRuntime(bundle)
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    upgrade(store.url)
+    store.sync_customers(TenantRegistry({runtime.tenant.id: runtime.tenant}, []))
+    statements: list[str] = []
+    event.listen(store.engine, "before_cursor_execute", lambda conn, cursor, sql, *rest: statements.append(sql))
+    recorded: list[dict] = []
+    real = detections.record_detection
+    monkeypatch.setattr(detections, "record_detection", lambda store, tenant, result, detected_by:
+                        recorded.append(result) or real(store, tenant, result, detected_by=detected_by))
+    recorder = DetectionRecorder(store)
+    runtime.detect(now=NOW)  # the step's scores, as the publisher's refresh computes them
+    runtime.detect(["cpu_usage"], now=NOW)
+
+    for names in [(), ("cpu_usage",)] * 20:
+        recorder.queue(runtime.tenant, runtime.cached_answer("detect", names, now=NOW))
+    assert statements == []  # 40 requests, no store access
+
+    assert recorder.flush() == 3
+    [result] = recorded  # one write for the tenant, each watched metric of the one step once
+    step = NOW.floor(runtime.step).isoformat()
+    assert sorted((s["metric"], s["timestamp"]) for s in result["scores"]) == [
+        ("concurrent_users", step), ("cpu_usage", step), ("queue_length", step)]
+    assert statements and recorder.flush() == 0  # written once; nothing left
+
+    bounded = DetectionRecorder(store, max_pending=2)
+    bounded.queue(runtime.tenant, runtime.cached_answer("detect", (), now=NOW))
+    assert bounded.dropped == 1 and bounded.flush() == 2
+    store.close()
 
 
 async def _call(app, timeout: float) -> tuple[list[dict], int]:

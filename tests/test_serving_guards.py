@@ -180,7 +180,7 @@ def test_one_tenants_failing_gauges_leave_the_others_fresh_and_recover_without_r
     working = duel.source
     duel.source = _BrokenSource()
 
-    failed = refresh(board, [duel, arena], lambda runtime: runtime.samples(NOW))
+    failed = refresh(board, [duel, arena], lambda runtime, now: runtime.samples(now), NOW)
     assert set(failed) == {"duel"}
     labels = {"metric": "concurrent_users", "horizon": "1h"}
     expected = arena.predict("concurrent_users", 60, now=NOW)["value"]
@@ -188,6 +188,6 @@ def test_one_tenants_failing_gauges_leave_the_others_fresh_and_recover_without_r
     assert registry.get_sample_value("helios_forecast_value", {"customer": "duel"} | labels) is None
 
     duel.source = working  # the tenant's monitoring is back: the next refresh publishes it
-    assert refresh(board, [duel, arena], lambda runtime: runtime.samples(NOW)) == {}
+    assert refresh(board, [duel, arena], lambda runtime, now: runtime.samples(now), NOW) == {}
     assert registry.get_sample_value("helios_forecast_value", {"customer": "duel"} | labels) == pytest.approx(
         duel.predict("concurrent_users", 60, now=NOW)["value"])

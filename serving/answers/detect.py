@@ -39,7 +39,7 @@ def detect(runtime: TenantRuntime, metric_names: list[str] | None, points: list[
         all_scores, alert_state = _score(runtime, frame)
     else:
         # The latest scores only change with the step: score the history once per step.
-        all_scores, alert_state = runtime.cache.get_or_compute(end, ("detect", frame.index[-1], runtime.events_version),
+        all_scores, alert_state = runtime.cache.get_or_compute(end, ("scores", frame.index[-1], runtime.events_version),
                                                                lambda: _score(runtime, frame))
     alerts = alert_state.loc[scored_rows]
     scores = all_scores.loc[scored_rows]
