@@ -2,7 +2,9 @@
 concurrency 1, 8 and 32 against a real `bentoml serve`, next to two baselines loaded in the same run
 with the same wrk settings: a minimal BentoML service answering a fixed JSON body
 (bench/minimal_bentoml.py, the framework's limit) and a bare ASGI app doing the same under uvicorn
-(bench/minimal_asgi.py, the floor under any framework); plus each service's memory.
+(bench/minimal_asgi.py, the floor under any framework); plus each service's memory. Then each Helios
+endpoint at concurrency 8 for a run that crosses ``--boundaries`` step boundaries (issue #20.3: a
+request never waits for the next step's computation, so p99 across boundaries stays within target).
 
 The load generator is `wrk` (a compiled, closed-loop generator; `bash scripts/debian_package.sh
 install wrk` installs it), one thread, so it takes a small share of the machine the services run on.
@@ -10,7 +12,7 @@ The three services are up together and each concurrency level loads them back to
 compares runs seconds apart on a shared machine. The tenant's champions must have been packed first
 (`make demo`, or `helios run <tenant>`).
 
-    python bench/serve_bench.py --tenant gaming-corp --seconds 10 --out bench/results/serve.md
+    python bench/serve_bench.py --tenant gaming-corp --seconds 10 --boundaries 3 --out bench/results/serve.md
 """
 
 from __future__ import annotations
@@ -31,7 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import psutil
+
+from helios_pipelines.core.tenants import load_tenants
 
 REPO = Path(__file__).resolve().parents[1]
 BODIES = {
@@ -72,7 +77,12 @@ class Run:
     p50_ms: float
     p99_ms: float
     load_average: float  # the machine's 1-minute load average right after the run
-    new_step: bool  # a step boundary passed during the run: Helios recomputed the step's forecasts
+    boundaries: int  # step boundaries passed during the run (Helios' answer origin before and after)
+
+
+@dataclass
+class Crossing(Run):
+    seconds: int = 0
 
 
 def free_port() -> int:
@@ -160,11 +170,11 @@ def wait_answering(name: str, url: str, body: dict) -> None:
     raise SystemExit(f"{name} did not answer {url}; see bench/out/serve_bench_*.log")
 
 
-def forecast_origin(base: str, body: dict) -> str:
+def forecast_origin(base: str, body: dict) -> pd.Timestamp:
     """The step Helios answers from (the forecast's origin)."""
     response = httpx.post(f"{base}/predict", json=body, timeout=30)
     response.raise_for_status()
-    return response.json()["origin"]
+    return pd.Timestamp(response.json()["origin"])
 
 
 def uptime() -> str:
@@ -175,17 +185,22 @@ def _rate(rows: list[Run], service: str, path: str, concurrency: int) -> float:
     return next(r.requests_per_s for r in rows if (r.service, r.path, r.concurrency) == (service, path, concurrency))
 
 
-def report(args, rows: list[Run], rss: dict[str, float], sizes: dict[tuple[str, str], int], wrk_cpu_share: float,
-           uptimes: tuple[str, str]) -> str:
-    loads = [r.load_average for r in rows]
+def report(args, rows: list[Run], crossing: list[Crossing], rss: dict[str, float], sizes: dict[tuple[str, str], int],
+           wrk_cpu_share: float, uptimes: tuple[str, str]) -> str:
+    loads = [r.load_average for r in rows + crossing]
     helios_rows = [r for r in rows if r.service == HELIOS]
     shared = max(loads) > (os.cpu_count() or 1)
     table = [
         f"| {r.service} {r.path} | {r.concurrency} | {r.requests_per_s:.0f} |"
         f" {r.requests_per_s / _rate(rows, MINIMAL_BENTOML, '/predict', r.concurrency):.0%} |"
         f" {r.requests_per_s / _rate(rows, BARE_ASGI, '/predict', r.concurrency):.0%} | {r.p50_ms:.1f} | {r.p99_ms:.1f} |"
-        f" {r.load_average:.1f} | {'yes' if r.new_step else ''} |"
+        f" {r.load_average:.1f} | {r.boundaries or ''} |"
         for r in rows
+    ]
+    crossing_table = [
+        f"| Helios {r.path} | {r.concurrency} | {r.seconds} | {r.boundaries} | {r.requests_per_s:.0f} | {r.p50_ms:.1f} |"
+        f" **{r.p99_ms:.1f}** | {r.load_average:.1f} |"
+        for r in crossing
     ]
     verdicts = []
     for r in helios_rows:
@@ -195,7 +210,10 @@ def report(args, rows: list[Run], rss: dict[str, float], sizes: dict[tuple[str, 
         verdicts.append(f"- {r.path}: {share:.0%} of the minimal BentoML service's throughput "
                         f"({'met' if share >= TARGET_SHARE_OF_BENTOML else 'NOT met'}, target >= {TARGET_SHARE_OF_BENTOML:.0%});"
                         f" p99 {r.p99_ms:.1f} ms ({'met' if r.p99_ms <= TARGET_P99_MS else 'NOT met'}, target <= {TARGET_P99_MS:.0f} ms)"
-                        f"{'; a step boundary passed during this run' if r.new_step else ''}.")
+                        f"{'; a step boundary passed during this run' if r.boundaries else ''}.")
+    for r in crossing:
+        verdicts.append(f"- {r.path} across {r.boundaries} step boundaries ({r.seconds} s): p99 {r.p99_ms:.1f} ms"
+                        f" ({'met' if r.p99_ms <= TARGET_P99_MS else 'NOT met'}, target <= {TARGET_P99_MS:.0f} ms).")
     predict_8 = _rate(rows, HELIOS, "/predict", TARGET_CONCURRENCY)
     detect_8 = _rate(rows, HELIOS, "/detect", TARGET_CONCURRENCY)
     verdicts.append(f"- /detect at {detect_8 / predict_8:.0%} of /predict's throughput (target: the same).")
@@ -204,7 +222,8 @@ def report(args, rows: list[Run], rss: dict[str, float], sizes: dict[tuple[str, 
     return "\n".join([
         "# Serving benchmark",
         "",
-        f"`python bench/serve_bench.py --tenant {args.tenant} --seconds {args.seconds}` (`make bench-serve`). Three",
+        f"`python bench/serve_bench.py --tenant {args.tenant} --seconds {args.seconds} --boundaries {args.boundaries}`"
+        " (`make bench-serve`). Three",
         "services up together, each one worker: Helios (a real `bentoml serve` of the tenant's packed",
         "champions), a minimal BentoML service answering a fixed JSON body (bench/minimal_bentoml.py,",
         "`bentoml serve`) and a bare ASGI app answering the same body (bench/minimal_asgi.py, uvicorn).",
@@ -218,7 +237,7 @@ def report(args, rows: list[Run], rss: dict[str, float], sizes: dict[tuple[str, 
            " lower than an idle machine would give; the ratios, taken seconds apart, are the steadier figures."
            if shared else ""),
         "",
-        "| service and endpoint | concurrency | requests/s | share of minimal BentoML | share of bare ASGI | p50 ms | p99 ms | load average | step boundary passed |",
+        "| service and endpoint | concurrency | requests/s | share of minimal BentoML | share of bare ASGI | p50 ms | p99 ms | load average | step boundaries passed |",
         "|---|---|---|---|---|---|---|---|---|",
         *table,
         "",
@@ -229,9 +248,19 @@ def report(args, rows: list[Run], rss: dict[str, float], sizes: dict[tuple[str, 
         f"wrk itself used {wrk_cpu_share:.0%} of one core while loading; the machine's 1-minute load average",
         f"(which counts the services and wrk) ranged {min(loads):.1f}-{max(loads):.1f} over the run.",
         "",
+        "## Across step boundaries (issue #20.3)",
+        "",
+        f"Each Helios endpoint alone at concurrency {TARGET_CONCURRENCY} for a run crossing at least {args.boundaries} of the",
+        "tenant's step boundaries, where the step's forecasts, scores and recommendations change: the p99",
+        "includes every request made at a boundary.",
+        "",
+        "| endpoint | concurrency | seconds | step boundaries passed | requests/s | p50 ms | p99 ms across boundaries | load average |",
+        "|---|---|---|---|---|---|---|---|",
+        *(crossing_table or ["| (not run: --boundaries 0) | | | | | | | |"]),
+        "",
         "wrk's p99 corrects for coordinated omission: a stall of the service counts for every request a",
         "client sending at the measured rate would have sent during it, not only the few in flight. The",
-        "\"step boundary passed\" column is Helios' answer origin before and after each run: on a baseline's",
+        "\"step boundaries passed\" column is Helios' answer origin before and after each run: on a baseline's",
         "row it means Helios' background refresh ran during that run and took CPU from it.",
         "",
         f"## Against issue #20.4's targets (concurrency {TARGET_CONCURRENCY})",
@@ -250,6 +279,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tenant", default="gaming-corp", choices=sorted(BODIES))
     parser.add_argument("--seconds", type=int, default=10, help="per endpoint and concurrency level")
+    parser.add_argument("--boundaries", type=int, default=3,
+                        help="step boundaries each Helios endpoint's long run crosses at concurrency 8 (0: none)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "serve.md")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -270,6 +301,8 @@ def main() -> None:
     targets += [Target(MINIMAL_BENTOML, "/predict", predict_body), Target(BARE_ASGI, "/predict", predict_body)]
     helios_base = services[HELIOS][1]
     rows: list[Run] = []
+    crossing: list[Crossing] = []
+    step = load_tenants().tenants[args.tenant].step_timedelta
     sizes: dict[tuple[str, str], int] = {}
     wrk_cpu = 0.0
     uptime_before = uptime()
@@ -293,18 +326,31 @@ def main() -> None:
                     text = wrk(services[target.service][1] + target.path, scripts[i], concurrency, args.seconds)
                     wrk_cpu += children_cpu_seconds() - cpu_before
                     rate, p50, p99 = parse_wrk(text)
-                    new_step = forecast_origin(helios_base, predict_body) != origin
-                    rows.append(Run(target.service, target.path, concurrency, rate, p50, p99, os.getloadavg()[0], new_step))
+                    passed = (forecast_origin(helios_base, predict_body) - origin) // step
+                    rows.append(Run(target.service, target.path, concurrency, rate, p50, p99, os.getloadavg()[0], passed))
                     print(f"{target.service:16} {target.path:11} c={concurrency:<3} {rate:7.1f} req/s  p50 {p50:6.1f} ms"
-                          f"  p99 {p99:6.1f} ms  load {rows[-1].load_average:.1f}{'  new step' if new_step else ''}",
+                          f"  p99 {p99:6.1f} ms  load {rows[-1].load_average:.1f}{'  new step' if passed else ''}",
                           flush=True)
+            # Long enough to cross the boundaries wherever in a step it starts.
+            seconds = int(args.boundaries * step.total_seconds()) + 5 if args.boundaries else 0
+            for i, target in enumerate(targets):
+                if target.service != HELIOS or not seconds:
+                    continue
+                origin = forecast_origin(helios_base, predict_body)
+                text = wrk(helios_base + target.path, scripts[i], TARGET_CONCURRENCY, seconds)
+                rate, p50, p99 = parse_wrk(text)
+                passed = (forecast_origin(helios_base, predict_body) - origin) // step
+                crossing.append(Crossing(HELIOS, target.path, TARGET_CONCURRENCY, rate, p50, p99, os.getloadavg()[0],
+                                         passed, seconds))
+                print(f"{HELIOS:16} {target.path:11} c={TARGET_CONCURRENCY:<3} {rate:7.1f} req/s  p50 {p50:6.1f} ms"
+                      f"  p99 {p99:6.1f} ms  across {passed} step boundaries in {seconds} s", flush=True)
         rss = {name: service_rss_mib(process.pid) for name, (process, _) in services.items()}
     finally:
         for process, _ in services.values():
             os.killpg(process.pid, signal.SIGTERM)
         for process, _ in services.values():
             process.wait(timeout=30)
-    text = report(args, rows, rss, sizes, wrk_cpu / (args.seconds * len(rows)), (uptime_before, uptime()))
+    text = report(args, rows, crossing, rss, sizes, wrk_cpu / (args.seconds * len(rows)), (uptime_before, uptime()))
     args.out.write_text(text + "\n" + kept_notes(args.out))
     print(f"RSS {', '.join(f'{k} {v:.0f} MiB' for k, v in rss.items())}; written to {args.out}")
 
