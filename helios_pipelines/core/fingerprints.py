@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib
+import importlib.metadata
 import json
 from pathlib import Path
 
@@ -16,8 +16,10 @@ import pandas as pd
 from helios_pipelines.core.tenants import TenantConfig
 from helios_pipelines.core.tracking import CHAMPION, RegisteredVersion, Tracker
 
-# Libraries whose version can change what a fit produces (by module: xgboost's distribution may be xgboost-cpu).
-FIT_LIBRARIES = ("numpy", "pandas", "sklearn", "xgboost", "prophet", "cmdstanpy")
+# Distributions whose version can change what a fit produces (and xgboost's, whose distribution may be
+# xgboost or xgboost-cpu: read from the module the models already imported). Read from their metadata:
+# importing prophet here would print its plotly notice on `helios run`'s terminal.
+FIT_DISTRIBUTIONS = ("numpy", "pandas", "scikit-learn", "prophet", "cmdstanpy")
 
 
 def _digest(data: bytes) -> str:
@@ -36,7 +38,10 @@ def code_version() -> str:
     digest = hashlib.sha256()
     for path in files:
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    libraries = {name: importlib.import_module(name).__version__ for name in FIT_LIBRARIES}
+    import xgboost
+
+    libraries = {name: importlib.metadata.version(name) for name in FIT_DISTRIBUTIONS}
+    libraries["xgboost"] = xgboost.__version__
     digest.update(json.dumps(libraries, sort_keys=True).encode())
     return digest.hexdigest()[:16]
 
