@@ -51,6 +51,7 @@ def run_pipeline(tenant_id: str, as_of: str, build_bento: bool) -> dict:
         BentoPackagerResource,
         MetricsSourceResource,
         MLflowResource,
+        OperatorVerdictsResource,
         TenantRegistryResource,
     )
 
@@ -61,6 +62,7 @@ def run_pipeline(tenant_id: str, as_of: str, build_bento: bool) -> dict:
         "metrics_source": MetricsSourceResource(as_of=as_of),
         "mlflow_tracking": MLflowResource(),
         "packager": BentoPackagerResource(build_bento=build_bento),
+        "operator_verdicts": OperatorVerdictsResource(),  # the temporary home's store: no verdicts
     }
     started = time.perf_counter()
     result = materialize(ALL_ASSETS, partition_key=tenant_id, resources=resources, instance=instance,
