@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
@@ -35,6 +36,7 @@ from helios_pipelines.core.store.schema import AlertEpisode, OutboxRow
 from helios_pipelines.core.tenants import TenantConfig
 from helios_pipelines.core.training import tenant_detector
 from tests.store_backends import NOW, PAGERDUTY_KEY, add_customer
+from tests.test_serving import embedded_store  # noqa: F401  (module fixture)
 
 # The guide's Step 5 alerts.yaml, as written but for the secrets: the Slack URL and the routing key
 # are named by environment variables (secrets are never kept in tenant files, #13.8), which hold a
@@ -312,3 +314,50 @@ def test_a_posted_event_crosses_capacity_and_the_watch_alerts_slack_and_pagerdut
         assert [e["event_action"] for e in events] == ["trigger", "resolve"]
         assert events[0]["dedup_key"] == events[1]["dedup_key"]
     store.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)  # the arena pipeline (when this runs first) and two 5-minute steps of a running service
+def test_make_demo_s_capacity_crossing_reaches_pagerduty_as_one_trigger_then_one_resolve(
+        trained_arena, embedded_store, tmp_path):  # noqa: F811
+    """As `make demo` does it: a running service, an event POSTed with the guide's expected_multiplier,
+    the delivery worker, the PagerDuty stand-in. Arena (5-minute step, longest horizon 1h, max 200
+    replicas x 100 players = 20,000) on ~5,000 players: a x20 event needs several times max capacity.
+    The event covers the one step after the next boundary: the watch's ticks see it in their forecast
+    (one trigger) until the tick at its start, whose forecast begins a step later (resolve): ~10 minutes."""
+    import os
+
+    from tests.serve_harness import bentoml_serve
+
+    assert trained_arena.success
+    alerts_file = tmp_path / "alerts.yaml"  # the rendered alert ConfigMap (serving/alert_routing.py)
+    alerts_file.write_text(yaml.safe_dump({"tenant": "arena", "thresholds": {}, "webhooks": [
+        {"name": "pagerduty", "type": "pagerduty", "url_env": "ARENA_PD_URL", "routing_key_env": ROUTING_KEY_ENV,
+         "events": ["capacity_critical"]}]}))
+    step = pd.Timedelta("5min")
+    with AlertReceiver(None, tmp_path / "pd.jsonl", kind="pagerduty") as pagerduty, \
+            bentoml_serve(tmp_path, "--arg", "tenants=arena",
+                          env=os.environ | {"HELIOS_ALERTS_FILE": str(alerts_file)}) as service:
+        worker = alerts.DeliveryWorker(embedded_store, environ={"ARENA_PD_URL": pagerduty.url,
+                                                                ROUTING_KEY_ENV: PAGERDUTY_KEY})
+        now = pd.Timestamp.now(tz="UTC")
+        boundary = now.ceil(step) if now.ceil(step) - now > pd.Timedelta("30s") else now.ceil(step) + step
+        posted = service.post("/events", json={"name": "Surprise Tournament", "start": (boundary + step).isoformat(),
+                                               "duration_hours": step / pd.Timedelta("1h"), "expected_multiplier": 20})
+        assert posted.status_code == 200, posted.text
+        deadline = boundary + 2 * step + pd.Timedelta("3min")
+        try:
+            while pd.Timestamp.now(tz="UTC") < deadline:
+                worker.run_once()
+                critical = [e["alert"] for e in pagerduty.received()
+                            if e["alert"]["dedup_key"].startswith("capacity_critical/arena/game-server/")]
+                if any(e["event_action"] == "resolve" for e in critical):
+                    break
+                time.sleep(10)
+            worker.run_once()
+        finally:
+            worker.close()
+    assert pagerduty.rejected == 0
+    assert [e["event_action"] for e in critical] == ["trigger", "resolve"], critical
+    assert critical[0]["dedup_key"] == critical[1]["dedup_key"] and critical[0]["routing_key"] == PAGERDUTY_KEY
+    assert critical[0]["payload"]["severity"] == "critical"
