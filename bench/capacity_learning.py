@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from helios_pipelines.core.capacity_learning import learn_fleet_dicts
-from helios_pipelines.core.models.capacity import CapacityPlanner
+from helios_pipelines.core.ml.capacity_learning import learn_fleet_dicts
+from helios_pipelines.core.ml.models.capacity import CapacityPlanner
 from helios_pipelines.core.sources.simulator import (
     TRUE_CAPACITY_PER_REPLICA,
     Simulator,

@@ -3,7 +3,7 @@
 For each event occurrence, the forecaster Helios would serve (``--kind``, the pipeline's candidate,
 fitted on the tenant's training window ending an hour before the event) and the planner with the
 capacity and lead time learned from the same window are replayed over the event
-(``core.scorecard.event_scorecard``), and a reactive HPA is simulated over the same actuals.
+(``core.ops.scorecard.event_scorecard``), and a reactive HPA is simulated over the same actuals.
 
 Target (issue 19): summed over the events, fewer under-provisioned pod-minutes than the reactive
 baseline and at most its over-provisioned pod-minutes plus 15 %.
@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from helios_pipelines.core.capacity_learning import learn_fleet_dicts
-from helios_pipelines.core.models.capacity import CapacityPlanner
-from helios_pipelines.core.scorecard import event_scorecard, find_occurrence
+from helios_pipelines.core.ml.capacity_learning import learn_fleet_dicts
+from helios_pipelines.core.ml.models.capacity import CapacityPlanner
+from helios_pipelines.core.ml.training import forecaster_for
+from helios_pipelines.core.ops.scorecard import event_scorecard, find_occurrence
 from helios_pipelines.core.sources.simulator import Simulator, history_window
 from helios_pipelines.core.tenants import load_tenants
-from helios_pipelines.core.training import forecaster_for
 
 REPO = Path(__file__).resolve().parents[1]
 # The simulated launch (2026-12-03, 48 h) and the weekly tournaments around it.

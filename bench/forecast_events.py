@@ -29,8 +29,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from helios_pipelines.core.events import EventSchedule  # noqa: E402
-from helios_pipelines.core.models.forecasters import make_forecaster  # noqa: E402
+from helios_pipelines.core.ml.events import EventSchedule  # noqa: E402
+from helios_pipelines.core.ml.models.forecasters import make_forecaster  # noqa: E402
 from helios_pipelines.core.sources.simulator import Simulator  # noqa: E402
 from helios_pipelines.core.tenants import ScheduledEvent, load_tenants  # noqa: E402
 

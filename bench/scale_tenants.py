@@ -26,7 +26,7 @@ from pathlib import Path
 
 import psutil
 
-from helios_pipelines.defs.devserver import DagsterDev, write_instance_config
+from tests.harness.dagster_dev import DagsterDev, write_instance_config
 
 AS_OF = "2026-11-20T00:00:00+00:00"
 LOG_DIR = Path(__file__).parent / "out"

@@ -2,7 +2,7 @@
 
 For each simulated tenant the detector the pipeline trains (``training.tenant_detector``) is fitted
 on the tenant's training window (``training.history_days``); alerts use the tenant's trigger and
-recovery windows and are counted as episodes (``core.models.episodes``: what an operator is paged
+recovery windows and are counted as episodes (``core.ml.models.episodes``: what an operator is paged
 for, one per run of the tenant's alert, however many metrics it names).
 
 - 28-day pass: the ``--days`` after the training window are scored causally, day by day on the two
@@ -34,11 +34,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helios_pipelines.core.events import EventSchedule
-from helios_pipelines.core.models.episodes import episodes
+from helios_pipelines.core.ml.events import EventSchedule
+from helios_pipelines.core.ml.models.episodes import episodes
+from helios_pipelines.core.ml.training import tenant_detector
 from helios_pipelines.core.sources.simulator import ANOMALY_KINDS, Simulator, inject_incident
 from helios_pipelines.core.tenants import load_tenants
-from helios_pipelines.core.training import tenant_detector
 
 AS_OF = pd.Timestamp("2026-11-20T00:00:00Z")
 GRACE = pd.Timedelta("10min")

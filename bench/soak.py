@@ -103,7 +103,7 @@ async def sample_rss(pid: int, seconds: float, samples: list) -> None:
 
 
 def issue_keys() -> dict[str, str]:
-    from helios_pipelines.core.store import Store
+    from helios_pipelines.core.ops.store import Store
 
     store = Store()
     return {tenant: store.rotate_key(tenant) for tenant in TENANTS}

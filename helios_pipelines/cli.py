@@ -161,7 +161,7 @@ def _write_event_log(path: Path, tenant_id: str, entries) -> None:
 
 
 def _print_summary(registry, tenant_ids: list[str]) -> None:
-    from helios_pipelines.core.tracking import CHAMPION, Tracker, registered_model_name
+    from helios_pipelines.core.ml.tracking import CHAMPION, Tracker, registered_model_name
 
     tracker = Tracker()
     click.echo("\nSummary (backtest MASE: lower is better; 1.0 = the one-day seasonal-naive in-sample error)")

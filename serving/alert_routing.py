@@ -5,7 +5,7 @@ their URLs, routing keys and signing secrets, and the alert thresholds) into a C
 ``/etc/helios/alerts.yaml``; the Deployment points ``HELIOS_ALERTS_FILE`` at it. On start the service
 replaces the routing packed in the tenant's bundle with it, so changing where alerts go is a
 ConfigMap edit and a rollout, not a retrain. The secrets themselves stay in the Secret the delivery
-worker reads (``core/alerts.py``); without ``HELIOS_ALERTS_FILE`` the bundle's routing is used.
+worker reads (``core/ops/alerts.py``); without ``HELIOS_ALERTS_FILE`` the bundle's routing is used.
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ class KeyLookup:
     @property
     def store(self):
         if self._store is None:
-            from helios_pipelines.core.store import Store
+            from helios_pipelines.core.ops.store import Store
 
             self._store = Store()
         return self._store

@@ -8,8 +8,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from helios_pipelines.core.models.base import AnomalyDetector, Forecaster, SavableModel
-from helios_pipelines.core.models.capacity import CapacityPlanner
+from helios_pipelines.core.ml.models.base import AnomalyDetector, Forecaster, SavableModel
+from helios_pipelines.core.ml.models.capacity import CapacityPlanner
 from helios_pipelines.core.tenants import TenantConfig
 
 MANIFEST = "manifest.json"

@@ -1,4 +1,4 @@
-"""/detect's scores folded into the anomaly episodes (core/anomaly_log.py), off the request path.
+"""/detect's scores folded into the anomaly episodes (core/ops/anomaly_log.py), off the request path.
 
 A /detect of the latest step is answered from the step's cache and its scores are queued here, one
 per (tenant, metric, step) however many requests answered them; the publisher's thread
@@ -13,9 +13,9 @@ from __future__ import annotations
 import logging
 import threading
 
-from helios_pipelines.core.anomaly_log import record_detection
-from helios_pipelines.core.plans import PlanLimitError
-from helios_pipelines.core.store import Store, StoreError, UnknownCustomerError
+from helios_pipelines.core.ops.anomaly_log import record_detection
+from helios_pipelines.core.ops.plans import PlanLimitError
+from helios_pipelines.core.ops.store import Store, StoreError, UnknownCustomerError
 from helios_pipelines.core.tenants import TenantConfig
 
 log = logging.getLogger(__name__)

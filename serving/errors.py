@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
-from helios_pipelines.core.plans import PlanLimitError
-from helios_pipelines.core.store import CustomerDisabledError
+from helios_pipelines.core.ops.plans import PlanLimitError
+from helios_pipelines.core.ops.store import CustomerDisabledError
 
 ECHO_LIMIT = 64  # characters of a client's value repeated in an error message
 

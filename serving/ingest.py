@@ -1,7 +1,7 @@
 """Push endpoints: Prometheus remote-write and the JSON batch, stored per tenant in the Helios store.
 
 - ``POST /api/v1/write``: Prometheus remote-write 1.0 (protobuf + snappy), answered 204.
-- ``POST /ingest``: the JSON batch of ``core/ingest.py`` (``Content-Encoding: gzip`` optional),
+- ``POST /ingest``: the JSON batch of ``core/ops/ingest.py`` (``Content-Encoding: gzip`` optional),
   answered 200 with how many samples were accepted and how many of them were new.
 - ``GET /ingest/config``: what the key's tenant accepts (series, kinds, step, window, limits), so the
   helios-agent asks Helios instead of being configured twice.
@@ -14,7 +14,7 @@ tenant comes from the key alone; a client may name the tenant it expects in ``X-
 is refused (403) when the key belongs to another, a guard against a mis-pasted key, never a way to
 choose where data goes.
 
-Samples go to the store (``HELIOS_DATABASE_URL``, core/store/pushed.py), so every replica and the
+Samples go to the store (``HELIOS_DATABASE_URL``, core/ops/store/pushed.py), so every replica and the
 pipeline's push source read what any replica accepted; a retried request stores nothing twice.
 
 The tenants accepted and their metrics are the ones the process was started with (``serve``: the
@@ -35,8 +35,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from helios_pipelines.core import ingest, plans
-from helios_pipelines.core.store import Store
+from helios_pipelines.core.ops import ingest, plans
+from helios_pipelines.core.ops.store import Store
 from helios_pipelines.core.tenants import TenantConfig
 from serving import auth
 

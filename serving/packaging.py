@@ -14,9 +14,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from helios_pipelines.core.ml.tracking import CHAMPION, Tracker, registered_model_name
 from helios_pipelines.core.settings import helios_home
 from helios_pipelines.core.tenants import TenantConfig
-from helios_pipelines.core.tracking import CHAMPION, Tracker, registered_model_name
 from serving.bundle import MANIFEST
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

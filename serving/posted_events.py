@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 
-from helios_pipelines.core.store import Store, StoreError, UnknownCustomerError
+from helios_pipelines.core.ops.store import Store, StoreError, UnknownCustomerError
 from helios_pipelines.core.tenants import ScheduledEvent
 from serving.errors import NotFoundError
 from serving.runtime import TenantRuntime

@@ -27,7 +27,7 @@ import promql_parser
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from helios_pipelines.core.exposition import Sample
+from helios_pipelines.core.ops.exposition import Sample
 from serving import promql
 from serving.published import RETENTION, PublishedSeries
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import promql_parser
 import re2
 
-from helios_pipelines.core.exposition import Sample, format_value
+from helios_pipelines.core.ops.exposition import Sample, format_value
 
 _RE2_OPTIONS = re2.Options()
 _RE2_OPTIONS.log_errors = False  # a refused pattern is the caller's 400, not a line in our log

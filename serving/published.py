@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pandas as pd
 
-from helios_pipelines.core.exposition import Sample
+from helios_pipelines.core.ops.exposition import Sample
 
 RETENTION = pd.Timedelta("24h")
 

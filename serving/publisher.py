@@ -19,9 +19,9 @@ from datetime import timedelta
 
 import pandas as pd
 
-from helios_pipelines.core.exposition import Sample
-from helios_pipelines.core.feedback import PredictionRecorder, accuracy_samples, live_accuracy
-from helios_pipelines.core.store import Store, UnknownCustomerError
+from helios_pipelines.core.ops.exposition import Sample
+from helios_pipelines.core.ops.feedback import PredictionRecorder, accuracy_samples, live_accuracy
+from helios_pipelines.core.ops.store import Store, UnknownCustomerError
 from serving.detections import DetectionRecorder
 from serving.runtime import TenantRuntime
 from serving.watch import TenantWatch

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from helios_pipelines.core.capacity_alerts import CapacityReading
-from helios_pipelines.core.events import EventSchedule
-from helios_pipelines.core.exposition import Sample
+from helios_pipelines.core.ml.events import EventSchedule
+from helios_pipelines.core.ops.capacity_alerts import CapacityReading
+from helios_pipelines.core.ops.exposition import Sample
 from helios_pipelines.core.sources import MetricsSource, make_source
 from helios_pipelines.core.tenants import ScheduledEvent, UnknownMetricError
 from serving.answers import detect, events, predict, recommend, series

@@ -22,10 +22,10 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from helios_pipelines.core.exposition import Sample, exposition
-from helios_pipelines.core.feedback import PredictionRecorder
-from helios_pipelines.core.migrations import upgrade
-from helios_pipelines.core.store import Store
+from helios_pipelines.core.ops.exposition import Sample, exposition
+from helios_pipelines.core.ops.feedback import PredictionRecorder
+from helios_pipelines.core.ops.migrations import upgrade
+from helios_pipelines.core.ops.store import Store
 from helios_pipelines.core.tenants import ScheduledEvent
 from serving import prometheus_api, publisher, verdicts
 from serving.alert_routing import apply_alert_file

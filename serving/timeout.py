@@ -7,7 +7,7 @@ garbage collections walking them stalled the service for 100+ ms every few secon
 This one answers the same 504 and cancels its timer as soon as the response starts.
 :func:`replace_bentoml_timeout` swaps it in where BentoML builds its middleware stack, and refuses
 to start the service if BentoML no longer builds it from there (a silent no-op would bring the
-stalls back). tests/test_serving_cache.py proves the swap takes effect in a real `bentoml serve`.
+stalls back). tests/serving/test_serving_cache.py proves the swap takes effect in a real `bentoml serve`.
 """
 
 from __future__ import annotations

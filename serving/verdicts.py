@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from helios_pipelines.core.store import ForeignAnomalyError, StoreError, UnknownAnomalyError
+from helios_pipelines.core.ops.store import ForeignAnomalyError, StoreError, UnknownAnomalyError
 from serving import auth
 from serving.errors import shown
 

@@ -10,7 +10,7 @@ and the same champions, :class:`TenantWatch` also:
   ``catch_up``) and folds them into the anomaly episodes, which routes the alerts;
 - joins the actuals of recorded predictions whose target has passed, from the tenant's source;
 - folds each scaled service's capacity and desired replicas, and each metric's levels, into the
-  capacity and scaling alert episodes (core/capacity_alerts.py), which routes those alerts.
+  capacity and scaling alert episodes (core/ops/capacity_alerts.py), which routes those alerts.
 
 One watch per tenant per service process. Replicas of a tenant all run one: each records the same
 forecasts, which the store keeps once (a unique key per metric, horizon and origin); the scheduled
@@ -28,11 +28,11 @@ from datetime import timedelta
 
 import pandas as pd
 
-from helios_pipelines.core.anomaly_log import OPENED, record_detection
-from helios_pipelines.core.capacity_alerts import level_readings, record_readings
-from helios_pipelines.core.feedback import PredictionRecorder, join_actuals
-from helios_pipelines.core.plans import PlanLimitError
-from helios_pipelines.core.store import Store, StoreError
+from helios_pipelines.core.ops.anomaly_log import OPENED, record_detection
+from helios_pipelines.core.ops.capacity_alerts import level_readings, record_readings
+from helios_pipelines.core.ops.feedback import PredictionRecorder, join_actuals
+from helios_pipelines.core.ops.plans import PlanLimitError
+from helios_pipelines.core.ops.store import Store, StoreError
 from serving.runtime import TenantRuntime
 
 log = logging.getLogger(__name__)

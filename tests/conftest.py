@@ -20,8 +20,8 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from helios_pipelines.core.tenants import load_tenants  # noqa: E402
-from tests.conftest_prometheus import prometheus_binaries, simulated_prometheus  # noqa: E402, F401
-from tests.store_backends import postgres_admin, store, store_url  # noqa: E402, F401
+from tests.harness.conftest_prometheus import prometheus_binaries, simulated_prometheus  # noqa: E402, F401
+from tests.harness.store_backends import postgres_admin, store, store_url  # noqa: E402, F401
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE_TENANTS = REPO / "tests" / "fixtures" / "tenants"
@@ -97,3 +97,15 @@ def trained_arena(dagster_instance):
         instance=dagster_instance,
         raise_on_error=False,
     )
+
+
+@pytest.fixture(scope="module")
+def embedded_store(trained_arena):
+    """The embedded store, migrated and holding the fixture tenants (as `helios tenants sync` does)."""
+    from helios_pipelines.core.ops.migrations import upgrade
+    from helios_pipelines.core.ops.store import Store
+
+    embedded = Store()
+    upgrade(embedded.url)
+    embedded.sync_customers(load_tenants(FIXTURE_TENANTS))
+    return embedded

@@ -2,6 +2,7 @@
 imports the Dagster definitions; only the store issues SQL."""
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,7 @@ def _imports(path: Path, with_names: bool = False) -> set[str]:
     ("package", "forbidden"),
     [
         ("helios_pipelines/core", ("dagster", "bentoml", "helios_pipelines.defs", "serving", "helios_pipelines.definitions")),
+        ("helios_pipelines/core/ml", ("helios_pipelines.core.ops",)),
         ("serving", ("dagster", "helios_pipelines.defs", "helios_pipelines.definitions")),
     ],
 )
@@ -52,9 +54,9 @@ def test_importing_core_loads_neither_dagster_nor_bentoml():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-STORE = ROOT / "helios_pipelines/core/store"
+STORE = ROOT / "helios_pipelines/core/ops/store"
 # Alembic revisions describe the store's tables (DDL through ``op``), they issue no query.
-MIGRATIONS = ROOT / "helios_pipelines/core/migrations"
+MIGRATIONS = ROOT / "helios_pipelines/core/ops/migrations"
 # Sessions, query builders, raw SQL and the errors of a write: whoever imports these talks SQL.
 SQL = ("sqlalchemy.orm", "sqlalchemy.exc", "sqlalchemy.dialects", "sqlalchemy.sql",
        *(f"sqlalchemy.{name}" for name in ("select", "insert", "update", "delete", "text", "func", "exists")))
@@ -69,4 +71,24 @@ def test_only_the_store_package_issues_sql():
             for name in _imports(path, with_names=True):
                 if any(name == f or name.startswith(f + ".") for f in SQL):
                     offenders.append(f"{path.relative_to(ROOT)} imports {name}")
-    assert not offenders, "SQL belongs in helios_pipelines/core/store:\n" + "\n".join(sorted(offenders))
+    assert not offenders, "SQL belongs in helios_pipelines/core/ops/store:\n" + "\n".join(sorted(offenders))
+
+
+def test_importing_the_dagster_definitions_writes_nothing_to_disk_or_the_environment(tmp_path):
+    """`dagster dev` and every run worker import the definitions: the import reads configuration; it
+    creates no HELIOS_HOME, no dagster.yaml and no environment variable. (scikit-learn sets its own
+    KMP_* variables when imported: it is imported before the snapshot, so only Helios is judged.)"""
+    home = tmp_path / "home"
+    code = (
+        "import os, json, sklearn\n"
+        "before = dict(os.environ)\n"
+        "import helios_pipelines.definitions\n"
+        "print(json.dumps(sorted(k for k, v in os.environ.items() if before.get(k) != v)))\n"
+    )
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("DAGSTER_HOME", "BENTOML_HOME", "MLFLOW_TRACKING_URI", "OMP_WAIT_POLICY")}
+    env |= {"HELIOS_HOME": str(home), "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+    assert list(tmp_path.iterdir()) == []

@@ -10,6 +10,6 @@ result_backend = "rpc://"
 # holds a second one hostage.
 worker_prefetch_multiplier = 1
 # A step is acknowledged when it ends, and a worker process killed mid-step gives it back to the
-# queue: another worker runs the step again (at least once; tests/test_celery.py kills one).
+# queue: another worker runs the step again (at least once; tests/pipeline/test_celery.py kills one).
 task_acks_late = True
 task_reject_on_worker_lost = True

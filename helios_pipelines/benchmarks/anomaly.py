@@ -18,8 +18,8 @@ import click
 import numpy as np
 import pandas as pd
 
-from helios_pipelines.core import nab
-from helios_pipelines.core.models.detectors import CombinedDetector
+from helios_pipelines.benchmarks import nab
+from helios_pipelines.core.ml.models.detectors import CombinedDetector
 
 VALUE_COLUMN = "value"
 

@@ -17,8 +17,8 @@ import click
 import numpy as np
 import pandas as pd
 
-from helios_pipelines.core.evaluation import backtest
-from helios_pipelines.core.models.forecasters import make_forecaster
+from helios_pipelines.core.ml.evaluation import backtest
+from helios_pipelines.core.ml.models.forecasters import make_forecaster
 
 METHODS = (
     "seasonal_naive",

@@ -18,16 +18,16 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from helios_pipelines.core.features import as_utc_index, lagged
-from helios_pipelines.core.models import XGB_THREADS
-from helios_pipelines.core.models.base import (
+from helios_pipelines.core.ml.features import as_utc_index, lagged
+from helios_pipelines.core.ml.models import XGB_THREADS
+from helios_pipelines.core.ml.models.base import (
     Forecaster,
     InsufficientHistoryError,
     SeasonalPeriods,
     forecast_frame,
     on_grid,
 )
-from helios_pipelines.core.models.point import PointForecaster
+from helios_pipelines.core.ml.models.point import PointForecaster
 
 RECENT = 12
 

@@ -29,9 +29,9 @@ import pandas as pd
 
 from helios_pipelines.benchmarks.forecast import METHODS, load_series
 from helios_pipelines.benchmarks.references import REFERENCES
-from helios_pipelines.core.evaluation import backtest
-from helios_pipelines.core.events import EventSchedule
-from helios_pipelines.core.models.forecasters import make_forecaster
+from helios_pipelines.core.ml.evaluation import backtest
+from helios_pipelines.core.ml.events import EventSchedule
+from helios_pipelines.core.ml.models.forecasters import make_forecaster
 
 STEP = "5min"
 SUITE_METHODS = (*METHODS, *REFERENCES)

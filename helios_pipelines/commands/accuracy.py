@@ -25,9 +25,9 @@ def command(ctx: click.Context, tenant_id: str, window: str, windows: int, no_jo
     horizon and window (MASE below 1 beats the one-day seasonal-naive forecast; coverage should be ~0.80)."""
     import pandas as pd
 
-    from helios_pipelines.core.feedback import join_actuals, live_accuracy
+    from helios_pipelines.core.ops.feedback import join_actuals, live_accuracy
+    from helios_pipelines.core.ops.store import StoreError
     from helios_pipelines.core.sources import SourceError, make_source
-    from helios_pipelines.core.store import StoreError
 
     tenant = load_tenant(ctx, tenant_id)
     try:

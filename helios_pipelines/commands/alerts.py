@@ -31,7 +31,7 @@ def command() -> None:
 def deliver(loop: bool, interval: float, max_attempts: int, base_delay: float, max_delay: float, timeout: float,
             lease: float, retention: bool) -> None:
     """Post due alerts to Slack, PagerDuty and webhooks, with retries, backoff and a dead-letter state."""
-    from helios_pipelines.core.alerts import DeliveryWorker, RetryPolicy
+    from helios_pipelines.core.ops.alerts import DeliveryWorker, RetryPolicy
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     policy = RetryPolicy(max_attempts, timedelta(seconds=base_delay), timedelta(seconds=max_delay))
@@ -83,7 +83,7 @@ def receive(host: str, port: int, secret_env: str, out: str | None, kind: str) -
     import os
     from pathlib import Path
 
-    from helios_pipelines.core.alert_receiver import AlertReceiver
+    from helios_pipelines.core.ops.alert_receiver import AlertReceiver
     from helios_pipelines.core.settings import helios_home
 
     secret = os.environ.get(secret_env) if kind == "webhook" else None
@@ -120,7 +120,7 @@ def receive(host: str, port: int, secret_env: str, out: str | None, kind: str) -
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
 def alerts_list(tenant_id: str | None, status: str | None, limit: int) -> None:
     """Outbox rows, newest first: state, attempts, destination, last error."""
-    from helios_pipelines.core.store import StoreError
+    from helios_pipelines.core.ops.store import StoreError
 
     store = open_store()
     try:

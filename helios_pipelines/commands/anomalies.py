@@ -21,7 +21,7 @@ def command() -> None:
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
 def anomalies_list(tenant_id: str | None, open_only: bool, unacknowledged: bool, limit: int) -> None:
     """Newest first: id, tenant, metric, when, peak score, state, description."""
-    from helios_pipelines.core.store import StoreError
+    from helios_pipelines.core.ops.store import StoreError
 
     store = open_store()
     try:
@@ -45,7 +45,7 @@ def anomalies_list(tenant_id: str | None, open_only: bool, unacknowledged: bool,
 @click.option("--tenant", "tenant_id", default=None, help="refuse ids that are not this tenant's")
 def ack(anomaly_ids: tuple[int, ...], by: str | None, tenant_id: str | None) -> None:
     """Acknowledge anomalies by id."""
-    from helios_pipelines.core.store import StoreError
+    from helios_pipelines.core.ops.store import StoreError
 
     store = open_store()
     try:
@@ -69,7 +69,7 @@ def ack(anomaly_ids: tuple[int, ...], by: str | None, tenant_id: str | None) -> 
 @click.option("--note", default=None, help="why, for the record")
 def feedback(tenant_id: str, episode_id: int, verdict: str | None, by: str | None, note: str | None) -> None:
     """Record an operator's verdict on one of TENANT_ID's episodes (a later verdict replaces it)."""
-    from helios_pipelines.core.store import StoreError
+    from helios_pipelines.core.ops.store import StoreError
 
     if verdict is None:
         raise click.UsageError("give the verdict: --not-an-incident or --incident")

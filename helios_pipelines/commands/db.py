@@ -8,8 +8,8 @@ import click
 def open_store():
     """The store, migrated: the embedded SQLite default is upgraded in place, so local use needs no
     extra step; any other database must have been upgraded with `helios db upgrade` (a deploy step)."""
-    from helios_pipelines.core import migrations
-    from helios_pipelines.core.store import Store, database_url
+    from helios_pipelines.core.ops import migrations
+    from helios_pipelines.core.ops.store import Store, database_url
 
     url = database_url()
     if url.startswith("sqlite"):
@@ -37,8 +37,8 @@ def command() -> None:
 @click.option("--revision", default="head", show_default=True)
 def upgrade(revision: str) -> None:
     """Create or migrate the store's tables (Alembic)."""
-    from helios_pipelines.core import migrations
-    from helios_pipelines.core.store import database_url
+    from helios_pipelines.core.ops import migrations
+    from helios_pipelines.core.ops.store import database_url
 
     url = database_url()
     click.echo(f"{_redacted(url)}: at revision {migrations.upgrade(url, revision)}")

@@ -27,7 +27,7 @@ import click
 import yaml
 
 from helios_pipelines.commands import tenant as load_tenant
-from helios_pipelines.core.anomaly_zscore import z_to_score
+from helios_pipelines.core.ml.anomaly_zscore import z_to_score
 from helios_pipelines.core.tenants import ScalingTarget, TenantConfig
 from helios_pipelines.core.tenants.base import format_horizon
 from helios_pipelines.core.tenants.source_configs import PrometheusSource
@@ -69,7 +69,7 @@ def source_query(tenant: TenantConfig, metric: str) -> str:
 
 def anomaly_threshold(tenant: TenantConfig) -> float:
     """The score at which the tenant's detector alerts (its ``anomaly_alert`` z-score on Helios' [0, 1] scale)."""
-    from helios_pipelines.core.training import tenant_detector
+    from helios_pipelines.core.ml.training import tenant_detector
 
     return round(float(tenant_detector(tenant).threshold), 4)
 
@@ -162,7 +162,7 @@ def render(tenant: TenantConfig, settings: DeploySettings = DeploySettings()) ->
     well-formed before anyone applies it."""
     import jinja2
 
-    from helios_pipelines.core.scorecard_store import SCORECARD_SERIES
+    from helios_pipelines.core.ops.scorecard_store import SCORECARD_SERIES
     from serving.answers.series import ANOMALY_SCORE, RECOMMENDATION
 
     environment = jinja2.Environment(

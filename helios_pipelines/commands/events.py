@@ -60,10 +60,10 @@ def scorecard(ctx: click.Context, tenant_id: str, event: str | None, as_of: str 
               rescore: bool, no_mlflow: bool, no_alert: bool) -> None:
     """Print EVENT's scorecard (the last finished event without EVENT), scoring and storing it first
     when needed: forecast vs actual, replicas vs needed, pod-minutes, cost, against a reactive HPA."""
-    from helios_pipelines.core import scorecard_store
-    from helios_pipelines.core.scorecard import UnfinishedEventError, UnknownEventError, find_occurrence
+    from helios_pipelines.core.ml.tracking import Tracker
+    from helios_pipelines.core.ops import scorecard_store
+    from helios_pipelines.core.ops.scorecard import UnfinishedEventError, UnknownEventError, find_occurrence
     from helios_pipelines.core.sources import make_source
-    from helios_pipelines.core.tracking import Tracker
 
     tenant = load_tenant(ctx, tenant_id)
     if not tenant.scaling:

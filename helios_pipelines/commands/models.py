@@ -10,7 +10,7 @@ from helios_pipelines.commands import tenant as load_tenant
 
 
 def _tracker():
-    from helios_pipelines.core.tracking import Tracker
+    from helios_pipelines.core.ml.tracking import Tracker
 
     return Tracker()
 
@@ -20,7 +20,7 @@ def _fmt(value: float | None, pattern: str = "{:.3f}") -> str:
 
 
 def _model_names(tracker, tenant_id: str, model: str | None) -> list[str]:
-    from helios_pipelines.core.review import ReviewError, resolve_model_name
+    from helios_pipelines.core.ml.review import ReviewError, resolve_model_name
 
     try:
         names = [resolve_model_name(tracker, tenant_id, model)] if model else tracker.registered_models(tenant_id)
@@ -32,8 +32,8 @@ def _model_names(tracker, tenant_id: str, model: str | None) -> list[str]:
 
 
 def _by_alias(tracker, name: str):
-    from helios_pipelines.core.review import VersionSummary
-    from helios_pipelines.core.tracking import CHALLENGER, CHAMPION
+    from helios_pipelines.core.ml.review import VersionSummary
+    from helios_pipelines.core.ml.tracking import CHALLENGER, CHAMPION
 
     found = {alias: tracker.version_by_alias(name, alias) for alias in (CHAMPION, CHALLENGER)}
     return {alias: VersionSummary.of(v) if v else None for alias, v in found.items()}
@@ -111,7 +111,7 @@ def promote(ctx: click.Context, tenant_id: str, model: str, version: str | None,
     """Move ``champion`` to the challenger (or --version), recording who and why."""
     from mlflow.exceptions import MlflowException
 
-    from helios_pipelines.core import review
+    from helios_pipelines.core.ml import review
 
     load_tenant(ctx, tenant_id)
     tracker = _tracker()
@@ -131,7 +131,7 @@ def promote(ctx: click.Context, tenant_id: str, model: str, version: str | None,
 @click.pass_context
 def rollback(ctx: click.Context, tenant_id: str, model: str, by: str, reason: str) -> None:
     """Serve the previous champion again, in one step."""
-    from helios_pipelines.core import review
+    from helios_pipelines.core.ml import review
 
     load_tenant(ctx, tenant_id)
     tracker = _tracker()

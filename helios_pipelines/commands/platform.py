@@ -8,7 +8,7 @@ would race for its ``challenger`` alias and its Bento) and ``--max-concurrent-ru
 Dagster's storage in an external PostgreSQL. The run pods get the production environment
 (``HELIOS_ENV=production``: GCS IO manager, MLflow on PostgreSQL with artifacts in the bucket) and
 the Secret ``helios-platform`` (``MLFLOW_TRACKING_URI``, ``HELIOS_DATABASE_URL``, cloud credentials).
-``tests/test_platform.py`` validates the launcher and executor settings with dagster-k8s's own
+``tests/pipeline/test_platform.py`` validates the launcher and executor settings with dagster-k8s's own
 config schemas, offline.
 """
 

@@ -13,7 +13,7 @@ from helios_pipelines.commands import tenant as load_tenant
 @click.pass_context
 def command(ctx: click.Context, tenant_id: str, month: str) -> None:
     """Pod-hours and cost saved and SLO minutes avoided over the month's scored events."""
-    from helios_pipelines.core.scorecard_store import monthly_report
+    from helios_pipelines.core.ops.scorecard_store import monthly_report
 
     tenant = load_tenant(ctx, tenant_id)
     try:

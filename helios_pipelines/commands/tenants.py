@@ -1,7 +1,7 @@
 """`helios tenants list|add|show|sync|rotate-key|disable|enable`: the tenant registry and the store.
 
 The YAML registry is the source of truth for configuration; the store holds keys, status and history
-(see ``helios_pipelines.core.store``). `add` writes both or neither; `sync` copies the registry into
+(see ``helios_pipelines.core.ops.store``). `add` writes both or neither; `sync` copies the registry into
 the store. A tenant file added here becomes a Dagster partition through the registry sensor.
 """
 
@@ -29,8 +29,8 @@ ALL_EVENTS = ["anomaly_detected", "scaling_recommended", "capacity_warning", "ca
 @contextlib.contextmanager
 def _clear_errors():
     """Domain errors of the store and plans become one-line CLI errors."""
-    from helios_pipelines.core.plans import PlanLimitError
-    from helios_pipelines.core.store import StoreError
+    from helios_pipelines.core.ops.plans import PlanLimitError
+    from helios_pipelines.core.ops.store import StoreError
 
     try:
         yield
@@ -160,8 +160,8 @@ def add(ctx: click.Context, tenant_id: str, name: str, plan: str, seed: int, sla
 @click.pass_context
 def show(ctx: click.Context, tenant_id: str) -> None:
     """The tenant's configuration summary and its state in the store."""
-    from helios_pipelines.core.plans import violations
-    from helios_pipelines.core.store.schema import utcnow
+    from helios_pipelines.core.ops.plans import violations
+    from helios_pipelines.core.ops.store.schema import utcnow
 
     found = registry(ctx)
     tenant = found.tenants.get(tenant_id)
@@ -251,7 +251,7 @@ def _set_status(tenant_id: str, status: str) -> None:
 @click.argument("tenant_id")
 def disable(tenant_id: str) -> None:
     """Refuse the tenant's API keys and stop its alerts and anomaly recording; history is kept."""
-    from helios_pipelines.core.store.schema import DISABLED
+    from helios_pipelines.core.ops.store.schema import DISABLED
 
     _set_status(tenant_id, DISABLED)
 
@@ -260,6 +260,6 @@ def disable(tenant_id: str) -> None:
 @click.argument("tenant_id")
 def enable(tenant_id: str) -> None:
     """Undo `disable`."""
-    from helios_pipelines.core.store.schema import ACTIVE
+    from helios_pipelines.core.ops.store.schema import ACTIVE
 
     _set_status(tenant_id, ACTIVE)

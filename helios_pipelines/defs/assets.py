@@ -21,11 +21,9 @@ from dagster import (
     asset,
 )
 
-from helios_pipelines.core.events import EventSchedule
-from helios_pipelines.core.features import build_feature_frame
-from helios_pipelines.core.sources.base import SourceError
-from helios_pipelines.core.tenants import TenantConfig
-from helios_pipelines.core.training import (
+from helios_pipelines.core.ml.events import EventSchedule
+from helios_pipelines.core.ml.features import build_feature_frame
+from helios_pipelines.core.ml.training import (
     DetectorTraining,
     promote_capacity_planner,
     promote_detector,
@@ -34,7 +32,9 @@ from helios_pipelines.core.training import (
     train_detector,
     train_forecasters,
 )
-from helios_pipelines.core.validation import validate_metrics
+from helios_pipelines.core.ml.validation import validate_metrics
+from helios_pipelines.core.sources.base import SourceError
+from helios_pipelines.core.tenants import TenantConfig
 from helios_pipelines.defs.partitions import tenant_partitions
 from helios_pipelines.defs.resources import (
     BentoPackagerResource,

@@ -27,15 +27,15 @@ from dagster import (
     sensor,
 )
 
-from helios_pipelines.core.drift import (
+from helios_pipelines.core.ml.drift import (
     Profile,
     RetrainingReasons,
     decayed_metrics,
     drifted_metrics,
     profile_window,
 )
+from helios_pipelines.core.ml.tracking import CHAMPION, Tracker, VersionTags, registered_model_name
 from helios_pipelines.core.tenants import TenantConfig, TenantRegistry
-from helios_pipelines.core.tracking import CHAMPION, Tracker, VersionTags, registered_model_name
 from helios_pipelines.defs.assets import ALL_ASSETS, tenant_bento
 from helios_pipelines.defs.partitions import tenant_partitions
 from helios_pipelines.defs.resources import MetricsSourceResource, MLflowResource, TenantRegistryResource
@@ -167,19 +167,19 @@ class LiveAccuracyResource(ConfigurableResource):
 
     def open_store(self):
         """The Helios store (the embedded one migrated in place); the caller closes it."""
-        from helios_pipelines.core.store import Store, database_url
+        from helios_pipelines.core.ops.store import Store, database_url
 
         store = Store(self.database_url or database_url())
         if not self.database_url:
-            from helios_pipelines.core.migrations import upgrade
+            from helios_pipelines.core.ops.migrations import upgrade
 
             upgrade(store.url)
         return store
 
     def live_mase(self, tenant_id: str, now: pd.Timestamp) -> dict[str, float]:
         """The worst horizon's MASE of each metric over the last day."""
-        from helios_pipelines.core.feedback import live_accuracy
-        from helios_pipelines.core.store import UnknownCustomerError
+        from helios_pipelines.core.ops.feedback import live_accuracy
+        from helios_pipelines.core.ops.store import UnknownCustomerError
 
         store = self.open_store()
         try:

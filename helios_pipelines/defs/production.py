@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dagster import EnvVar
 from dagster_gcp.gcs import GCSPickleIOManager, GCSResource
 
-from helios_pipelines.core.tracking import Tracker
+from helios_pipelines.core.ml.tracking import Tracker
 from helios_pipelines.defs.resources import MLflowResource
 
 REQUIRED = ("GCS_BUCKET", "MLFLOW_TRACKING_URI")

@@ -5,10 +5,10 @@ import pandas as pd
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import PrivateAttr
 
-from helios_pipelines.core.models.calibration import LabelledEpisode
+from helios_pipelines.core.ml.models.calibration import LabelledEpisode
+from helios_pipelines.core.ml.tracking import Tracker
 from helios_pipelines.core.sources import MetricsSource, make_source
 from helios_pipelines.core.tenants import TenantConfig, TenantRegistry, load_tenants
-from helios_pipelines.core.tracking import Tracker
 
 
 class TenantRegistryResource(ConfigurableResource):
@@ -60,9 +60,9 @@ class OperatorVerdictsResource(ConfigurableResource):
     database_url: str | None = None
 
     def labelled_episodes(self, tenant_id: str) -> list[LabelledEpisode]:
-        from helios_pipelines.core.anomaly_log import labelled_episodes
-        from helios_pipelines.core.migrations import upgrade
-        from helios_pipelines.core.store import Store, database_url
+        from helios_pipelines.core.ops.anomaly_log import labelled_episodes
+        from helios_pipelines.core.ops.migrations import upgrade
+        from helios_pipelines.core.ops.store import Store, database_url
 
         store = Store(self.database_url or database_url())
         try:

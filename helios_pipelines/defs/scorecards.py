@@ -1,6 +1,6 @@
 """A scorecard after every event, without anybody asking (#19.1): a sensor sees a tenant's scheduled
 event occurrence end and launches the scorecard job for it; the job does what `helios events
-scorecard` does (``core.scorecard_store.score_event``): store the scorecard, log it to MLflow with its
+scorecard` does (``core.ops.scorecard_store.score_event``): store the scorecard, log it to MLflow with its
 plot, queue the summary line for the tenant's alert channels.
 
 No ``from __future__ import annotations`` here: Dagster reads the op's parameter annotations at
@@ -22,7 +22,7 @@ from dagster import (
     sensor,
 )
 
-from helios_pipelines.core import scorecard_store
+from helios_pipelines.core.ops import scorecard_store
 from helios_pipelines.core.sources import make_source
 from helios_pipelines.defs.automation import LiveAccuracyResource
 from helios_pipelines.defs.partitions import tenant_partitions

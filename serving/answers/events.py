@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from helios_pipelines.core.events import EventSchedule
+from helios_pipelines.core.ml.events import EventSchedule
 from helios_pipelines.core.tenants import ScheduledEvent
 from serving.errors import RequestError
 

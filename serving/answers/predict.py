@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from helios_pipelines.core.models.base import Forecaster
+from helios_pipelines.core.ml.models.base import Forecaster
 from helios_pipelines.core.tenants.base import format_horizon
 from serving.errors import NotFoundError, RequestError
 

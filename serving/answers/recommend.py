@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from helios_pipelines.core.capacity_alerts import CapacityReading
-from helios_pipelines.core.models.capacity import observed_replicas
+from helios_pipelines.core.ml.models.capacity import observed_replicas
+from helios_pipelines.core.ops.capacity_alerts import CapacityReading
 from helios_pipelines.core.tenants.base import format_horizon
 from serving.answers import detect, predict
 from serving.errors import NotFoundError, RequestError
@@ -71,7 +71,7 @@ def _desired_replicas(runtime: TenantRuntime, service: str, end: pd.Timestamp) -
 def capacity_readings(runtime: TenantRuntime, end: pd.Timestamp) -> list[CapacityReading]:
     """Per scaled service: the share of max capacity the forecast's upper bound (the published 80 %
     bound) needs at its peak within the metric's longest horizon, and the desired and current
-    replicas: what the capacity and scaling alerts are decided on (core/capacity_alerts.py)."""
+    replicas: what the capacity and scaling alerts are decided on (core/ops/capacity_alerts.py)."""
     readings = []
     for service, target in sorted(runtime.planner.targets.items()):
         longest = max(runtime.tenant.metrics[target.metric].forecast.horizons)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from fastapi.responses import JSONResponse
 
-from helios_pipelines.core.scorecard import UnfinishedEventError, UnknownEventError
-from helios_pipelines.core.scorecard_store import stored_scorecard
+from helios_pipelines.core.ops.scorecard import UnfinishedEventError, UnknownEventError
+from helios_pipelines.core.ops.scorecard_store import stored_scorecard
 from serving.runtime import TenantRuntime
 
 

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from helios_pipelines.core.anomaly_zscore import score_to_z
-from helios_pipelines.core.exposition import Sample
-from helios_pipelines.core.scorecard_store import scorecard_samples
+from helios_pipelines.core.ml.anomaly_zscore import score_to_z
+from helios_pipelines.core.ops.exposition import Sample
+from helios_pipelines.core.ops.scorecard_store import scorecard_samples
 from helios_pipelines.core.tenants.base import format_horizon
 from serving.answers import predict
 
@@ -21,7 +21,7 @@ FORECAST_VALUE = "helios_forecast_value"
 FORECAST_LOWER = "helios_forecast_lower"
 FORECAST_UPPER = "helios_forecast_upper"
 ANOMALY_SCORE = "helios_anomaly_score"
-ANOMALY_ZSCORE = "helios_anomaly_zscore"  # the same score as the guide's z-score (core/anomaly_zscore.py)
+ANOMALY_ZSCORE = "helios_anomaly_zscore"  # the same score as the guide's z-score (core/ml/anomaly_zscore.py)
 RECOMMENDATION = "helios_recommendation"
 # What KEDA's primary trigger scales on: /recommend's answer from the workload's current replica count.
 DESIRED_REPLICAS = "helios_desired_replicas"

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from helios_pipelines.core.ops.store import Store
 from helios_pipelines.core.sources.base import MetricsSource, SourceError, counter_to_rate, grid
-from helios_pipelines.core.store import Store
 from helios_pipelines.core.tenants import MetricConfig, TenantConfig
 from helios_pipelines.core.tenants.source_configs import PushSource
 

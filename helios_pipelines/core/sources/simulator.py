@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helios_pipelines.core.events import EventSchedule, ramp_weight
+from helios_pipelines.core.ml.events import EventSchedule, ramp_weight
 from helios_pipelines.core.settings import helios_home
 from helios_pipelines.core.sources.base import MetricsSource, counter_to_rate
 from helios_pipelines.core.tenants import MetricConfig, SimulatorSource, TenantConfig

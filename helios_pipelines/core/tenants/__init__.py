@@ -163,7 +163,7 @@ class TenantConfig(Strict):
 
     @property
     def level_metrics(self) -> dict[str, MetricConfig]:
-        """Metrics with a warning or critical level: capacity alerts of their own (core/capacity_alerts.py)."""
+        """Metrics with a warning or critical level: capacity alerts of their own (core/ops/capacity_alerts.py)."""
         return {name: m for name, m in self.metrics.items() if m.warning_above is not None or m.critical_above is not None}
 
     def resolve_metric(self, name: str) -> str:

@@ -43,8 +43,8 @@ class MetricConfig(Strict):
     [1h]}``, ``anomaly_detection`` is ``anomaly``, ``warning_threshold`` / ``critical_threshold`` are
     ``warning_above`` / ``critical_above``, ``alert_threshold_ms`` is ``critical_above`` in ms, and
     ``scale_trigger: "matches_in_queue > 100"`` is ``scale_trigger: {series, above}``. The levels drive
-    the metric's capacity_warning / capacity_critical (``core/capacity_alerts.py``); ``seasonality``
-    is the Prophet candidate's seasonal components (``core/models/forecasters.py``).
+    the metric's capacity_warning / capacity_critical (``core/ops/capacity_alerts.py``); ``seasonality``
+    is the Prophet candidate's seasonal components (``core/ml/models/forecasters.py``).
     """
 
     series: str = Field(pattern=SERIES_NAME_PATTERN, description="the source's own series name")

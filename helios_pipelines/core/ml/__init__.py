@@ -1,0 +1,1 @@
+"""The ML side of core: features, models, backtests, training, MLflow tracking, review, drift, validation."""

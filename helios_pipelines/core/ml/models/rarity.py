@@ -1,0 +1,213 @@
+"""The univariate core of anomaly detection: per metric, how unlike anything seen before a point is,
+in several views (see ``RarityDetector``)."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Self
+
+import numpy as np
+import pandas as pd
+
+from helios_pipelines.core.ml.models.base import (
+    AnomalyDetector,
+    InsufficientHistoryError,
+    ModelNotFittedError,
+)
+from helios_pipelines.core.ml.models.nearest import nearest_earlier_distance
+from helios_pipelines.core.ml.models.relations import Relations
+from helios_pipelines.core.ml.models.series_views import (
+    COMBINED,
+    check_frame,
+    detect_season,
+    keep_onsets,
+    relative_change,
+    step_of,
+    trailing_mean,
+)
+
+#: Training values kept as the rarity memory (a quantile grid beyond this many distinct values).
+MEMORY_SIZE = 4096
+
+#: A relation's residual scores 0.5 at this many z thresholds of its held-out robust spread (5 sigma at
+#: the default 2.5): minute-level residuals have heavy tails, and a page should be a rare event.
+RELATION_Z_PER_Z = 2.0
+
+#: The tenant's z threshold sets the rarity that scores 0.5: z_threshold x 8 % of the range seen so
+#: far (20 % at the default 2.5). A higher z threshold makes the detector less sensitive.
+RARITY_PER_Z = 0.08
+
+
+class RarityDetector(AnomalyDetector):
+    """Per metric: how unlike anything seen before a point is, in several views. The univariate core.
+
+    Views of each metric: its value; its trailing mean over ``level_window`` rows (a change of level or
+    of the density of spikes, which no single value shows); with ``use_change``, its log ratio to the
+    mean of the ``level_window`` rows before it (a sudden jump or drop at any time of day); and, when
+    the fit history repeats at a daily or weekly season, its difference from the value one season
+    earlier (a missing daily peak). A view's rarity is the distance to the closest value of that view
+    seen before (fit history or earlier rows), in units of the range of the view seen so far: a
+    recurring spike or a drift that keeps widening the range stops being news, while a value far
+    outside the known range is. The fit history's own incidents would teach the detector that they
+    are normal, so ``trim`` of each tail of every view (the fit history's most extreme 1 %) is left out
+    of what counts as seen before. Each view
+    maps rarity ``q`` to ``q / (q + rarity_scale)`` (0.5 at ``rarity_scale`` = RARITY_PER_Z x
+    ``z_threshold``), and the metric scores the largest of its views.
+
+    Its scores, and the alternatives it was measured against, are in bench/results/anomaly.md.
+    ``onset_window`` > 0 reports onsets only (see ``keep_onsets``).
+    """
+
+    kind: ClassVar[str] = "rarity"
+
+    def __init__(
+        self,
+        *,
+        z_threshold: float = 2.5,
+        level_window: int = 20,
+        use_season: bool = True,
+        use_change: bool = True,
+        trim: float = 0.01,
+        onset_window: int = 0,
+        drivers: tuple[str, ...] | list[str] = (),
+        seed: int = 42,
+    ):
+        if z_threshold <= 0 or level_window < 2 or onset_window < 0 or not 0 <= trim < 0.5:
+            raise ValueError("z_threshold > 0, level_window >= 2, onset_window >= 0 and trim in [0, 0.5) are required")
+        self.z_threshold = float(z_threshold)
+        self.level_window = int(level_window)
+        self.use_season = bool(use_season)
+        self.use_change = bool(use_change)
+        self.trim = float(trim)
+        self.onset_window = int(onset_window)
+        self.drivers = tuple(drivers)
+        self.seed = seed  # the relations' boosting is seeded with it
+        self.fitted_ = False
+
+    @property
+    def rarity_scale(self) -> float:
+        return RARITY_PER_Z * self.z_threshold
+
+    @property
+    def threshold(self) -> float:
+        return 0.5
+
+    @property
+    def min_history(self) -> int:
+        return self.level_window
+
+    def _views(self, frame: pd.DataFrame, expected: pd.DataFrame | None = None) -> np.ndarray:
+        """(rows, views) for the fitted metrics, in ``view_owner_`` order: a metric its drivers explain
+        has one view, its residual against the relation; every other metric its value, trailing mean
+        and (with ``use_change``) change, then a seasonal difference where the history repeats. Those
+        univariate views see the value divided by ``expected`` (the multiplier known causes such as
+        scheduled events put on it; 1 where absent)."""
+        values = frame[self.metrics_].to_numpy(dtype=float)
+        if expected is not None:
+            factor = expected.reindex(index=frame.index, columns=self.metrics_).fillna(1.0).to_numpy(dtype=float)
+            values = values / np.where(factor > 0, factor, 1.0)
+        columns = [values, trailing_mean(values, self.level_window)]
+        if self.use_change:
+            columns.append(relative_change(values, self.level_window))
+        for position, season in self.seasons_:
+            seasonal = np.full(values.shape[0], np.nan)
+            seasonal[season:] = values[season:, position] - values[:-season, position]
+            columns.append(seasonal[:, None])
+        return np.hstack(columns)[:, self.view_columns_]
+
+    def _arrange_views(self) -> None:
+        """Which columns of the full view stack are used (``view_columns_``) and whose they are
+        (``view_owner_``): a metric with a relation keeps only its residual."""
+        n, per_metric = len(self.metrics_), 3 if self.use_change else 2
+        related = self.relations_.targets if self.relations_ is not None else []
+        owners = [k % n for k in range(per_metric * n)] + [p for p, _ in self.seasons_]
+        self.view_columns_ = [c for c, owner in enumerate(owners) if self.metrics_[owner] not in related]
+        self.view_owner_ = np.asarray([owners[c] for c in self.view_columns_], dtype=int)
+        self.relation_owner_ = np.asarray([self.metrics_.index(m) for m in related], dtype=int)
+
+    def fit(self, frame: pd.DataFrame, expected: pd.DataFrame | None = None) -> Self:
+        """``expected``: known multipliers per metric and row (scheduled events), see ``_views``."""
+        if not isinstance(frame, pd.DataFrame) or frame.empty or frame.shape[1] == 0:
+            raise ValueError(f"{self.kind} needs a non-empty frame with one column per metric to fit")
+        self.metrics_ = [str(c) for c in frame.columns]
+        step = step_of(frame.index)
+        self.seasons_: list[tuple[int, int]] = []
+        for position, metric in enumerate(self.metrics_):
+            values = frame[metric].to_numpy(dtype=float)
+            if np.isfinite(values).sum() <= self.level_window:
+                raise InsufficientHistoryError(
+                    f"{self.kind} needs more than {self.level_window} observed points of '{metric}' to fit, "
+                    f"got {int(np.isfinite(values).sum())}"
+                )
+            season = detect_season(values, step) if self.use_season else None
+            if season:
+                self.seasons_.append((position, season))
+        drivers = [d for d in self.drivers if d in self.metrics_]
+        explained = [m for m in self.metrics_ if m not in drivers]
+        self.relations_ = Relations(drivers, seed=self.seed).fit(frame, explained) if drivers and explained else None
+        self._arrange_views()
+        views = self._views(frame, expected)
+        self.memory_, self.low_, self.high_, self.floor_ = [], [], [], []
+        for column in views.T:
+            observed = column[np.isfinite(column)]
+            if self.trim and observed.size:
+                low, high = np.quantile(observed, [self.trim, 1 - self.trim])
+                observed = observed[(observed >= low) & (observed <= high)]
+            memory = np.unique(observed)
+            if memory.size > MEMORY_SIZE:
+                memory = np.quantile(observed, np.linspace(0, 1, MEMORY_SIZE))
+            self.memory_.append(memory)
+            self.low_.append(observed.min() if observed.size else np.inf)
+            self.high_.append(observed.max() if observed.size else -np.inf)
+            self.floor_.append(1e-9 * max(1.0, float(np.abs(observed).max())) if observed.size else 1e-9)
+        self.low_, self.high_, self.floor_ = map(np.asarray, (self.low_, self.high_, self.floor_))
+        self.fitted_ = True
+        return self
+
+    def __setstate__(self, state: dict) -> None:
+        # A detector pickled before relations existed scores as it did: univariate views only.
+        self.__dict__.update(state)
+        if state.get("fitted_") and "view_columns_" not in state:
+            self.drivers, self.relations_ = (), None
+            self._arrange_views()
+            self.relation_owner_ = np.asarray([], dtype=int)
+
+    def score_matrix(self, frame: pd.DataFrame, expected: pd.DataFrame | None = None) -> np.ndarray:
+        """(rows, metrics) raw scores in [0, 1] (no onset suppression); NaN for warm-up and gaps."""
+        views = self._views(frame, expected)
+        distance = nearest_earlier_distance(views, self.memory_)
+        # The range each row is measured against: the fit history's plus the rows before it.
+        low = np.fmin(self.low_, np.vstack([np.full((1, views.shape[1]), np.inf), np.fmin.accumulate(views[:-1], axis=0)]))
+        high = np.fmax(self.high_, np.vstack([np.full((1, views.shape[1]), -np.inf), np.fmax.accumulate(views[:-1], axis=0)]))
+        unit = np.maximum(np.nan_to_num(high - low, nan=0.0, posinf=0.0, neginf=0.0), self.floor_)
+        rarity = distance / unit
+        rarity = rarity / (rarity + self.rarity_scale)
+        n_metrics = len(self.metrics_)
+        score = np.full((views.shape[0], n_metrics), np.nan)
+        for position in set(self.view_owner_.tolist()):
+            score[:, position] = np.fmax.reduce(rarity[:, self.view_owner_ == position], axis=1)
+        if self.relation_owner_.size:
+            # Residual against the relation in units of its held-out spread: no memory of earlier rows,
+            # so an incident stays anomalous for as long as it lasts and every recurrence is news.
+            z = np.abs(self.relations_.standardised_residuals(frame))
+            score[:, self.relation_owner_] = z / (z + RELATION_Z_PER_Z * self.z_threshold)
+        observed = np.isfinite(frame[self.metrics_].to_numpy(dtype=float))
+        score[~observed] = np.nan  # a gap is not scored
+        score[: self.min_history] = np.nan  # warm-up: the trailing mean is not there yet
+        return score
+
+    def score(self, frame: pd.DataFrame) -> pd.DataFrame:
+        if not getattr(self, "fitted_", False):
+            raise ModelNotFittedError(f"{self.kind} detector is not fitted")
+        check_frame(frame, self.metrics_, self.kind)
+        raw = self.score_matrix(frame)
+        out = pd.DataFrame(
+            {m: keep_onsets(raw[:, i], self.onset_window) for i, m in enumerate(self.metrics_)}, index=frame.index
+        )
+        out[COMBINED] = out[self.metrics_].max(axis=1, skipna=True)
+        return out
+
+    def manifest(self) -> dict:
+        base = super().manifest() | {"threshold": self.threshold, "min_history": self.min_history}
+        if self.fitted_:
+            base["seasons_rows"] = {self.metrics_[p]: s for p, s in self.seasons_}
+        return base

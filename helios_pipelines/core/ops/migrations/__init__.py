@@ -1,0 +1,55 @@
+"""Alembic migrations of the Helios store, run programmatically: ``upgrade(url)`` (``helios db upgrade``).
+
+``alembic/`` is the Alembic script location (``env.py``, ``versions/``); no ``alembic.ini`` is needed.
+It is deliberately not a Python package, so importing every module of ``core`` never runs a migration
+script outside Alembic.
+A new revision after changing the tables in ``store/schema.py``: on an upgraded scratch database,
+``alembic.command.revision(_config(connection), message=..., autogenerate=True, rev_id="0002")``
+writes the difference into ``alembic/versions/``; review it (autogenerate misses renames) and commit it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from helios_pipelines.core.ops.store import database_url, make_engine
+
+SCRIPT_LOCATION = Path(__file__).resolve().parent / "alembic"
+
+
+def _config(connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(SCRIPT_LOCATION))
+    # The live connection goes through attributes, not the URL option: configparser would choke on
+    # the '%' of URL-encoded options (e.g. a PostgreSQL search_path).
+    config.attributes["connection"] = connection
+    return config
+
+
+def upgrade(url: str | None = None, revision: str = "head") -> str:
+    """Migrate the database to ``revision``; returns the revision it is at afterwards."""
+    engine = make_engine(url or database_url())
+    try:
+        with engine.begin() as connection:
+            command.upgrade(_config(connection), revision)
+            return MigrationContext.configure(connection).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+def current(url: str | None = None) -> str | None:
+    engine = make_engine(url or database_url())
+    try:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+def head() -> str:
+    return ScriptDirectory(str(SCRIPT_LOCATION)).get_current_head()

@@ -1,0 +1,227 @@
+"""Event scorecards written, kept and rolled up: from the champions to a stored scorecard, an MLflow
+run with its plot and a summary line on the tenant's alert channels; the monthly report sums them.
+
+Scorecards are JSON files under ``$HELIOS_HOME/scorecards/<tenant>/`` (one per event occurrence,
+written whole and renamed), read by ``helios events scorecard``, ``helios report`` and the
+service's ``GET /events/<name>/scorecard``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from helios_pipelines.core.ml.events import Occurrence
+from helios_pipelines.core.ops.exposition import Sample
+from helios_pipelines.core.ops.scorecard import (
+    Scorecard,
+    UnfinishedEventError,
+    event_scorecard,
+    find_occurrence,
+)
+from helios_pipelines.core.settings import helios_home
+from helios_pipelines.core.tenants import ScheduledEvent, TenantConfig
+
+log = logging.getLogger(__name__)
+
+
+def scorecards_dir(tenant_id: str) -> Path:
+    return helios_home() / "scorecards" / tenant_id
+
+
+def _file_name(event: str, start: pd.Timestamp) -> str:
+    return f"{re.sub(r'[^a-z0-9]+', '-', event.lower()).strip('-')}_{pd.Timestamp(start):%Y%m%dT%H%MZ}.json"
+
+
+def save(scorecard: Scorecard) -> Path:
+    path = scorecards_dir(scorecard.tenant) / _file_name(scorecard.event, scorecard.start)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
+        json.dump(scorecard.to_dict(), handle)
+    os.replace(handle.name, path)
+    return path
+
+
+def stored(tenant_id: str, occurrence: Occurrence) -> Scorecard | None:
+    path = scorecards_dir(tenant_id) / _file_name(occurrence.name, occurrence.start)
+    return Scorecard.from_dict(json.loads(path.read_text())) if path.exists() else None
+
+
+def all_stored(tenant_id: str) -> list[Scorecard]:
+    folder = scorecards_dir(tenant_id)
+    cards = [Scorecard.from_dict(json.loads(p.read_text())) for p in sorted(folder.glob("*.json"))] if folder.exists() else []
+    return sorted(cards, key=lambda c: c.start)
+
+
+def stored_scorecard(tenant: TenantConfig, name: str, now: pd.Timestamp, posted: list[ScheduledEvent] = ()) -> Scorecard:
+    """The stored scorecard of event ``name``'s latest finished occurrence. UnknownEventError (404) for a
+    name the tenant does not have, UnfinishedEventError (409) while it runs or before it was scored."""
+    occurrence = find_occurrence(tenant, name, now, posted)
+    card = stored(tenant.id, occurrence)
+    if card is None:
+        raise UnfinishedEventError(
+            f"event '{name}' of tenant '{tenant.id}' ended {occurrence.end:%Y-%m-%d %H:%M} UTC and has no scorecard "
+            f"yet: `helios events scorecard {tenant.id} '{name}'` writes it"
+        )
+    return card
+
+
+SCORECARD_SERIES = "helios_event_scorecard"
+# Exported per scored event (the dashboard's scorecard table): the latest few, the figures that matter.
+EXPORTED_SCORECARDS = 5
+
+
+def scorecard_samples(tenant_id: str) -> list[Sample]:
+    """The latest scorecards as ``helios_event_scorecard{customer, event, start, controller, figure}``."""
+    out = []
+    for card in all_stored(tenant_id)[-EXPORTED_SCORECARDS:]:
+        base = {"customer": tenant_id, "event": card.event, "start": card.start[:16]}
+        for controller in ("helios", "reactive"):
+            for figure, value in getattr(card, controller).__dict__.items():
+                out.append(Sample(SCORECARD_SERIES, base | {"controller": controller, "figure": figure}, float(value),
+                                  "event scorecard: Helios vs a reactive HPA over a finished event"))
+        for figure, value in {**card.forecast, **card.savings}.items():
+            out.append(Sample(SCORECARD_SERIES, base | {"controller": "helios", "figure": figure}, float(value),
+                              "event scorecard: Helios vs a reactive HPA over a finished event"))
+    return out
+
+
+# ---- the plot, MLflow and the alert ---------------------------------------------------------------
+def plot(card: Scorecard):
+    """Forecast band and actual (left axis); replicas needed, recommended by Helios and by a reactive
+    HPA (right axis). A bare Figure: no pyplot global state."""
+    from matplotlib.figure import Figure
+
+    steps = pd.DataFrame(card.steps)
+    stamps = pd.to_datetime(steps["timestamp"])
+    fig = Figure(figsize=(11, 5))
+    ax = fig.subplots()
+    ax.fill_between(stamps, steps["lower"], steps["upper"], alpha=0.25, color="tab:blue", label="forecast 80% interval")
+    ax.plot(stamps, steps["yhat"], color="tab:blue", lw=1, label=f"forecast ({card.lead_minutes} min ahead)")
+    ax.plot(stamps, steps["actual"], color="black", lw=1, label=f"actual {card.metric}")
+    ax.set_ylabel(card.metric)
+    replicas = ax.twinx()
+    replicas.step(stamps, steps["needed"], color="tab:green", lw=1, where="post", label="replicas needed")
+    replicas.step(stamps, steps["helios"], color="tab:orange", lw=1.2, where="post", label="Helios (ready)")
+    replicas.step(stamps, steps["reactive"], color="tab:red", lw=1, ls="--", where="post", label="reactive HPA (ready)")
+    replicas.set_ylabel("replicas")
+    handles = ax.get_legend_handles_labels()[0] + replicas.get_legend_handles_labels()[0]
+    ax.legend(handles, [h.get_label() for h in handles], loc="upper left", fontsize=8)
+    ax.set_title(f"{card.tenant} {card.event}: {card.service}")
+    fig.autofmt_xdate()
+    return fig
+
+
+def log_to_mlflow(card: Scorecard, tracker) -> str:
+    """An MLflow run in the tenant's experiment: figures as metrics, the plot, the whole scorecard."""
+    import mlflow
+
+    metrics = {f"forecast_{k}": v for k, v in card.forecast.items()}
+    for who in ("helios", "reactive"):
+        metrics |= {f"{who}_{k}": v for k, v in getattr(card, who).__dict__.items()}
+    metrics |= card.savings
+    tags = {"event": card.event, "event_kind": card.kind, "event_start": card.start, "service": card.service}
+    with tracker.start_run(card.tenant, f"scorecard {card.event} {card.start[:10]}", tags=tags) as run:
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if pd.notna(v)})
+        mlflow.log_figure(plot(card), "scorecard.png")
+        mlflow.log_dict(card.to_dict(), "scorecard.json")
+        return run.info.run_id
+
+
+def alert_summary(card: Scorecard, tenant: TenantConfig, store) -> int:
+    """The summary line to the tenant's channels subscribed to ``event_scorecard`` (once per event)."""
+    from helios_pipelines.core.ops.alerts import Alert, route
+
+    alert = Alert(tenant=tenant.id, event="event_scorecard", alert_key=f"scorecard:{card.event}:{card.start}",
+                  summary=card.summary(), occurred_at=pd.Timestamp(card.end).to_pydatetime(),
+                  details={"forecast": card.forecast, "savings": card.savings})
+    return route(store, tenant, [alert])
+
+
+def write_scorecard(tenant: TenantConfig, name: str | None, now: pd.Timestamp, source, forecaster, planner,
+                    service: str | None = None, on_progress: Callable[[int, int], None] | None = None) -> Scorecard:
+    """Score event ``name``'s latest finished occurrence (the last finished event without a name) and
+    store it. ``source`` gives the history; ``forecaster`` and ``planner`` are what served it."""
+    occurrence = find_occurrence(tenant, name, now)
+    step = tenant.step_timedelta
+    lead = pd.Timedelta(minutes=planner.lead_time_minutes(service or next(iter(planner.targets))))
+    start = occurrence.start - pd.Timedelta("7D") - step * forecaster.full_history - lead - pd.Timedelta("1h")
+    history = source.fetch(start, occurrence.end)
+    card = event_scorecard(tenant, occurrence, history, forecaster, planner, service, on_progress)
+    save(card)
+    return card
+
+
+class ScorecardUnavailableError(LookupError):
+    """No champion planner or forecaster to score with, or a service the planner does not scale."""
+
+
+@dataclass(frozen=True)
+class PublishedScorecard:
+    card: Scorecard
+    mlflow_run: str | None
+    channels: int | None  # alert channels the summary was queued for; None when it was not queued
+    alert_error: str | None = None
+
+
+def score_event(tenant: TenantConfig, name: str | None, now: pd.Timestamp, source, tracker, store=None,
+                service: str | None = None, log_mlflow: bool = True,
+                on_progress: Callable[[int, int], None] | None = None) -> PublishedScorecard:
+    """Everything that follows an event's end, for `helios events scorecard` and the Dagster scorecard
+    job alike: score it with the champions that served it, store it, log it to MLflow with its plot and
+    queue the summary line for the tenant's channels (when given a store). The scorecard stands without
+    its notification: a routing failure is reported in ``alert_error``, not raised."""
+    from helios_pipelines.core.ml.tracking import load_helios_model, registered_model_name
+
+    try:
+        planner = load_helios_model(registered_model_name(tenant.id, "capacity_planner"), tracker=tracker)
+        metric = planner.target(service).metric if service else next(iter(planner.targets.values())).metric
+        forecaster = load_helios_model(registered_model_name(tenant.id, "forecaster", metric), tracker=tracker)
+    except KeyError as exc:
+        raise ScorecardUnavailableError(str(exc.args[0])) from None
+    except Exception as exc:  # MLflow's own errors: no champion registered yet
+        raise ScorecardUnavailableError(
+            f"tenant '{tenant.id}' has no champion planner and forecaster to score with ({exc}); run `helios run {tenant.id}`"
+        ) from None
+    card = write_scorecard(tenant, name, now, source, forecaster, planner, service, on_progress)
+    run_id = log_to_mlflow(card, tracker) if log_mlflow else None
+    channels, error = None, None
+    if store is not None:
+        try:
+            channels = alert_summary(card, tenant, store)
+        except Exception as exc:  # noqa: BLE001 - the scorecard is stored; the summary is a courtesy
+            error = str(exc)
+    return PublishedScorecard(card, run_id, channels, error)
+
+
+def finished_occurrences(tenant: TenantConfig, now: pd.Timestamp, lookback: pd.Timedelta) -> list[Occurrence]:
+    """Occurrences of the tenant's scheduled events that ended in ``(now - lookback, now]``."""
+    from helios_pipelines.core.ml.events import EventSchedule
+
+    return [o for o in EventSchedule(tenant.events).occurrences(now - lookback, now) if now - lookback < o.end <= now]
+
+
+# ---- the monthly roll-up ------------------------------------------------------------------------
+def monthly_report(tenant_id: str, month: str) -> dict:
+    """Sums over the scorecards of events that ended in ``month`` (YYYY-MM): pod-hours and cost saved
+    against a reactive HPA, SLO minutes avoided, under-provisioned pod-minutes avoided."""
+    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", month):
+        raise ValueError(f"month must look like 2026-11, got '{month}'")
+    first = pd.Timestamp(f"{month}-01", tz="UTC")
+    last = first + pd.offsets.MonthBegin(1)
+    cards = [c for c in all_stored(tenant_id) if first <= pd.Timestamp(c.end) < last]
+    keys = ("pod_hours_saved", "cost_saved", "slo_minutes_avoided", "under_pod_minutes_avoided")
+    return {
+        "tenant": tenant_id,
+        "month": f"{first:%Y-%m}",
+        "events": [{"event": c.event, "start": c.start, "service": c.service, **c.savings} for c in cards],
+        **{k: float(sum(c.savings[k] for c in cards)) for k in keys},
+    }
