@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 from helios_pipelines.core.ops.migrations import upgrade
 from helios_pipelines.core.ops.store import Store
 from helios_pipelines.core.tenants import TenantConfig, load_tenants
-from serving import auth
+from serving import auth, ingest
 from serving.auth import KEY_CACHE_SECONDS, KeyLookup, TenantAuthMiddleware
 from serving.ingest import router as ingest_router
 from serving.publisher import GaugeBoard, refresh
@@ -86,7 +86,8 @@ def test_the_push_endpoints_look_keys_up_through_the_same_cache_as_the_auth_midd
     authenticate = store.authenticate
     store.authenticate = lambda presented: lookups.append(presented) or authenticate(presented)
     monkeypatch.setattr(auth, "KEYS", KeyLookup(store))
-    monkeypatch.setenv("HELIOS_CONFIG_DIR", str(tenants.config_dir))
+    monkeypatch.setattr(ingest, "_served", {})  # restored after the test
+    ingest.serve([pushy])  # what the service does at start-up with its bundles' configs
     api = FastAPI()
     api.include_router(ingest_router)
     app = TenantAuthMiddleware(api, served="pushy")  # the service's stack when keys are required
