@@ -317,8 +317,7 @@ def test_a_posted_event_crosses_capacity_and_the_watch_alerts_slack_and_pagerdut
 
 @pytest.mark.slow
 @pytest.mark.timeout(2400)  # the arena pipeline (when this runs first) and two 5-minute steps of a running service
-def test_make_demo_s_capacity_crossing_reaches_pagerduty_as_one_trigger_then_one_resolve(
-        trained_arena, embedded_store, tmp_path):  # noqa: F811
+def test_make_demo_s_capacity_crossing_reaches_pagerduty_as_one_trigger_then_one_resolve(trained_arena, tmp_path):
     """As `make demo` does it: a running service, an event POSTed with the guide's expected_multiplier,
     the delivery worker, the PagerDuty stand-in. Arena (5-minute step, longest horizon 1h, max 200
     replicas x 100 players = 20,000) on ~5,000 players: a x20 event needs several times max capacity.
@@ -326,9 +325,18 @@ def test_make_demo_s_capacity_crossing_reaches_pagerduty_as_one_trigger_then_one
     (one trigger) until the tick at its start, whose forecast begins a step later (resolve): ~10 minutes."""
     import os
 
+    from helios_pipelines.core.ops.migrations import upgrade
+    from helios_pipelines.core.ops.store import Store
+    from helios_pipelines.core.tenants import load_tenants
+    from tests.conftest import FIXTURE_TENANTS
     from tests.harness.serve_harness import bentoml_serve
 
     assert trained_arena.success
+    # A store of its own: the posted event is durable, and the session's later arena services must not
+    # forecast with a x20 event that never showed in the simulated actuals.
+    own_store = Store(f"sqlite:///{tmp_path / 'helios.db'}")
+    upgrade(own_store.url)
+    own_store.sync_customers(load_tenants(FIXTURE_TENANTS))
     alerts_file = tmp_path / "alerts.yaml"  # the rendered alert ConfigMap (serving/alert_routing.py)
     alerts_file.write_text(yaml.safe_dump({"tenant": "arena", "thresholds": {}, "webhooks": [
         {"name": "pagerduty", "type": "pagerduty", "url_env": "ARENA_PD_URL", "routing_key_env": ROUTING_KEY_ENV,
@@ -336,8 +344,9 @@ def test_make_demo_s_capacity_crossing_reaches_pagerduty_as_one_trigger_then_one
     step = pd.Timedelta("5min")
     with AlertReceiver(None, tmp_path / "pd.jsonl", kind="pagerduty") as pagerduty, \
             bentoml_serve(tmp_path, "--arg", "tenants=arena",
-                          env=os.environ | {"HELIOS_ALERTS_FILE": str(alerts_file)}) as service:
-        worker = alerts.DeliveryWorker(embedded_store, environ={"ARENA_PD_URL": pagerduty.url,
+                          env=os.environ | {"HELIOS_ALERTS_FILE": str(alerts_file),
+                                            "HELIOS_DATABASE_URL": own_store.url}) as service:
+        worker = alerts.DeliveryWorker(own_store, environ={"ARENA_PD_URL": pagerduty.url,
                                                                 ROUTING_KEY_ENV: PAGERDUTY_KEY})
         now = pd.Timestamp.now(tz="UTC")
         boundary = now.ceil(step) if now.ceil(step) - now > pd.Timedelta("30s") else now.ceil(step) + step
