@@ -40,8 +40,7 @@ class FinishedEvent(Config):
 
 @op
 def score_finished_event(context: OpExecutionContext, config: FinishedEvent, tenants: TenantRegistryResource,
-                         metrics_source: MetricsSourceResource, mlflow_tracking: MLflowResource,
-                         live_accuracy: LiveAccuracyResource) -> Output[None]:
+                         mlflow_tracking: MLflowResource, live_accuracy: LiveAccuracyResource) -> Output[None]:
     tenant = tenants.tenant(context.partition_key)
     end = pd.Timestamp(config.end)
     store = live_accuracy.open_store()

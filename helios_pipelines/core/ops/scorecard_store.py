@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from helios_pipelines.core.ml.events import Occurrence
+from helios_pipelines.core.ml.events import EventSchedule, Occurrence
 from helios_pipelines.core.ops.exposition import Sample
 from helios_pipelines.core.ops.scorecard import (
     Scorecard,
@@ -204,8 +204,6 @@ def score_event(tenant: TenantConfig, name: str | None, now: pd.Timestamp, sourc
 
 def finished_occurrences(tenant: TenantConfig, now: pd.Timestamp, lookback: pd.Timedelta) -> list[Occurrence]:
     """Occurrences of the tenant's scheduled events that ended in ``(now - lookback, now]``."""
-    from helios_pipelines.core.ml.events import EventSchedule
-
     return [o for o in EventSchedule(tenant.events).occurrences(now - lookback, now) if now - lookback < o.end <= now]
 
 
