@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 from helios_pipelines.core.ops.exposition import Sample, exposition
 from helios_pipelines.core.ops.feedback import PredictionRecorder
 from helios_pipelines.core.ops.migrations import upgrade
+from helios_pipelines.core.ops.scorecard_store import scorecard_samples
 from helios_pipelines.core.ops.store import Store
 from helios_pipelines.core.tenants import ScheduledEvent
 from serving import prometheus_api, publisher, verdicts
@@ -198,8 +199,10 @@ class HeliosService:
         self.recorder.close()
 
     def tenant_samples(self, runtime: TenantRuntime, at: pd.Timestamp | None = None) -> list[Sample]:
-        """A tenant's forecast, anomaly and recommendation series, plus the live accuracy of its served forecasts."""
-        return runtime.samples(at) + self.accuracy.samples(runtime.tenant_id)
+        """A tenant's forecast, anomaly and recommendation series, plus the live accuracy of its served
+        forecasts and its latest event scorecards (a small read of the store, once per step)."""
+        scorecards = scorecard_samples(self.store, runtime.tenant_id) if runtime.planner is not None else []
+        return runtime.samples(at) + self.accuracy.samples(runtime.tenant_id) + scorecards
 
     @http.get(TENANT_METRICS_PATH, include_in_schema=False)
     def tenant_metrics(self, request: Request) -> PlainTextResponse:
@@ -227,7 +230,7 @@ class HeliosService:
     @http.get("/events/{name}/scorecard")
     def event_scorecard(self, request: Request, name: str, tenant: str | None = None) -> JSONResponse:
         """An event's scorecard once it is over (serving/answers/scorecards.py)."""
-        return _json_errors(lambda: scorecard_response(self.runtime(tenant, _authenticated(request)), name))
+        return _json_errors(lambda: scorecard_response(self.store, self.runtime(tenant, _authenticated(request)), name))
 
     def _predict(self, metric: str, horizon: int, tenant: str | None, authenticated: str | None) -> dict:
         result = _for_tenant(self.runtime(tenant, authenticated), lambda r: r.predict(metric, horizon))

@@ -58,44 +58,45 @@ def format_scorecard(card) -> str:
 @click.pass_context
 def scorecard(ctx: click.Context, tenant_id: str, event: str | None, as_of: str | None, service: str | None,
               rescore: bool, no_mlflow: bool, no_alert: bool) -> None:
-    """Print EVENT's scorecard (the last finished event without EVENT), scoring and storing it first
-    when needed: forecast vs actual, replicas vs needed, pod-minutes, cost, against a reactive HPA."""
+    """Print EVENT's scorecard (the last finished event without EVENT, the YAML's or one posted to the
+    service), scoring it and storing it in the Helios store first when needed: forecast vs actual,
+    replicas vs needed, pod-minutes, cost, against a reactive HPA."""
+    from helios_pipelines.commands.db import open_store
     from helios_pipelines.core.ml.tracking import Tracker
     from helios_pipelines.core.ops import scorecard_store
     from helios_pipelines.core.ops.scorecard import UnfinishedEventError, UnknownEventError, find_occurrence
+    from helios_pipelines.core.ops.store import UnknownCustomerError
     from helios_pipelines.core.sources import make_source
 
     tenant = load_tenant(ctx, tenant_id)
     if not tenant.scaling:
         raise click.ClickException(f"tenant '{tenant.id}' has no scaling targets: nothing to score")
     now = _now(as_of)
+    store = open_store()
     try:
-        occurrence = find_occurrence(tenant, event, now)
-    except (UnknownEventError, UnfinishedEventError) as exc:
-        raise click.ClickException(str(exc)) from None
-    card = None if rescore else scorecard_store.stored(tenant.id, occurrence)
-    if card is None:
-        from helios_pipelines.commands.db import open_store
-
-        store = None if no_alert else open_store()
         try:
+            occurrence = find_occurrence(tenant, event, now, scorecard_store.posted_events(store, tenant.id))
+        except (UnknownEventError, UnfinishedEventError) as exc:
+            raise click.ClickException(str(exc)) from None
+        card = None if rescore else scorecard_store.stored(store, tenant, occurrence, service)
+        if card is None:
             with click.progressbar(length=1, label=f"replaying {occurrence.name}", file=click.get_text_stream("stderr")) as bar:
                 def progress(done: int, total: int) -> None:
                     bar.length = total
                     bar.update(done - bar.pos)
 
-                published = scorecard_store.score_event(tenant, occurrence.name, now, make_source(tenant, now=now),
-                                                        Tracker(), store, service, not no_mlflow, progress)
-        except scorecard_store.ScorecardUnavailableError as exc:
-            raise click.ClickException(str(exc)) from None
-        finally:
-            if store is not None:
-                store.close()
-        card = published.card
-        if published.mlflow_run:
-            click.echo(f"MLflow run {published.mlflow_run} (plot: scorecard.png)", err=True)
-        if published.channels is not None:
-            click.echo(f"summary queued for {published.channels} alert channel(s)", err=True)
-        elif published.alert_error:
-            click.echo(f"summary not queued: {published.alert_error}", err=True)
+                try:
+                    published = scorecard_store.score_event(tenant, occurrence.name, now, make_source(tenant, now=now),
+                                                            Tracker(), store, service, not no_mlflow, not no_alert, progress)
+                except (scorecard_store.ScorecardUnavailableError, UnknownCustomerError) as exc:
+                    raise click.ClickException(str(exc)) from None
+            card = published.card
+            if published.mlflow_run:
+                click.echo(f"MLflow run {published.mlflow_run} (plot: scorecard.png)", err=True)
+            if published.channels is not None:
+                click.echo(f"summary queued for {published.channels} alert channel(s)", err=True)
+            elif published.alert_error:
+                click.echo(f"summary not queued: {published.alert_error}", err=True)
+    finally:
+        store.close()
     click.echo(format_scorecard(card))

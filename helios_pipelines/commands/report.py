@@ -12,14 +12,18 @@ from helios_pipelines.commands import tenant as load_tenant
 @click.option("--month", required=True, help="calendar month, e.g. 2026-11")
 @click.pass_context
 def command(ctx: click.Context, tenant_id: str, month: str) -> None:
-    """Pod-hours and cost saved and SLO minutes avoided over the month's scored events."""
+    """Pod-hours and cost saved and SLO minutes avoided over the month's scored events (in the Helios store)."""
+    from helios_pipelines.commands.db import open_store
     from helios_pipelines.core.ops.scorecard_store import monthly_report
 
     tenant = load_tenant(ctx, tenant_id)
+    store = open_store()
     try:
-        report = monthly_report(tenant.id, month)
+        report = monthly_report(store, tenant.id, month)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
+    finally:
+        store.close()
     click.echo(f"{tenant.id} · {report['month']} · {len(report['events'])} scored event(s)")
     for event in report["events"]:
         click.echo(f"  {event['start'][:16]} {event['event']:28} {event['pod_hours_saved']:+10,.1f} pod-hours "

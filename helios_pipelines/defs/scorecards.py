@@ -1,5 +1,6 @@
 """A scorecard after every event, without anybody asking (#19.1): a sensor sees a tenant's scheduled
-event occurrence end and launches the scorecard job for it; the job does what `helios events
+event occurrence end (one of its YAML's, or one posted to the service and kept in the store) and
+launches the scorecard job for it; the job does what `helios events
 scorecard` does (``core.ops.scorecard_store.score_event``): store the scorecard, log it to MLflow with its
 plot, queue the summary line for the tenant's alert channels.
 
@@ -67,25 +68,33 @@ def scorecard_job():
 
 @sensor(job=scorecard_job, default_status=DefaultSensorStatus.RUNNING, minimum_interval_seconds=300)
 def event_end_sensor(context: SensorEvaluationContext, tenants: TenantRegistryResource,
-                     metrics_source: MetricsSourceResource):
-    """One scorecard run per finished occurrence of a tenant's scheduled events that has no stored
-    scorecard; the run key names the occurrence, so Dagster launches it once however often this runs."""
+                     metrics_source: MetricsSourceResource, live_accuracy: LiveAccuracyResource):
+    """One scorecard run per finished occurrence of a tenant's scheduled events (YAML or posted) that
+    has no stored scorecard; the run key names the occurrence, so Dagster launches it once however
+    often this runs."""
     now = metrics_source.window_end()
     partitions = set(context.instance.get_dynamic_partitions(tenant_partitions.name))
-    requests = []
     registry = tenants.registry()
-    for tenant in map(registry.get, registry.ids):
-        if tenant.id not in partitions or not tenant.scaling:
-            continue
-        for occurrence in scorecard_store.finished_occurrences(tenant, now, LOOKBACK):
-            if scorecard_store.stored(tenant.id, occurrence) is not None:
-                continue
-            requests.append(RunRequest(
-                run_key=f"scorecard:{tenant.id}:{occurrence.name}:{occurrence.start.isoformat()}",
-                partition_key=tenant.id,
-                run_config={"ops": {"score_finished_event": {"config": {
-                    "event": occurrence.name, "end": occurrence.end.isoformat()}}}},
-                tags={"helios/event": occurrence.name},
-            ))
+    store = live_accuracy.open_store()
+    try:
+        finished = [
+            (tenant, occurrence)
+            for tenant in map(registry.get, registry.ids) if tenant.id in partitions and tenant.scaling
+            for occurrence in scorecard_store.finished_occurrences(
+                tenant, now, LOOKBACK, scorecard_store.posted_events(store, tenant.id))
+            if scorecard_store.stored(store, tenant, occurrence) is None
+        ]
+    finally:
+        store.close()
+    requests = [
+        RunRequest(
+            run_key=f"scorecard:{tenant.id}:{occurrence.name}:{occurrence.start.isoformat()}",
+            partition_key=tenant.id,
+            run_config={"ops": {"score_finished_event": {"config": {
+                "event": occurrence.name, "end": occurrence.end.isoformat()}}}},
+            tags={"helios/event": occurrence.name},
+        )
+        for tenant, occurrence in finished
+    ]
     return requests or SkipReason(f"no event ended in the {LOOKBACK.days} days before {now:%Y-%m-%d %H:%M} UTC "
                                   "without a scorecard")

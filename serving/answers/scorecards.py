@@ -1,6 +1,7 @@
-"""GET /events/<name>/scorecard: an event's stored scorecard (written by `helios events scorecard`).
+"""GET /events/<name>/scorecard: an event's scorecard from the Helios store (written by `helios events
+scorecard` or the Dagster scorecard job).
 
-Reading a stored file is bounded work; scoring an event replays its forecasts (tens of seconds),
+Reading a stored row is bounded work; scoring an event replays its forecasts (tens of seconds),
 which never happens on a request.
 """
 
@@ -10,14 +11,15 @@ from fastapi.responses import JSONResponse
 
 from helios_pipelines.core.ops.scorecard import UnfinishedEventError, UnknownEventError
 from helios_pipelines.core.ops.scorecard_store import stored_scorecard
+from helios_pipelines.core.ops.store import Store
 from serving.runtime import TenantRuntime
 
 
-def scorecard_response(runtime: TenantRuntime, name: str) -> JSONResponse:
+def scorecard_response(store: Store, runtime: TenantRuntime, name: str) -> JSONResponse:
     """200 with the scorecard; 404 naming an event the tenant does not have; 409 naming one that has
     not finished (or finished and is not scored yet)."""
     try:
-        card = stored_scorecard(runtime.tenant, name, runtime.step_end(), runtime.posted_events)
+        card = stored_scorecard(store, runtime.tenant, name, runtime.step_end(), runtime.posted_events)
     except UnknownEventError as exc:
         return JSONResponse({"error": str(exc)}, status_code=404)
     except UnfinishedEventError as exc:

@@ -10,7 +10,6 @@ import pandas as pd
 
 from helios_pipelines.core.ml.anomaly_zscore import score_to_z
 from helios_pipelines.core.ops.exposition import Sample
-from helios_pipelines.core.ops.scorecard_store import scorecard_samples
 from helios_pipelines.core.tenants.base import format_horizon
 from serving.answers import predict
 
@@ -60,5 +59,4 @@ def samples(runtime: TenantRuntime, end: pd.Timestamp) -> list[Sample]:
             if desired["current_replicas"] is not None:
                 out.append(Sample(CURRENT_REPLICAS, labels, float(desired["current_replicas"]),
                                   "replica count helios_desired_replicas started from"))
-        out += scorecard_samples(runtime.tenant_id)  # a few small files, once per step
     return out

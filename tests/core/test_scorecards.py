@@ -19,6 +19,7 @@ from helios_pipelines.core.ops.scorecard import (
 from helios_pipelines.core.sources.simulator import Simulator
 from helios_pipelines.core.tenants import ScalingTarget
 from tests.conftest import AS_OF
+from tests.harness.store_backends import add_customer
 
 
 @pytest.fixture(scope="module")
@@ -103,27 +104,64 @@ def test_a_perfect_forecast_scores_zero_error_and_beats_the_reactive_fleet_on_th
     assert "Weekend Tournament" in card.summary() and "vs a reactive HPA" in card.summary()
 
 
-def test_the_monthly_report_sums_the_months_scorecards(gaming, tmp_path, monkeypatch):
-    from helios_pipelines.core.ops import scorecard_store
-
-    monkeypatch.setenv("HELIOS_HOME", str(tmp_path))
+@pytest.fixture
+def perfect_card(gaming):
+    """The last November tournament's scorecard with a perfect forecast."""
     occurrence = find_occurrence(gaming, "Weekend Tournament", AS_OF)
     history = Simulator(gaming, now=AS_OF).fetch(occurrence.start - pd.Timedelta("2D"), occurrence.end + pd.Timedelta("1h"))
     truth = history["concurrent_users"].interpolate(limit_direction="both")
-    card = event_scorecard(gaming, occurrence, history, Oracle(truth, step="1min", max_horizon=60).fit(truth),
-                           CapacityPlanner.from_tenant(gaming))
-    scorecard_store.save(card)
+    return occurrence, event_scorecard(gaming, occurrence, history, Oracle(truth, step="1min", max_horizon=60).fit(truth),
+                                       CapacityPlanner.from_tenant(gaming))
+
+
+def test_a_scorecard_is_kept_in_the_store_and_scoring_it_again_replaces_it(gaming, perfect_card, store):
+    from helios_pipelines.core.ops import scorecard_store
+
+    occurrence, card = perfect_card
+    add_customer(store, gaming)
+    assert scorecard_store.stored(store, gaming, occurrence) is None
+    first = scorecard_store.save(store, card)
+    assert scorecard_store.stored(store, gaming, occurrence) == card  # step table included
+    rescored = scorecard_store.Scorecard.from_dict(card.to_dict() | {"savings": {k: 2.0 for k in card.savings}})
+    assert scorecard_store.save(store, rescored) == first
+    assert scorecard_store.stored(store, gaming, occurrence) == rescored
+    listed = scorecard_store.all_stored(store, gaming.id)
+    assert [(c.event, c.start, c.savings) for c in listed] == [(card.event, card.start, rescored.savings)]
+    assert listed[0].steps == []  # lists leave the step tables in the store
+    # Another service's scorecard of the same occurrence is a row of its own.
+    scorecard_store.save(store, scorecard_store.Scorecard.from_dict(card.to_dict() | {"service": "lobby"}))
+    assert len(scorecard_store.all_stored(store, gaming.id)) == 2
+    assert scorecard_store.stored(store, gaming, occurrence, "lobby").service == "lobby"
+
+
+def test_a_scorecard_of_a_tenant_the_store_does_not_know_is_refused_naming_it(perfect_card, store):
+    from helios_pipelines.core.ops import scorecard_store
+    from helios_pipelines.core.ops.store import UnknownCustomerError
+
+    with pytest.raises(UnknownCustomerError, match="no customer 'gaming-corp' in the store"):
+        scorecard_store.save(store, perfect_card[1])
+    assert scorecard_store.all_stored(store, "gaming-corp") == []
+
+
+def test_the_monthly_report_sums_the_months_stored_scorecards(gaming, perfect_card, store):
+    from helios_pipelines.core.ops import scorecard_store
+
+    add_customer(store, gaming)
+    _, card = perfect_card  # ended 2026-11-14 22:00
+    scorecard_store.save(store, card)
     other = scorecard_store.Scorecard.from_dict(card.to_dict() | {"start": "2026-11-07T14:00:00+00:00",
                                                                    "end": "2026-11-07T22:00:00+00:00",
                                                                    "savings": {k: 1.0 for k in card.savings}})
-    scorecard_store.save(other)
-    december = scorecard_store.Scorecard.from_dict(card.to_dict() | {"start": "2026-12-05T14:00:00+00:00",
-                                                                      "end": "2026-12-05T22:00:00+00:00"})
-    scorecard_store.save(december)
-    assert scorecard_store.stored(gaming.id, occurrence) == card
-    report = scorecard_store.monthly_report(gaming.id, "2026-11")
-    assert len(report["events"]) == 2
+    scorecard_store.save(store, other)
+    # Ends in December: not November's, though it started in November.
+    december = scorecard_store.Scorecard.from_dict(card.to_dict() | {"start": "2026-11-30T20:00:00+00:00",
+                                                                      "end": "2026-12-01T04:00:00+00:00"})
+    scorecard_store.save(store, december)
+    scorecard_store.save(store, card)  # scored twice: counted once
+    report = scorecard_store.monthly_report(store, gaming.id, "2026-11")
+    assert [e["start"] for e in report["events"]] == ["2026-11-07T14:00:00+00:00", card.start]
     assert report["pod_hours_saved"] == pytest.approx(card.savings["pod_hours_saved"] + 1.0)
     assert report["slo_minutes_avoided"] == pytest.approx(card.savings["slo_minutes_avoided"] + 1.0)
+    assert len(scorecard_store.monthly_report(store, gaming.id, "2026-12")["events"]) == 1
     with pytest.raises(ValueError, match="month must look like 2026-11, got 'November'"):
-        scorecard_store.monthly_report(gaming.id, "November")
+        scorecard_store.monthly_report(store, gaming.id, "November")

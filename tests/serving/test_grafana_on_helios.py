@@ -16,6 +16,7 @@ import yaml
 
 from helios_pipelines.commands.deploy import render
 from helios_pipelines.core.ops.scorecard_store import all_stored
+from helios_pipelines.core.ops.store import Store
 from helios_pipelines.core.tenants import TenantConfig
 from tests.conftest import FIXTURE_TENANTS, SHARED
 from tests.harness.prometheus_harness import PrometheusServer
@@ -70,6 +71,9 @@ def finite_points(data: dict) -> list[float]:
 
 def test_every_rendered_dashboard_query_returns_data_from_the_data_source_it_names(helios, customer_prometheus):
     arena = TenantConfig.model_validate(yaml.safe_load((FIXTURE_TENANTS / "arena.yaml").read_text()))
+    store = Store()  # the service's (it migrated it on start)
+    scored = bool(all_stored(store, "arena"))
+    store.close()
     dashboard = json.loads(render(arena)["grafana-dashboard.json"])["dashboard"]
     variables = {v["name"] for v in dashboard["templating"]["list"] if v["type"] == "datasource"}
     assert variables == {"datasource", "prometheus"}
@@ -79,7 +83,7 @@ def test_every_rendered_dashboard_query_returns_data_from_the_data_source_it_nam
         for panel in dashboard["panels"]:
             for target in panel["targets"]:
                 uid = target.get("datasource", panel["datasource"])["uid"]
-                if "helios_event_scorecard" in target["expr"] and not all_stored("arena"):
+                if "helios_event_scorecard" in target["expr"] and not scored:
                     # Scorecards exist once a finished event was scored (`helios events scorecard`):
                     # until then the panel's query is answered, and says there is nothing yet.
                     empty = clients[uid].post("/api/v1/query", data={"query": target["expr"]})

@@ -113,11 +113,18 @@ class Scorecard:
     steps: list[dict] = field(default_factory=list)  # timestamp, actual, yhat, lower, upper, needed, helios, reactive
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """As JSON allows it: a figure that is not a number (MASE without a scale, a step without a
+        forecast) is None."""
+        return _json_safe(asdict(self))
 
     @classmethod
     def from_dict(cls, data: dict) -> Scorecard:
-        return cls(**{**data, "helios": ControllerFigures(**data["helios"]), "reactive": ControllerFigures(**data["reactive"])})
+        def figures(values: dict) -> dict:
+            return {k: math.nan if v is None else v for k, v in values.items()}
+
+        return cls(**{**data, "forecast": figures(data["forecast"]), "savings": figures(data["savings"]),
+                      "helios": ControllerFigures(**figures(data["helios"])),
+                      "reactive": ControllerFigures(**figures(data["reactive"]))})
 
     def summary(self) -> str:
         h, r = self.helios, self.reactive
@@ -130,6 +137,14 @@ class Scorecard:
             f"{r.minutes_above_threshold:,.0f}; {self.savings['pod_hours_saved']:+,.1f} pod-hours "
             f"({self.savings['cost_saved']:+,.2f} at {self.price_per_pod_hour:g}/pod-hour) vs a reactive HPA"
         )
+
+
+def _json_safe(value):
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def reactive_hpa(actual: np.ndarray, usable: float, target: ScalingTarget, step: pd.Timedelta, start: int) -> np.ndarray:

@@ -1,21 +1,17 @@
 """Event scorecards written, kept and rolled up: from the champions to a stored scorecard, an MLflow
 run with its plot and a summary line on the tenant's alert channels; the monthly report sums them.
 
-Scorecards are JSON files under ``$HELIOS_HOME/scorecards/<tenant>/`` (one per event occurrence,
-written whole and renamed), read by ``helios events scorecard``, ``helios report`` and the
-service's ``GET /events/<name>/scorecard``.
+Scorecards are kept in the Helios store (``event_scorecards``, one row per event occurrence and
+scaled service, a later scoring replacing it), read by ``helios events scorecard``, ``helios report``,
+the service's ``GET /events/<name>/scorecard`` and its dashboard series, on whichever machine.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 
@@ -27,45 +23,37 @@ from helios_pipelines.core.ops.scorecard import (
     event_scorecard,
     find_occurrence,
 )
-from helios_pipelines.core.settings import helios_home
 from helios_pipelines.core.tenants import ScheduledEvent, TenantConfig
 
 log = logging.getLogger(__name__)
 
 
-def scorecards_dir(tenant_id: str) -> Path:
-    return helios_home() / "scorecards" / tenant_id
+def save(store, card: Scorecard) -> int:
+    """Store ``card``, replacing the scorecard of the same occurrence and service."""
+    return store.save_scorecard(card.tenant, card.to_dict())
 
 
-def _file_name(event: str, start: pd.Timestamp) -> str:
-    return f"{re.sub(r'[^a-z0-9]+', '-', event.lower()).strip('-')}_{pd.Timestamp(start):%Y%m%dT%H%MZ}.json"
+def stored(store, tenant: TenantConfig, occurrence: Occurrence, service: str | None = None) -> Scorecard | None:
+    """The stored scorecard of ``occurrence`` for ``service`` (the tenant's first scaling target)."""
+    service = service or tenant.scaling[0].service
+    found = store.scorecard(tenant.id, occurrence.name, occurrence.start.to_pydatetime(), service)
+    return None if found is None else Scorecard.from_dict(found)
 
 
-def save(scorecard: Scorecard) -> Path:
-    path = scorecards_dir(scorecard.tenant) / _file_name(scorecard.event, scorecard.start)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
-        json.dump(scorecard.to_dict(), handle)
-    os.replace(handle.name, path)
-    return path
+def all_stored(store, tenant_id: str, ends_from: pd.Timestamp | None = None,
+               ends_before: pd.Timestamp | None = None) -> list[Scorecard]:
+    """The tenant's scorecards without their step tables, oldest first (ended in the range when given)."""
+    return [Scorecard.from_dict(c) for c in store.scorecards(
+        tenant_id, None if ends_from is None else ends_from.to_pydatetime(),
+        None if ends_before is None else ends_before.to_pydatetime())]
 
 
-def stored(tenant_id: str, occurrence: Occurrence) -> Scorecard | None:
-    path = scorecards_dir(tenant_id) / _file_name(occurrence.name, occurrence.start)
-    return Scorecard.from_dict(json.loads(path.read_text())) if path.exists() else None
-
-
-def all_stored(tenant_id: str) -> list[Scorecard]:
-    folder = scorecards_dir(tenant_id)
-    cards = [Scorecard.from_dict(json.loads(p.read_text())) for p in sorted(folder.glob("*.json"))] if folder.exists() else []
-    return sorted(cards, key=lambda c: c.start)
-
-
-def stored_scorecard(tenant: TenantConfig, name: str, now: pd.Timestamp, posted: list[ScheduledEvent] = ()) -> Scorecard:
+def stored_scorecard(store, tenant: TenantConfig, name: str, now: pd.Timestamp,
+                     posted: list[ScheduledEvent] = ()) -> Scorecard:
     """The stored scorecard of event ``name``'s latest finished occurrence. UnknownEventError (404) for a
     name the tenant does not have, UnfinishedEventError (409) while it runs or before it was scored."""
     occurrence = find_occurrence(tenant, name, now, posted)
-    card = stored(tenant.id, occurrence)
+    card = stored(store, tenant, occurrence)
     if card is None:
         raise UnfinishedEventError(
             f"event '{name}' of tenant '{tenant.id}' ended {occurrence.end:%Y-%m-%d %H:%M} UTC and has no scorecard "
@@ -79,10 +67,10 @@ SCORECARD_SERIES = "helios_event_scorecard"
 EXPORTED_SCORECARDS = 5
 
 
-def scorecard_samples(tenant_id: str) -> list[Sample]:
+def scorecard_samples(store, tenant_id: str) -> list[Sample]:
     """The latest scorecards as ``helios_event_scorecard{customer, event, start, controller, figure}``."""
     out = []
-    for card in all_stored(tenant_id)[-EXPORTED_SCORECARDS:]:
+    for card in all_stored(store, tenant_id)[-EXPORTED_SCORECARDS:]:
         base = {"customer": tenant_id, "event": card.event, "start": card.start[:16]}
         for controller in ("helios", "reactive"):
             for figure, value in getattr(card, controller).__dict__.items():
@@ -146,17 +134,18 @@ def alert_summary(card: Scorecard, tenant: TenantConfig, store) -> int:
     return route(store, tenant, [alert])
 
 
-def write_scorecard(tenant: TenantConfig, name: str | None, now: pd.Timestamp, source, forecaster, planner,
-                    service: str | None = None, on_progress: Callable[[int, int], None] | None = None) -> Scorecard:
+def write_scorecard(store, tenant: TenantConfig, name: str | None, now: pd.Timestamp, source, forecaster, planner,
+                    service: str | None = None, on_progress: Callable[[int, int], None] | None = None,
+                    posted: list[ScheduledEvent] = ()) -> Scorecard:
     """Score event ``name``'s latest finished occurrence (the last finished event without a name) and
     store it. ``source`` gives the history; ``forecaster`` and ``planner`` are what served it."""
-    occurrence = find_occurrence(tenant, name, now)
+    occurrence = find_occurrence(tenant, name, now, posted)
     step = tenant.step_timedelta
     lead = pd.Timedelta(minutes=planner.lead_time_minutes(service or next(iter(planner.targets))))
     start = occurrence.start - pd.Timedelta("7D") - step * forecaster.full_history - lead - pd.Timedelta("1h")
     history = source.fetch(start, occurrence.end)
     card = event_scorecard(tenant, occurrence, history, forecaster, planner, service, on_progress)
-    save(card)
+    save(store, card)
     return card
 
 
@@ -172,13 +161,14 @@ class PublishedScorecard:
     alert_error: str | None = None
 
 
-def score_event(tenant: TenantConfig, name: str | None, now: pd.Timestamp, source, tracker, store=None,
-                service: str | None = None, log_mlflow: bool = True,
+def score_event(tenant: TenantConfig, name: str | None, now: pd.Timestamp, source, tracker, store,
+                service: str | None = None, log_mlflow: bool = True, alert: bool = True,
                 on_progress: Callable[[int, int], None] | None = None) -> PublishedScorecard:
     """Everything that follows an event's end, for `helios events scorecard` and the Dagster scorecard
     job alike: score it with the champions that served it, store it, log it to MLflow with its plot and
-    queue the summary line for the tenant's channels (when given a store). The scorecard stands without
-    its notification: a routing failure is reported in ``alert_error``, not raised."""
+    queue the summary line for the tenant's channels (unless ``alert`` is off). Events posted to the
+    service are found in the store beside the tenant's YAML ones. The scorecard stands without its
+    notification: a routing failure is reported in ``alert_error``, not raised."""
     from helios_pipelines.core.ml.tracking import load_helios_model, registered_model_name
 
     try:
@@ -191,10 +181,11 @@ def score_event(tenant: TenantConfig, name: str | None, now: pd.Timestamp, sourc
         raise ScorecardUnavailableError(
             f"tenant '{tenant.id}' has no champion planner and forecaster to score with ({exc}); run `helios run {tenant.id}`"
         ) from None
-    card = write_scorecard(tenant, name, now, source, forecaster, planner, service, on_progress)
+    card = write_scorecard(store, tenant, name, now, source, forecaster, planner, service, on_progress,
+                           posted_events(store, tenant.id))
     run_id = log_to_mlflow(card, tracker) if log_mlflow else None
     channels, error = None, None
-    if store is not None:
+    if alert:
         try:
             channels = alert_summary(card, tenant, store)
         except Exception as exc:  # noqa: BLE001 - the scorecard is stored; the summary is a courtesy
@@ -202,20 +193,34 @@ def score_event(tenant: TenantConfig, name: str | None, now: pd.Timestamp, sourc
     return PublishedScorecard(card, run_id, channels, error)
 
 
-def finished_occurrences(tenant: TenantConfig, now: pd.Timestamp, lookback: pd.Timedelta) -> list[Occurrence]:
-    """Occurrences of the tenant's scheduled events that ended in ``(now - lookback, now]``."""
-    return [o for o in EventSchedule(tenant.events).occurrences(now - lookback, now) if now - lookback < o.end <= now]
+def posted_events(store, tenant_id: str) -> list[ScheduledEvent]:
+    """The events posted to the service for the tenant (``POST /events``, kept in the store); none for a
+    tenant the store does not know."""
+    from helios_pipelines.core.ops.store import UnknownCustomerError
+
+    try:
+        return [ScheduledEvent.model_validate(event) for _, event in store.events_after(tenant_id)]
+    except UnknownCustomerError:
+        return []
+
+
+def finished_occurrences(tenant: TenantConfig, now: pd.Timestamp, lookback: pd.Timedelta,
+                         posted: list[ScheduledEvent] = ()) -> list[Occurrence]:
+    """Occurrences of the tenant's scheduled events (its YAML's and ``posted``) that ended in
+    ``(now - lookback, now]``."""
+    schedule = EventSchedule([*tenant.events, *posted])
+    return [o for o in schedule.occurrences(now - lookback, now) if now - lookback < o.end <= now]
 
 
 # ---- the monthly roll-up ------------------------------------------------------------------------
-def monthly_report(tenant_id: str, month: str) -> dict:
+def monthly_report(store, tenant_id: str, month: str) -> dict:
     """Sums over the scorecards of events that ended in ``month`` (YYYY-MM): pod-hours and cost saved
     against a reactive HPA, SLO minutes avoided, under-provisioned pod-minutes avoided."""
     if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", month):
         raise ValueError(f"month must look like 2026-11, got '{month}'")
     first = pd.Timestamp(f"{month}-01", tz="UTC")
     last = first + pd.offsets.MonthBegin(1)
-    cards = [c for c in all_stored(tenant_id) if first <= pd.Timestamp(c.end) < last]
+    cards = all_stored(store, tenant_id, first, last)
     keys = ("pod_hours_saved", "cost_saved", "slo_minutes_avoided", "under_pod_minutes_avoided")
     return {
         "tenant": tenant_id,

@@ -10,10 +10,12 @@ unit of work writes them at commit); they never build a query. The package has o
 - ``customers``: customers and API keys; ``predictions``: served models, predictions and actuals;
 - ``anomalies``: anomaly and capacity-alert episodes; ``outbox``: the alert outbox;
 - ``events``: posted events and once-per-step claims; ``pushed``: pushed samples;
-- ``retention``: deleting old history; ``verdicts``: operators' verdicts on anomaly episodes.
+- ``retention``: deleting old history; ``verdicts``: operators' verdicts on anomaly episodes;
+- ``scorecards``: event scorecards.
 
 Source of truth: the YAML registry owns configuration (metrics, webhooks, thresholds, plan). The
-store owns state: keys, the enabled/disabled status, predictions, anomalies, the outbox, pushed samples.
+store owns state: keys, the enabled/disabled status, predictions, anomalies, the outbox, pushed samples,
+event scorecards.
 ``sync_customers`` copies the registry's name, plan and metrics into ``customers`` and
 ``customer_metrics``; ``helios tenants add`` writes both at once.
 """
@@ -36,6 +38,7 @@ from helios_pipelines.core.ops.store.outbox import OutboxQueries
 from helios_pipelines.core.ops.store.predictions import PredictionQueries
 from helios_pipelines.core.ops.store.pushed import PushQueries
 from helios_pipelines.core.ops.store.retention import RetentionQueries
+from helios_pipelines.core.ops.store.scorecards import ScorecardQueries
 from helios_pipelines.core.ops.store.verdicts import VerdictQueries
 
 __all__ = [
@@ -54,6 +57,6 @@ __all__ = [
 
 
 class Store(CustomerQueries, PredictionQueries, EpisodeQueries, OutboxQueries, EventQueries, PushQueries,
-            RetentionQueries, VerdictQueries, StoreBase):
+            RetentionQueries, VerdictQueries, ScorecardQueries, StoreBase):
     """One database (SQLite or PostgreSQL); every method runs in its own transaction unless it is
     given one (``store.transaction()``)."""

@@ -21,6 +21,8 @@ Where the guide and this schema differ, and why:
   label set, timestamp), so a retried remote-write adds nothing.
 - ``anomaly_verdicts`` (not in the guide): an operator's verdict on an episode, which the next
   training run of the tenant's detector calibrates its thresholds with.
+- ``event_scorecards`` (not in the guide): what an event's forecasts and replicas were worth once it
+  ended (issue 19), one row per occurrence and scaled service, a later scoring replacing it.
 """
 
 from __future__ import annotations
@@ -303,6 +305,29 @@ class PostedEvent(Base):
     start: Mapped[datetime]
     event: Mapped[dict] = mapped_column(JSON, comment="the validated ScheduledEvent, as JSON")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EventScorecard(Base):
+    """An event occurrence's scorecard for one scaled service (``core.ops.scorecard.Scorecard`` as
+    JSON): at most one per occurrence and service, scoring it again replaces it. The step table (a
+    row per step, thousands over a launch) is a column of its own, read only when one scorecard is
+    asked for; the other columns are what it is looked up and rolled up by."""
+
+    __tablename__ = "event_scorecards"
+    __table_args__ = (
+        Index("uq_event_scorecards_occurrence", "customer_id", "event", "starts_at", "service", unique=True),
+        Index("ix_event_scorecards_customer_end", "customer_id", "ends_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    customer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    event: Mapped[str] = mapped_column(String(255), comment="the event's name (YAML, posted, or a learned peak)")
+    starts_at: Mapped[datetime] = mapped_column(comment="the occurrence's start")
+    ends_at: Mapped[datetime] = mapped_column(comment="the occurrence's end: the monthly report counts it by this")
+    service: Mapped[str] = mapped_column(String(255), comment="the scaled service scored")
+    scorecard: Mapped[dict] = mapped_column(JSON, comment="the scorecard without its step table, as JSON")
+    steps: Mapped[list] = mapped_column(JSON, comment="the step table: actual, forecast, replicas per step")
+    scored_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class StepLease(Base):
