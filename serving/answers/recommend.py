@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from helios_pipelines.core.ml.models.capacity import observed_replicas
+from helios_pipelines.core.ml.models.capacity import demand_to_size, observed_replicas
 from helios_pipelines.core.ops.capacity_alerts import CapacityReading
 from helios_pipelines.core.tenants.base import format_horizon
 from serving.answers import detect, predict
@@ -22,8 +21,7 @@ if TYPE_CHECKING:
 class RecommendInputs:
     service: str
     metric: str
-    upper_at_lead: float  # upper forecast quantile at the lead time
-    upper_window_max: float  # its largest value over the lead time plus the scale-down window
+    demand: dict[str, float]  # what the planner sizes on (capacity.demand_to_size)
     anomalous: bool  # the latest input point looks anomalous
     quantile_label: str
     target_time: str
@@ -35,8 +33,7 @@ def recommend(runtime: TenantRuntime, service_or_metric: str | None, current_rep
     try:  # the planner bounds current_replicas and says so by name
         recommendation = runtime.planner.recommend(
             inputs.service,
-            demand_upper=inputs.upper_at_lead,
-            demand_upper_window_max=inputs.upper_window_max,
+            **inputs.demand,
             current_replicas=current_replicas,
             input_anomalous=inputs.anomalous,
             quantile_label=inputs.quantile_label,
@@ -108,21 +105,19 @@ def _recommend_inputs(runtime: TenantRuntime, service_or_metric: str | None, end
         except (KeyError, NotFoundError):
             raise NotFoundError(str(exc.args[0])) from None
     model = predict.forecaster(runtime, target.metric)
-    lead = planner.lead_time_minutes(target.service)
-    window = lead + math.ceil(target.behaviour.scale_down_window_s / 60)
     longest = int(model.max_horizon * runtime.step.total_seconds() // 60)
-    lead, window = min(lead, longest), min(window, longest)
+    lead = min(planner.lead_time_minutes(target.service), longest)
     # The upper bound of a central interval of level 2q-1 is the q-quantile.
-    frame = predict.forecast(runtime, target.metric, window, end, level=2 * target.quantile - 1)
+    frame = predict.forecast(runtime, target.metric, lead, end, level=2 * target.quantile - 1)
     lead_steps = predict.horizon_steps(runtime, model, lead)
+    demand = demand_to_size(frame["yhat"].to_numpy(), frame["yhat_upper"].to_numpy(), lead_steps)
     anomalous = False
     if runtime.detector is not None and target.metric in runtime.manifest["detector"]["metrics"]:
         anomalous = detect.detect(runtime, [target.metric], None, end)["scores"][0]["anomalous"]
     return RecommendInputs(
         service=target.service,
         metric=target.metric,
-        upper_at_lead=float(frame["yhat_upper"].iloc[lead_steps - 1]),
-        upper_window_max=float(frame["yhat_upper"].iloc[lead_steps - 1 :].max()),
+        demand=demand,
         anomalous=anomalous,
         quantile_label=f"{target.quantile:.0%} quantile",
         target_time=frame["timestamp"].iloc[lead_steps - 1].isoformat(),

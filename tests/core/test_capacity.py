@@ -23,7 +23,8 @@ def test_replicas_from_the_upper_quantile_over_usable_capacity(planner):
     rec = planner.recommend("game-server", demand_upper=10_000, demand_upper_window_max=10_000)
     assert rec.replicas == 125  # ceil(10000 / (100 * 0.8))
     assert _step(rec, "usable_capacity_per_replica").value == 80
-    assert _step(rec, "replicas_for_forecast").explanation == "ceil(1e+04 / 80)"
+    assert _step(rec, "replicas_for_forecast").explanation.startswith(
+        "max(ceil(1e+04 / 80), ceil(1e+04 / (100 x capacity_critical 0.9)))")
     assert rec.utilization_at_recommendation == pytest.approx(0.8)
     assert rec.share_of_max_capacity == pytest.approx(0.25)  # 10000 / (400 x 100)
     assert not rec.capacity_warning and not rec.capacity_critical
@@ -41,13 +42,36 @@ def test_min_and_max_replicas_clamp_and_flag_critical(planner):
 
 
 def test_scale_down_is_slow_and_stabilised(planner):
-    # The forecast dips now but the window ahead needs 100 replicas again: hold.
+    # The forecast dips at the lead time but needs 100 replicas before then (removed replicas stop at
+    # once, added ones serve only after the lead time): hold.
     rec = planner.recommend("game-server", 4_000, 8_000, current_replicas=120)
     assert _step(rec, "scale_down_stabilised").value == 100
     assert rec.replicas == 108  # -10 % of 120 at most per period
-    # No need ahead either: still only -10 % per period.
+    # No need before the lead time either: still only -10 % per period.
     rec = planner.recommend("game-server", 4_000, 4_000, current_replicas=120)
     assert rec.replicas == 108
+
+
+def test_the_point_forecast_is_sized_at_the_target_and_the_upper_quantile_at_the_critical_utilisation(planner):
+    # 100 per replica, target 0.8, capacity_critical 0.9 (the default thresholds).
+    # Point 8,000 and upper 10,000: max(ceil(8000 / 80) = 100, ceil(10000 / 90) = 112) = 112.
+    rec = planner.recommend("game-server", 10_000, 10_000, demand_expected=8_000, demand_expected_window_max=8_000)
+    assert rec.replicas == 112 and _step(rec, "expected_forecast").value == 8_000
+    # A narrow interval (upper 8,500): the point forecast at the target decides, max(100, ceil(94.4) = 95) = 100.
+    assert planner.recommend("game-server", 8_500, 8_500, demand_expected=8_000).replicas == 100
+    # The upper quantile at the target as well would have asked ceil(10000 / 80) = 125: headroom counted twice.
+
+
+def test_a_scale_down_keeps_only_what_the_forecast_needs_until_the_lead_time(planner):
+    # At the lead time 4,000 (50 replicas) would do, but until then the upper quantile reaches 8,100:
+    # ceil(8100 / 90) = 90 replicas are kept (within -10 % of 120 = 108 at most, so 108).
+    rec = planner.recommend("game-server", 4_000, 8_100, current_replicas=120, demand_expected=3_000,
+                            demand_expected_window_max=6_000)
+    assert _step(rec, "scale_down_stabilised").value == 90
+    assert rec.replicas == 108
+    rec = planner.recommend("game-server", 4_000, 8_100, current_replicas=95, demand_expected=3_000,
+                            demand_expected_window_max=6_000)
+    assert rec.replicas == 90  # -10 % of 95 allows 86; the next minutes' need holds 90
 
 
 def test_scale_up_is_fast_but_rate_limited(planner):

@@ -59,7 +59,8 @@ class HeliosPythonModel(PythonModel):
     """pyfunc face of a Helios model: forecasters take a history frame (``timestamp`` and the metric's
     values; param ``horizon`` in steps), detectors a metrics frame (``timestamp`` and a column per
     metric), the capacity planner one row per question (``service``, ``demand_upper``,
-    ``demand_upper_window_max``, ``current_replicas``). Logged from code (``pyfunc_model.py``)."""
+    ``demand_upper_window_max``, ``demand_expected``, ``demand_expected_window_max``,
+    ``current_replicas``: ``CapacityPlanner.recommend``'s arguments). Logged from code (``pyfunc_model.py``)."""
 
     def __init__(self, model: SavableModel | None = None):
         self.model = model
@@ -71,7 +72,9 @@ class HeliosPythonModel(PythonModel):
         params = params or {}
         if self.model.capability == "capacity_planner":
             answers = [self.model.recommend(r.service, float(r.demand_upper), float(r.demand_upper_window_max),
-                                            None if pd.isna(r.current_replicas) else int(r.current_replicas))
+                                            None if pd.isna(r.current_replicas) else int(r.current_replicas),
+                                            demand_expected=float(r.demand_expected),
+                                            demand_expected_window_max=float(r.demand_expected_window_max))
                        for r in model_input.itertuples()]
             answered = pd.DataFrame([{k: getattr(a, k) for k in PLANNER_OUTPUT} for a in answers], columns=PLANNER_OUTPUT)
             # counts as doubles: current_replicas may be unknown (NaN), which an integer column cannot hold
@@ -106,10 +109,12 @@ def naive_utc(index: pd.DatetimeIndex) -> pd.DatetimeIndex:
 
 def planner_example(planner: CapacityPlanner) -> pd.DataFrame:
     """The planner's pyfunc input: per service, the demand its minimum replicas serve, at that size."""
-    rows = [{"service": service, "demand_upper": target.min_replicas * planner.capacity[service],
-             "demand_upper_window_max": target.min_replicas * planner.capacity[service],
-             "current_replicas": float(target.min_replicas)}  # a float column: NaN when the count is unknown
-            for service, target in planner.targets.items()]
+    rows = []
+    for service, target in planner.targets.items():
+        demand = target.min_replicas * planner.capacity[service]
+        rows.append({"service": service, "demand_upper": demand, "demand_upper_window_max": demand,
+                     "demand_expected": demand, "demand_expected_window_max": demand,
+                     "current_replicas": float(target.min_replicas)})  # a float column: NaN when the count is unknown
     return pd.DataFrame(rows)
 
 

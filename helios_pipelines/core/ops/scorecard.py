@@ -32,7 +32,7 @@ import pandas as pd
 from helios_pipelines.core.ml.evaluation import mase_scale
 from helios_pipelines.core.ml.events import EventSchedule, Occurrence
 from helios_pipelines.core.ml.models.base import Forecaster
-from helios_pipelines.core.ml.models.capacity import CapacityPlanner
+from helios_pipelines.core.ml.models.capacity import CapacityPlanner, demand_to_size
 from helios_pipelines.core.tenants import ScalingTarget, ScheduledEvent, TenantConfig
 
 # At most this many forecasts are replayed per event (origins spaced to fit).
@@ -202,24 +202,24 @@ def _figures(ready: np.ndarray, spec: np.ndarray, needed: np.ndarray, actual: np
 
 
 def replay_forecasts(forecaster: Forecaster, series: pd.Series, decisions: pd.DatetimeIndex, lead_steps: int,
-                     window_steps: int, level: float, every: int,
-                     on_progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
-    """For each decision time d: the forecast of d + lead (yhat, lower, upper) and the largest upper
-    bound over the following scale-down window, from the forecast made at the latest origin <= d."""
+                     level: float, every: int, on_progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+    """For each decision time d: the forecast of d + lead (yhat, lower, upper) and what the planner
+    sizes on (``demand_to_size``, as /recommend takes it), from the forecast made at the latest
+    origin <= d."""
     rows = []
     origins = decisions[::every]
-    horizon = min(forecaster.max_horizon, every - 1 + lead_steps + window_steps)
+    horizon = min(forecaster.max_horizon, every - 1 + lead_steps)
     for n, origin in enumerate(origins):
         frame = forecaster.predict(horizon, series[series.index <= origin], level=level)
+        expected, upper = frame["yhat"].to_numpy(), frame["yhat_upper"].to_numpy()
         for i in range(every):
             position = n * every + i
             if position >= len(decisions):
                 break
-            at = i + lead_steps - 1
-            row = frame.iloc[min(at, horizon - 1)]
-            window = frame["yhat_upper"].iloc[min(at, horizon - 1): min(at + window_steps, horizon) + 1]
+            row = frame.iloc[min(i + lead_steps, horizon) - 1]
             rows.append({"decision": decisions[position], "timestamp": row["timestamp"], "yhat": row["yhat"],
-                         "lower": row["yhat_lower"], "upper": row["yhat_upper"], "window_max": window.max()})
+                         "lower": row["yhat_lower"], "upper": row["yhat_upper"],
+                         "demand": demand_to_size(expected[i:], upper[i:], lead_steps)})
         if on_progress:
             on_progress(n + 1, len(origins))
     return pd.DataFrame(rows)
@@ -237,7 +237,6 @@ def event_scorecard(tenant: TenantConfig, occurrence: Occurrence, history: pd.Da
     step_minutes = step.total_seconds() / 60
     lead_minutes = planner.lead_time_minutes(target.service)
     lead_steps = max(1, math.ceil(pd.Timedelta(minutes=lead_minutes) / step))
-    window_steps = math.ceil(target.behaviour.scale_down_window_s / step.total_seconds())
     startup_steps = math.ceil(planner.startup_seconds(target.service) / step.total_seconds())
     per_replica = planner.capacity[target.service]
     usable = per_replica * target.target_utilization
@@ -253,11 +252,11 @@ def event_scorecard(tenant: TenantConfig, occurrence: Occurrence, history: pd.Da
     # KEDA applies the answer at once (scale-downs too), new replicas serve after start-up.
     every = max(1, math.ceil(len(grid) / max_forecasts))
     level = 2 * target.quantile - 1  # the upper bound of that central interval is the sized quantile
-    sizing = replay_forecasts(forecaster, series, grid, lead_steps, window_steps, level, every, on_progress)
+    sizing = replay_forecasts(forecaster, series, grid, lead_steps, level, every, on_progress)
     helios_spec = np.empty(len(grid), dtype=int)
     current = int(needed[0])
     for i, row in enumerate(sizing.itertuples()):
-        current = planner.recommend(target.service, row.upper, row.window_max, current_replicas=current).replicas
+        current = planner.recommend(target.service, **row.demand, current_replicas=current).replicas
         helios_spec[i] = current
     helios_ready = ready_replicas(helios_spec, startup_steps)
     reactive_spec = reactive_hpa(actual, usable, target, step, start=int(needed[0]))
@@ -266,7 +265,7 @@ def event_scorecard(tenant: TenantConfig, occurrence: Occurrence, history: pd.Da
     if level == 0.8:
         interval = sizing.set_index("timestamp").reindex(grid[scored])
     else:
-        interval = replay_forecasts(forecaster, series, grid[scored] - lead_steps * step, lead_steps, 0, 0.8, every)
+        interval = replay_forecasts(forecaster, series, grid[scored] - lead_steps * step, lead_steps, 0.8, every)
         interval = interval.set_index("timestamp").reindex(grid[scored])
 
     threshold = tenant.alerts.thresholds.capacity_critical

@@ -38,7 +38,7 @@ class ScalingTarget(Strict):
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(100, ge=1)
     startup_seconds: int = Field(90, ge=0, description="pod start-up time; with the stabilisation window it sets the lead time")
-    quantile: float = Field(0.9, gt=0.5, lt=1, description="upper forecast quantile sized for")
+    quantile: float = Field(0.9, gt=0.5, lt=1, description="upper forecast quantile kept under the capacity_critical utilisation")
     behaviour: ScalingBehaviour = ScalingBehaviour()
     current_replicas: ReplicaCountSeries | None = Field(
         None, description="the current replica count in the source; published helios_desired_replicas starts from it"

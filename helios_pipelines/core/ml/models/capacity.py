@@ -3,6 +3,12 @@
 Sizing uses an upper forecast quantile at a horizon that covers the lead time (pod start-up plus
 the scale-up stabilisation window): a replica asked for now only serves once it is up, and sizing
 for the mean would under-provision half the time.
+
+Scaling down keeps what the forecast needs until the lead time and no longer: a replica removed now
+stops serving at once, one asked for now serves after the lead time, so a need further ahead is met
+by scaling up again in time. A reactive HPA holds its largest recent count for its scale-down window
+because it cannot see the next minutes; holding the largest upper quantile over the window after the
+lead time as well paid for a peak that the forecast already covers (``demand_to_size``).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import ClassVar
 
+import numpy as np
 import pandas as pd
 
 from helios_pipelines.core.ml.models.base import SavableModel
@@ -23,6 +30,17 @@ log = logging.getLogger(__name__)
 
 # No workload has more; a larger "current" count is a client's mistake, not a cluster to size from.
 MAX_CURRENT_REPLICAS = 1_000_000
+
+
+def demand_to_size(expected: np.ndarray, upper: np.ndarray, lead_steps: int) -> dict[str, float]:
+    """What ``CapacityPlanner.recommend`` sizes on (its keyword arguments), from the median and the
+    sized quantile's forecasts of the steps after now (``[0]`` is the next step's): each at the lead
+    time, and its largest value from now until then (what a scale-down must keep). /recommend and
+    the event scorecards' replay both take them from here."""
+    expected = np.asarray(expected, dtype=float)[:lead_steps]
+    upper = np.asarray(upper, dtype=float)[:lead_steps]
+    return {"demand_upper": float(upper[-1]), "demand_upper_window_max": float(np.nanmax(upper)),
+            "demand_expected": float(expected[-1]), "demand_expected_window_max": float(np.nanmax(expected))}
 
 
 @dataclass(frozen=True)
@@ -126,24 +144,42 @@ class CapacityPlanner(SavableModel):
         current_replicas: int | None = None,
         input_anomalous: bool = False,
         quantile_label: str = "upper",
+        demand_expected: float | None = None,
+        demand_expected_window_max: float | None = None,
     ) -> Recommendation:
-        """Replicas for ``service``.
+        """Replicas for ``service``: enough for the expected load at the target utilisation, and for
+        the upper quantile at the capacity-critical utilisation.
 
-        ``demand_upper``: the upper forecast quantile at the lead-time horizon. ``demand_upper_window_max``:
-        the largest upper quantile over the lead time plus the scale-down stabilisation window, so a
-        dip inside that window never scales down only to scale up again. Both already include the
-        scheduled events in force (serving applies them to forecasters that do not model events).
+        Headroom is counted once. The target utilisation is the room the operator keeps for load
+        nobody forecast; the quantile ``q`` states the risk taken with forecast error: at most 1 - q
+        of the time should the load push utilisation past ``capacity_critical`` (the SLO threshold
+        the scorecards count minutes above). Sizing the upper quantile at the target utilisation
+        paid for both at once: replicas for a load the forecast already said was unlikely, at a
+        utilisation kept for surprises.
+
+        ``demand_upper`` / ``demand_expected``: the upper quantile and the point forecast at the
+        lead-time horizon; ``..._window_max``: their largest values from now until the lead time
+        (``demand_to_size`` gives all four), which a scale-down keeps: replicas removed now cannot be back before
+        then. All include the scheduled events in force (serving applies them to forecasters that
+        do not model events). A caller with one forecast only (no point forecast) gives the upper
+        quantile alone, and it is sized at the target utilisation as the expected load.
         """
         t = self.targets[service]
         b = t.behaviour
         if current_replicas is not None and not 0 <= current_replicas <= MAX_CURRENT_REPLICAS:
             raise ValueError(f"current_replicas must be between 0 and {MAX_CURRENT_REPLICAS}, got {current_replicas}")
+        if demand_expected is None:
+            demand_expected, demand_expected_window_max = demand_upper, demand_upper_window_max
+        elif demand_expected_window_max is None:
+            demand_expected_window_max = demand_expected
         per_replica = self.capacity[service]
         usable = per_replica * t.target_utilization
+        critical = self.thresholds.capacity_critical
         inputs = self.inputs(service)
         lead = self.lead_time_minutes(service)
         steps = [
             Step("forecast", demand_upper, f"{quantile_label} forecast of {t.metric} at the lead time, scheduled events included"),
+            Step("expected_forecast", demand_expected, f"point forecast of {t.metric} at the lead time"),
             Step("lead_time", lead, f"ceil(({self.startup_seconds(service):.4g} s pod start-up + "
                                     f"{b.scale_up_window_s} s scale-up window) / 60): start-up {inputs['startup_seconds']['note']}"),
         ]
@@ -155,18 +191,27 @@ class CapacityPlanner(SavableModel):
                 f"{per_replica:.4g} per replica ({inputs['capacity_per_replica']['note']}) x target utilisation {t.target_utilization:g}",
             )
         )
-        needed = math.ceil(demand / usable - 1e-9) if usable > 0 else t.max_replicas
-        steps.append(Step("replicas_for_forecast", needed, f"ceil({demand:.4g} / {usable:.4g})"))
-        hold_for = math.ceil(demand_upper_window_max / usable - 1e-9)
+
+        def replicas_for(expected: float, upper: float) -> int:
+            if usable <= 0:
+                return t.max_replicas
+            return max(math.ceil(expected / usable - 1e-9), math.ceil(upper / (per_replica * critical) - 1e-9))
+
+        needed = replicas_for(demand_expected, demand_upper)
+        steps.append(Step("replicas_for_forecast", needed,
+                          f"max(ceil({demand_expected:.4g} / {usable:.4g}), ceil({demand_upper:.4g} / ({per_replica:.4g} x "
+                          f"capacity_critical {critical:g}))): the point forecast at the target utilisation, "
+                          f"the {quantile_label} under the critical one"))
+        hold_for = replicas_for(demand_expected_window_max, demand_upper_window_max)
         desired = needed
         if current_replicas is not None and needed < current_replicas:
-            # Scale-down stabilisation: keep what the window ahead still needs.
+            # Keep what is needed until replicas asked for now could serve.
             desired = max(needed, min(current_replicas, hold_for))
             steps.append(
                 Step(
                     "scale_down_stabilised",
                     desired,
-                    f"max needed over the next {b.scale_down_window_s}s stabilisation window is {hold_for}",
+                    f"max needed from now until the {lead} min lead time is {hold_for}",
                 )
             )
         clamped = min(max(desired, t.min_replicas), t.max_replicas)
