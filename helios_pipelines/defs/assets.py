@@ -49,9 +49,10 @@ GROUP = "helios"
 
 class RetrainConfig(Config):
     """Run config of the training assets (#20.2): a model whose data window, configuration and code
-    version match its champion's training (the fingerprint on the version) is not refitted."""
+    version match its champion's training (the fingerprint on the version) is not refitted; a forecaster
+    whose window alone moved continues the champion's fit where its kind can (``core.ml.warm_retrain``)."""
 
-    force: bool = False  # fit even when the fingerprint matches the champion's
+    force: bool = False  # fit every model from scratch, even when the fingerprint matches the champion's
 
 
 def _window_tags(frame: pd.DataFrame, source: str) -> dict[str, str]:
@@ -162,7 +163,8 @@ def forecast_candidates(
     features: pd.DataFrame,
 ) -> Output[dict]:
     """Per forecast metric: every candidate backtested against seasonal naive; the best registered
-    as ``challenger``. A metric whose fingerprint matches its champion's is not refitted (says so)."""
+    as ``challenger``. A metric whose fingerprint matches its champion's is not refitted (says so); one
+    whose window alone moved warm-starts the champion's kind (``warm_start``: from which version, what it saved)."""
     tenant = tenant_config
     trained = train_forecasters(tenant, features, mlflow_tracking.tracker(), _window_tags(features, tenant.source.type),
                                 force=config.force)
@@ -175,8 +177,10 @@ def forecast_candidates(
         for m, t in trained.items()
     )
     skipped = {m: t.fit_note for m, t in trained.items() if t.skipped}
+    warm = {m: t.warm_start for m, t in trained.items() if t.warm_start}
     return Output(trained, metadata={"backtest": MetadataValue.md(table), "metrics": len(trained),
-                                     "skipped": len(skipped), "skipped_metrics": MetadataValue.json(skipped)})
+                                     "skipped": len(skipped), "skipped_metrics": MetadataValue.json(skipped),
+                                     "warm_started": len(warm), "warm_start": MetadataValue.json(warm)})
 
 
 @asset(partitions_def=tenant_partitions, group_name=GROUP)

@@ -1,6 +1,7 @@
 """Fingerprints of a fit (#20.2): hashes of the data window it saw, of the configuration it read and
 of the code version, stored on the version as ``VersionTags.fingerprint``. A retrain whose fingerprint
-equals the champion's has nothing new to learn: ``core.ml.training`` skips its fit and keeps the champion.
+equals the champion's has nothing new to learn: ``core.ml.training`` skips its fit and keeps the champion;
+one whose data window alone moved may continue the champion's fit (``models.warm_start``).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import functools
 import hashlib
 import importlib.metadata
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -28,11 +30,11 @@ def _digest(data: bytes) -> str:
 
 @functools.cache
 def code_version() -> str:
-    """A hash of the source that decides what a fit produces (core.ml.training, the backtest, features,
-    events and every model module) and of the fitting libraries' versions."""
-    from helios_pipelines.core.ml import evaluation, events, features, models, training
+    """A hash of the source that decides what a fit produces (core.ml.training and warm_retrain, the
+    backtest, features, events and every model module) and of the fitting libraries' versions."""
+    from helios_pipelines.core.ml import evaluation, events, features, models, training, warm_retrain
 
-    files = [Path(m.__file__) for m in (training, evaluation, events, features)]
+    files = [Path(m.__file__) for m in (training, warm_retrain, evaluation, events, features)]
     for folder in models.__path__:
         files += sorted(Path(folder).rglob("*.py"))
     digest = hashlib.sha256()
@@ -93,16 +95,35 @@ def detector_config(tenant: TenantConfig, kind: str) -> dict:
     }
 
 
-def unchanged_champion(tracker: Tracker, name: str, fingerprint: dict) -> tuple[RegisteredVersion | None, str]:
-    """The champion when its fingerprint equals ``fingerprint`` (else None), and what was compared, in words."""
+@dataclass(frozen=True)
+class ChampionMatch:
+    """A retrain's fingerprint against its champion's: the champion (None when there is none to compare
+    with), the parts that differ, and what was compared, in words."""
+
+    champion: RegisteredVersion | None
+    changed: tuple[str, ...]
+    why: str
+
+    @property
+    def unchanged(self) -> bool:
+        """Nothing new to learn: the fit is skipped."""
+        return self.champion is not None and not self.changed
+
+    @property
+    def window_only(self) -> bool:
+        """Only the data window moved (configuration and code as the champion's): a warm start may apply."""
+        return self.champion is not None and self.changed == ("data",)
+
+
+def against_champion(tracker: Tracker, name: str, fingerprint: dict) -> ChampionMatch:
     champion = tracker.version_by_alias(name, CHAMPION)
     if champion is None:
-        return None, "no champion yet"
+        return ChampionMatch(None, (), "no champion yet")
     theirs = champion.tags.fingerprint
     if theirs is None:
-        return None, f"champion v{champion.version} has no fingerprint"
-    changed = [part for part in ("data", "config", "code") if theirs.get(part) != fingerprint[part]]
+        return ChampionMatch(None, (), f"champion v{champion.version} has no fingerprint")
+    changed = tuple(part for part in ("data", "config", "code") if theirs.get(part) != fingerprint[part])
     if changed:
-        return None, f"{' and '.join(changed)} changed since champion v{champion.version}"
-    return champion, (f"fingerprint matches champion v{champion.version} (data {fingerprint['data']}, "
-                      f"config {fingerprint['config']}, code {fingerprint['code']}): fit skipped")
+        return ChampionMatch(champion, changed, f"{' and '.join(changed)} changed since champion v{champion.version}")
+    return ChampionMatch(champion, (), f"fingerprint matches champion v{champion.version} (data {fingerprint['data']}, "
+                                       f"config {fingerprint['config']}, code {fingerprint['code']}): fit skipped")

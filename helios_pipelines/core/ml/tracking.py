@@ -152,6 +152,9 @@ class VersionTags(BaseModel):
     # forecasters and the detector: what the fit saw, {"data", "config", "code"} hashes (core.ml.training);
     # a retrain whose fingerprint equals the champion's skips the fit
     fingerprint: dict | None = None
+    # forecasters whose retrain continued the champion's fit (core.ml.warm_retrain.record): from which
+    # version, per backtest fold and for the refit what was continued, the boosting rounds saved
+    warm_start: dict | None = None
     fleet: str | None = None  # the planner's values in use and their sources, one line per service
     promotion: dict | None = None  # {"promoted": bool, "reason": str}, written by the pipeline
     review: dict | None = None  # {"action", "by", "reason", "at"}, written by a manual promote/rollback

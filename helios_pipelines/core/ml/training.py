@@ -8,11 +8,13 @@ with the numbers recorded on the version, whether the challenger becomes ``champ
 Retrain only what changed (#20.2): every forecaster and detector version carries a ``fingerprint``
 tag, hashes of what its fit saw (the data window, the part of the tenant's configuration the fit
 reads, the code version). A retrain whose fingerprint equals the champion's skips the fit and
-returns the champion, saying so (``skipped``); ``force=True`` fits anyway.
+returns the champion, saying so (``skipped``); one whose data window alone moved warm-starts the
+champion's kind where it can continue boosting (``core.ml.warm_retrain``, and ``warm_start`` on the
+result and the version says what it continued and saved); ``force=True`` fits every model from scratch.
 
-A little past 400 lines: the three trained kinds (forecasters, detector, planner) share the promotion
-record and the champion look-ups here; the fingerprints are in ``core.ml.fingerprints``, the pyfunc
-examples in ``core.ml.tracking``.
+Past 400 lines: the three trained kinds (forecasters, detector, planner) share the promotion record
+and the champion look-ups here; the fingerprints are in ``core.ml.fingerprints``, the warm start's
+choice of base and its record in ``core.ml.warm_retrain``, the pyfunc examples in ``core.ml.tracking``.
 """
 
 from __future__ import annotations
@@ -29,14 +31,16 @@ import mlflow
 import numpy as np
 import pandas as pd
 
+from helios_pipelines.core.ml import warm_retrain
 from helios_pipelines.core.ml.capacity_learning import fleet_metrics, fleet_summary, learn_fleet_dicts
 from helios_pipelines.core.ml.evaluation import BacktestResult, backtest, decide_promotion
 from helios_pipelines.core.ml.events import EventSchedule
 from helios_pipelines.core.ml.fingerprints import (
+    ChampionMatch,
+    against_champion,
     detector_config,
     fingerprint,
     forecaster_config,
-    unchanged_champion,
 )
 from helios_pipelines.core.ml.models.base import AnomalyDetector, Forecaster
 from helios_pipelines.core.ml.models.calibration import LabelledEpisode, calibrate
@@ -75,6 +79,7 @@ class ForecastTraining:
     skipped: bool = False  # the champion's fingerprint matched: no fit, the champion is the result
     fit_note: str = ""  # why it was fitted or skipped, in words (the asset's metadata shows it)
     seconds: dict[str, float] = field(default_factory=dict)  # each candidate's backtest, wall
+    warm_start: dict | None = None  # the warm-started kind's record (warm_retrain.record), if any
 
 
 @dataclass
@@ -149,26 +154,39 @@ class _Backtests:
     winner: str
     model: Forecaster  # the winner refitted on the whole window
     fit_seconds: float
+    warm_start: dict | None = None
+
+
+FORCED = ChampionMatch(None, (), "forced")
 
 
 def _backtest_candidates(tenant: TenantConfig, metric: str, series: pd.Series, steps: int,
-                         candidates: tuple[str, ...]) -> _Backtests:
-    results, seconds, last_fold = {}, {}, {}
+                         candidates: tuple[str, ...], base: warm_retrain.WarmBase | None) -> _Backtests:
+    """Every candidate's backtest and the winner's refit; the kind of ``base`` (if any) warm-started."""
+    results, seconds, last_fold, folds = {}, {}, {}, {}
     for kind in (BASELINE, *candidates):
         fitted: list[Forecaster] = []
+        warm = base is not None and base.kind == kind
 
-        def factory(k=kind, fitted=fitted):
-            fitted.append(forecaster_for(tenant, metric, k))
+        def factory(k=kind, fitted=fitted, warm=warm):
+            model = forecaster_for(tenant, metric, k)
+            fitted.append(warm_retrain.offer(model, base, fitted) if warm else model)
             return fitted[-1]
 
         started = time.perf_counter()
         results[kind] = backtest(factory, series, steps, tenant.training.backtest_folds)
         seconds[kind] = time.perf_counter() - started
         last_fold[kind] = (fitted[-1], pd.Timestamp(results[kind].origins[-1]))
+        folds[kind] = fitted
     winner = min(results, key=lambda k: (results[k].metrics["mase"], k != BASELINE))
     started = time.perf_counter()
-    model = forecaster_for(tenant, metric, winner).fit(series)
-    return _Backtests(results, seconds, last_fold, winner, model, time.perf_counter() - started)
+    model = forecaster_for(tenant, metric, winner)
+    warm_refit = base is not None and base.kind == winner
+    model = (model.continue_from(base.model) if warm_refit else model).fit(series)
+    fit_seconds = time.perf_counter() - started
+    warm_start = None if base is None else warm_retrain.record(
+        base, folds[base.kind], results[base.kind].fit_seconds, model if warm_refit else None)
+    return _Backtests(results, seconds, last_fold, winner, model, fit_seconds, warm_start)
 
 
 def train_forecasters(
@@ -181,22 +199,25 @@ def train_forecasters(
 ) -> dict[str, ForecastTraining]:
     """Backtest, pick and register a challenger for each forecast metric of the tenant (PARALLEL_METRICS
     metrics at a time); a metric whose fingerprint equals its champion's keeps the champion without a
-    fit (unless ``force``)."""
+    fit, one whose data window alone moved warm-starts the champion's kind (``core.ml.warm_retrain``);
+    ``force`` fits everything from scratch."""
     trained, todo = {}, {}
     for metric in tenant.forecast_metrics:
         series = features[metric].astype(float)
         steps = horizon_steps(tenant, max(tenant.metrics[metric].forecast.horizons))
         fitted_on = fingerprint(series, forecaster_config(tenant, metric, (BASELINE, *candidates)))
         name = registered_model_name(tenant.id, "forecaster", metric)
-        champion, why = (None, "forced") if force else unchanged_champion(tracker, name, fitted_on)
-        if champion is not None:
-            trained[metric] = _kept(metric, steps, champion, why)
-        else:
-            todo[metric] = (series, steps, fitted_on, name, f"fitted ({why})")
+        match = FORCED if force else against_champion(tracker, name, fitted_on)
+        if match.unchanged:
+            trained[metric] = _kept(metric, steps, match.champion, match.why)
+            continue
+        base = warm_retrain.warm_base(tracker, match, candidates)
+        why = f"warm start of {base.kind} from champion v{base.version}" if base else "fitted"
+        todo[metric] = (series, steps, fitted_on, name, f"{why} ({match.why})", base)
     with ThreadPoolExecutor(max_workers=PARALLEL_METRICS, thread_name_prefix="backtest") as pool:
-        running = {m: pool.submit(_backtest_candidates, tenant, m, series, steps, candidates)
-                   for m, (series, steps, *_) in todo.items()}
-        for metric, (series, steps, fitted_on, name, why) in todo.items():
+        running = {m: pool.submit(_backtest_candidates, tenant, m, series, steps, candidates, base)
+                   for m, (series, steps, *_, base) in todo.items()}
+        for metric, (series, steps, fitted_on, name, why, _) in todo.items():
             trained[metric] = _register(tenant, tracker, tags, metric, series, steps, fitted_on, name,
                                         running[metric].result(), why)
     return {m: trained[m] for m in tenant.forecast_metrics}
@@ -209,7 +230,9 @@ def _register(tenant, tracker, tags, metric, series, steps, fitted_on, name, don
     with tracker.start_run(tenant.id, f"forecaster {metric}", tags={"metric": metric, **tags}):
         mlflow.log_params({"metric": metric, "horizon_steps": steps, "folds": tenant.training.backtest_folds})
         for kind, result in done.results.items():
-            with tracker.start_run(tenant.id, f"{metric} {kind}", nested=True, tags={"metric": metric, "kind": kind}):
+            warm = done.warm_start if done.warm_start and done.warm_start["kind"] == kind else None
+            run_tags = {"metric": metric, "kind": kind} | ({"warm_start": json.dumps(warm)} if warm else {})
+            with tracker.start_run(tenant.id, f"{metric} {kind}", nested=True, tags=run_tags):
                 mlflow.log_metrics({k: v for k, v in result.metrics.items() if np.isfinite(v)})
                 mlflow.log_metrics({"mean_fit_seconds": result.mean_fit_seconds, "backtest_seconds": done.seconds[kind]})
         # The plot re-uses the winner's last backtest model: forecast from its origin vs what happened.
@@ -233,10 +256,11 @@ def _register(tenant, tracker, tags, metric, series, steps, fitted_on, name, don
                 backtest_mase=f"{scores[winner]['mase']:.4f}",
                 baseline_mase=f"{scores[BASELINE]['mase']:.4f}",
                 candidates={k: round(v["mase"], 4) for k, v in scores.items()},
+                warm_start=done.warm_start,
             ),
         )
     return ForecastTraining(metric, steps, scores, winner, version, done.fit_seconds, fit_note=why,
-                            seconds=done.seconds)
+                            seconds=done.seconds, warm_start=done.warm_start)
 
 
 def _kept(metric: str, steps: int, champion: RegisteredVersion, why: str) -> ForecastTraining:
@@ -328,9 +352,10 @@ def train_detector(
     holdout_start = frame.index[-1] - pd.Timedelta("1D")
     name = registered_model_name(tenant.id, "anomaly_detector")
     fitted_on = fingerprint(frame, detector_config(tenant, DETECTOR_KIND) | {"verdicts": [repr(v) for v in verdicts]})
-    champion, why = (None, "forced") if force else unchanged_champion(tracker, name, fitted_on)
-    if champion is not None:
-        return DetectorTraining(champion, champion.tags.evaluation or {}, skipped=True, fit_note=why)
+    match = FORCED if force else against_champion(tracker, name, fitted_on)
+    if match.unchanged:
+        champion = match.champion
+        return DetectorTraining(champion, champion.tags.evaluation or {}, skipped=True, fit_note=match.why)
 
     with tracker.start_run(tenant.id, "anomaly detector", tags=tags):
         probe = tenant_detector(tenant).fit(frame[frame.index < holdout_start])
@@ -348,7 +373,7 @@ def train_detector(
         example = tail.set_axis(naive_utc(tail.index)).reset_index(names="timestamp")
         version = tracker.log_model(detector, name, input_example=example,
                                     tags=VersionTags(**tags, evaluation=stats, fingerprint=fitted_on))
-    return DetectorTraining(version, stats, fit_note=f"fitted ({why})")
+    return DetectorTraining(version, stats, fit_note=f"fitted ({match.why})")
 
 
 def detection_recall(flags: pd.Series, ground_truth: list, scored_from: pd.Timestamp) -> dict:

@@ -68,6 +68,9 @@ class Forecaster(SavableModel, ABC):
     # multipliers to the forecast of a model that does not, so the backtest, the MLflow pyfunc and
     # serving all score the same function.
     models_events: ClassVar[bool] = False
+    # Whether ``fit`` can continue an earlier fit's model offered through ``continue_from`` (a warm start
+    # of a retrain on a moved window: models/warm_start.py).
+    warm_starts: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -100,6 +103,9 @@ class Forecaster(SavableModel, ABC):
 
     @abstractmethod
     def fit(self, history: pd.Series) -> Self: ...
+
+    def continue_from(self, base: Forecaster | None) -> Self:
+        raise NotImplementedError(f"{self.kind} fits from scratch only (warm_starts is False)")
 
     @abstractmethod
     def _predict(self, horizon: int, history: pd.Series, events: EventSchedule, level: float) -> pd.DataFrame:

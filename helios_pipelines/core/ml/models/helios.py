@@ -1,4 +1,9 @@
-"""Helios' own forecaster: an ensemble around a direct multi-horizon XGBoost (see ``HeliosForecaster``)."""
+"""Helios' own forecaster: an ensemble around a direct multi-horizon XGBoost (see ``HeliosForecaster``).
+
+Past 400 lines: one fit builds the features, the conformal calibration, the blend and the warm start
+of the same four boosters; the blend's arithmetic is in ``helios_blend``, the warm-start rule in
+``warm_start``.
+"""
 
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ from helios_pipelines.core.ml.models.base import (
 )
 from helios_pipelines.core.ml.models.helios_blend import blend_weights, combine
 from helios_pipelines.core.ml.models.prophet_forecaster import ProphetForecaster
+from helios_pipelines.core.ml.models.warm_start import boost, refusal, rounds_built
 from helios_pipelines.core.ml.models.xgboost_lags import _RelativeLags
 
 
@@ -59,10 +65,15 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
     Intervals are split-conformal: first models are fitted without the last ``calibration_share``
     of the data, the blend's errors on that slice (per lead time, scaled by the local volatility at the
     origin) give the quantiles, and the final models are refitted on everything.
+
+    Warm start (``continue_from``, the rule in ``warm_start``): offered an earlier fit, the four
+    boosters (direct and recursive, calibration and final) continue the base's, on the base's scale,
+    with a quarter of the rounds; ``warm_start_`` says whether the base was taken, or why not.
     """
 
     kind: ClassVar[str] = "helios"
     models_events: ClassVar[bool] = True
+    warm_starts: ClassVar[bool] = True
     RECENT_LAGS: ClassVar[tuple[int, ...]] = (0, 1, 2, 3, 5, 8)
     BOOSTER_PARAMS: ClassVar[dict] = {
         "max_depth": 6,
@@ -236,7 +247,8 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
         keep = o + h < end
         return o[keep], h[keep]
 
-    def _train(self, values: np.ndarray, index: pd.DatetimeIndex, end: int, rng) -> xgb.Booster:
+    def _train(self, values: np.ndarray, index: pd.DatetimeIndex, end: int, rng,
+               base: xgb.Booster | None = None) -> xgb.Booster:
         origins, leads = self._training_pairs(end, rng)
         target = values[origins + leads]
         known = np.isfinite(target)
@@ -245,13 +257,33 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
         label = (target[known] - level) / self.scale_
         usable = np.isfinite(label)
         params = self.BOOSTER_PARAMS | {"nthread": XGB_THREADS, "seed": self.seed}
-        return xgb.train(params, xgb.DMatrix(design[usable], label=label[usable]), self.n_estimators)
+        return boost(params, xgb.DMatrix(design[usable], label=label[usable]), self.n_estimators, base)
 
     def _predict_grid(self, booster, values, index, origins, leads) -> tuple[np.ndarray, np.ndarray]:
         design, level, volatility = self._design(values, index, origins, leads)
         return level + booster.inplace_predict(design) * self.scale_, volatility
 
     # ---- fit / predict ------------------------------------------------------------------------
+    def continue_from(self, base: Forecaster | None) -> Self:
+        """Offer ``base`` to the next ``fit`` to continue (taken only where ``warm_start.refusal`` allows)."""
+        self.base_ = base
+        return self
+
+    def _take_base(self, history: pd.Series, split: int) -> HeliosForecaster | None:
+        """The offered base if the fit may continue it; ``warm_start_`` records the answer. The base is
+        let go either way: a saved model never carries its predecessor."""
+        base = self.__dict__.pop("base_", None)
+        if base is None:
+            self.warm_start_ = None
+            return None
+        why = refusal(self, base, history.index[-1], history.index[split])
+        self.warm_start_ = {"warm": why is None, "base_data_end": str(getattr(base, "data_end_", None))}
+        if why is not None:
+            self.warm_start_["refused"] = why
+            return None
+        self.warm_start_["base_trees"] = base.booster_.num_boosted_rounds()
+        return base
+
     def fit(self, history: pd.Series) -> Self:
         history = on_grid(history, self.step)
         n = len(history)
@@ -266,17 +298,21 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
         self.multipliers_ = self._learn_multipliers(history)
         values = history.to_numpy() / self._event_profile(history.index, self.events)
         events_done = clock()
+        split = n - calibration
+        base = self._take_base(history, split)
         steps = np.abs(np.diff(values))
         self.scale_ = float(np.nanmean(steps)) if np.isfinite(steps).any() else 0.0
         if not self.scale_ > 0:
             self.scale_ = float(np.nanstd(values)) or 1.0
+        if base is not None:
+            self.scale_ = base.scale_  # the base's trees split features and predict targets in its units
+        continued = _boosters(base)
         rng = np.random.default_rng(self.seed)
 
         # Split conformal: errors of models that never saw the calibration slice. The same slice
         # learns the ensemble's weights per lead time.
-        split = n - calibration
-        calibration_model = self._train(values, history.index, split, rng)
-        recursive = self._train_recursive(values, history.index, split)
+        calibration_model = self._train(values, history.index, split, rng, continued["calibration"])
+        recursive = self._train_recursive(values, history.index, split, continued["calibration_recursive"])
         calibration_fitted = clock()
         origins = np.arange(split - 1, n - 1)
         origins = origins[np.unique(np.linspace(0, origins.size - 1, 1000).astype(int))]
@@ -298,9 +334,18 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
         self.residuals_ = (actual - forecast) / self._spread(volatility)
         calibrated = clock()
 
-        self.booster_ = self._train(values, history.index, n, rng)
-        self.recursive_ = self._train_recursive(values, history.index, n)
+        self.booster_ = self._train(values, history.index, n, rng, continued["final"])
+        self.recursive_ = self._train_recursive(values, history.index, n, continued["recursive"])
         self.prophet_ = self._train_prophet(values, history.index, n)
+        # Kept for the next fit's warm start: its calibration boosters continue these, and it checks
+        # against these timestamps that this model saw nothing it holds out.
+        self.calibration_booster_, self.calibration_recursive_ = calibration_model, recursive
+        self.data_end_, self.calibration_start_ = history.index[-1], history.index[split]
+        grown = _boosters(self)
+        cold = {"calibration": self.n_estimators, "final": self.n_estimators,
+                "calibration_recursive": self.recursive_estimators, "recursive": self.recursive_estimators}
+        self.boosting_rounds_ = {"grown": rounds_built([(grown[k], continued[k]) for k in grown]),
+                                 "cold": sum(cold[k] for k, booster in grown.items() if booster is not None)}
         # Where a fit's time goes, for the benchmark and the training run's log.
         self.fit_seconds_ = {
             "events": events_done - started,
@@ -312,7 +357,8 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
         return self
 
     # ---- the recursive one-step model and the members of the blend ---------------------------------------------
-    def _train_recursive(self, values: np.ndarray, index: pd.DatetimeIndex, end: int) -> _RelativeLags | None:
+    def _train_recursive(self, values: np.ndarray, index: pd.DatetimeIndex, end: int,
+                         base: xgb.Booster | None = None) -> _RelativeLags | None:
         """The one-step lag model (applied recursively) on the de-evented values before ``end``.
 
         It reads the last hour point by point, which is what the first lead times need most; the
@@ -331,7 +377,7 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
         )
         if end <= model.min_history + 1:
             return None
-        model._fit_point_model(pd.Series(values[:end], index=index[:end]))
+        model._fit_point_model(pd.Series(values[:end], index=index[:end]), base)
         return model
 
     def _train_prophet(self, values: np.ndarray, index: pd.DatetimeIndex, end: int) -> ProphetForecaster | None:
@@ -406,3 +452,15 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
         return forecast_frame(
             future, forecast * profile, (forecast + lo * spread) * profile, (forecast + hi * spread) * profile
         )
+
+
+def _boosters(model: HeliosForecaster | None) -> dict[str, xgb.Booster | None]:
+    """A fitted model's four boosters by role (all None for no model, or a member it did not fit)."""
+
+    def booster(lags: _RelativeLags | None) -> xgb.Booster | None:
+        return lags.booster_ if lags is not None else None
+
+    if model is None:
+        return dict.fromkeys(("calibration", "final", "calibration_recursive", "recursive"))
+    return {"calibration": model.calibration_booster_, "final": model.booster_,
+            "calibration_recursive": booster(model.calibration_recursive_), "recursive": booster(model.recursive_)}

@@ -13,6 +13,7 @@ from helios_pipelines.core.ml.features import calendar_features, lagged
 from helios_pipelines.core.ml.models import XGB_THREADS
 from helios_pipelines.core.ml.models.base import seasonal_period
 from helios_pipelines.core.ml.models.point import PointForecaster
+from helios_pipelines.core.ml.models.warm_start import boost
 
 
 class XGBoostLags(PointForecaster):
@@ -95,7 +96,8 @@ class _RelativeLags(XGBoostLags):
         anchor = last_observed_rows(window[:, :at])
         return lags - anchor[:, None], anchor
 
-    def _fit_point_model(self, history):
+    def _fit_point_model(self, history, base: xgb.Booster | None = None):
+        """Fit the booster, continuing ``base`` when given (``warm_start``)."""
         values, positions, lags = self._training_rows(history)
         # the anchor: the latest observed value among the recent lags (lag 1 unless it is missing)
         recent = lags[:, : len(self.lags) - 1]
@@ -105,7 +107,7 @@ class _RelativeLags(XGBoostLags):
         design = np.column_stack([lags[keep] - anchor[keep, None], anchor[keep], calendar])
         params = {"max_depth": 6, "eta": 0.1, "subsample": 0.8, "nthread": XGB_THREADS, "seed": self.seed, "max_bin": 64}
         train = xgb.DMatrix(design, label=values[positions[keep]] - anchor[keep])
-        self.booster_ = xgb.train(params, train, self.n_estimators)
+        self.booster_ = boost(params, train, self.n_estimators, base)
 
     def _point_forecasts(self, history, origins, horizon):
         depth = max(self.lags)
