@@ -67,6 +67,8 @@ def run(ctx: click.Context, tenant_ids: tuple[str, ...], as_of: str | None, no_b
     registry = load_registry(ctx)
     selected = _selected(ctx, tenant_ids)
     env = dict(os.environ)
+    if ctx.obj["config_dir"]:  # the definitions read the registry from the environment, as `dagster dev` gives it
+        env["HELIOS_CONFIG_DIR"] = ctx.obj["config_dir"]
     if as_of:
         env["HELIOS_AS_OF"] = as_of
     if no_bento:
