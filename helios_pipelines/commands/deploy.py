@@ -28,6 +28,7 @@ import yaml
 
 from helios_pipelines.commands import tenant as load_tenant
 from helios_pipelines.core.ml.anomaly_zscore import z_to_score
+from helios_pipelines.core.settings import QUIET
 from helios_pipelines.core.tenants import ScalingTarget, TenantConfig
 from helios_pipelines.core.tenants.base import format_horizon
 from helios_pipelines.core.tenants.source_configs import PrometheusSource
@@ -186,6 +187,8 @@ def render(tenant: TenantConfig, settings: DeploySettings = DeploySettings()) ->
             "PROMETHEUS_URL": prometheus_url(tenant, settings),
             "HELIOS_ALERTS_FILE": "/etc/helios/alerts.yaml",
             "HELIOS_HOME": "/var/lib/helios",
+            # read by OpenMP as xgboost loads: the service's forecasts run XGBoost (core/settings.py says why)
+            "OMP_WAIT_POLICY": QUIET["OMP_WAIT_POLICY"],
         },
         "store_secret": settings.store_secret,
         "store_secret_key": "database-url",

@@ -91,10 +91,11 @@ def test_deployment_carries_the_guide_s_image_env_and_resources(rendered):
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e.get("value") or e["valueFrom"]["secretKeyRef"] for e in container["env"]}
     # Only what the service reads (tests/serving/test_pod.py runs the pod with exactly this): the shared store
-    # from a Secret, the alert ConfigMap as a file, scratch space, the tenant's Prometheus.
+    # from a Secret, the alert ConfigMap as a file, scratch space, the tenant's Prometheus, and OpenMP's
+    # passive waiting, which `make serve` exports too (XGBoost's threads must not spin on a shared node).
     assert env == {"HELIOS_DATABASE_URL": {"name": "helios-store", "key": "database-url"},
                    "HELIOS_ALERTS_FILE": "/etc/helios/alerts.yaml", "HELIOS_HOME": "/var/lib/helios",
-                   "PROMETHEUS_URL": env["PROMETHEUS_URL"]}
+                   "PROMETHEUS_URL": env["PROMETHEUS_URL"], "OMP_WAIT_POLICY": "PASSIVE"}
     assert container["image"].endswith("/helios-gaming-corp:latest")
     assert container["resources"] == {"requests": {"memory": "512Mi", "cpu": "250m"}, "limits": {"memory": "1Gi", "cpu": "500m"}}
     service = yaml.safe_load((rendered / "service.yaml").read_text())
