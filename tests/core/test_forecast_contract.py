@@ -74,18 +74,23 @@ def setup(series, tmp_path_factory):
     return csv, origin, event_start, folder
 
 
-@pytest.mark.parametrize("kind", sorted(FORECASTERS))
-def test_backtest_pyfunc_and_serving_forecast_the_same_numbers(kind, series, setup):
+@pytest.mark.parametrize(("kind", "warm"), [(kind, False) for kind in sorted(FORECASTERS)] + [("helios", True)])
+def test_backtest_pyfunc_and_serving_forecast_the_same_numbers(kind, warm, series, setup):
+    """``warm``: the fold's model continues one fitted on the data to a day before the origin (a
+    retrain's warm start, #20.2), and that continued model is what is scored, logged and served."""
     csv, origin, event_start, folder = setup
-    tenant = tenant_for(kind, csv, event_start)
+    tenant = tenant_for(f"{kind}-warm" if warm else kind, csv, event_start)
+    base = forecaster_for(tenant, "load", kind).fit(series.iloc[: origin - 288]) if warm else None
     fitted = []
 
     def factory():
-        fitted.append(forecaster_for(tenant, "load", kind))
+        model = forecaster_for(tenant, "load", kind)
+        fitted.append(model.continue_from(base) if warm else model)
         return fitted[-1]
 
     result = backtest(factory, series, HORIZON, folds=1, levels=(0.8,))
     model = fitted[-1]
+    assert not warm or model.warm_start_["warm"]
     first_target = series.index[origin]
     assert result.origins == [str(first_target)]
 
