@@ -132,6 +132,13 @@ def test_a_scorecard_is_kept_in_the_store_and_scoring_it_again_replaces_it(gamin
     scorecard_store.save(store, scorecard_store.Scorecard.from_dict(card.to_dict() | {"service": "lobby"}))
     assert len(scorecard_store.all_stored(store, gaming.id)) == 2
     assert scorecard_store.stored(store, gaming, occurrence, "lobby").service == "lobby"
+    # The dashboard's table reads the same rows: both controllers' figures per scored event.
+    samples = scorecard_store.scorecard_samples(store, gaming.id)
+    assert {s.name for s in samples} == {scorecard_store.SCORECARD_SERIES}
+    assert {(s.labels["event"], s.labels["controller"]) for s in samples} == {
+        ("Weekend Tournament", "helios"), ("Weekend Tournament", "reactive")}
+    assert next(s.value for s in samples if s.labels["controller"] == "reactive"
+                and s.labels["figure"] == "under_provisioned_pod_minutes") == card.reactive.under_provisioned_pod_minutes
 
 
 def test_a_scorecard_of_a_tenant_the_store_does_not_know_is_refused_naming_it(perfect_card, store):
