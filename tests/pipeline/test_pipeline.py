@@ -1,12 +1,13 @@
 """In-process materialisation of every asset for one partition, against a temporary MLflow."""
 
 
+import pandas as pd
 import pytest
 from dagster import AssetKey, materialize
 
 from helios_pipelines.core.ml.tracking import CHAMPION, Tracker, experiment_name
 from helios_pipelines.defs.assets import ALL_ASSETS
-from tests.conftest import FIXTURE_TENANTS, pipeline_resources
+from tests.conftest import AS_OF, FIXTURE_TENANTS, pipeline_resources
 
 ASSETS = ["tenant_config", "raw_metrics", "validated_metrics", "features", "forecast_candidates", "anomaly_detector",
           "capacity_model", "champions", "tenant_bento"]
@@ -151,3 +152,46 @@ def test_a_retrain_on_unchanged_data_and_config_skips_the_fit_and_a_config_chang
     # the detector reads no backtest setting: still its champion, still not refitted
     assert "fit skipped" in third["anomaly_detector"]["fit"].value
     assert [v.version for v in tracker.versions(detector)] == ["1"]
+
+
+@pytest.mark.slow  # trains a tenant's models twice: the full tier (make test-fast skips it)
+def test_a_scheduled_retrain_on_a_moved_window_warm_starts_the_champion_and_the_run_says_so(tmp_path, dagster_instance):
+    """#20.2: the next scheduled run (its window six hours later, configuration and code unchanged)
+    continues the champion's Helios boosters; the asset's metadata and the new version say from which
+    champion version, per fold and for the refit, and how many boosting rounds it saved."""
+    from helios_pipelines.defs.partitions import tenant_partitions
+    from helios_pipelines.defs.resources import MetricsSourceResource, TenantRegistryResource
+
+    tenant = "arena-warm"
+    config_dir = tmp_path / "tenants"
+    config_dir.mkdir()
+    (config_dir / f"{tenant}.yaml").write_text((FIXTURE_TENANTS / "arena.yaml").read_text().replace("id: arena", f"id: {tenant}"))
+    dagster_instance.add_dynamic_partitions(tenant_partitions.name, [tenant])
+    training = [a for a in ASSETS if a != "tenant_bento"]
+
+    def train(as_of):
+        resources = pipeline_resources() | {"tenants": TenantRegistryResource(config_dir=str(config_dir)),
+                                            "metrics_source": MetricsSourceResource(as_of=as_of.isoformat())}
+        result = materialize(ALL_ASSETS, selection=training, partition_key=tenant, resources=resources,
+                             instance=dagster_instance)
+        assert result.success
+        return {e.asset_key.path[-1]: e.materialization.metadata for e in result.get_asset_materialization_events()}
+
+    forecaster = f"{tenant}_concurrent_users_forecaster"
+    tracker = Tracker()
+    first = train(AS_OF)
+    assert first["forecast_candidates"]["warm_started"].value == 0
+    champion = tracker.version_by_alias(forecaster, CHAMPION)
+    assert champion.tags.kind == "helios"
+
+    moved = train(AS_OF + pd.Timedelta("6h"))
+    assert moved["forecast_candidates"]["warm_started"].value == 1
+    record = moved["forecast_candidates"]["warm_start"].value["concurrent_users"]
+    assert record["kind"] == "helios" and record["champion_version"] == champion.version
+    # arena: two folds; the champion saw the first fold's test data, so that fold is fitted cold
+    assert record["folds"][0].startswith(f"cold: champion v{champion.version} refused")
+    assert record["folds"][1] == "continued fold 1" and record["refit"] == f"continued champion v{champion.version}"
+    assert record["saved"] == "1500 of 3000 boosting rounds (50%)"
+    assert f"warm start of helios from champion v{champion.version}" in moved["forecast_candidates"]["backtest"].value
+    newest = tracker.versions(forecaster)[-1]
+    assert newest.version != champion.version and newest.tags.warm_start == record
