@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from helios_pipelines.core.ml.models.warm_start import WARM_STATE_FILE
 from helios_pipelines.core.ml.tracking import CHAMPION, Tracker, registered_model_name
 from helios_pipelines.core.settings import helios_home
 from helios_pipelines.core.tenants import TenantConfig
@@ -59,7 +60,8 @@ def assemble_bundle(tenant: TenantConfig, pins: dict[str, dict], tracker: Tracke
         local = destination / pin["name"]
         with tempfile.TemporaryDirectory() as tmp:
             found = tracker.download_model_dir(pin["name"], pin["version"], Path(tmp))
-            shutil.copytree(found, local, dirs_exist_ok=True)
+            # what only a retrain's warm start reads stays in the registry, out of the Bento
+            shutil.copytree(found, local, dirs_exist_ok=True, ignore=shutil.ignore_patterns(WARM_STATE_FILE))
         entry = pin | {"path": pin["name"]}
         if role.startswith("forecaster:"):
             manifest["forecasters"][role.split(":", 1)[1]] = entry

@@ -137,6 +137,9 @@ def test_a_retrain_on_a_moved_window_continues_the_champions_boosters_and_says_s
     served = load_helios_model(name, warm.version.version, tracker)
     assert served.booster_.num_boosted_rounds() == 375
     assert served.warm_start_["warm"] is True
+    # what only a warm start reads is not loaded where the model serves (the champion came back with it
+    # from the registry for this retrain, or its refit would not have continued it)
+    assert not hasattr(served, "calibration_booster_")
 
 
 def test_a_configuration_change_fits_from_scratch(retrained):

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from helios_pipelines.core.ml.fingerprints import ChampionMatch
-from helios_pipelines.core.ml.models.base import Forecaster, SavableModel
+from helios_pipelines.core.ml.models.base import Forecaster
 from helios_pipelines.core.ml.models.forecasters import FORECASTERS
+from helios_pipelines.core.ml.models.warm_start import load_base
 from helios_pipelines.core.ml.tracking import Tracker
 
 
@@ -38,7 +39,7 @@ def warm_base(tracker: Tracker, match: ChampionMatch, candidates: tuple[str, ...
     if not match.window_only or champion.tags.kind not in candidates or not FORECASTERS[champion.tags.kind].warm_starts:
         return None
     with tempfile.TemporaryDirectory() as tmp:
-        model = SavableModel.load(tracker.download_model_dir(champion.name, champion.version, Path(tmp)))
+        model = load_base(tracker.download_model_dir(champion.name, champion.version, Path(tmp)))
     return WarmBase(model, champion.version)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import ClassVar, Self
 
 import numpy as np
@@ -35,7 +36,7 @@ from helios_pipelines.core.ml.models.base import (
 )
 from helios_pipelines.core.ml.models.helios_blend import blend_weights, combine
 from helios_pipelines.core.ml.models.prophet_forecaster import ProphetForecaster
-from helios_pipelines.core.ml.models.warm_start import boost, refusal, rounds_built
+from helios_pipelines.core.ml.models.warm_start import boost, refusal, rounds_built, save_split
 from helios_pipelines.core.ml.models.xgboost_lags import _RelativeLags
 
 
@@ -264,6 +265,10 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
         return level + booster.inplace_predict(design) * self.scale_, volatility
 
     # ---- fit / predict ------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """The calibration boosters (only a warm start reads them) beside the served model, not in it."""
+        return save_split(self, Path(path), ("calibration_booster_", "calibration_recursive_"))
+
     def continue_from(self, base: Forecaster | None) -> Self:
         """Offer ``base`` to the next ``fit`` to continue (taken only where ``warm_start.refusal`` allows)."""
         self.base_ = base

@@ -24,12 +24,23 @@ served model is, a model continued from one fitted a little earlier on data befo
 
 Continued boosters grow, so a base that already holds ``MAX_TREES`` times a cold fit's trees is
 refused and the model refitted from scratch, which resets the chain.
+
+What only a warm start reads (the calibration boosters) is saved beside the served model, in
+``WARM_STATE_FILE``, not in it: serving loads ``model.joblib`` alone and keeps no booster it never
+predicts with (they would double a forecaster's memory); ``load_base`` reads both.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import joblib
 import pandas as pd
 import xgboost as xgb
+
+from helios_pipelines.core.ml.models.base import SavableModel
+
+WARM_STATE_FILE = "warm_start.joblib"
 
 WARM_SHARE = 0.25  # rounds a continued booster adds, as a share of a cold fit's rounds
 MAX_TREES = 2  # a base holding more than this many times a cold fit's trees is refitted from scratch
@@ -53,8 +64,8 @@ def refusal(model, base, window_end: pd.Timestamp, calibration_start: pd.Timesta
     slice starts at ``calibration_start`` (None when it may)."""
     if type(base) is not type(model) or (base.step, base.max_horizon) != (model.step, model.max_horizon):
         return "the base is a different model (kind, step or horizon)"
-    if getattr(base, "calibration_start_", None) is None:
-        return "the base keeps no calibration boosters (fitted before warm starts)"
+    if getattr(base, "calibration_booster_", None) is None:
+        return "the base keeps no calibration boosters (fitted before warm starts, or loaded without them)"
     if base.data_end_ > window_end:
         return f"the base saw data up to {base.data_end_}, after this window's end {window_end} (the test data)"
     if base.calibration_start_ > calibration_start:
@@ -70,3 +81,20 @@ def rounds_built(pairs: list[tuple[xgb.Booster | None, xgb.Booster | None]]) -> 
     """Boosting rounds a fit grew, over its (new booster, the base it continued or None) pairs."""
     return sum(new.num_boosted_rounds() - (base.num_boosted_rounds() if base is not None else 0)
                for new, base in pairs if new is not None)
+
+
+def save_split(model: SavableModel, path: Path, warm_state: tuple[str, ...]) -> Path:
+    """Save ``model`` without its ``warm_state`` attributes, and those beside it in WARM_STATE_FILE."""
+    served = type(model).__new__(type(model))
+    served.__dict__.update({k: v for k, v in model.__dict__.items() if k not in warm_state})
+    path = SavableModel.save(served, path)
+    joblib.dump({k: model.__dict__[k] for k in warm_state if k in model.__dict__}, path / WARM_STATE_FILE)
+    return path
+
+
+def load_base(path: Path) -> SavableModel:
+    """A saved model with what its warm start reads (when it was saved with any)."""
+    model = SavableModel.load(path)
+    if (path / WARM_STATE_FILE).exists():
+        model.__dict__.update(joblib.load(path / WARM_STATE_FILE))
+    return model
