@@ -65,9 +65,11 @@ test: install
 	bash scripts/debian_package.sh install prometheus prometheus promtool
 	$(BIN)/pytest
 
-# The fast tier: pure core, in-process materialisation, no real process started (tests marked slow are skipped).
+# The fast tier: pure core, in-process materialisation, no real process started (tests marked slow are skipped),
+# on two pytest-xdist workers, each with its own HELIOS_HOME; --dist loadscope keeps a module on one worker and
+# the modules that use the trained arena tenant together (tests/conftest.py: pytest_xdist_make_scheduler).
 test-fast: install
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest -m "not slow" -n 2 --dist loadscope
 
 lint: install
 	$(BIN)/ruff check helios_pipelines serving helios_sdk bench tests

@@ -4,6 +4,7 @@ HELIOS_HOME, set before anything imports MLflow or BentoML."""
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -29,6 +30,29 @@ SHARED = REPO.parent / "shared"
 AS_OF = pd.Timestamp("2026-11-20T00:00:00Z")
 
 
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook
+def pytest_xdist_make_scheduler(config, log):
+    """``make test-fast`` runs on two pytest-xdist workers with ``--dist loadscope``: a module's tests on
+    one worker (its module-scoped fixtures built once), and every module that uses the trained arena
+    tenant (the costliest fixture: the whole pipeline, in process) on the same worker, so only one
+    worker trains it. Which modules: the ones whose text names ``trained_arena`` (read here, in the
+    controller, which collects nothing); a module named but not needing it only shares that worker.
+    Each worker has its own HELIOS_HOME (above), so nothing is shared between workers."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    arena_modules = {path.relative_to(REPO).as_posix() for path in (REPO / "tests").rglob("test_*.py")
+                     if "trained_arena" in path.read_text()}
+
+    class ArenaModulesTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "trained_arena" if module in arena_modules else module
+
+    return ArenaModulesTogether(config, log)
+
+
 @pytest.fixture(autouse=True)
 def _keep_mlflow_tracking_uri():
     """mlflow.set_tracking_uri also sets MLFLOW_TRACKING_URI in the environment: a test that points
@@ -42,6 +66,26 @@ def _keep_mlflow_tracking_uri():
 @pytest.fixture(scope="session")
 def helios_home() -> Path:
     return _SESSION_HOME
+
+
+@pytest.fixture(scope="session")
+def empty_mlflow_db(tmp_path_factory) -> Path:
+    """An MLflow SQLite database holding MLflow's tables and nothing else. Creating them runs MLflow's
+    migrations (several seconds); a test copies this file instead (``mlflow_uri``): the same empty store."""
+    from helios_pipelines.core.ml.tracking import Tracker
+
+    path = tmp_path_factory.mktemp("mlflow-empty") / "mlflow.db"
+    Tracker(f"sqlite:///{path}").client.search_experiments(max_results=1)  # the first use creates the tables
+    os.environ.pop("MLFLOW_TRACKING_URI", None)  # set by the Tracker; this template is no test's registry
+    return path
+
+
+@pytest.fixture
+def mlflow_uri(empty_mlflow_db, tmp_path) -> str:
+    """A fresh, empty MLflow registry of this test's own (SQLite under tmp_path)."""
+    database = tmp_path / "mlflow.db"
+    shutil.copy(empty_mlflow_db, database)
+    return f"sqlite:///{database}"
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,8 @@ from tests.harness.conftest_prometheus import prometheus_binaries, simulated_pro
 from tests.harness.prometheus_harness import REPO, simulated_history
 from tests.harness.scripted_http import Reply, ScriptedServer
 
+# Tests against the real server start a Prometheus process (promtool backfill, then serve): the full tier.
+REAL_PROMETHEUS = pytest.mark.slow
 SEED = 7
 START = pd.Timestamp("2025-03-03", tz="UTC")
 END = pd.Timestamp("2025-03-11", tz="UTC")  # 8 days at 1 minute: 11,520 points, more than one query
@@ -65,6 +67,7 @@ def history() -> pd.DataFrame:
 # ---- against the real server --------------------------------------------------------------------
 
 
+@REAL_PROMETHEUS
 def test_long_window_is_fetched_in_chunks_and_stitched_exactly(server_url, history):
     transport = CountingTransport()
     source = Prometheus(tenant(server_url), transport=transport)
@@ -82,6 +85,7 @@ def test_long_window_is_fetched_in_chunks_and_stitched_exactly(server_url, histo
     np.testing.assert_array_equal(frame["players"].to_numpy(), expected)  # NaN where the simulator has gaps
 
 
+@REAL_PROMETHEUS
 def test_gap_stays_nan_instead_of_repeating_the_last_sample(server_url, history):
     gaps = history.index[history["game_server_latency_ms"].isna()]
     assert len(gaps) > 0, "the simulated window should hold scrape gaps"
@@ -91,6 +95,7 @@ def test_gap_stays_nan_instead_of_repeating_the_last_sample(server_url, history)
     assert frame.loc[around, "latency"].notna().all()
 
 
+@REAL_PROMETHEUS
 def test_counter_rate_with_resets_matches_the_simulators_rate(server_url, history):
     counter = history["http_requests_total"]
     assert (counter.diff() < 0).sum() >= 7, "one reset a day should be in the window"
@@ -106,6 +111,7 @@ def test_counter_rate_with_resets_matches_the_simulators_rate(server_url, histor
     assert (fetched.dropna() >= 0).all()  # a reset never shows as a negative rate
 
 
+@REAL_PROMETHEUS
 def test_missing_metric_is_a_clear_error(server_url):
     metrics = {"players": {"series": "game_server_players_typo", "forecast": {"horizons": [60]}}}
     with pytest.raises(
@@ -114,6 +120,7 @@ def test_missing_metric_is_a_clear_error(server_url):
         Prometheus(tenant(server_url, metrics)).fetch(START, START + pd.Timedelta("1h"))
 
 
+@REAL_PROMETHEUS
 def test_query_returning_several_series_is_a_clear_error(server_url):
     metrics = {
         "players": {
@@ -126,6 +133,7 @@ def test_query_returning_several_series_is_a_clear_error(server_url):
         Prometheus(tenant(server_url, metrics)).fetch(START, START + pd.Timedelta("1h"))
 
 
+@REAL_PROMETHEUS
 def test_a_written_query_runs_as_written(server_url, history):
     metrics = {
         "players": {
@@ -140,6 +148,7 @@ def test_a_written_query_runs_as_written(server_url, history):
     np.testing.assert_allclose(frame["players"][present].to_numpy(), expected[present].to_numpy())
 
 
+@REAL_PROMETHEUS
 def test_list_metrics_and_current_values(server_url):
     metrics = {**METRICS, "constant": {"series": "constant", "query": "vector(42)"}}
     source = Prometheus(tenant(server_url, metrics))
@@ -153,6 +162,7 @@ def test_list_metrics_and_current_values(server_url):
     assert np.isnan(current["players"])  # the backfilled history ended long before now
 
 
+@REAL_PROMETHEUS
 def test_url_from_environment_when_config_has_none(server_url, monkeypatch):
     monkeypatch.setenv("PROMETHEUS_URL", server_url)
     source = make_source(tenant(None))
@@ -285,6 +295,7 @@ def test_failure_mid_fetch_raises_instead_of_returning_part(monkeypatch):
 # ---- helios sources check ---------------------------------------------------------------------
 
 
+@REAL_PROMETHEUS
 def test_check_reports_existing_metrics_coverage_and_gaps(server_url, history):
     metrics = {**METRICS, "typo": {"series": "game_server_queue_lenght"}}
     report = check_source(tenant(server_url, metrics), START, START + pd.Timedelta("1D"))

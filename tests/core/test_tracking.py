@@ -12,12 +12,11 @@ from helios_pipelines.core.ml.tracking import CHALLENGER, CHAMPION, Tracker, Ver
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_an_experiment_another_step_created_first_is_reused(tmp_path, monkeypatch):
+def test_an_experiment_another_step_created_first_is_reused(mlflow_uri, monkeypatch):
     """The multiprocess executor runs a tenant's detector and candidates side by side; both may find
     no experiment and try to create it. The one that loses the race uses the winner's."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    winner = Tracker(uri).experiment_id("duel")
-    loser = Tracker(uri)
+    winner = Tracker(mlflow_uri).experiment_id("duel")
+    loser = Tracker(mlflow_uri)
     looked_up = []
     real_lookup = loser.client.get_experiment_by_name
 
@@ -36,8 +35,8 @@ def _registered_version(tracker: Tracker, name: str) -> str:
     return tracker.client.create_model_version(name, source="file:///nowhere").version
 
 
-def test_version_tags_are_stored_as_the_mlflow_ui_shows_them_and_read_back_typed(tmp_path):
-    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+def test_version_tags_are_stored_as_the_mlflow_ui_shows_them_and_read_back_typed(mlflow_uri):
+    tracker = Tracker(mlflow_uri)
     version = _registered_version(tracker, "duel_players_forecaster")
     tracker.tag_version("duel_players_forecaster", version, VersionTags(
         kind="prophet", source="push", backtest={"mase": 0.8}, backtest_mase="0.8000",
@@ -49,8 +48,8 @@ def test_version_tags_are_stored_as_the_mlflow_ui_shows_them_and_read_back_typed
     assert (tags.kind, tags.backtest, tags.promotion["promoted"], tags.review) == ("prophet", {"mase": 0.8}, True, None)
 
 
-def test_a_later_tagging_step_keeps_the_earlier_tags_and_rolled_back_can_be_taken_off(tmp_path):
-    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+def test_a_later_tagging_step_keeps_the_earlier_tags_and_rolled_back_can_be_taken_off(mlflow_uri):
+    tracker = Tracker(mlflow_uri)
     version = _registered_version(tracker, "duel_anomaly_detector")
     tracker.tag_version("duel_anomaly_detector", version, VersionTags(kind="ensemble", evaluation={"recall": 1.0}))
     tracker.tag_version("duel_anomaly_detector", version, VersionTags(rolled_back=True))
@@ -92,7 +91,7 @@ def test_version_tags_are_written_and_parsed_only_through_the_schema():
     assert not offenders, "use VersionTags (core/ml/tracking.py):\n" + "\n".join(offenders)
 
 
-def test_a_step_that_fails_after_registering_and_is_retried_leaves_one_version(tmp_path):
+def test_a_step_that_fails_after_registering_and_is_retried_leaves_one_version(mlflow_uri):
     """Issue #16 (faults): a step registers its model and then fails (as when its worker dies after
     registering); Dagster's retry policy runs it again, twice. Each run leaves exactly one version, its
     last attempt's, holding the challenger alias; a later run leaves the earlier run's version alone."""
@@ -114,20 +113,19 @@ def test_a_step_that_fails_after_registering_and_is_retried_leaves_one_version(t
             raise RuntimeError("the worker died after registering")
         return version.version
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    runs = [materialize([forecaster], resources={"mlflow_tracking": MLflowResource(tracking_uri=uri)})
+    runs = [materialize([forecaster], resources={"mlflow_tracking": MLflowResource(tracking_uri=mlflow_uri)})
             for _ in range(2)]
     assert all(run.success for run in runs)
-    tracker = Tracker(uri)
+    tracker = Tracker(mlflow_uri)
     assert [(v.version, v.tags.dagster_run) for v in tracker.versions(name)] == [
         (run.output_for_node("forecaster"), run.run_id) for run in runs]
     assert tracker.version_by_alias(name, CHALLENGER).version == runs[1].output_for_node("forecaster")
 
 
-def test_a_retry_keeps_an_earlier_attempts_version_that_an_alias_or_a_promotion_decision_holds(tmp_path):
+def test_a_retry_keeps_an_earlier_attempts_version_that_an_alias_or_a_promotion_decision_holds(mlflow_uri):
     """What a retry discards is only what nothing refers to: a version serving (an alias) or judged
     (a promotion decision, e.g. a rejected challenger of a re-executed run) stays."""
-    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", dagster_run="run-1")
+    tracker = Tracker(mlflow_uri, dagster_run="run-1")
     index = pd.date_range("2026-11-17", periods=3 * 288, freq="5min", tz="UTC")
     model = SeasonalNaive(step="5min", max_horizon=12, metric="players").fit(
         pd.Series(np.arange(len(index), dtype=float), index=index))

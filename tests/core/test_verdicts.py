@@ -136,9 +136,9 @@ def _run_metrics(tracker: Tracker, version) -> dict[str, float]:
 
 @pytest.mark.slow  # trains a tenant's models more than once: the full tier (make test-fast skips it)
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
-def test_a_not_an_incident_verdict_raises_that_metrics_threshold_at_the_next_training(arena, store, tmp_path, monkeypatch):
+def test_a_not_an_incident_verdict_raises_that_metrics_threshold_at_the_next_training(arena, store, mlflow_uri, monkeypatch):
     monkeypatch.setenv("HELIOS_DATABASE_URL", store.url)
-    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tracker = Tracker(mlflow_uri)
     rival = arena.model_copy(update={"id": "rival"})
     for tenant in (arena, rival):
         add_customer(store, tenant)

@@ -57,8 +57,8 @@ def config_dir(tmp_path):
 
 
 @pytest.fixture
-def tracker(tmp_path) -> Tracker:
-    return Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+def tracker(mlflow_uri) -> Tracker:
+    return Tracker(mlflow_uri)
 
 
 @pytest.fixture
