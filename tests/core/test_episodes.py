@@ -70,6 +70,25 @@ def test_the_demo_latency_spike_is_one_episode_and_one_alert_through_its_return_
     assert len({r.alert_key for r in anomaly_rows}) == 1
 
 
+def test_a_tournament_ramp_raising_latency_through_utilisation_is_expected_and_a_latency_spike_in_it_is_found(
+        gaming_detector):
+    tenant, detector = gaming_detector
+    start = (AS_OF + pd.Timedelta(days=(5 - AS_OF.dayofweek) % 7)).normalize() + pd.Timedelta("14h")
+    assert start.day_name() == "Saturday"  # the demo's weekly tournament starts then, ramping over 30 minutes
+    frame = Simulator(tenant).fetch(start - pd.Timedelta("2D"), start + pd.Timedelta("3h"))[detector.metrics_]
+    ramp = (frame.index >= start - pd.Timedelta("30min")) & (frame.index < start + pd.Timedelta("1h"))
+    # The ramp outruns the customer's autoscaler: latency leaves the range of the two days before it.
+    assert frame.loc[ramp, "game_latency_p99"].max() > frame.loc[frame.index < start - pd.Timedelta("1D"),
+                                                                   "game_latency_p99"].max()
+    alerts = detector.alerts(detector.score(frame), frame)
+    assert not alerts.loc[ramp, ["game_latency_p99", "http_latency"]].any().any()
+
+    spike = (frame.index >= start + pd.Timedelta("1h")) & (frame.index < start + pd.Timedelta("1h20min"))
+    frame.loc[spike, ["game_latency_p99", "http_latency"]] *= 3  # what the simulator's latency spike does
+    alerts = detector.alerts(detector.score(frame), frame)
+    assert alerts.loc[spike, "game_latency_p99"].any()
+
+
 def _episodes_of(state: np.ndarray) -> list[tuple[int, int]]:
     edges = np.diff(np.concatenate([[0], state.astype(int), [0]]))
     return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(), strict=True))

@@ -89,6 +89,7 @@ def detector_config(tenant: TenantConfig, kind: str) -> dict:
         "sensitivity": tenant.alerts.anomaly.model_dump(mode="json"),
         "z_threshold": tenant.alerts.thresholds.anomaly_alert,
         "drivers": sorted({s.metric for s in tenant.scaling}),
+        "pressure": sorted({s.utilization_metric for s in tenant.scaling if s.utilization_metric}),
         "events": [e.model_dump(mode="json") for e in tenant.events],
         "seed": tenant.training.seed,
         "kind": kind,

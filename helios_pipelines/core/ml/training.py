@@ -327,6 +327,9 @@ def tenant_detector(tenant: TenantConfig) -> AnomalyDetector:
         recovery_window=sensitivity.recovery_window,
         # Known inputs: the load its scaling follows drives the other metrics; scheduled events are expected.
         drivers=sorted({s.metric for s in tenant.scaling} & set(tenant.anomaly_metrics)),
+        # ... and its utilisation is the pressure latency and queues follow.
+        pressure=sorted({s.utilization_metric for s in tenant.scaling if s.utilization_metric}
+                        & set(tenant.anomaly_metrics)),
         events=tuple(tenant.events),
         forest_weight=0.0,
         seed=tenant.training.seed,

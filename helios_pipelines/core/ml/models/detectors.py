@@ -76,6 +76,7 @@ class CombinedDetector(AnomalyDetector):
         forest_weight: float = 1.0,
         onset_window: int = 0,
         drivers: tuple[str, ...] | list[str] = (),
+        pressure: tuple[str, ...] | list[str] = (),
         events: tuple | list = (),
         rarity: dict | None = None,
         forest: dict | None = None,
@@ -95,7 +96,8 @@ class CombinedDetector(AnomalyDetector):
         self.onset_window = int(onset_window)
         self.seed = seed
         self.events = tuple(events)
-        self.rarity = RarityDetector(z_threshold=z_threshold, seed=seed, drivers=drivers, **(rarity or {}))
+        self.rarity = RarityDetector(z_threshold=z_threshold, seed=seed, drivers=drivers, pressure=pressure,
+                                     **(rarity or {}))
         self.forest = IsolationForestDetector(z_threshold=z_threshold, seed=seed, **(forest or {}))
         self.fitted_ = False
 

@@ -69,6 +69,7 @@ class RarityDetector(AnomalyDetector):
         trim: float = 0.01,
         onset_window: int = 0,
         drivers: tuple[str, ...] | list[str] = (),
+        pressure: tuple[str, ...] | list[str] = (),
         seed: int = 42,
     ):
         if z_threshold <= 0 or level_window < 2 or onset_window < 0 or not 0 <= trim < 0.5:
@@ -80,6 +81,7 @@ class RarityDetector(AnomalyDetector):
         self.trim = float(trim)
         self.onset_window = int(onset_window)
         self.drivers = tuple(drivers)
+        self.pressure = tuple(pressure)  # utilisation: an input of the relations, see ``Relations``
         self.seed = seed  # the relations' boosting is seeded with it
         self.fitted_ = False
 
@@ -97,7 +99,8 @@ class RarityDetector(AnomalyDetector):
 
     def _views(self, frame: pd.DataFrame, expected: pd.DataFrame | None = None) -> np.ndarray:
         """(rows, views) for the fitted metrics, in ``view_owner_`` order: a metric its drivers explain
-        has one view, its residual against the relation; every other metric its value, trailing mean
+        has one view, its residual against the relation (scored in ``score_matrix``); every other
+        metric its value, trailing mean
         and (with ``use_change``) change, then a seasonal difference where the history repeats. Those
         univariate views see the value divided by ``expected`` (the multiplier known causes such as
         scheduled events put on it; 1 where absent)."""
@@ -116,13 +119,17 @@ class RarityDetector(AnomalyDetector):
 
     def _arrange_views(self) -> None:
         """Which columns of the full view stack are used (``view_columns_``) and whose they are
-        (``view_owner_``): a metric with a relation keeps only its residual."""
+        (``view_owner_``): a metric whose relation replaces its univariate views keeps only its residual;
+        ``relation_vetoes_`` marks the relations (in ``relation_owner_`` order) that only veto them."""
         n, per_metric = len(self.metrics_), 3 if self.use_change else 2
         related = self.relations_.targets if self.relations_ is not None else []
+        vetoes = [not self.relations_.replaces_[m] for m in related]
         owners = [k % n for k in range(per_metric * n)] + [p for p, _ in self.seasons_]
-        self.view_columns_ = [c for c, owner in enumerate(owners) if self.metrics_[owner] not in related]
+        replaced = {m for m, veto in zip(related, vetoes, strict=True) if not veto}
+        self.view_columns_ = [c for c, owner in enumerate(owners) if self.metrics_[owner] not in replaced]
         self.view_owner_ = np.asarray([owners[c] for c in self.view_columns_], dtype=int)
         self.relation_owner_ = np.asarray([self.metrics_.index(m) for m in related], dtype=int)
+        self.relation_vetoes_ = np.asarray(vetoes, dtype=bool)
 
     def fit(self, frame: pd.DataFrame, expected: pd.DataFrame | None = None) -> Self:
         """``expected``: known multipliers per metric and row (scheduled events), see ``_views``."""
@@ -142,8 +149,10 @@ class RarityDetector(AnomalyDetector):
             if season:
                 self.seasons_.append((position, season))
         drivers = [d for d in self.drivers if d in self.metrics_]
+        pressure = [p for p in self.pressure if p in self.metrics_]
         explained = [m for m in self.metrics_ if m not in drivers]
-        self.relations_ = Relations(drivers, seed=self.seed).fit(frame, explained) if drivers and explained else None
+        self.relations_ = (Relations(drivers, seed=self.seed, pressure=pressure).fit(frame, explained)
+                           if drivers and explained else None)
         self._arrange_views()
         views = self._views(frame, expected)
         self.memory_, self.low_, self.high_, self.floor_ = [], [], [], []
@@ -169,7 +178,6 @@ class RarityDetector(AnomalyDetector):
         if state.get("fitted_") and "view_columns_" not in state:
             self.drivers, self.relations_ = (), None
             self._arrange_views()
-            self.relation_owner_ = np.asarray([], dtype=int)
 
     def score_matrix(self, frame: pd.DataFrame, expected: pd.DataFrame | None = None) -> np.ndarray:
         """(rows, metrics) raw scores in [0, 1] (no onset suppression); NaN for warm-up and gaps."""
@@ -189,7 +197,12 @@ class RarityDetector(AnomalyDetector):
             # Residual against the relation in units of its held-out spread: no memory of earlier rows,
             # so an incident stays anomalous for as long as it lasts and every recurrence is news.
             z = np.abs(self.relations_.standardised_residuals(frame))
-            score[:, self.relation_owner_] = z / (z + RELATION_Z_PER_Z * self.z_threshold)
+            relation = z / (z + RELATION_Z_PER_Z * self.z_threshold)
+            vetoes, owners = self.relation_vetoes_, self.relation_owner_
+            # A veto: rare on its own and not explained by its drivers (NaN, no expectation: no veto).
+            score[:, owners[vetoes]] = np.where(np.isnan(relation[:, vetoes]), score[:, owners[vetoes]],
+                                                np.fmin(score[:, owners[vetoes]], relation[:, vetoes]))
+            score[:, owners[~vetoes]] = relation[:, ~vetoes]
         observed = np.isfinite(frame[self.metrics_].to_numpy(dtype=float))
         score[~observed] = np.nan  # a gap is not scored
         score[: self.min_history] = np.nan  # warm-up: the trailing mean is not there yet

@@ -7,9 +7,16 @@ value and recent trailing means (the lag), so a metric that leaves its usual rel
 is seen even inside its own range (CPU up while players are flat, latency up at the same load), and
 a metric that merely follows a surge of its drivers (a tournament's queue) is not.
 
-A relation is kept only where it explains the metric on held-out history (the last quarter of the
-fit window, after fitting on the first three quarters): elsewhere the metric is left to the
-univariate rarity views. Learned from the tenant's history, never hand-set.
+Besides the load, the tenant's utilisation (its scaling's ``utilization_metric``) is the pressure on
+the fleet: latency and queues follow it, not the load alone (a fast ramp outruns the customer's
+autoscaler, utilisation rises, and latency with it). It is an input of every other metric's relation;
+its own relation reads the load only.
+
+A relation that explains the metric on held-out history (the last quarter of the fit window, after
+fitting on the first three quarters) replaces the metric's univariate rarity views; one that explains
+less (the metric's own noise dominates its spread) only vetoes them: such a metric is anomalous when
+it is rare on its own and its drivers do not explain it. Learned from the tenant's history, never
+hand-set.
 """
 
 from __future__ import annotations
@@ -85,25 +92,36 @@ class _LinearThenTrees:
 
 
 class Relations:
-    """Per target metric, a model of it from the driver metrics; residuals in the target's log space."""
+    """Per target metric, a model of it from the driver metrics; residuals in the target's log space.
 
-    def __init__(self, drivers: list[str], seed: int = 42, min_explained: float = MIN_EXPLAINED):
+    ``drivers``: the load; ``pressure``: the utilisation, an input of every target but itself."""
+
+    def __init__(self, drivers: list[str], seed: int = 42, min_explained: float = MIN_EXPLAINED,
+                 pressure: list[str] = ()):
         self.drivers = list(drivers)
+        self.pressure = [p for p in pressure if p not in self.drivers]
         self.seed = seed
         self.min_explained = float(min_explained)
         self.models_: dict[str, _LinearThenTrees] = {}
         self.explained_: dict[str, float] = {}
         self.spread_: dict[str, float] = {}  # robust sigma of the held-out residuals
+        self.replaces_: dict[str, bool] = {}  # explains enough to replace the univariate views (else vetoes them)
 
     def _model(self) -> _LinearThenTrees:
         return _LinearThenTrees(self.seed)
 
+    def inputs(self, target: str) -> list[str]:
+        return self.drivers + [p for p in self.pressure if p != target]
+
     def fit(self, frame: pd.DataFrame, targets: list[str]) -> Relations:
-        loads = _signed_log(frame[self.drivers].to_numpy(dtype=float))
-        self.load_range_ = np.nanquantile(loads, [0.005, 0.995], axis=0)
-        features = driver_features(frame[self.drivers].to_numpy(dtype=float))
+        self.load_range_ = {}
+        features_of: dict[tuple[str, ...], np.ndarray] = {}
         cut = int(len(frame) * (1 - HOLDOUT_SHARE))
         for target in targets:
+            inputs = tuple(self.inputs(target))
+            if inputs not in features_of:
+                features_of[inputs] = driver_features(frame[list(inputs)].to_numpy(dtype=float))
+            features = features_of[inputs]
             y = _signed_log(frame[target].to_numpy(dtype=float))
             known = np.isfinite(y)
             train, held = known.copy(), known.copy()
@@ -116,34 +134,36 @@ class Relations:
             spread = np.subtract(*np.percentile(y[held], [75, 25]))
             explained = 1 - (np.subtract(*np.percentile(residual, [75, 25])) / spread) ** 2 if spread > 0 else 0.0
             self.explained_[target] = float(explained)
-            if explained >= self.min_explained:
-                self.models_[target] = self._model().fit(features[known], y[known])
-                centre = np.median(residual)
-                self.spread_[target] = max(float(MAD_TO_SIGMA * np.median(np.abs(residual - centre))), 1e-9)
+            if explained <= 0:
+                continue  # no better than the metric's median: neither replaces nor vetoes anything
+            self.models_[target] = self._model().fit(features[known], y[known])
+            self.replaces_[target] = explained >= self.min_explained
+            centre = np.median(residual)
+            self.spread_[target] = max(float(MAD_TO_SIGMA * np.median(np.abs(residual - centre))), 1e-9)
+            loads = _signed_log(frame[list(inputs)].to_numpy(dtype=float))
+            self.load_range_[target] = np.nanquantile(loads, [0.005, 0.995], axis=0)
         return self
 
     @property
     def targets(self) -> list[str]:
         return list(self.models_)
 
-    def residuals(self, frame: pd.DataFrame) -> np.ndarray:
-        """(rows, targets) observed minus expected, in the targets' log space (NaN where unknown)."""
-        if not self.models_:
-            return np.empty((len(frame), 0))
-        features = driver_features(frame[self.drivers].to_numpy(dtype=float))
-        out = np.full((len(frame), len(self.models_)), np.nan)
-        for k, (target, model) in enumerate(self.models_.items()):
-            observed = _signed_log(frame[target].to_numpy(dtype=float))
-            out[:, k] = observed - model.predict(features)
-        out[~np.isfinite(frame[self.drivers].to_numpy(dtype=float)).all(axis=1)] = np.nan  # no load, no expectation
-        return out
-
     def standardised_residuals(self, frame: pd.DataFrame) -> np.ndarray:
-        """Residuals in units of each relation's interval: its held-out robust sigma, widened where a
-        driver is beyond the load the relation was learned on (one sigma more per ``WIDEN_PER`` of
-        log load outside it), as a forecast's interval widens far from its data."""
-        loads = _signed_log(frame[self.drivers].to_numpy(dtype=float))
-        low, high = self.load_range_
-        outside = np.nan_to_num(np.fmax(np.fmax(loads - high, low - loads), 0.0).max(axis=1))
-        widened = 1 + outside / WIDEN_PER
-        return self.residuals(frame) / np.asarray([self.spread_[t] for t in self.models_]) / widened[:, None]
+        """(rows, targets) observed minus expected in the targets' log space, in units of each
+        relation's interval: its held-out robust sigma, widened where an input is beyond the range the
+        relation was learned on (one sigma more per ``WIDEN_PER`` of log input outside it), as a
+        forecast's interval widens far from its data. NaN where the target or an input is unknown."""
+        out = np.full((len(frame), len(self.models_)), np.nan)
+        features_of: dict[tuple[str, ...], np.ndarray] = {}
+        for k, (target, model) in enumerate(self.models_.items()):
+            inputs = tuple(self.inputs(target))
+            if inputs not in features_of:
+                features_of[inputs] = driver_features(frame[list(inputs)].to_numpy(dtype=float))
+            raw = frame[list(inputs)].to_numpy(dtype=float)
+            low, high = self.load_range_[target]
+            loads = _signed_log(raw)
+            outside = np.nan_to_num(np.fmax(np.fmax(loads - high, low - loads), 0.0).max(axis=1))
+            residual = _signed_log(frame[target].to_numpy(dtype=float)) - model.predict(features_of[inputs])
+            residual[~np.isfinite(raw).all(axis=1)] = np.nan  # no load, no expectation
+            out[:, k] = residual / self.spread_[target] / (1 + outside / WIDEN_PER)
+        return out
