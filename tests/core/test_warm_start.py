@@ -114,6 +114,7 @@ def retrained():
     return tracker, first, warm, reconfigured
 
 
+@pytest.mark.slow  # trains a tenant's models more than once: the full tier (make test-fast skips it)
 def test_a_retrain_on_a_moved_window_continues_the_champions_boosters_and_says_so(retrained):
     tracker, first, warm, _ = retrained
     name = registered_model_name("warm-arena", "forecaster", "load")
@@ -142,6 +143,7 @@ def test_a_retrain_on_a_moved_window_continues_the_champions_boosters_and_says_s
     assert not hasattr(served, "calibration_booster_")
 
 
+@pytest.mark.slow  # trains a tenant's models more than once: the full tier (make test-fast skips it)
 def test_a_configuration_change_fits_from_scratch(retrained):
     tracker, _, _, reconfigured = retrained
     assert reconfigured.warm_start is None
