@@ -113,8 +113,10 @@ bench-train: install
 	# one tenant's whole pipeline through Dagster in process: wall time per asset and candidate, MASE per metric (#20.1)
 	$(BIN)/python bench/train_bench.py --tenant $(or $(TENANT),gaming-corp) --label $(or $(LABEL),latest) --out bench/results/train.md
 
+# 50 shopfast-shaped tenants through two Celery workers (RabbitMQ and PostgreSQL on the machine);
+# the toy tenants of earlier rows: --shape toy --executor multiprocess.
 bench-scale: install
-	$(BIN)/python bench/scale_tenants.py --tenants 50 --executor multiprocess
+	$(BIN)/python bench/scale_tenants.py --tenants 50 --shape shopfast --executor celery --workers 2
 
 clean:
 	rm -rf $(HELIOS_HOME) bench/out
