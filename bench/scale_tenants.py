@@ -69,6 +69,11 @@ query Failures($run: ID!) {
     } } }
   }
 }"""
+# Scorecards of finished scheduled events (shopfast's weekly flash sale; event_end_sensor) are
+# operation, not training: before a tenant is trained they fail at once, and they would take run-queue
+# slots and worker time. The queue holds them (a limit of 0 on the sensor's tag) instead of the sensor
+# being stopped, which the daemon's first tick would race.
+HELD_RUNS = {"key": "dagster/sensor_name", "value": "event_end_sensor", "limit": 0}
 PROFILES = {
     "gaming": ("concurrent_users", "game_server_active_players", "gauge"),
     "ecommerce": ("request_rate", "http_requests_total", "counter"),
@@ -157,6 +162,13 @@ class ProcessTreeSampler(threading.Thread):
     def stop(self) -> None:
         self._stopping.set()
         self.join()
+
+
+def hold_scorecard_runs(instance_yaml: Path) -> None:
+    instance = yaml.safe_load(instance_yaml.read_text())
+    limits = instance["run_coordinator"]["config"].setdefault("tag_concurrency_limits", [])
+    limits.append(HELD_RUNS)
+    instance_yaml.write_text(yaml.safe_dump(instance, sort_keys=False))
 
 
 @contextlib.contextmanager
@@ -285,6 +297,7 @@ def main() -> None:
             env |= stack.enter_context(celery_backend(home, args.concurrent_runs))
         else:
             write_instance_config(home / "dagster", max_concurrent_runs=args.concurrent_runs)
+        hold_scorecard_runs(home / "dagster" / "dagster.yaml")
         from dagster import DagsterInstance
 
         with DagsterInstance.from_config(str(home / "dagster")) as instance:
