@@ -70,8 +70,8 @@ query Failures($run: ID!) {
   }
 }"""
 # Scorecards of finished scheduled events (shopfast's weekly flash sale; event_end_sensor) are
-# operation, not training: before a tenant is trained they fail at once, and they would take run-queue
-# slots and worker time. The queue holds them (a limit of 0 on the sensor's tag) instead of the sensor
+# operation, not training: the sensor launches them as each tenant's training lands, and they would
+# take run-queue slots and worker time from the training being measured. The queue holds them (a limit of 0 on the sensor's tag) instead of the sensor
 # being stopped, which the daemon's first tick would race.
 HELD_RUNS = {"key": "dagster/sensor_name", "value": "event_end_sensor", "limit": 0}
 PROFILES = {

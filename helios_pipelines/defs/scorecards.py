@@ -23,6 +23,7 @@ from dagster import (
     sensor,
 )
 
+from helios_pipelines.core.ml.tracking import CHAMPION, registered_model_name
 from helios_pipelines.core.ops import scorecard_store
 from helios_pipelines.core.sources import make_source
 from helios_pipelines.defs.automation import LiveAccuracyResource
@@ -68,18 +69,24 @@ def scorecard_job():
 
 @sensor(job=scorecard_job, default_status=DefaultSensorStatus.RUNNING, minimum_interval_seconds=300)
 def event_end_sensor(context: SensorEvaluationContext, tenants: TenantRegistryResource,
-                     metrics_source: MetricsSourceResource, live_accuracy: LiveAccuracyResource):
+                     metrics_source: MetricsSourceResource, live_accuracy: LiveAccuracyResource,
+                     mlflow_tracking: MLflowResource):
     """One scorecard run per finished occurrence of a tenant's scheduled events (YAML or posted) that
     has no stored scorecard; the run key names the occurrence, so Dagster launches it once however
-    often this runs."""
+    often this runs. A tenant without a champion planner yet (a new tenant, not trained) waits: a run
+    launched now could only fail, and its used run key would keep the event from being scored later."""
     now = metrics_source.window_end()
     partitions = set(context.instance.get_dynamic_partitions(tenant_partitions.name))
     registry = tenants.registry()
+    tracker = mlflow_tracking.tracker()
+    scaled = [tenant for tenant in map(registry.get, registry.ids) if tenant.id in partitions and tenant.scaling]
+    untrained = [t.id for t in scaled
+                 if tracker.version_by_alias(registered_model_name(t.id, "capacity_planner"), CHAMPION) is None]
     store = live_accuracy.open_store()
     try:
         finished = [
             (tenant, occurrence)
-            for tenant in map(registry.get, registry.ids) if tenant.id in partitions and tenant.scaling
+            for tenant in scaled if tenant.id not in untrained
             for occurrence in scorecard_store.finished_occurrences(
                 tenant, now, LOOKBACK, scorecard_store.posted_events(store, tenant.id))
             if scorecard_store.stored(store, tenant, occurrence) is None
@@ -96,5 +103,6 @@ def event_end_sensor(context: SensorEvaluationContext, tenants: TenantRegistryRe
         )
         for tenant, occurrence in finished
     ]
+    waiting = f"; not trained yet, so not scored until they are: {', '.join(untrained)}" if untrained else ""
     return requests or SkipReason(f"no event ended in the {LOOKBACK.days} days before {now:%Y-%m-%d %H:%M} UTC "
-                                  "without a scorecard")
+                                  f"without a scorecard{waiting}")

@@ -22,7 +22,7 @@ DRILL = {"name": "Server Drill", "kind": "drill", "start": "2026-11-18T10:00:00Z
 
 
 def test_finished_yaml_and_posted_events_are_scored_stored_and_logged_once_by_the_sensor(
-        trained_arena, dagster_instance, helios_home, arena, tmp_path, monkeypatch):
+        trained_arena, dagster_instance, helios_home, arena, tmp_path, monkeypatch, mlflow_uri):
     assert trained_arena.success
     tracking_uri = f"sqlite:///{helios_home / 'mlflow.db'}"  # the session's registry, holding arena's champions
     monkeypatch.setenv("HELIOS_HOME", str(tmp_path))  # the store starts empty here
@@ -33,6 +33,12 @@ def test_finished_yaml_and_posted_events_are_scored_stored_and_logged_once_by_th
     store.add_event("arena", drill.name, drill.start, drill.model_dump(mode="json"))
     resources = pipeline_resources() | {"mlflow_tracking": MLflowResource(tracking_uri=tracking_uri),
                                         "live_accuracy": live_accuracy}
+
+    # Before arena is trained (an empty registry) its finished events wait, named, rather than fail.
+    untrained = event_end_sensor(build_sensor_context(
+        instance=dagster_instance, resources=resources | {"mlflow_tracking": MLflowResource(tracking_uri=mlflow_uri)}))
+    assert isinstance(untrained, SkipReason) and "not trained yet" in untrained.skip_message
+    assert "arena" in untrained.skip_message
 
     # AS_OF is Friday 2026-11-20 00:00 UTC; arena's weekly tournament (Saturdays 14:00, 8 hours) last
     # ended on 2026-11-14 at 22:00, within the sensor's week; the posted drill ended on the 18th.
