@@ -78,21 +78,22 @@ def event_end_sensor(context: SensorEvaluationContext, tenants: TenantRegistryRe
     now = metrics_source.window_end()
     partitions = set(context.instance.get_dynamic_partitions(tenant_partitions.name))
     registry = tenants.registry()
-    tracker = mlflow_tracking.tracker()
-    scaled = [tenant for tenant in map(registry.get, registry.ids) if tenant.id in partitions and tenant.scaling]
-    untrained = [t.id for t in scaled
-                 if tracker.version_by_alias(registered_model_name(t.id, "capacity_planner"), CHAMPION) is None]
     store = live_accuracy.open_store()
     try:
         finished = [
             (tenant, occurrence)
-            for tenant in scaled if tenant.id not in untrained
+            for tenant in map(registry.get, registry.ids) if tenant.id in partitions and tenant.scaling
             for occurrence in scorecard_store.finished_occurrences(
                 tenant, now, LOOKBACK, scorecard_store.posted_events(store, tenant.id))
             if scorecard_store.stored(store, tenant, occurrence) is None
         ]
     finally:
         store.close()
+    # The registry is asked only about tenants with an event to score, not every tenant on every tick.
+    tracker = mlflow_tracking.tracker()
+    untrained = sorted(tenant_id for tenant_id in {t.id for t, _ in finished}
+                       if tracker.version_by_alias(registered_model_name(tenant_id, "capacity_planner"), CHAMPION) is None)
+    finished = [(tenant, occurrence) for tenant, occurrence in finished if tenant.id not in untrained]
     requests = [
         RunRequest(
             run_key=f"scorecard:{tenant.id}:{occurrence.name}:{occurrence.start.isoformat()}",

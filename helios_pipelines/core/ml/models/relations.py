@@ -113,15 +113,21 @@ class Relations:
     def inputs(self, target: str) -> list[str]:
         return self.drivers + [p for p in self.pressure if p != target]
 
-    def fit(self, frame: pd.DataFrame, targets: list[str]) -> Relations:
-        self.load_range_ = {}
-        features_of: dict[tuple[str, ...], np.ndarray] = {}
-        cut = int(len(frame) * (1 - HOLDOUT_SHARE))
+    def _features(self, frame: pd.DataFrame, targets: list[str]) -> dict[str, tuple[list[str], np.ndarray]]:
+        """Each target's inputs and their ``driver_features``, computed once per distinct set of inputs."""
+        by_inputs: dict[tuple[str, ...], np.ndarray] = {}
+        out = {}
         for target in targets:
             inputs = tuple(self.inputs(target))
-            if inputs not in features_of:
-                features_of[inputs] = driver_features(frame[list(inputs)].to_numpy(dtype=float))
-            features = features_of[inputs]
+            if inputs not in by_inputs:
+                by_inputs[inputs] = driver_features(frame[list(inputs)].to_numpy(dtype=float))
+            out[target] = (list(inputs), by_inputs[inputs])
+        return out
+
+    def fit(self, frame: pd.DataFrame, targets: list[str]) -> Relations:
+        self.load_range_ = {}
+        cut = int(len(frame) * (1 - HOLDOUT_SHARE))
+        for target, (inputs, features) in self._features(frame, targets).items():
             y = _signed_log(frame[target].to_numpy(dtype=float))
             known = np.isfinite(y)
             train, held = known.copy(), known.copy()
@@ -140,7 +146,7 @@ class Relations:
             self.replaces_[target] = explained >= self.min_explained
             centre = np.median(residual)
             self.spread_[target] = max(float(MAD_TO_SIGMA * np.median(np.abs(residual - centre))), 1e-9)
-            loads = _signed_log(frame[list(inputs)].to_numpy(dtype=float))
+            loads = _signed_log(frame[inputs].to_numpy(dtype=float))
             self.load_range_[target] = np.nanquantile(loads, [0.005, 0.995], axis=0)
         return self
 
@@ -154,16 +160,14 @@ class Relations:
         relation was learned on (one sigma more per ``WIDEN_PER`` of log input outside it), as a
         forecast's interval widens far from its data. NaN where the target or an input is unknown."""
         out = np.full((len(frame), len(self.models_)), np.nan)
-        features_of: dict[tuple[str, ...], np.ndarray] = {}
+        features = self._features(frame, self.targets)
         for k, (target, model) in enumerate(self.models_.items()):
-            inputs = tuple(self.inputs(target))
-            if inputs not in features_of:
-                features_of[inputs] = driver_features(frame[list(inputs)].to_numpy(dtype=float))
-            raw = frame[list(inputs)].to_numpy(dtype=float)
+            inputs, target_features = features[target]
+            raw = frame[inputs].to_numpy(dtype=float)
             low, high = self.load_range_[target]
             loads = _signed_log(raw)
             outside = np.nan_to_num(np.fmax(np.fmax(loads - high, low - loads), 0.0).max(axis=1))
-            residual = _signed_log(frame[target].to_numpy(dtype=float)) - model.predict(features_of[inputs])
+            residual = _signed_log(frame[target].to_numpy(dtype=float)) - model.predict(target_features)
             residual[~np.isfinite(raw).all(axis=1)] = np.nan  # no load, no expectation
             out[:, k] = residual / self.spread_[target] / (1 + outside / WIDEN_PER)
         return out
