@@ -10,6 +10,9 @@ writes the difference into ``alembic/versions/``; review it (autogenerate misses
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+from collections.abc import Iterator
 from pathlib import Path
 
 from alembic import command
@@ -31,11 +34,30 @@ def _config(connection) -> Config:
     return config
 
 
+@contextlib.contextmanager
+def _one_migrator(engine) -> Iterator[None]:
+    """Processes that migrate one embedded SQLite file at once (two Dagster steps, each opening the store
+    on first use) take turns: SQLite does not serialise Alembic's check-then-create of its version
+    table, so the second would fail with "table alembic_version already exists". An exclusive
+    ``flock`` on a file beside the database (the standard library's: nothing to install in a pod);
+    other databases are migrated as they are."""
+    database = engine.url.database if engine.url.get_backend_name() == "sqlite" else None
+    if not database or database == ":memory:":
+        yield
+        return
+    with open(f"{database}.migrate.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def upgrade(url: str | None = None, revision: str = "head") -> str:
     """Migrate the database to ``revision``; returns the revision it is at afterwards."""
     engine = make_engine(url or database_url())
     try:
-        with engine.begin() as connection:
+        with _one_migrator(engine), engine.begin() as connection:
             command.upgrade(_config(connection), revision)
             return MigrationContext.configure(connection).get_current_revision()
     finally:
