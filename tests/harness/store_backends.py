@@ -46,7 +46,7 @@ def postgres_admin():
     engine.dispose()
 
 
-def _schema_url(schema: str) -> str:
+def schema_url(schema: str) -> str:
     separator = "&" if "?" in POSTGRES_URL else "?"
     return f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
 
@@ -63,7 +63,7 @@ def store_url(request, tmp_path):
     schema = f"helios_test_{uuid.uuid4().hex[:12]}"
     with admin.begin() as connection:
         connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = _schema_url(schema)
+    url = schema_url(schema)
     try:
         migrations.upgrade(url)
         yield url

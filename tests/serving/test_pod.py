@@ -40,7 +40,7 @@ from helios_pipelines.core.ops.store import Store
 from helios_pipelines.core.tenants import load_tenants
 from tests.conftest import FIXTURE_TENANTS
 from tests.harness.serve_harness import free_port, running
-from tests.harness.store_backends import _schema_url as schema_url
+from tests.harness.store_backends import schema_url
 
 pytestmark = pytest.mark.slow
 SIGNING_SECRET = "pod-test-signing-secret"

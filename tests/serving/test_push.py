@@ -32,7 +32,7 @@ from tests.harness.push_harness import (
     ScrapeTarget,
     remote_write_body,
 )
-from tests.harness.store_backends import NOW, _schema_url, add_customer
+from tests.harness.store_backends import NOW, add_customer, schema_url
 
 pytestmark = pytest.mark.slow  # starts real processes: the real-process tier (make test-fast skips it)
 
@@ -434,7 +434,7 @@ def postgres_url(postgres_admin):
     schema = f"helios_push_{uuid.uuid4().hex[:12]}"
     with postgres_admin.begin() as connection:
         connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    yield _schema_url(schema)
+    yield schema_url(schema)
     with postgres_admin.begin() as connection:
         connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
 

@@ -25,8 +25,7 @@ from helios_pipelines.core.ops.store.schema import Anomaly, OutboxRow, Predictio
 from helios_pipelines.core.sources.simulator import inject_incident
 from helios_pipelines.core.tenants import TenantConfig, TenantRegistry
 from tests.harness.serve_harness import bentoml_serve
-from tests.harness.store_backends import NOW, add_customer, tenant_config
-from tests.harness.store_backends import _schema_url as schema_url
+from tests.harness.store_backends import NOW, add_customer, schema_url, tenant_config
 
 pytestmark = pytest.mark.slow  # starts real processes: the real-process tier (make test-fast skips it)
 
