@@ -1,4 +1,5 @@
-"""`helios events scorecard <tenant> [<event>]`: what an event's forecasts and replicas were worth."""
+"""`helios events scorecard <tenant> [<event>]`: what an event's forecasts and replicas were worth;
+`helios events peaks <tenant>`: the recurring peaks Helios learned, which it scores like events."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from helios_pipelines.commands import tenant as load_tenant
 
 @click.group("events")
 def command() -> None:
-    """Scheduled events: their scorecards once they are over."""
+    """Scheduled events and learned peaks: their scorecards once they are over."""
 
 
 def _now(as_of: str | None):
@@ -58,9 +59,10 @@ def format_scorecard(card) -> str:
 @click.pass_context
 def scorecard(ctx: click.Context, tenant_id: str, event: str | None, as_of: str | None, service: str | None,
               rescore: bool, no_mlflow: bool, no_alert: bool) -> None:
-    """Print EVENT's scorecard (the last finished event without EVENT, the YAML's or one posted to the
-    service), scoring it and storing it in the Helios store first when needed: forecast vs actual,
-    replicas vs needed, pod-minutes, cost, against a reactive HPA."""
+    """Print EVENT's scorecard (the last finished event without EVENT, the YAML's, one posted to the
+    service or a learned recurring peak, e.g. "learned peak Sat 09:00"), scoring it and storing it in
+    the Helios store first when needed: forecast vs actual, replicas vs needed, pod-minutes, cost,
+    against a reactive HPA."""
     from helios_pipelines.commands.db import open_store
     from helios_pipelines.core.ml.tracking import Tracker
     from helios_pipelines.core.ops import scorecard_store
@@ -72,10 +74,12 @@ def scorecard(ctx: click.Context, tenant_id: str, event: str | None, as_of: str 
     if not tenant.scaling:
         raise click.ClickException(f"tenant '{tenant.id}' has no scaling targets: nothing to score")
     now = _now(as_of)
+    tracker = Tracker()
     store = open_store()
     try:
         try:
-            occurrence = find_occurrence(tenant, event, now, scorecard_store.posted_events(store, tenant.id))
+            occurrence = find_occurrence(tenant, event, now, scorecard_store.posted_events(store, tenant.id),
+                                         scorecard_store.learned_schedule(tracker, tenant.id))
         except (UnknownEventError, UnfinishedEventError) as exc:
             raise click.ClickException(str(exc)) from None
         card = None if rescore else scorecard_store.stored(store, tenant, occurrence, service)
@@ -87,7 +91,7 @@ def scorecard(ctx: click.Context, tenant_id: str, event: str | None, as_of: str 
 
                 try:
                     published = scorecard_store.score_event(tenant, occurrence.name, now, make_source(tenant, now=now),
-                                                            Tracker(), store, service, not no_mlflow, not no_alert, progress)
+                                                            tracker, store, service, not no_mlflow, not no_alert, progress)
                 except (scorecard_store.ScorecardUnavailableError, UnknownCustomerError) as exc:
                     raise click.ClickException(str(exc)) from None
             card = published.card
@@ -100,3 +104,32 @@ def scorecard(ctx: click.Context, tenant_id: str, event: str | None, as_of: str 
     finally:
         store.close()
     click.echo(format_scorecard(card))
+
+
+@command.command("peaks")
+@click.argument("tenant_id")
+@click.option("--as-of", default=None, help="the clock (default: HELIOS_AS_OF, else now)")
+@click.pass_context
+def peaks(ctx: click.Context, tenant_id: str, as_of: str | None) -> None:
+    """The recurring peaks TENANT's champion planner learned (or why it learned none) and their
+    occurrences of the last week that no scheduled event covers: the names `helios events scorecard`
+    and GET /events/<name>/scorecard take."""
+    from helios_pipelines.commands.db import open_store
+    from helios_pipelines.core.ml.events import EventSchedule
+    from helios_pipelines.core.ml.tracking import Tracker
+    from helios_pipelines.core.ops import scorecard_store
+    from helios_pipelines.core.ops.scorecard import LEARNED_LOOKBACK
+
+    tenant = load_tenant(ctx, tenant_id)
+    learned = scorecard_store.learned_schedule(Tracker(), tenant.id)
+    if learned is None:
+        raise click.ClickException(f"tenant '{tenant.id}' has no champion planner yet: `helios run {tenant.id}` learns its peaks")
+    click.echo(learned.note)
+    now = _now(as_of)
+    store = open_store()
+    try:
+        posted = scorecard_store.posted_events(store, tenant.id)
+    finally:
+        store.close()
+    for occurrence in learned.occurrences(now - LEARNED_LOOKBACK, now, EventSchedule([*tenant.events, *posted])):
+        click.echo(f"  {occurrence.name}: {occurrence.start:%Y-%m-%d %H:%M} - {occurrence.end:%H:%M} UTC")

@@ -215,13 +215,14 @@ def capacity_model(
     validated_metrics: pd.DataFrame,
 ) -> Output[dict | None]:
     """The capacity planner behind /recommend (scaling targets, capacity per replica and start-up
-    time learned from the fleet's series where present, behaviour), registered as ``challenger`` when
+    time learned from the fleet's series where present, behaviour, learned recurring peaks), registered as ``challenger`` when
     it changed; ``champions`` promotes it."""
     tenant = tenant_config
     planner = train_capacity_planner(tenant, mlflow_tracking.tracker(), _window_tags(validated_metrics, tenant.source.type),
                                      validated_metrics, metrics_source.source(tenant))
     return Output(planner, metadata={"services": len(tenant.scaling), "version": planner["version"] if planner else "-",
-                                     "fleet": planner["fleet"] if planner else "-"})
+                                     "fleet": planner["fleet"] if planner else "-",
+                                     "learned_peaks": planner["peaks"] if planner else "-"})
 
 
 @asset(partitions_def=tenant_partitions, group_name=GROUP)

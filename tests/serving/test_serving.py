@@ -238,3 +238,26 @@ def test_an_events_scorecard_is_written_by_the_cli_logged_to_mlflow_and_answered
     runs = Tracker().client.search_runs(
         [Tracker().experiment_id("arena")], filter_string="tags.event = 'Weekend Tournament'")
     assert runs and "scorecard.png" in [a.path for a in Tracker().client.list_artifacts(runs[0].info.run_id)]
+
+
+def test_a_learned_peak_is_scored_by_the_cli_and_answered_over_http_by_its_name(service):
+    from click.testing import CliRunner
+
+    from helios_pipelines.cli import main
+    from helios_pipelines.core.ops.scorecard_store import learned_schedule
+
+    # Arena's champion planner learned its daily evening peak (8 days of history: no weekly one).
+    (daily,) = learned_schedule(Tracker(), "arena").peaks
+    unknown = service.get("/events/Finals/scorecard")
+    assert unknown.status_code == 404 and daily.name in unknown.json()["error"]
+    listed = CliRunner().invoke(main, ["--config-dir", str(FIXTURE_TENANTS), "events", "peaks", "arena"])
+    assert listed.exit_code == 0, listed.output
+    assert "1 learned peak(s) in concurrent_users" in listed.output and f"  {daily.name}: " in listed.output
+
+    scored = CliRunner().invoke(main, ["--config-dir", str(FIXTURE_TENANTS), "events", "scorecard", "arena",
+                                       daily.name, "--no-alert", "--no-mlflow"])
+    assert scored.exit_code == 0, scored.output
+    assert f"arena · {daily.name} (learned_peak)" in scored.output
+    body = service.get(f"/events/{daily.name}/scorecard").json()
+    assert (body["event"], body["kind"]) == (daily.name, "learned_peak")
+    assert datetime.fromisoformat(body["end"]) <= datetime.now(UTC) and len(body["steps"]) == daily.minutes // 5

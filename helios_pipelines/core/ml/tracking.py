@@ -156,6 +156,7 @@ class VersionTags(BaseModel):
     # version, per backtest fold and for the refit what was continued, the boosting rounds saved
     warm_start: dict | None = None
     fleet: str | None = None  # the planner's values in use and their sources, one line per service
+    peaks: dict | None = None  # the planner's learned recurring peaks (core.ml.peaks.PeakSchedule.to_dict())
     promotion: dict | None = None  # {"promoted": bool, "reason": str}, written by the pipeline
     review: dict | None = None  # {"action", "by", "reason", "at"}, written by a manual promote/rollback
     rolled_back: bool = False

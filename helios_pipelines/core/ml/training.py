@@ -47,6 +47,7 @@ from helios_pipelines.core.ml.models.calibration import LabelledEpisode, calibra
 from helios_pipelines.core.ml.models.capacity import CapacityPlanner
 from helios_pipelines.core.ml.models.detectors import make_detector
 from helios_pipelines.core.ml.models.forecasters import make_forecaster
+from helios_pipelines.core.ml.peaks import learn_peaks
 from helios_pipelines.core.ml.tracking import (
     CHALLENGER,
     CHAMPION,
@@ -418,27 +419,31 @@ def train_capacity_planner(tenant: TenantConfig, tracker: Tracker, tags: dict[st
                            history: pd.DataFrame | None = None, source=None) -> dict | None:
     """The planner: configuration plus the capacity per replica and start-up seconds learned from
     ``history`` and the replica counts in ``source`` (core.ml.capacity_learning; the configured values
-    where the series are missing or a learned value is flagged for review). A new version (the
+    where the series are missing or a learned value is flagged for review), and the recurring peaks
+    learned from ``history`` (core.ml.peaks), which the scorecards score like events. A new version (the
     ``challenger``) only when it differs from the champion's and the challenger's. Promotion decides in
     ``champions`` (``promote_capacity_planner``), like every other model."""
     if not tenant.scaling:
         return None
     fleet = learn_fleet_dicts(tenant, history, source)
-    planner = CapacityPlanner.from_tenant(tenant, fleet)
+    peaks = learn_peaks(tenant, history)
+    planner = CapacityPlanner.from_tenant(tenant, fleet, peaks.to_dict())
     config_hash = hashlib.sha256(json.dumps(planner.manifest(), sort_keys=True, default=str).encode()).hexdigest()[:16]
     name = registered_model_name(tenant.id, "capacity_planner")
     summary = fleet_summary(fleet)
     for alias in (CHAMPION, CHALLENGER):
         existing = tracker.version_by_alias(name, alias)
         if existing is not None and existing.tags.config_hash == config_hash:
-            return {"name": name, "version": existing.version, "config_hash": config_hash, "fleet": summary}
+            return {"name": name, "version": existing.version, "config_hash": config_hash, "fleet": summary,
+                    "peaks": peaks.note}
     with tracker.start_run(tenant.id, "capacity planner", tags=tags):
         mlflow.log_dict(planner.manifest(), "capacity_planner.json")
-        mlflow.log_metrics(fleet_metrics(fleet))
+        mlflow.log_metrics(fleet_metrics(fleet) | {"learned_peaks": len(peaks.peaks)})
+        mlflow.log_dict(peaks.to_dict(), "learned_peaks.json")
         version = tracker.log_model(planner, name, input_example=planner_example(planner), tags=VersionTags(
-            **tags, config_hash=config_hash, fleet=summary,
+            **tags, config_hash=config_hash, fleet=summary, peaks=peaks.to_dict(),
             backtest={s: {k: v["backtest"] for k, v in values.items()} for s, values in fleet.items()}))
-    return {"name": name, "version": version.version, "config_hash": config_hash, "fleet": summary}
+    return {"name": name, "version": version.version, "config_hash": config_hash, "fleet": summary, "peaks": peaks.note}
 
 
 def promote_capacity_planner(tenant: TenantConfig, planner: dict, tracker: Tracker) -> PromotionRecord:

@@ -1,7 +1,7 @@
 """An event's scorecard: what Helios' forecasts and recommendations were worth once the event is over.
 
-Over an event occurrence (a scheduled event from the tenant's YAML or posted to the service), for a
-scaling target:
+Over an event occurrence (a scheduled event from the tenant's YAML or posted to the service, or a
+learned recurring peak's: ``core.ml.peaks``), for a scaling target:
 
 - forecast vs actual at the lead time (the forecast /recommend sized on): MAE, MASE (scale: the
   seasonal-naive in-sample MAE of the history before the event), peak error, timing error of the
@@ -33,6 +33,7 @@ from helios_pipelines.core.ml.evaluation import mase_scale
 from helios_pipelines.core.ml.events import EventSchedule, Occurrence
 from helios_pipelines.core.ml.models.base import Forecaster
 from helios_pipelines.core.ml.models.capacity import CapacityPlanner, demand_to_size
+from helios_pipelines.core.ml.peaks import PeakSchedule
 from helios_pipelines.core.tenants import ScalingTarget, ScheduledEvent, TenantConfig
 
 # At most this many forecasts are replayed per event (origins spaced to fit).
@@ -43,6 +44,8 @@ HPA_TOLERANCE = 0.1
 WARM_UP = pd.Timedelta("1h")
 # A scorecard's history for the MASE scale: one day before the event at least.
 SEASON = pd.Timedelta("1D")
+# A learned peak recurs at least weekly: its latest occurrence is found within this before now.
+LEARNED_LOOKBACK = pd.Timedelta("8D")
 
 
 class UnknownEventError(KeyError):
@@ -55,18 +58,28 @@ class UnfinishedEventError(ValueError):
 
 
 def find_occurrence(tenant: TenantConfig, name: str | None, now: pd.Timestamp,
-                    posted: list[ScheduledEvent] = ()) -> Occurrence:
+                    posted: list[ScheduledEvent] = (), learned: PeakSchedule | None = None) -> Occurrence:
     """The latest occurrence of event ``name`` that has started by ``now`` (any event's, without a
-    name). Unknown names: UnknownEventError naming the known ones; not ended yet: UnfinishedEventError."""
+    name): a scheduled event's (the tenant's YAML, ``posted``) or a learned peak's (``learned``, those
+    not covered by a scheduled event). Unknown names: UnknownEventError naming the known ones; not ended
+    yet: UnfinishedEventError."""
     events = [*tenant.events, *posted]
-    known = sorted({e.name for e in events})
+    peak_names = learned.names if learned else []
+    known = sorted({e.name for e in events} | set(peak_names))
     if name is not None and name not in known:
         raise UnknownEventError(f"tenant '{tenant.id}' has no event '{name}'; events: {', '.join(known) or '(none)'}")
     chosen = [e for e in events if name is None or e.name == name]
     earliest = min((pd.Timestamp(e.start) for e in chosen), default=now)
     started = [o for o in EventSchedule(chosen).occurrences(earliest, now) if o.start <= now]
+    if learned and (name is None or name in peak_names):
+        started += [o for o in learned.occurrences(now - LEARNED_LOOKBACK, now, EventSchedule(events))
+                    if (name is None or o.name == name) and o.start <= now]
     if not started:
         what = f"event '{name}'" if name else "no event"
+        if name in peak_names:
+            raise UnfinishedEventError(
+                f"tenant '{tenant.id}': {what} has no occurrence of its own in the {LEARNED_LOOKBACK.days} days before "
+                f"{now:%Y-%m-%d %H:%M} UTC (one that coincides with a scheduled event is that event's)")
         raise UnfinishedEventError(f"tenant '{tenant.id}': {what} has not started yet (now {now:%Y-%m-%d %H:%M} UTC)")
     if name is None:  # the last finished one, whatever its name
         finished = [o for o in started if o.end <= now]

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import pandas as pd
 
 from helios_pipelines.core.ml.events import EventSchedule, Occurrence
+from helios_pipelines.core.ml.peaks import KIND as LEARNED_PEAK
+from helios_pipelines.core.ml.peaks import PeakSchedule
 from helios_pipelines.core.ops.exposition import Sample
 from helios_pipelines.core.ops.scorecard import (
     Scorecard,
@@ -40,6 +42,29 @@ def stored(store, tenant: TenantConfig, occurrence: Occurrence, service: str | N
     return None if found is None else Scorecard.from_dict(found)
 
 
+def scored(store, tenant: TenantConfig, occurrence: Occurrence) -> bool:
+    """Whether ``occurrence`` has a scorecard for the tenant's first scaling target. A learned peak's
+    occurrence counts as scored when any stored scorecard overlaps it: a retrain that moves a peak by a
+    bin renames it ("learned peak daily 13:30" becomes "... 13:00"), and the same window must not be
+    scored again under its new name (the monthly report would count it twice)."""
+    if stored(store, tenant, occurrence) is not None:
+        return True
+    if occurrence.kind != LEARNED_PEAK:
+        return False
+    service = tenant.scaling[0].service
+    return any(card.service == service and pd.Timestamp(card.start) < occurrence.end
+               for card in all_stored(store, tenant.id, ends_from=occurrence.start + pd.Timedelta(microseconds=1)))
+
+
+def learned_schedule(tracker, tenant_id: str) -> PeakSchedule | None:
+    """The learned peaks of the tenant's champion planner, from its version's ``peaks`` tag (one registry
+    call, no model download); None before the tenant has a champion planner."""
+    from helios_pipelines.core.ml.tracking import CHAMPION, registered_model_name
+
+    champion = tracker.version_by_alias(registered_model_name(tenant_id, "capacity_planner"), CHAMPION)
+    return None if champion is None else PeakSchedule.from_dict(champion.tags.peaks)
+
+
 def all_stored(store, tenant_id: str, ends_from: pd.Timestamp | None = None,
                ends_before: pd.Timestamp | None = None) -> list[Scorecard]:
     """The tenant's scorecards without their step tables, oldest first (ended in the range when given)."""
@@ -49,10 +74,11 @@ def all_stored(store, tenant_id: str, ends_from: pd.Timestamp | None = None,
 
 
 def stored_scorecard(store, tenant: TenantConfig, name: str, now: pd.Timestamp,
-                     posted: list[ScheduledEvent] = ()) -> Scorecard:
-    """The stored scorecard of event ``name``'s latest finished occurrence. UnknownEventError (404) for a
-    name the tenant does not have, UnfinishedEventError (409) while it runs or before it was scored."""
-    occurrence = find_occurrence(tenant, name, now, posted)
+                     posted: list[ScheduledEvent] = (), learned: PeakSchedule | None = None) -> Scorecard:
+    """The stored scorecard of event ``name``'s latest finished occurrence (a scheduled event's or a
+    learned peak's). UnknownEventError (404) for a name the tenant does not have, UnfinishedEventError
+    (409) while it runs or before it was scored."""
+    occurrence = find_occurrence(tenant, name, now, posted, learned)
     card = stored(store, tenant, occurrence)
     if card is None:
         raise UnfinishedEventError(
@@ -138,8 +164,9 @@ def write_scorecard(store, tenant: TenantConfig, name: str | None, now: pd.Times
                     service: str | None = None, on_progress: Callable[[int, int], None] | None = None,
                     posted: list[ScheduledEvent] = ()) -> Scorecard:
     """Score event ``name``'s latest finished occurrence (the last finished event without a name) and
-    store it. ``source`` gives the history; ``forecaster`` and ``planner`` are what served it."""
-    occurrence = find_occurrence(tenant, name, now, posted)
+    store it. ``source`` gives the history; ``forecaster`` and ``planner`` are what served it, and the
+    planner's learned peaks are events to score too."""
+    occurrence = find_occurrence(tenant, name, now, posted, PeakSchedule.from_dict(planner.peaks))
     step = tenant.step_timedelta
     lead = pd.Timedelta(minutes=planner.lead_time_minutes(service or next(iter(planner.targets))))
     start = occurrence.start - pd.Timedelta("7D") - step * forecaster.full_history - lead - pd.Timedelta("1h")
@@ -167,8 +194,9 @@ def score_event(tenant: TenantConfig, name: str | None, now: pd.Timestamp, sourc
     """Everything that follows an event's end, for `helios events scorecard` and the Dagster scorecard
     job alike: score it with the champions that served it, store it, log it to MLflow with its plot and
     queue the summary line for the tenant's channels (unless ``alert`` is off). Events posted to the
-    service are found in the store beside the tenant's YAML ones. The scorecard stands without its
-    notification: a routing failure is reported in ``alert_error``, not raised."""
+    service are found in the store beside the tenant's YAML ones, learned peaks in the champion planner.
+    The scorecard stands without its notification: a routing failure is reported in ``alert_error``,
+    not raised."""
     from helios_pipelines.core.ml.tracking import load_helios_model, registered_model_name
 
     try:
@@ -205,11 +233,14 @@ def posted_events(store, tenant_id: str) -> list[ScheduledEvent]:
 
 
 def finished_occurrences(tenant: TenantConfig, now: pd.Timestamp, lookback: pd.Timedelta,
-                         posted: list[ScheduledEvent] = ()) -> list[Occurrence]:
-    """Occurrences of the tenant's scheduled events (its YAML's and ``posted``) that ended in
-    ``(now - lookback, now]``."""
+                         posted: list[ScheduledEvent] = (), learned: PeakSchedule | None = None) -> list[Occurrence]:
+    """Occurrences of the tenant's scheduled events (its YAML's and ``posted``) and of its ``learned``
+    peaks (those no scheduled event covers) that ended in ``(now - lookback, now]``."""
     schedule = EventSchedule([*tenant.events, *posted])
-    return [o for o in schedule.occurrences(now - lookback, now) if now - lookback < o.end <= now]
+    found = schedule.occurrences(now - lookback, now)
+    if learned:
+        found += learned.occurrences(now - lookback, now, schedule)
+    return [o for o in found if now - lookback < o.end <= now]
 
 
 # ---- the monthly roll-up ------------------------------------------------------------------------

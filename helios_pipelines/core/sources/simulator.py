@@ -206,7 +206,9 @@ class Simulator(MetricsSource):
         wanted = (index.asi8 - first) // step_ns - (smooth - 1)
         return out[wanted]
 
-    def _regional_profile(self, index: pd.DatetimeIndex) -> np.ndarray:
+    def regional_profile(self, index: pd.DatetimeIndex) -> np.ndarray:
+        """The demand's daily and weekly shape on the regions' clocks (no noise, growth or events): the
+        ground truth a learned daily peak is checked against."""
         regions = self.tenant.regions or []
         zones = [(r.timezone, r.share) for r in regions] or [(self.tenant.timezone, 1.0)]
         total = np.zeros(len(index))
@@ -296,7 +298,7 @@ class Simulator(MetricsSource):
         base = self.config.base_players if self.config.profile == "gaming" else self.config.base_requests
         return (
             base
-            * self._regional_profile(index)
+            * self.regional_profile(index)
             * self._event_effect(index)
             * np.clip(1 + 0.04 * self._noise("load", index, smooth=15), 0.5, None)
             * growth

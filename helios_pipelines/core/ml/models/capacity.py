@@ -77,18 +77,24 @@ class CapacityPlanner(SavableModel):
     # (core.ml.capacity_learning.FleetValue.to_dict()); empty for a planner of configured values only,
     # as bundles saved before learning existed load with.
     fleet: dict[str, dict[str, dict]] = {}
+    # The tenant's learned recurring peaks (core.ml.peaks.PeakSchedule, as a dict; why here: that
+    # module's docstring); empty for planners saved before peaks were learned.
+    peaks: dict = {}
 
     def __init__(self, targets: list[ScalingTarget], capacity: dict[str, float], thresholds: AlertThresholds,
-                 fleet: dict[str, dict[str, dict]] | None = None):
+                 fleet: dict[str, dict[str, dict]] | None = None, peaks: dict | None = None):
         self.targets = {t.service: t for t in targets}
         self.capacity = dict(capacity)
         self.thresholds = thresholds
         self.fleet = dict(fleet or {})
+        self.peaks = dict(peaks or {})
 
     @classmethod
-    def from_tenant(cls, tenant: TenantConfig, fleet: dict[str, dict[str, dict]] | None = None) -> CapacityPlanner:
+    def from_tenant(cls, tenant: TenantConfig, fleet: dict[str, dict[str, dict]] | None = None,
+                    peaks: dict | None = None) -> CapacityPlanner:
         """The tenant's planner; ``fleet`` (core.ml.capacity_learning.learn_fleet, as dicts) overrides the
-        configured capacity per replica and start-up seconds with the values it says are in use."""
+        configured capacity per replica and start-up seconds with the values it says are in use; ``peaks``
+        are its learned recurring peaks (core.ml.peaks.learn_peaks, as a dict)."""
         fleet = fleet or {}
         return cls(
             targets=list(tenant.scaling),
@@ -98,6 +104,7 @@ class CapacityPlanner(SavableModel):
             },
             thresholds=tenant.alerts.thresholds,
             fleet=fleet,
+            peaks=peaks,
         )
 
     def manifest(self) -> dict:
@@ -105,6 +112,7 @@ class CapacityPlanner(SavableModel):
             "services": {name: t.model_dump() | {"capacity_per_replica": self.capacity[name]} for name, t in self.targets.items()},
             "thresholds": self.thresholds.model_dump(),
             "fleet": self.fleet,
+            "peaks": self.peaks,
         }
 
     def inputs(self, service: str) -> dict[str, dict]:
