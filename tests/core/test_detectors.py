@@ -297,6 +297,16 @@ def test_a_metric_leaving_its_relation_to_its_driver_is_anomalous_inside_its_own
     assert not alerts.loc[test_day & ~incident & (frame.index.hour != 4), "combined"].any()
 
 
+def test_fitting_relations_leaves_every_blas_thread_count_as_it_was():
+    # The relations' Huber fit runs scipy's BLAS on one thread (models/relations.py); the rest of the
+    # process (numpy's sums, the forecasters' threads) must find the counts it had.
+    from threadpoolctl import threadpool_info
+
+    before = [(lib["filepath"], lib["num_threads"]) for lib in threadpool_info()]
+    CombinedDetector(drivers=["players"], forest_weight=0).fit(_load_and_cpu(days=3))
+    assert [(lib["filepath"], lib["num_threads"]) for lib in threadpool_info()] == before
+
+
 def test_a_scheduled_event_is_an_expected_input_and_an_incident_during_it_is_still_found():
     start = pd.Timestamp("2026-03-07T12:00:00Z")  # noon of the last day
     event = ScheduledEvent(name="Tournament", start=start.to_pydatetime(), duration_hours=4, multiplier=2.5,

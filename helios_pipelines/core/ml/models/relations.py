@@ -21,10 +21,15 @@ hand-set.
 
 from __future__ import annotations
 
+import functools
+from contextlib import nullcontext
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.linear_model import HuberRegressor
+from threadpoolctl import ThreadpoolController
 
 #: Trailing windows (rows) of each driver given to the relation: the driver's recent past stands in
 #: for whatever lag the customer's autoscaler has.
@@ -64,6 +69,25 @@ def driver_features(drivers: np.ndarray) -> np.ndarray:
     return np.hstack(columns)
 
 
+@functools.cache
+def _scipy_blas() -> ThreadpoolController | None:
+    """The OpenBLAS scipy's wheel bundles (``scipy.libs``, apart from numpy's), or None where scipy
+    shares numpy's BLAS."""
+    loaded = ThreadpoolController()
+    own = [c.filepath for c in loaded.lib_controllers if c.user_api == "blas" and Path(c.filepath).parent.name == "scipy.libs"]
+    return loaded.select(filepath=own) if own else None
+
+
+def _one_thread_lbfgs():
+    """Huber's L-BFGS-B (scipy >= 1.15, ported to C) calls LAPACK on its tiny matrices hundreds of
+    times a fit, and a threaded OpenBLAS spends most of that in waking and waiting for its threads
+    (scipy/scipy#22438): one thread there took a Huber fit from 10-14 s to 3-5 s on two loaded cores,
+    with bit-identical coefficients. numpy's BLAS (the loss and gradient) keeps its threads: its
+    reductions would sum in another order and the fit would differ (bench/results/train.md)."""
+    blas = _scipy_blas()
+    return blas.limit(limits=1) if blas is not None else nullcontext()
+
+
 class _LinearThenTrees:
     """A robust linear fit in log space (it extrapolates: a load beyond any seen, such as a launch,
     still gets a sensible expectation), then shallow boosted trees on what it leaves (the bends:
@@ -80,7 +104,8 @@ class _LinearThenTrees:
         self.centre_ = np.nanmedian(features, axis=0)
         spread = np.nanstd(features, axis=0)
         self.scale_ = np.where(spread > 0, spread, 1.0)  # standardised: the solver converges
-        self.linear.fit(self._filled(features[complete]), y[complete])
+        with _one_thread_lbfgs():
+            self.linear.fit(self._filled(features[complete]), y[complete])
         self.trees.fit(features, y - self.linear.predict(self._filled(features)))
         return self
 
