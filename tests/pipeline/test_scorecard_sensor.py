@@ -84,3 +84,25 @@ def test_finished_yaml_and_posted_events_are_scored_stored_and_logged_once_by_th
     assert sorted(r.run_key for r in again) == sorted(r.run_key for r in requests if r.tags["helios/event"] == daily.name
                                                      and r.run_key != latest_peak.run_key)
     store.close()
+
+
+def test_the_sensor_reads_a_tenants_learned_peaks_from_the_registry_at_most_once_an_hour(arena, mlflow_uri):
+    from helios_pipelines.core.ml.models.capacity import CapacityPlanner
+    from helios_pipelines.core.ml.peaks import LearnedPeak, PeakSchedule
+    from helios_pipelines.core.ml.tracking import CHAMPION, VersionTags, registered_model_name
+    from helios_pipelines.defs.scorecards import learned_schedules
+
+    tracker = Tracker(mlflow_uri)
+    schedules, cursor = learned_schedules(None, ["arena"], tracker, wall_clock=0.0)
+    assert schedules == {"arena": None}  # no champion planner yet
+
+    peaks = PeakSchedule("concurrent_users", arena.timezone, (LearnedPeak("day", "19:00", 120, 1.5, 0.9),), "1 learned peak")
+    name = registered_model_name("arena", "capacity_planner")
+    with tracker.start_run("arena", "capacity planner"):
+        version = tracker.log_model(CapacityPlanner.from_tenant(arena, peaks=peaks.to_dict()), name,
+                                    tags=VersionTags(peaks=peaks.to_dict()))
+    tracker.set_alias(name, CHAMPION, version.version)
+
+    # Within the hour the cursor's reading stands; after it the registry is asked again.
+    assert learned_schedules(cursor, ["arena"], tracker, wall_clock=3599.0)[0] == {"arena": None}
+    assert learned_schedules(cursor, ["arena"], tracker, wall_clock=3600.0)[0] == {"arena": peaks}
