@@ -37,6 +37,7 @@ def format_scorecard(card) -> str:
         f"{card.tenant} · {card.event} ({card.kind}) · {card.start[:16]} - {card.end[:16]} UTC · {card.service} on {card.metric}",
         f"lead time {card.lead_minutes} min · capacity per replica {card.capacity_per_replica:.4g} ({card.capacity_source})"
         f" · forecasts replayed every {card.origin_every_steps} step(s)",
+        *(f"scored with the {what} Helios had before the event: {which}" for what, which in card.scored_with.items()),
         f"forecast {card.lead_minutes} min ahead: MAE {f['mae']:,.1f} · MASE {f['mase']:.2f} · peak error {f['peak_error']:+.1%}"
         f" · peak timing {f['timing_error_minutes']:+.0f} min · 80% interval coverage {f['coverage']:.0%}",
         f"{'':38}{'Helios':>12}{'reactive HPA':>14}",

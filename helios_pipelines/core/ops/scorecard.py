@@ -124,6 +124,9 @@ class Scorecard:
     reactive: ControllerFigures
     savings: dict  # pod_hours_saved, cost_saved, under_pod_minutes_avoided, slo_minutes_avoided
     steps: list[dict] = field(default_factory=list)  # timestamp, actual, yhat, lower, upper, needed, helios, reactive
+    # which forecaster and planner versions scored it, or that they were refitted before the event
+    # (core.ops.scorecard_models); empty for scorecards written before it was recorded
+    scored_with: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """As JSON allows it: a figure that is not a number (MASE without a scale, a step without a

@@ -142,7 +142,8 @@ def log_to_mlflow(card: Scorecard, tracker) -> str:
     for who in ("helios", "reactive"):
         metrics |= {f"{who}_{k}": v for k, v in getattr(card, who).__dict__.items()}
     metrics |= card.savings
-    tags = {"event": card.event, "event_kind": card.kind, "event_start": card.start, "service": card.service}
+    tags = {"event": card.event, "event_kind": card.kind, "event_start": card.start, "service": card.service,
+            **{f"scored_with_{what}": which for what, which in card.scored_with.items()}}
     with tracker.start_run(card.tenant, f"scorecard {card.event} {card.start[:10]}", tags=tags) as run:
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if pd.notna(v)})
         mlflow.log_figure(plot(card), "scorecard.png")
@@ -160,18 +161,17 @@ def alert_summary(card: Scorecard, tenant: TenantConfig, store) -> int:
     return route(store, tenant, [alert])
 
 
-def write_scorecard(store, tenant: TenantConfig, name: str | None, now: pd.Timestamp, source, forecaster, planner,
+def write_scorecard(store, tenant: TenantConfig, occurrence: Occurrence, source, forecaster, planner,
                     service: str | None = None, on_progress: Callable[[int, int], None] | None = None,
-                    posted: list[ScheduledEvent] = ()) -> Scorecard:
-    """Score event ``name``'s latest finished occurrence (the last finished event without a name) and
-    store it. ``source`` gives the history; ``forecaster`` and ``planner`` are what served it, and the
-    planner's learned peaks are events to score too."""
-    occurrence = find_occurrence(tenant, name, now, posted, PeakSchedule.from_dict(planner.peaks))
+                    scored_with: dict[str, str] | None = None) -> Scorecard:
+    """Score ``occurrence`` and store it. ``source`` gives the history; ``forecaster`` and ``planner``
+    are what Helios had before it (``scored_with`` says which)."""
     step = tenant.step_timedelta
     lead = pd.Timedelta(minutes=planner.lead_time_minutes(service or next(iter(planner.targets))))
     start = occurrence.start - pd.Timedelta("7D") - step * forecaster.full_history - lead - pd.Timedelta("1h")
     history = source.fetch(start, occurrence.end)
     card = event_scorecard(tenant, occurrence, history, forecaster, planner, service, on_progress)
+    card.scored_with = dict(scored_with or {})
     save(store, card)
     return card
 
@@ -192,25 +192,31 @@ def score_event(tenant: TenantConfig, name: str | None, now: pd.Timestamp, sourc
                 service: str | None = None, log_mlflow: bool = True, alert: bool = True,
                 on_progress: Callable[[int, int], None] | None = None) -> PublishedScorecard:
     """Everything that follows an event's end, for `helios events scorecard` and the Dagster scorecard
-    job alike: score it with the champions that served it, store it, log it to MLflow with its plot and
+    job alike: score it with the forecaster and planner Helios had before it (``scorecard_models``: never
+    a fit that saw the event), store it, log it to MLflow with its plot and
     queue the summary line for the tenant's channels (unless ``alert`` is off). Events posted to the
     service are found in the store beside the tenant's YAML ones, learned peaks in the champion planner.
     The scorecard stands without its notification: a routing failure is reported in ``alert_error``,
     not raised."""
-    from helios_pipelines.core.ml.tracking import load_helios_model, registered_model_name
+    from helios_pipelines.core.ml.tracking import CHAMPION, load_helios_model, registered_model_name
+    from helios_pipelines.core.ops.scorecard_models import models_before
 
     try:
-        planner = load_helios_model(registered_model_name(tenant.id, "capacity_planner"), tracker=tracker)
-        metric = planner.target(service).metric if service else next(iter(planner.targets.values())).metric
-        forecaster = load_helios_model(registered_model_name(tenant.id, "forecaster", metric), tracker=tracker)
+        champion = load_helios_model(registered_model_name(tenant.id, "capacity_planner"), tracker=tracker)
+        metric = champion.target(service).metric if service else next(iter(champion.targets.values())).metric
+        if tracker.version_by_alias(registered_model_name(tenant.id, "forecaster", metric), CHAMPION) is None:
+            raise LookupError(f"no champion forecaster of '{metric}'")
     except KeyError as exc:
         raise ScorecardUnavailableError(str(exc.args[0])) from None
     except Exception as exc:  # MLflow's own errors: no champion registered yet
         raise ScorecardUnavailableError(
             f"tenant '{tenant.id}' has no champion planner and forecaster to score with ({exc}); run `helios run {tenant.id}`"
         ) from None
-    card = write_scorecard(store, tenant, name, now, source, forecaster, planner, service, on_progress,
-                           posted_events(store, tenant.id))
+    occurrence = find_occurrence(tenant, name, now, posted_events(store, tenant.id),
+                                 PeakSchedule.from_dict(champion.peaks))
+    models = models_before(tenant, occurrence, metric, champion, tracker, source)
+    card = write_scorecard(store, tenant, occurrence, source, models.forecaster, models.planner, service, on_progress,
+                           models.scored_with)
     run_id = log_to_mlflow(card, tracker) if log_mlflow else None
     channels, error = None, None
     if alert:
