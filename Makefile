@@ -19,7 +19,7 @@ export HELIOS_DEMO_PAGERDUTY_ROUTING_KEY ?= demo0pagerduty0routing0key000032
 PORT ?= 3000
 SHARED ?= $(CURDIR)/../shared
 
-.PHONY: install demo test test-fast lint serve ui validate bench-forecast bench-anomaly bench-serve bench-scale bench-capacity bench-scorecards bench-soak bench-train clean
+.PHONY: install demo test test-fast lint serve ui validate bench-forecast bench-anomaly bench-serve bench-serve-tenants bench-scale bench-capacity bench-scorecards bench-soak bench-train clean
 
 install: $(VENV)/.installed
 
@@ -94,6 +94,9 @@ bench-anomaly: install
 bench-serve: install
 	bash scripts/debian_package.sh install wrk
 	$(BIN)/python bench/serve_bench.py --tenant $(or $(TENANT),gaming-corp) --seconds 10 --out bench/results/serve.md
+
+bench-serve-tenants: install  ## the multi-tenant service's memory with 50 tenants (copies of a trained one)
+	$(BIN)/python bench/serve_tenants.py --tenant $(or $(TENANT),shopfast) --tenants 50 --out bench/results/serve_tenants.md
 
 bench-capacity: install
 	$(BIN)/python bench/capacity_learning.py --out bench/results/capacity_learning.md

@@ -18,6 +18,13 @@ import logging
 
 log = logging.getLogger(__name__)
 
+# What one request may ask for, so every request does bounded work: serving/service.py declares these
+# on the endpoints' fields and serving/host.py checks what the fields only bound together.
+MAX_HORIZON_MINUTES = 366 * 24 * 60  # a year; each model says how far it was trained for (400 beyond)
+MAX_METRICS_PER_DETECT = 64
+MAX_POINTS_PER_DETECT = 1000
+POINT_YEARS = (1970, 2200)  # pandas holds 1677-2262; the detector's history is days, not centuries
+
 JSON_ENDPOINTS = frozenset({"/predict", "/detect", "/recommend", "/events"})
 FORM_ENDPOINTS = frozenset({"/api/v1/query"})
 MAX_BODY_BYTES = 256 * 1024  # a /detect of its most points is about 80 KiB

@@ -3,62 +3,36 @@
 Started per tenant (the integration guide's sidecar option) with
 ``bentoml serve serving.service:HeliosService --arg tenants=gaming-corp``; the tenant's bundle
 (its pinned champions) is declared at class level so ``bentoml build`` packs it into the Bento.
+
+This module only declares the service (its arguments, routes, fields and middlewares); what serves
+is ``serving.host.Host``, created with the service. `bentoml serve` imports this module in two
+processes, its arbiter, which reads the declaration to start the worker and then only supervises it,
+and the worker; importing pandas, the models' libraries and the store here held some 120 MiB in the
+arbiter for nothing, a fifth of the service's memory (bench/results/serve.md). tests/test_boundaries.py
+checks that loading it imports none of them.
 """
 
 from __future__ import annotations
 
-import gc
-import logging
-import threading
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated
 
-import anyio
 import bentoml
-import pandas as pd
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, field_validator
 
-from helios_pipelines.core.ops.exposition import Sample, exposition
-from helios_pipelines.core.ops.feedback import PredictionRecorder
-from helios_pipelines.core.ops.migrations import upgrade
-from helios_pipelines.core.ops.scorecard_store import scorecard_samples
-from helios_pipelines.core.ops.store import Store
-from helios_pipelines.core.tenants import ScheduledEvent
-from serving import prometheus_api, publisher, verdicts
-from serving.alert_routing import apply_alert_file
-from serving.answers import events as posted_events
-from serving.answers.scorecards import scorecard_response
 from serving.auth import TENANT_METRICS_PATH, TenantAuthMiddleware
-from serving.detections import DetectionRecorder
-from serving.errors import (
-    DOMAIN_ERRORS,
-    ForbiddenError,
-    NotFoundError,
-    RequestError,
-    TenantUnavailableError,
-    shown,
-    status_of,
+from serving.request_guard import (
+    MAX_HORIZON_MINUTES,
+    MAX_METRICS_PER_DETECT,
+    MAX_POINTS_PER_DETECT,
+    POINT_YEARS,
+    RequestGuard,
 )
-from serving.ingest import router as ingest_router
-from serving.ingest import serve as accept_pushes
-from serving.posted_events import EventFeed
-from serving.published import PublishedSeries
-from serving.request_guard import RequestGuard
-from serving.runtime import TenantRuntime
 from serving.timeout import replace_bentoml_timeout
 
-log = logging.getLogger(__name__)
-T = TypeVar("T")
-
-# What one request may ask for: every request does bounded work, checked before the work.
-MAX_HORIZON_MINUTES = 366 * 24 * 60  # a year; each model says how far it was trained for (400 beyond)
-MAX_METRICS_PER_DETECT = 64
-MAX_POINTS_PER_DETECT = 1000
-POINT_YEARS = (1970, 2200)  # pandas holds 1677-2262; the detector's history is days, not centuries
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 TenantId = Annotated[str, Field(min_length=1, max_length=64)]
 
@@ -90,60 +64,14 @@ class Point(BaseModel):
         return value
 
 
-def _http_errors(call, ctx: bentoml.Context):
-    """BentoML's routes: a domain error is answered ``{"error": message}`` with its status
-    (serving/errors.py ``STATUS``); raised as BentoML's own exceptions, a 403's or 503's message would
-    be blanked, and the caller must learn which tenant and what was wrong."""
-    try:
-        return call()
-    except DOMAIN_ERRORS as exc:
-        ctx.response.status_code = status_of(exc)
-        return {"error": str(exc)}
-
-
-def _json_errors(call: Callable[[], JSONResponse]) -> JSONResponse:
-    """The plain FastAPI routes: the same answer as ``_http_errors``."""
-    try:
-        return call()
-    except DOMAIN_ERRORS as exc:
-        return JSONResponse({"error": str(exc)}, status_code=status_of(exc))
-
-
-def _for_tenant(runtime: TenantRuntime, answer: Callable[[TenantRuntime], T]) -> T:
-    """``answer(runtime)``; anything but a request error is this tenant's own failure (its source,
-    a model): logged, and answered as this tenant's 503, so it never reads as the service's."""
-    try:
-        return answer(runtime)
-    except DOMAIN_ERRORS:
-        raise
-    except Exception as exc:
-        log.exception("tenant '%s' failed to answer", runtime.tenant_id)
-        raise TenantUnavailableError(
-            f"tenant '{runtime.tenant_id}' cannot answer right now ({type(exc).__name__}); "
-            "other tenants are unaffected and the service log has the details"
-        ) from exc
-
-
-async def _answer(ctx: bentoml.Context, cached, compute, limiter: anyio.CapacityLimiter):
-    """This step's finished answer straight from the event loop; anything else (a forecast to
-    compute, an error to raise) in a worker thread, so the loop never waits on pandas. BentoML would
-    run a sync endpoint in its one-thread pool even when the answer is a dict lookup."""
-    answer = _http_errors(cached, ctx)
-    if answer is None:
-        answer = await anyio.to_thread.run_sync(_http_errors, compute, ctx, limiter=limiter)
-    return answer
-
-
 def _authenticated(request) -> str | None:
     """The tenant the auth middleware found for this request's key (None when keys are off)."""
     return getattr(request.state, "tenant", None)
 
 
-# Routes that need GET or form bodies (Prometheus' HTTP API, the guide's GET /predict) live here.
+# Routes that need GET or form bodies (the guide's GET /predict, Prometheus' HTTP API) live here; the
+# host adds the pushes', Prometheus API's and verdicts' routers when the worker creates the service.
 http = FastAPI(title="Helios Prometheus-compatible API")
-http.include_router(ingest_router)  # pushed metrics: Prometheus remote_write and the agent's JSON batches
-http.include_router(prometheus_api.router)  # query, query_range, series, labels: KEDA and Grafana (serving/prometheus_api.py)
-http.include_router(verdicts.router)  # operators' verdicts on anomaly episodes (serving/verdicts.py)
 
 
 replace_bentoml_timeout()  # BentoML's keeps every request alive for the whole timeout (serving/timeout.py)
@@ -155,66 +83,18 @@ class HeliosService:
     bundles = [bentoml.models.BentoModel(tag) for tag in ARGUMENTS.bundle_tags()]
 
     def __init__(self) -> None:
-        self.runtimes = {}
-        for bundle in self.bundles:
-            runtime = TenantRuntime(Path(bundle.stored.path))
-            self.runtimes[runtime.tenant_id] = runtime
-        accept_pushes(r.tenant for r in self.runtimes.values())  # pushes are checked against the bundles' configs
-        # Served predictions and anomalies go to the Helios store (HELIOS_DATABASE_URL), off the hot path.
-        self.store = Store()
-        if self.store.url.startswith("sqlite"):
-            upgrade(self.store.url)  # the embedded store migrates itself; production runs `helios db upgrade`
-        self.recorder = PredictionRecorder(self.store)
-        self.detections = DetectionRecorder(self.store)  # /detect's scores, written by the publisher's thread
-        self.accuracy = publisher.LiveAccuracy(self.store)
-        apply_alert_file(self.runtimes)  # the rendered alert ConfigMap, when the Deployment mounts one
-        # Posted events are kept in the store and polled, so every replica honours them (serving/posted_events.py).
-        self.events_feed = EventFeed(self.store, self.runtimes)
-        self.events_feed.sync()
-        threading.Thread(target=self.events_feed.poll_forever, name="helios-events", daemon=True).start()
-        self._compute_limiter: anyio.CapacityLimiter | None = None
-        # Each step's series, kept for range queries and past times (serving/published.py); the
-        # publisher's gauges are the same record.
-        self.published = PublishedSeries(lambda at, tenant: self.tenant_samples(self.runtimes[tenant], at),
-                                                        {t: r.step for t, r in self.runtimes.items()})
-        prometheus_api.attach(http, prometheus_api.PrometheusAPI(self.published, self.compute_limiter))
-        publisher.start(list(self.runtimes.values()), self.store, self.recorder, self.detections,
-                        lambda runtime, now: self.published.current(runtime.tenant_id, now))
-        # The loaded models, libraries and BentoML are a few hundred thousand long-lived objects: a
-        # full garbage collection walking them took 100-300 ms every few seconds under load.
-        # Frozen, they are left out of every collection.
-        gc.collect()
-        gc.freeze()
+        from serving.host import Host  # in the worker only (the module docstring says why)
 
-    def compute_limiter(self) -> anyio.CapacityLimiter:
-        """One thread computes what the cache misses, as BentoML runs sync endpoints: concurrent
-        requests at a step boundary wait for the first one's forecast instead of each computing it."""
-        if self._compute_limiter is None:  # created on the event loop, which anyio requires
-            self._compute_limiter = anyio.CapacityLimiter(1)
-        return self._compute_limiter
+        self.host = Host([Path(bundle.stored.path) for bundle in self.bundles], http)
 
     @bentoml.on_shutdown
     def _flush_recorder(self) -> None:
-        self.detections.flush()
-        self.recorder.close()
-
-    def tenant_samples(self, runtime: TenantRuntime, at: pd.Timestamp | None = None) -> list[Sample]:
-        """A tenant's forecast, anomaly and recommendation series, plus the live accuracy of its served
-        forecasts and its latest event scorecards (a small read of the store, once per step)."""
-        scorecards = scorecard_samples(self.store, runtime.tenant_id) if runtime.planner is not None else []
-        return runtime.samples(at) + self.accuracy.samples(runtime.tenant_id) + scorecards
+        self.host.close()
 
     @http.get(TENANT_METRICS_PATH, include_in_schema=False)
     def tenant_metrics(self, request: Request) -> PlainTextResponse:
         """/metrics for an API key: that tenant's series only (the auth middleware routes here)."""
-        tenant = _authenticated(request)
-        if tenant is None:
-            return PlainTextResponse("an API key is required\n", status_code=401)
-        try:
-            samples = _for_tenant(self.runtimes[tenant], lambda runtime: self.published.current(runtime.tenant_id))
-        except TenantUnavailableError as exc:
-            return PlainTextResponse(f"{exc}\n", status_code=503)
-        return PlainTextResponse(exposition(samples), media_type="text/plain; version=0.0.4")
+        return self.host.tenant_metrics(_authenticated(request))
 
     @http.get("/predict")
     def predict_get(
@@ -225,65 +105,12 @@ class HeliosService:
         tenant: Annotated[str | None, Query(max_length=64)] = None,
     ) -> JSONResponse:
         """The integration guide's GET /predict?metric=&horizon= (minutes)."""
-        return _json_errors(lambda: JSONResponse(self._predict(metric, horizon, tenant, _authenticated(request))))
+        return self.host.predict_get(metric, horizon, tenant, _authenticated(request))
 
     @http.get("/events/{name}/scorecard")
     def event_scorecard(self, request: Request, name: str, tenant: str | None = None) -> JSONResponse:
         """An event's scorecard once it is over (serving/answers/scorecards.py)."""
-        return _json_errors(lambda: scorecard_response(self.store, self.runtime(tenant, _authenticated(request)), name))
-
-    def _predict(self, metric: str, horizon: int, tenant: str | None, authenticated: str | None) -> dict:
-        result = _for_tenant(self.runtime(tenant, authenticated), lambda r: r.predict(metric, horizon))
-        self.recorder.record(result)
-        return result
-
-    def _cached_predict(self, metric: str, horizon: int, tenant: str | None, authenticated: str | None) -> dict | None:
-        result = self.runtime(tenant, authenticated).cached_answer("predict", metric, horizon)
-        if result is not None:
-            self.recorder.record(result)
-        return result
-
-    def _detect(self, names, points, record: bool, tenant: str | None, authenticated: str | None) -> dict:
-        """The latest step's scores are queued for recording (anomaly episodes, alerts: serving/detections.py).
-        Client points are a what-if: scored, and recorded only when the caller asks, and then only
-        the points inside the scored window (up to the last complete step), never a future one."""
-        if len(names) > MAX_METRICS_PER_DETECT:
-            raise RequestError(f"metrics: at most {MAX_METRICS_PER_DETECT} per request, got {len(names)}")
-        runtime = self.runtime(tenant, authenticated)
-        result = _for_tenant(runtime, lambda r: r.detect(names or None, points))
-        if points is None:
-            self.detections.queue(runtime.tenant, result)
-            return result
-        recordable = []
-        if record:
-            end = runtime.step_end()
-            recordable = [s for s in result["scores"] if pd.Timestamp(s["timestamp"]) <= end]
-            if recordable:
-                self.detections.write(runtime.tenant, result | {"scores": recordable})
-        return result | {"recorded": len(recordable)}
-
-    def _cached_detect(self, names, points, record: bool, tenant: str | None, authenticated: str | None) -> dict | None:
-        if points is not None:
-            return None  # a what-if is scored for the points given
-        runtime = self.runtime(tenant, authenticated)
-        result = runtime.cached_answer("detect", tuple(names))
-        if result is not None:
-            self.detections.queue(runtime.tenant, result)
-        return result
-
-    def runtime(self, tenant: str | None, authenticated: str | None = None) -> TenantRuntime:
-        """The runtime a request is for: the API key's tenant when keys are on, else ``tenant``."""
-        if authenticated is not None:
-            if tenant is not None and tenant != authenticated:
-                raise ForbiddenError(f"this API key belongs to tenant '{authenticated}', not {shown(tenant)}")
-            tenant = authenticated
-        if tenant is None:
-            if len(self.runtimes) == 1:
-                return next(iter(self.runtimes.values()))
-            raise RequestError(f"name a tenant: {', '.join(sorted(self.runtimes))}")
-        if tenant not in self.runtimes:
-            raise NotFoundError(f"unknown tenant {shown(tenant)}")
-        return self.runtimes[tenant]
+        return self.host.event_scorecard(name, tenant, _authenticated(request))
 
     @bentoml.api(route="/predict")
     async def predict(
@@ -294,9 +121,7 @@ class HeliosService:
         ctx: bentoml.Context = None,
     ) -> dict:
         """Forecast ``metric`` ``horizon`` minutes ahead: value, 80% bounds, target time, model version."""
-        request = (metric, horizon, tenant, _authenticated(ctx.request))
-        return await _answer(ctx, lambda: self._cached_predict(*request), lambda: self._predict(*request),
-                             self.compute_limiter())
+        return await self.host.predict(ctx, metric, horizon, tenant, _authenticated(ctx.request))
 
     @bentoml.api(route="/detect")
     async def detect(
@@ -312,9 +137,7 @@ class HeliosService:
         (a what-if: not recorded unless ``record``)."""
         names = ([metric] if metric else []) + list(metrics or [])
         given = [(p.timestamp, p.value) for p in points] if points else None
-        request = (names, given, record, tenant, _authenticated(ctx.request))
-        return await _answer(ctx, lambda: self._cached_detect(*request), lambda: self._detect(*request),
-                             self.compute_limiter())
+        return await self.host.detect(ctx, names, given, record, tenant, _authenticated(ctx.request))
 
     @bentoml.api(route="/recommend")
     async def recommend(
@@ -326,13 +149,7 @@ class HeliosService:
         ctx: bentoml.Context = None,
     ) -> dict:
         """Replicas for a scaled service, with every step of the arithmetic."""
-        authenticated = _authenticated(ctx.request)
-        return await _answer(
-            ctx,
-            lambda: self.runtime(tenant, authenticated).cached_answer("recommend", service or metric, current_replicas),
-            lambda: _for_tenant(self.runtime(tenant, authenticated), lambda r: r.recommend(service or metric, current_replicas)),
-            self.compute_limiter(),
-        )
+        return await self.host.recommend(ctx, service or metric, current_replicas, tenant, _authenticated(ctx.request))
 
     @bentoml.api(route="/events")
     def events(
@@ -352,21 +169,11 @@ class HeliosService:
         optionally how long its traffic takes to build up and wind down). ScheduledEvent's rules
         (finite, bounded, ramps that fit) are checked before anything is kept.
         Kept in the store, so every replica of the tenant honours it."""
-        authenticated = _authenticated(ctx.request)
-
-        def post() -> dict:
-            try:  # ScheduledEvent holds the rules (positive duration and multiplier, a known kind of start)
-                given = {"multiplier": multiplier, "expected_multiplier": expected_multiplier}  # the guide's name too
-                event = ScheduledEvent(name=name, kind=kind, start=start, duration_hours=duration_hours,
-                                       metrics=metrics or [], ramp_minutes=ramp_minutes,
-                                       **{k: v for k, v in given.items() if v is not None})
-            except ValidationError as exc:
-                raise RequestError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
-            runtime = self.runtime(tenant, authenticated)
-            posted_events.check_room(runtime)
-            return _for_tenant(runtime, lambda r: self.events_feed.post(r, event))
-
-        return _http_errors(post, ctx)
+        given = {"multiplier": multiplier, "expected_multiplier": expected_multiplier}  # the guide's name too
+        fields = {"name": name, "kind": kind, "start": start, "duration_hours": duration_hours,
+                  "metrics": metrics or [], "ramp_minutes": ramp_minutes,
+                  **{k: v for k, v in given.items() if v is not None}}
+        return self.host.post_event(ctx, fields, tenant, _authenticated(ctx.request))
 
 
 HeliosService.add_asgi_middleware(RequestGuard)

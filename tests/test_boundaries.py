@@ -92,3 +92,21 @@ def test_importing_the_dagster_definitions_writes_nothing_to_disk_or_the_environ
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_service_declaration_loads_neither_pandas_nor_the_models_nor_the_store():
+    """`bentoml serve` loads serving/service.py in its arbiter process too, which only supervises the
+    worker: what serves (serving/host.py) is imported by the worker alone (#20.4's memory per service)."""
+    code = (
+        "import sys\n"
+        "from bentoml._internal.configuration.containers import BentoMLContainer\n"
+        "BentoMLContainer.bento_arguments.set({'tenants': 'arena'})\n"
+        "from _bentoml_impl.loader import load\n"
+        "load('serving.service:HeliosService', '.')\n"
+        "heavy = ('pandas', 'numpy', 'sqlalchemy', 'xgboost', 'sklearn', 'helios_pipelines')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m == 'serving.host'))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                            env=os.environ | {"PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"

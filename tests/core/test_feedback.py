@@ -75,6 +75,32 @@ def test_recorder_writes_every_prediction_in_batches_and_skips_unknown_tenants(s
         recorder.record(served(now, 1.0))
 
 
+def test_a_forecast_answered_many_times_is_queued_once_and_again_after_a_failed_write(store, monkeypatch):
+    """#20.4: every /predict answer is recorded, but a step's answer is the same for every client."""
+    add_customer(store, tenant_config())
+    now = pd.Timestamp(NOW)
+    batches: list[int] = []
+    with PredictionRecorder(store, flush_interval=0.05) as recorder:
+        write = recorder._write
+        monkeypatch.setattr(recorder, "_write", lambda batch: batches.append(len(batch)) or write(batch))
+        for _ in range(1000):  # a thousand clients, one step: two forecasts (15 and 60 minutes ahead)
+            recorder.record(served(now, 1.0, horizon=15))
+            recorder.record(served(now, 2.0, horizon=60))
+        recorder.flush()
+        assert sum(batches) == 2 and recorder.written == 2
+
+        monkeypatch.setattr(recorder, "_write", lambda batch: 1 / 0)  # the store is down
+        recorder.record(served(now + STEP, 3.0))
+        recorder.flush()
+        assert recorder.failed == 1
+        monkeypatch.setattr(recorder, "_write", write)  # back: the next request queues the lost forecast again
+        recorder.record(served(now + STEP, 3.0))
+        recorder.flush()
+    assert recorder.written == 3
+    with store.transaction() as session:
+        assert session.scalar(select(func.count()).select_from(Prediction)) == 3
+
+
 def record_history(store, start: pd.Timestamp, count: int, error: float, horizon: int = 15) -> None:
     """Predictions every step from ``start``, off by ``error``, with an interval of +-1 around the forecast."""
     with PredictionRecorder(store, flush_interval=0.05) as recorder:

@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
+from cachetools import LRUCache
 
 from helios_pipelines.core.ops.exposition import Sample
 from helios_pipelines.core.ops.store import Store, UnknownCustomerError
@@ -35,6 +36,9 @@ from helios_pipelines.core.tenants.base import format_horizon
 log = logging.getLogger(__name__)
 
 SEASON = timedelta(days=1)
+# Forecasts the recorder remembers having queued: a step's worth for many tenants. One it has forgotten
+# is queued again and skipped by the store, so the bound costs a write, never a second row.
+RECENT_FORECASTS = 4096
 
 
 class PredictionRecorder:
@@ -43,12 +47,20 @@ class PredictionRecorder:
     ``record`` never blocks and never raises on a database problem: when the queue is full (the
     store is down or slow) predictions are dropped and counted, because serving must not wait on
     telemetry. ``close`` writes what is queued.
+
+    A forecast is queued once per tenant, metric, horizon and origin (the store keeps one row for it
+    anyway, ``uq_predictions_forecast``): a step's /predict answer is the same for every client, and
+    queuing each of a thousand answers a second filled the queue with copies (tens of MiB of the
+    service's memory) and kept the writer thread converting and inserting them, competing with the
+    requests for the GIL. A batch that fails is forgotten, so a later request queues it again.
     """
 
     def __init__(self, store: Store, batch_size: int = 200, flush_interval: float = 1.0, max_queued: int = 50_000):
         self.store, self.batch_size, self.flush_interval = store, batch_size, flush_interval
         self.written = self.dropped = self.failed = 0
         self._queue: queue.Queue[dict] = queue.Queue(maxsize=max_queued)
+        self._queued: LRUCache[tuple, None] = LRUCache(RECENT_FORECASTS)  # queued or written lately
+        self._queued_lock = threading.Lock()  # LRUCache is not thread-safe: requests and the publisher record
         self._closed = threading.Event()
         self._model_ids: dict[tuple, uuid.UUID] = {}
         self._thread = threading.Thread(target=self._run, name="prediction-recorder", daemon=True)
@@ -57,9 +69,15 @@ class PredictionRecorder:
     def record(self, prediction: dict) -> None:
         if self._closed.is_set():
             raise RuntimeError("the prediction recorder is closed")
+        key = _forecast_key(prediction)
+        with self._queued_lock:
+            if key in self._queued:
+                return
+            self._queued[key] = None
         try:
             self._queue.put_nowait(prediction)
         except queue.Full:
+            self._forget([prediction])
             self.dropped += 1
 
     def flush(self) -> None:
@@ -91,10 +109,16 @@ class PredictionRecorder:
                 self.written += self._write(batch)
             except Exception:  # a lost batch must not kill the thread that writes the next ones
                 self.failed += len(batch)
+                self._forget(batch)
                 log.exception("prediction recorder: could not write %d predictions", len(batch))
             finally:
                 for _ in batch:
                     self._queue.task_done()
+
+    def _forget(self, predictions: list[dict]) -> None:
+        with self._queued_lock:
+            for prediction in predictions:
+                self._queued.pop(_forecast_key(prediction), None)
 
     def _write(self, batch: list[dict]) -> int:
         rows: list[dict] = []
@@ -129,6 +153,11 @@ class PredictionRecorder:
                 })
             # A forecast another replica (or an earlier request) already recorded is skipped.
             return self.store.insert_predictions(rows, session)
+
+
+def _forecast_key(prediction: dict) -> tuple:
+    """What makes a recorded forecast one row of the store (``uq_predictions_forecast``)."""
+    return prediction["tenant"], prediction["metric"], int(prediction["horizon_minutes"]), prediction["origin"]
 
 
 def join_actuals(store: Store, source: MetricsSource, tenant: TenantConfig, now: datetime | None = None,
