@@ -158,7 +158,7 @@ class Host:
     def tenant_samples(self, runtime: TenantRuntime, at: pd.Timestamp | None = None) -> list[Sample]:
         """A tenant's forecast, anomaly and recommendation series, plus the live accuracy of its served
         forecasts and its latest event scorecards (a small read of the store, once per step)."""
-        scorecards = scorecard_samples(self.store, runtime.tenant_id) if runtime.planner is not None else []
+        scorecards = scorecard_samples(self.store, runtime.tenant_id, at) if runtime.planner is not None else []
         return runtime.samples(at) + self.accuracy.samples(runtime.tenant_id) + scorecards
 
     # ---- the routes' answers (serving/service.py) ----------------------------------------------

@@ -133,12 +133,32 @@ def test_a_scorecard_is_kept_in_the_store_and_scoring_it_again_replaces_it(gamin
     assert len(scorecard_store.all_stored(store, gaming.id)) == 2
     assert scorecard_store.stored(store, gaming, occurrence, "lobby").service == "lobby"
     # The dashboard's table reads the same rows: both controllers' figures per scored event.
-    samples = scorecard_store.scorecard_samples(store, gaming.id)
+    samples = scorecard_store.scorecard_samples(store, gaming.id, now=AS_OF)
     assert {s.name for s in samples} == {scorecard_store.SCORECARD_SERIES}
     assert {(s.labels["event"], s.labels["controller"]) for s in samples} == {
         ("Weekend Tournament", "helios"), ("Weekend Tournament", "reactive")}
     assert next(s.value for s in samples if s.labels["controller"] == "reactive"
                 and s.labels["figure"] == "under_provisioned_pod_minutes") == card.reactive.under_provisioned_pod_minutes
+
+
+def test_the_dashboard_shows_the_latest_scorecard_of_each_recent_event(gaming, perfect_card, store):
+    from helios_pipelines.core.ops import scorecard_store
+
+    _, tournament = perfect_card  # Saturday 2026-11-14
+    add_customer(store, gaming)
+    scorecard_store.save(store, tournament)
+    # A learned daily peak scored on the six days after it: one row in the table, its latest (the 20th).
+    for day in range(15, 21):
+        start = pd.Timestamp(f"2026-11-{day}T18:30Z")
+        scorecard_store.save(store, scorecard_store.Scorecard.from_dict(tournament.to_dict() | {
+            "event": "learned peak daily 13:30", "kind": "learned_peak", "start": start.isoformat(),
+            "end": (start + pd.Timedelta("150min")).isoformat()}))
+    # A scorecard of an event that ended over a quarter before is not exported.
+    scorecard_store.save(store, scorecard_store.Scorecard.from_dict(tournament.to_dict() | {
+        "event": "Summer Cup", "start": "2026-08-01T14:00:00+00:00", "end": "2026-08-01T22:00:00+00:00"}))
+    samples = scorecard_store.scorecard_samples(store, gaming.id, now=pd.Timestamp("2026-11-21T00:00Z"))
+    assert {(s.labels["event"], s.labels["start"]) for s in samples} == {
+        ("Weekend Tournament", "2026-11-14T14:00"), ("learned peak daily 13:30", "2026-11-20T18:30")}
 
 
 def test_a_scorecard_of_a_tenant_the_store_does_not_know_is_refused_naming_it(perfect_card, store):

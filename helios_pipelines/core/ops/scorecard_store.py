@@ -91,12 +91,21 @@ def stored_scorecard(store, tenant: TenantConfig, name: str, now: pd.Timestamp,
 SCORECARD_SERIES = "helios_event_scorecard"
 # Exported per scored event (the dashboard's scorecard table): the latest few, the figures that matter.
 EXPORTED_SCORECARDS = 5
+# Scorecards of events that ended longer ago than this are not exported (a quarter: a season launch).
+EXPORTED_SINCE = pd.Timedelta("92D")
 
 
-def scorecard_samples(store, tenant_id: str) -> list[Sample]:
-    """The latest scorecards as ``helios_event_scorecard{customer, event, start, controller, figure}``."""
+def scorecard_samples(store, tenant_id: str, now: pd.Timestamp | None = None) -> list[Sample]:
+    """The latest scorecard of each of the most recently scored events (at most ``EXPORTED_SCORECARDS``,
+    ended in the ``EXPORTED_SINCE`` before ``now``) as ``helios_event_scorecard{customer, event, start,
+    controller, figure}``. One per event: a learned daily peak's scorecards would otherwise fill the table
+    and push the week's tournament out of it."""
+    now = now if now is not None else pd.Timestamp.now(tz="UTC")
+    latest = {}
+    for card in all_stored(store, tenant_id, ends_from=now - EXPORTED_SINCE):  # oldest first: the latest stays
+        latest[(card.event, card.service)] = card
     out = []
-    for card in all_stored(store, tenant_id)[-EXPORTED_SCORECARDS:]:
+    for card in sorted(latest.values(), key=lambda c: c.start)[-EXPORTED_SCORECARDS:]:
         base = {"customer": tenant_id, "event": card.event, "start": card.start[:16]}
         for controller in ("helios", "reactive"):
             for figure, value in getattr(card, controller).__dict__.items():
