@@ -203,7 +203,7 @@ def learn_peaks(tenant: TenantConfig, history: pd.DataFrame | None) -> PeakSched
                                  round(float(frame.loc[inside, "level"].median() / typical), 3),
                                  round(float(daily_share[slots].min()), 3)))
     peaks = tuple(weekly + daily)
-    basis = f"{metric} in {width.total_seconds() / 60:g}-minute bins on {tenant.timezone} time, typical level {typical:,.4g}"
+    basis = f"{metric} in {width.total_seconds() / 60:g}-minute bins on {tenant.timezone} time, typical level {typical:,.1f}"
     if peaks:
         return PeakSchedule(metric, tenant.timezone, peaks,
                             f"{len(peaks)} learned peak(s) in {basis}: " + "; ".join(p.describe() for p in peaks))
