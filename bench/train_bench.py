@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -32,6 +33,13 @@ TOLERANCE = 0.02  # MASE per metric within 2 % of the BEFORE run (#20.1)
 
 def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process (every thread) and of its finished children (Stan, ``bentoml build``):
+    on the shared machine the steadier figure, since other engineers' load stretches wall time."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def commit() -> str:
@@ -64,10 +72,10 @@ def run_pipeline(tenant_id: str, as_of: str, build_bento: bool) -> dict:
         "packager": BentoPackagerResource(build_bento=build_bento),
         "operator_verdicts": OperatorVerdictsResource(),  # the temporary home's store: no verdicts
     }
-    started = time.perf_counter()
+    started, cpu_before = time.perf_counter(), cpu_seconds()
     result = materialize(ALL_ASSETS, partition_key=tenant_id, resources=resources, instance=instance,
                          raise_on_error=False)
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, cpu_seconds() - cpu_before
     if not result.success:
         failures = [e.message for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
         raise SystemExit(f"the pipeline failed for {tenant_id}: {failures}")
@@ -81,7 +89,7 @@ def run_pipeline(tenant_id: str, as_of: str, build_bento: bool) -> dict:
         kinds = {kind: {"mase": scores["mase"], "seconds": t.seconds.get(kind)} for kind, scores in t.scores.items()}
         metrics[metric] = {"winner": t.winner, "mase": t.scores[t.winner]["mase"], "candidates": kinds,
                            "refit_seconds": t.fit_seconds}
-    return {"wall_seconds": wall, "assets": assets, "metrics": metrics}
+    return {"wall_seconds": wall, "cpu_seconds": cpu, "assets": assets, "metrics": metrics}
 
 
 def _fmt(seconds: float | None) -> str:
@@ -99,16 +107,19 @@ def render(runs: list[dict], notes: str) -> str:
         "MLflow, Dagster and BentoML in a fresh temporary home, `bentoml build` included). Asset times are",
         "Dagster's step durations; a candidate's time is its whole rolling-origin backtest (every fold's fit",
         "and predict; BEFORE also its MLflow logging), the winner's refit is its fit on the whole window. Since",
-        "two metrics are backtested side by side, candidate times of different metrics overlap. The machine",
-        "has 2 cores and is shared: `uptime` is recorded with every run.",
+        "two metrics are backtested side by side, candidate times of different metrics overlap. In process, as",
+        "`helios run` executes a tenant (`execute_in_process`: its steps one after the other). CPU s: the",
+        "process's threads and its children (Stan, `bentoml build`), the steadier figure under others' load",
+        "(recorded from the 2026-12-01 03:00 runs on). The machine has 2 cores and is shared: `uptime` is",
+        "recorded with every run.",
         "",
         "## Runs",
         "",
-        "| label | when (UTC) | commit | tenant | as of | wall s | uptime before | uptime after |",
-        "|---|---|---|---|---|---|---|---|",
+        "| label | when (UTC) | commit | tenant | as of | wall s | CPU s | uptime before | uptime after |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [f"| {r['label']} | {r['when']} | {r['commit']} | {r['tenant']} | {r['as_of']} | {r['wall_seconds']:.1f} "
-              f"| `{r['uptime_before']}` | `{r['uptime_after']}` |" for r in runs]
+              f"| {_fmt(r.get('cpu_seconds'))} | `{r['uptime_before']}` | `{r['uptime_after']}` |" for r in runs]
     lines += ["", "## Wall time per asset (s)", "", "| asset | " + " | ".join(r["label"] for r in runs) + " |",
               "|---|" + "---|" * len(runs)]
     lines += [f"| {a} | " + " | ".join(_fmt(r["assets"].get(a)) for r in runs) + " |" for a in assets]
@@ -174,7 +185,7 @@ def main() -> None:
     text = args.out.read_text() if args.out.exists() else ""
     notes = text[text.index(NOTES_MARKER):] if NOTES_MARKER in text else NOTES_MARKER + "\n"
     args.out.write_text(render(runs, notes))
-    print(f"{args.label}: {figures['wall_seconds']:.1f} s wall; {args.out} and {store} updated")
+    print(f"{args.label}: {figures['wall_seconds']:.1f} s wall, {figures['cpu_seconds']:.1f} s CPU; {args.out} and {store} updated")
     for asset, seconds in figures["assets"].items():
         print(f"  {asset:22} {seconds:7.1f} s")
 

@@ -141,8 +141,9 @@ def _plot_forecast(series: pd.Series, forecast: pd.DataFrame, title: str):
 
 
 # Metrics backtested side by side (threads: XGBoost and Stan release the GIL, so one metric's Python
-# feature work overlaps another's tree building on a 2-core machine; bench/results/train.md).
-PARALLEL_METRICS = 2
+# feature work overlaps another's tree building). Four, each booster on one thread (XGB_THREADS): on two
+# cores, two metrics at a time left a core idle in each one's Python phases (bench/results/train.md).
+PARALLEL_METRICS = 4
 
 
 @dataclass
