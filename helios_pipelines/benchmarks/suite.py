@@ -48,6 +48,7 @@ class SuiteSeries:
     load: Callable[[], pd.Series]
     regions: tuple[tuple[str, float], ...] = ()  # a simulated tenant's players' time zones and shares
     events: tuple = ()  # a simulated tenant's scheduled events (known future inputs, as in production)
+    drivers: tuple[tuple[str, Callable[[], pd.Series]], ...] = ()  # the tenant's drivers of the metric: name, loader
 
 
 def _nab(path: Path) -> Callable[[], pd.Series]:
@@ -108,9 +109,10 @@ def suite(shared: Path) -> list[SuiteSeries]:
         for metric in tenant.forecast_metrics:
             regions = tuple((r.timezone, r.share) for r in tenant.regions)
             events = tuple(e for e in tenant.events if not e.metrics or metric in e.metrics)
+            drivers = tuple((d, _simulated(tenant.id, d, days)) for d in tenant.drivers_of(metric))
             # the tenant's events go in as its forecasters get them in production (#14.1)
             members.append(SuiteSeries(f"sim {tenant.id} {metric} +events", "simulated", tenant.timezone,
-                                       _simulated(tenant.id, metric, days), regions, events))
+                                       _simulated(tenant.id, metric, days), regions, events, drivers))
     gaming = next((m for m in members if m.name.startswith("sim gaming-corp concurrent_users")), None)
     if gaming is not None:
         members.append(SuiteSeries("shift: sim gaming-corp concurrent_users x1.5", "derived", gaming.timezone,
@@ -142,14 +144,14 @@ def label(method: str, variant: str) -> str:
 
 
 def _run_one(task: tuple) -> tuple[str, dict]:
-    key, series, method, horizon, folds, timezone, seed, options = task
+    key, series, method, horizon, folds, timezone, seed, options, drivers = task
     options = dict(options)
     if options.get("events"):
         options["events"] = EventSchedule(list(options["events"]))
     started = time.perf_counter()
     try:
         result = backtest(lambda: make_method(method, horizon, timezone, seed, options), series, horizon, folds,
-                          levels=(0.8,))
+                          levels=(0.8,), drivers=drivers)
     except (ValueError, RuntimeError) as exc:
         return key, {"error": f"{type(exc).__name__}: {exc}"}
     return key, {
@@ -189,7 +191,13 @@ def run_suite(members, horizons, folds, methods, variants: dict, out: Path, jobs
                     extra["regions"] = [list(r) for r in member.regions]
                 if member.events:
                     extra["events"] = member.events
-                tasks.append((key, loaded[member.name], method, horizon, folds, member.timezone, seed, extra))
+                drivers = None
+                if extra.pop("tenant_drivers", False) and member.drivers:
+                    # the other metrics it may read, as the pipeline gives them (#18.3)
+                    extra["drivers"] = [name for name, _ in member.drivers]
+                    drivers = pd.DataFrame({name: load() for name, load in member.drivers})
+                tasks.append((key, loaded[member.name], method, horizon, folds, member.timezone, seed, extra,
+                              drivers))
     echo(f"{len(tasks)} backtests to run ({len(cache)} cached in {cache_path})")
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         for done, (key, result) in enumerate(pool.map(_run_one, tasks), 1):

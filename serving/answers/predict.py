@@ -51,7 +51,9 @@ def forecast(runtime: TenantRuntime, metric: str, horizon_minutes: int, end: pd.
         if series.notna().sum() < model.min_history:
             raise RequestError(f"not enough recent history for '{metric}' to forecast from")
         # Events (configured and posted) are applied inside predict, as in the backtest.
-        return model.predict(model.max_horizon, series, extra_events=runtime.posted_events, level=level)
+        # A model that reads its drivers takes them from the same history (only up to the origin).
+        return model.predict(model.max_horizon, series, extra_events=runtime.posted_events, level=level,
+                             drivers=history)
 
     frame = runtime.cache.get_or_compute(end, ("forecast", metric, level, runtime.events_version), compute)
     return frame.iloc[:steps]

@@ -15,7 +15,13 @@ import pytest
 
 from helios_pipelines.core.ml.evaluation import backtest, backtest_origins
 from helios_pipelines.core.ml.models.forecasters import FORECASTERS
-from helios_pipelines.core.ml.tracking import CHAMPION, Tracker, registered_model_name
+from helios_pipelines.core.ml.tracking import (
+    CHAMPION,
+    Tracker,
+    history_example,
+    naive_utc,
+    registered_model_name,
+)
 from helios_pipelines.core.ml.training import forecaster_for, promote_capacity_planner, train_capacity_planner
 from helios_pipelines.core.tenants import ScheduledEvent, TenantConfig
 from serving.packaging import assemble_bundle, champion_pins
@@ -159,3 +165,55 @@ def test_the_capacity_planner_waits_for_review_when_promotion_is_manual(setup):
     assert tracker.version_by_alias(registered_model_name(auto.id, "capacity_planner"), CHAMPION) is not None
     again = promote_capacity_planner(auto, train_capacity_planner(auto, tracker, {}), tracker)
     assert not again.promoted and again.reason == "configuration unchanged"
+
+
+def test_a_forecast_from_its_drivers_is_the_one_backtested_logged_and_served(series, setup):
+    """A tenant asking for drivers (``training.forecast_from_drivers``): Helios' forecaster of ``load``
+    reads the past of ``users``, the metric its scaling follows, and the backtest, the pyfunc (given
+    the drivers' columns beside the metric's) and serving forecast the same numbers from the same origin."""
+    _, origin, event_start, folder = setup
+    rng = np.random.default_rng(8)
+    users = (series.ffill() * 40 + rng.normal(0, 60, series.size)).rename("users")
+    csv = folder / "driven.csv"
+    pd.concat([series.rename("load"), users], axis=1).rename_axis("timestamp").reset_index().assign(
+        timestamp=lambda f: f["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    ).to_csv(csv, index=False)
+    config = tenant_for("driven", csv, event_start).model_dump(mode="json")
+    config["metrics"]["users"] = {"series": "users", "forecast": {"horizons": ["1h"]}}
+    config["scaling"][0]["metric"] = "users"
+    config["training"]["forecast_from_drivers"] = True
+    tenant = TenantConfig.model_validate(config)
+    drivers = users.to_frame()
+    fitted = []
+
+    def factory():
+        fitted.append(forecaster_for(tenant, "load", "helios"))
+        return fitted[-1]
+
+    result = backtest(factory, series, HORIZON, folds=1, levels=(0.8,), drivers=drivers)
+    model = fitted[-1]
+    assert model.drivers == ("users",) and forecaster_for(tenant, "users", "helios").drivers == ()
+    history = series.iloc[:origin]
+    tracker = Tracker()
+    name = registered_model_name(tenant.id, "forecaster", "load")
+    with tracker.start_run(tenant.id, "contract driven"):
+        version = tracker.log_model(model, name, alias=CHAMPION,
+                                    input_example=history_example(history.rename("load"), model, drivers))
+    # the pyfunc's input as MLflow's schema takes it: the metric's column, then its drivers', naive UTC
+    frame = pd.concat([history.rename("load"), users.loc[history.index]], axis=1)
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}").predict(
+        frame.set_axis(naive_utc(frame.index)).rename_axis("timestamp").reset_index()
+    )
+    bundle = assemble_bundle(tenant, {k: v for k, v in champion_pins(tenant, tracker).items() if k != "planner"},
+                             tracker, folder / "bundle-driven")
+    served = TenantRuntime(bundle).forecast("load", 60, now=series.index[origin] - STEP)
+
+    pd.testing.assert_frame_equal(pyfunc, served, check_dtype=False)
+    actual = series.iloc[origin : origin + HORIZON].to_numpy()
+    scored = np.isfinite(actual)
+    error = np.abs(actual - served["yhat"].to_numpy())[scored]
+    assert result.metrics["mae"] == pytest.approx(error.mean(), rel=1e-9)
+    # ... and the drivers made a difference: the same model without them forecasts otherwise
+    alone = forecaster_for(tenant.model_copy(update={"training": tenant.training.model_copy(
+        update={"forecast_from_drivers": False})}), "load", "helios").fit(history)
+    assert not np.allclose(alone.predict(HORIZON, history)["yhat"], served["yhat"])

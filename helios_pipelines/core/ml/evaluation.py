@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from helios_pipelines.core.ml.models.base import Forecaster, seasonal_period
+from helios_pipelines.core.ml.models.base import Forecaster, fit_forecaster, seasonal_period
 
 BACKTEST_SHARE = 0.25  # origins are spread over the last quarter of the series
 
@@ -133,8 +133,10 @@ def backtest(
     horizon: int,
     folds: int,
     levels: Sequence[float] = (0.8, 0.95),
+    drivers: pd.DataFrame | None = None,
 ) -> BacktestResult:
-    """Rolling-origin backtest: at each origin a fresh model is fitted on the data before it only.
+    """Rolling-origin backtest: at each origin a fresh model is fitted on the data before it only
+    (``drivers``, the other metrics a model may read, too: only their rows before the origin).
 
     MASE is scaled per fold by the in-sample MAE of the one-day seasonal-naive forecast on that
     fold's training part. Missing targets are not scored (and models never train on them).
@@ -147,12 +149,13 @@ def backtest(
     kind = ""
     for origin in backtest_origins(len(series), horizon, folds):
         train = series.iloc[:origin]
+        known = None if drivers is None else drivers[drivers.index < series.index[origin]]
         model = factory()
         kind = model.kind
         started = time.perf_counter()
-        model.fit(train)
+        fit_forecaster(model, train, known)
         fitted = time.perf_counter()
-        forecasts = {level: model.predict(horizon, train, level=level) for level in levels}
+        forecasts = {level: model.predict(horizon, train, level=level, drivers=known) for level in levels}
         predicted = time.perf_counter()
         done.append(
             Fold(

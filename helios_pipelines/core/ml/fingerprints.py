@@ -78,6 +78,7 @@ def forecaster_config(tenant: TenantConfig, metric: str, kinds: tuple[str, ...])
         "seed": tenant.training.seed,
         "folds": tenant.training.backtest_folds,
         "candidates": list(kinds),
+        "drivers": tenant.drivers_of(metric) if tenant.training.forecast_from_drivers else [],
     }
 
 

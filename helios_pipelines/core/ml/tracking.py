@@ -56,8 +56,8 @@ def registered_model_name(tenant: str, capability: str, metric: str | None = Non
 
 
 class HeliosPythonModel(PythonModel):
-    """pyfunc face of a Helios model: forecasters take a history frame (``timestamp`` and the metric's
-    values; param ``horizon`` in steps), detectors a metrics frame (``timestamp`` and a column per
+    """pyfunc face of a Helios model: forecasters take a history frame (``timestamp``, the metric's
+    values, then its drivers' where it reads them; param ``horizon`` in steps), detectors a metrics frame (``timestamp`` and a column per
     metric), the capacity planner one row per question (``service``, ``demand_upper``,
     ``demand_upper_window_max``, ``demand_expected``, ``demand_expected_window_max``,
     ``current_replicas``: ``CapacityPlanner.recommend``'s arguments). Logged from code (``pyfunc_model.py``)."""
@@ -82,7 +82,7 @@ class HeliosPythonModel(PythonModel):
         frame = model_input.set_index(pd.to_datetime(model_input["timestamp"], utc=True)).drop(columns="timestamp")
         if self.model.capability == "forecaster":
             horizon = int(params.get("horizon", self.model.max_horizon))
-            return self.model.predict(horizon, frame.iloc[:, 0].astype(float))
+            return self.model.predict(horizon, frame.iloc[:, 0].astype(float), drivers=frame.iloc[:, 1:])
         if self.model.capability == "anomaly_detector":
             return self.model.score(frame.astype(float)).reset_index()
         raise TypeError(f"{self.model.kind} has no pyfunc predict; load it with load_helios_model")
@@ -94,12 +94,16 @@ PLANNER_OUTPUT = ["service", "replicas", "current_replicas", "utilization_at_rec
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 
 
-def history_example(series: pd.Series, model: Forecaster) -> pd.DataFrame:
-    """A forecaster's pyfunc input: the shortest tail of ``series`` holding ``min_history`` observed points."""
+def history_example(series: pd.Series, model: Forecaster, drivers: pd.DataFrame | None = None) -> pd.DataFrame:
+    """A forecaster's pyfunc input: the shortest tail of ``series`` holding ``min_history`` observed points,
+    and beside it the history of the drivers the model reads (a column each)."""
     observed = np.flatnonzero(series.notna().to_numpy())
     start = observed[-model.min_history] if observed.size >= model.min_history else 0
     tail = series.iloc[start:]
-    return pd.DataFrame({"timestamp": naive_utc(tail.index), series.name or "value": tail.to_numpy()})
+    example = pd.DataFrame({"timestamp": naive_utc(tail.index), series.name or "value": tail.to_numpy()})
+    for name in model.drivers:
+        example[name] = drivers[name].reindex(tail.index).to_numpy()
+    return example
 
 
 def naive_utc(index: pd.DatetimeIndex) -> pd.DatetimeIndex:

@@ -42,7 +42,7 @@ from helios_pipelines.core.ml.fingerprints import (
     fingerprint,
     forecaster_config,
 )
-from helios_pipelines.core.ml.models.base import AnomalyDetector, Forecaster
+from helios_pipelines.core.ml.models.base import AnomalyDetector, Forecaster, fit_forecaster
 from helios_pipelines.core.ml.models.calibration import LabelledEpisode, calibrate
 from helios_pipelines.core.ml.models.capacity import CapacityPlanner
 from helios_pipelines.core.ml.models.detectors import make_detector
@@ -113,10 +113,17 @@ def forecaster_for(tenant: TenantConfig, metric: str, kind: str) -> Forecaster:
         timezone=tenant.timezone,
         regions=[(r.timezone, r.share) for r in tenant.regions],
         seasonality=tenant.metrics[metric].seasonality,
+        drivers=forecast_drivers(tenant, metric),
         events=EventSchedule([e for e in tenant.events if not e.metrics or metric in e.metrics]),
         metric=metric,
         seed=tenant.training.seed,
     )
+
+
+def forecast_drivers(tenant: TenantConfig, metric: str) -> list[str]:
+    """The metrics whose past the metric's forecaster reads: its drivers where the tenant asks for it
+    (``training.forecast_from_drivers``)."""
+    return tenant.drivers_of(metric) if tenant.training.forecast_from_drivers else []
 
 
 def horizon_steps(tenant: TenantConfig, minutes: int) -> int:
@@ -162,9 +169,10 @@ class _Backtests:
 FORCED = ChampionMatch(None, (), "forced")
 
 
-def _backtest_candidates(tenant: TenantConfig, metric: str, series: pd.Series, steps: int,
-                         candidates: tuple[str, ...], base: warm_retrain.WarmBase | None) -> _Backtests:
-    """Every candidate's backtest and the winner's refit; the kind of ``base`` (if any) warm-started."""
+def _backtest_candidates(tenant: TenantConfig, metric: str, series: pd.Series, drivers: pd.DataFrame | None,
+                         steps: int, candidates: tuple[str, ...], base: warm_retrain.WarmBase | None) -> _Backtests:
+    """Every candidate's backtest and the winner's refit; the kind of ``base`` (if any) warm-started.
+    ``drivers``: the metric's drivers' history, for a candidate that reads them."""
     results, seconds, last_fold, folds = {}, {}, {}, {}
     for kind in (BASELINE, *candidates):
         fitted: list[Forecaster] = []
@@ -176,7 +184,7 @@ def _backtest_candidates(tenant: TenantConfig, metric: str, series: pd.Series, s
             return fitted[-1]
 
         started = time.perf_counter()
-        results[kind] = backtest(factory, series, steps, tenant.training.backtest_folds)
+        results[kind] = backtest(factory, series, steps, tenant.training.backtest_folds, drivers=drivers)
         seconds[kind] = time.perf_counter() - started
         last_fold[kind] = (fitted[-1], pd.Timestamp(results[kind].origins[-1]))
         folds[kind] = fitted
@@ -184,7 +192,7 @@ def _backtest_candidates(tenant: TenantConfig, metric: str, series: pd.Series, s
     started = time.perf_counter()
     model = forecaster_for(tenant, metric, winner)
     warm_refit = base is not None and base.kind == winner
-    model = (model.continue_from(base.model) if warm_refit else model).fit(series)
+    model = fit_forecaster(model.continue_from(base.model) if warm_refit else model, series, drivers)
     fit_seconds = time.perf_counter() - started
     warm_start = None if base is None else warm_retrain.record(
         base, folds[base.kind], results[base.kind].fit_seconds, model if warm_refit else None)
@@ -206,8 +214,11 @@ def train_forecasters(
     trained, todo = {}, {}
     for metric in tenant.forecast_metrics:
         series = features[metric].astype(float)
+        names = forecast_drivers(tenant, metric)
+        drivers = features[names].astype(float) if names else None
         steps = horizon_steps(tenant, max(tenant.metrics[metric].forecast.horizons))
-        fitted_on = fingerprint(series, forecaster_config(tenant, metric, (BASELINE, *candidates)))
+        seen = series if drivers is None else pd.concat([series, drivers], axis=1)
+        fitted_on = fingerprint(seen, forecaster_config(tenant, metric, (BASELINE, *candidates)))
         name = registered_model_name(tenant.id, "forecaster", metric)
         match = FORCED if force else against_champion(tracker, name, fitted_on)
         if match.unchanged:
@@ -215,17 +226,18 @@ def train_forecasters(
             continue
         base = warm_retrain.warm_base(tracker, match, candidates)
         why = f"warm start of {base.kind} from champion v{base.version}" if base else "fitted"
-        todo[metric] = (series, steps, fitted_on, name, f"{why} ({match.why})", base)
+        todo[metric] = (series, drivers, steps, fitted_on, name, f"{why} ({match.why})", base)
     with ThreadPoolExecutor(max_workers=PARALLEL_METRICS, thread_name_prefix="backtest") as pool:
-        running = {m: pool.submit(_backtest_candidates, tenant, m, series, steps, candidates, base)
-                   for m, (series, steps, *_, base) in todo.items()}
-        for metric, (series, steps, fitted_on, name, why, _) in todo.items():
-            trained[metric] = _register(tenant, tracker, tags, metric, series, steps, fitted_on, name,
+        running = {m: pool.submit(_backtest_candidates, tenant, m, series, drivers, steps, candidates, base)
+                   for m, (series, drivers, steps, *_, base) in todo.items()}
+        for metric, (series, drivers, steps, fitted_on, name, why, _) in todo.items():
+            trained[metric] = _register(tenant, tracker, tags, metric, series, drivers, steps, fitted_on, name,
                                         running[metric].result(), why)
     return {m: trained[m] for m in tenant.forecast_metrics}
 
 
-def _register(tenant, tracker, tags, metric, series, steps, fitted_on, name, done: _Backtests, why) -> ForecastTraining:
+def _register(tenant, tracker, tags, metric, series, drivers, steps, fitted_on, name, done: _Backtests,
+              why) -> ForecastTraining:
     """Log a metric's backtests (a nested run per candidate), the plot and the winner; register it."""
     scores = {k: r.metrics for k, r in done.results.items()}
     winner = done.winner
@@ -241,14 +253,15 @@ def _register(tenant, tracker, tags, metric, series, steps, fitted_on, name, don
         fold_model, origin = done.last_fold[winner]
         before = series[series.index < origin]
         mlflow.log_figure(
-            _plot_forecast(series, fold_model.predict(steps, before), f"{tenant.id} {metric}: {winner}, last backtest fold"),
+            _plot_forecast(series, fold_model.predict(steps, before, drivers=drivers),
+                           f"{tenant.id} {metric}: {winner}, last backtest fold"),
             "forecast_vs_actual.png",
         )
         mlflow.log_metrics({f"winner_{k}": v for k, v in scores[winner].items() if np.isfinite(v)})
         version = tracker.log_model(
             done.model,
             name,
-            input_example=history_example(series, done.model),
+            input_example=history_example(series, done.model, drivers),
             tags=VersionTags(
                 **tags,
                 metric=metric,

@@ -64,6 +64,8 @@ class TrainingConfig(Strict):
     cron: str = Field("0 3 * * *", description="retraining schedule (cron, UTC)")
     promotion: Literal["auto", "manual"] = "auto"
     seed: int = 42
+    forecast_from_drivers: bool = Field(
+        False, description="Helios' forecaster reads the past of each metric's drivers (the scaling's metric)")
 
 
 GUIDE_PLANS = {"standard": "starter"}
@@ -160,6 +162,11 @@ class TenantConfig(Strict):
     @property
     def anomaly_metrics(self) -> dict[str, MetricConfig]:
         return {name: m for name, m in self.metrics.items() if m.anomaly}
+
+    def drivers_of(self, metric: str) -> list[str]:
+        """The metrics that drive ``metric``: the load the tenant's scaling follows (``scaling[].metric``,
+        which the detector's relations take as drivers too), other than ``metric`` itself."""
+        return sorted({s.metric for s in self.scaling} - {metric})
 
     @property
     def level_metrics(self) -> dict[str, MetricConfig]:

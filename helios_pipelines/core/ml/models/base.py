@@ -61,6 +61,11 @@ class Forecaster(SavableModel, ABC):
     schedule given at construction travels with the model; ``extra_events`` adds ones posted later.
     ``level`` is the central interval's coverage (0.8 -> yhat_lower/upper are the 10 % / 90 %
     quantiles).
+
+    A kind that reads other metrics (``drivers``: their names, empty for a univariate model) takes
+    their history as a frame, ``fit(history, drivers=frame)`` and ``predict(..., drivers=frame)``, and
+    reads it only at ``history``'s timestamps: ``fit_forecaster`` and ``predict`` hand it over, so
+    every caller passes the tenant's frame alike and a univariate kind never sees it.
     """
 
     capability: ClassVar[str] = "forecaster"
@@ -71,6 +76,8 @@ class Forecaster(SavableModel, ABC):
     # Whether ``fit`` can continue an earlier fit's model offered through ``continue_from`` (a warm start
     # of a retrain on a moved window: models/warm_start.py).
     warm_starts: ClassVar[bool] = False
+    # The metrics whose past the model reads beside its own (set per model by a kind that takes them).
+    drivers: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -117,6 +124,7 @@ class Forecaster(SavableModel, ABC):
         history: pd.Series,
         extra_events: list | None = None,
         level: float = 0.8,
+        drivers: pd.DataFrame | None = None,
     ) -> pd.DataFrame:
         if not self.fitted_:
             raise ModelNotFittedError(f"{self.kind} forecaster for '{self.metric}' is not fitted")
@@ -135,7 +143,8 @@ class Forecaster(SavableModel, ABC):
                 f"'{self.metric}' needs {self.min_history} observed points before the origin, got {observed}"
             )
         events = self.events.with_events(list(extra_events)) if extra_events else self.events
-        frame = self._predict(horizon, history, events, level)[FORECAST_COLUMNS].reset_index(drop=True)
+        inputs = {"drivers": drivers} if self.drivers else {}
+        frame = self._predict(horizon, history, events, level, **inputs)[FORECAST_COLUMNS].reset_index(drop=True)
         if not self.models_events and len(events):
             factor = events.multiplier(pd.DatetimeIndex(frame["timestamp"]), self.metric).to_numpy()
             values = ["yhat", "yhat_lower", "yhat_upper"]
@@ -156,6 +165,11 @@ class Forecaster(SavableModel, ABC):
             "full_history": self.full_history,
             "models_events": self.models_events,
         }
+
+
+def fit_forecaster(model: Forecaster, history: pd.Series, drivers: pd.DataFrame | None = None) -> Forecaster:
+    """``model.fit(history)``, with the drivers' history for a model that reads its drivers."""
+    return model.fit(history, drivers=drivers) if model.drivers else model.fit(history)
 
 
 def seasonal_period(step: pd.Timedelta, season: str = "1D") -> int:

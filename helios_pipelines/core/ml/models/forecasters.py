@@ -37,14 +37,16 @@ FORECASTERS: dict[str, type[Forecaster]] = {
 # on the forecast suite's simulated tenants it made 5 of 7 series worse (bench/results/forecast.md);
 # Prophet does (better on shopfast, neutral on gaming-corp).
 REGION_KINDS = frozenset({XGBoostLags.kind, ProphetForecaster.kind})
+# Kinds that read the tenant's drivers of the metric (#18.3: other metrics' past, ``base.fit_forecaster``).
+DRIVER_KINDS = frozenset({HeliosForecaster.kind})
 # Kinds that take the metric's seasonality (its config's seasonality list); the others learn theirs from lags.
 SEASONALITY_KINDS = frozenset({ProphetForecaster.kind})
 
 
 def make_forecaster(kind: str, **kwargs: Any) -> Forecaster:
-    """Build a forecaster by kind. ``regions`` (players' time zones) only goes to REGION_KINDS and
-    ``seasonality`` to SEASONALITY_KINDS, dropped for the others: the pipeline can pass one set of
-    arguments to all."""
+    """Build a forecaster by kind. ``regions`` (players' time zones) only goes to REGION_KINDS,
+    ``seasonality`` to SEASONALITY_KINDS and ``drivers`` to DRIVER_KINDS, dropped for the others: the
+    pipeline can pass one set of arguments to all."""
     try:
         cls = FORECASTERS[kind]
     except KeyError:
@@ -55,4 +57,6 @@ def make_forecaster(kind: str, **kwargs: Any) -> Forecaster:
         kwargs.pop("regions", None)
     if kind not in SEASONALITY_KINDS:
         kwargs.pop("seasonality", None)
+    if kind not in DRIVER_KINDS:
+        kwargs.pop("drivers", None)
     return cls(**kwargs)

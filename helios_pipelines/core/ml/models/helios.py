@@ -1,8 +1,8 @@
 """Helios' own forecaster: an ensemble around a direct multi-horizon XGBoost (see ``HeliosForecaster``).
 
 Past 400 lines: one fit builds the features, the conformal calibration, the blend and the warm start
-of the same four boosters; the blend's arithmetic is in ``helios_blend``, the warm-start rule in
-``warm_start``.
+of the same four boosters; the blend's arithmetic is in ``helios_blend``, the drivers' features in
+``helios_drivers``, the warm-start rule in ``warm_start``.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from helios_pipelines.core.ml.models.base import (
     step_intervals,
 )
 from helios_pipelines.core.ml.models.helios_blend import blend_weights, combine
+from helios_pipelines.core.ml.models.helios_drivers import driver_columns, driver_frame, driver_scales
 from helios_pipelines.core.ml.models.prophet_forecaster import ProphetForecaster
 from helios_pipelines.core.ml.models.warm_start import boost, refusal, rounds_built, save_split
 from helios_pipelines.core.ml.models.xgboost_lags import _RelativeLags
@@ -57,6 +58,11 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
     as a change from the origin's clock time to the target's), and the target time's calendar on the
     tenant's clocks. The week lag is used when the history reaches back that far; origins early in
     the training data have none, so the model also learns to do without it.
+
+    Drivers (``drivers``: the metrics that drive this one, #18.3): the direct model also reads their
+    past up to the origin and their seasonal forecast for the target's lead time (``helios_drivers``);
+    ``fit(history, drivers=frame)``, ``predict(..., drivers=frame)``. Off unless the tenant asks for it
+    (``training.forecast_from_drivers``): on the forecast suite it did not help.
 
     Scheduled events: the series is divided by each event's multiplier before training and
     forecasting, and forecasts are multiplied back. A kind's multiplier is learned from its past
@@ -94,6 +100,7 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
         self,
         *,
         regions: Sequence[tuple[str, float]] | None = None,
+        drivers: Sequence[str] = (),
         n_estimators: int = 300,
         max_train_rows: int = 30000,
         calibration_share: float = 0.2,
@@ -101,12 +108,15 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
         # Ablations the forecast suite rejected (bench/results/forecast.md), kept so they reproduce:
         naive_member: bool = False,  # the last value as a fifth member: worse on 5 of 7 series
         prophet_member: bool = False,  # Prophet (15-min fit) as a member: no gain, twice the fit
+        driver_forecast: bool = True,  # False: the drivers' past without their forecast, worse on 3 of 4 series
         recursive_estimators: int = 200,
         recursive_steps: int = 24,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.regions = list(regions or [])
+        self.drivers = tuple(drivers)
+        self.driver_forecast = driver_forecast
         self.n_estimators = n_estimators
         self.max_train_rows = max_train_rows
         self.calibration_share = calibration_share
@@ -133,7 +143,8 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
         return self.week + self.hour
 
     def manifest(self) -> dict:
-        return super().manifest() | {"multipliers": getattr(self, "multipliers_", {})}
+        return super().manifest() | {"multipliers": getattr(self, "multipliers_", {}), "drivers": list(self.drivers),
+                                     "driver_forecast": self.driver_forecast}
 
     # ---- events -------------------------------------------------------------------------------
     def _event_profile(self, index: pd.DatetimeIndex, events: EventSchedule) -> np.ndarray:
@@ -189,10 +200,12 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
         return np.where(np.isfinite(level), level, last_observed(values))
 
     # ---- design -------------------------------------------------------------------------------
-    def _design(self, values: np.ndarray, index: pd.DatetimeIndex, origins: np.ndarray, leads: np.ndarray):
+    def _design(self, values: np.ndarray, index: pd.DatetimeIndex, origins: np.ndarray, leads: np.ndarray,
+                drivers: np.ndarray | None):
         """Feature matrix, the origin's level and its volatility for (origin, lead) pairs.
 
-        ``values`` are de-evented and may be shorter than ``index`` (the future part of a predict).
+        ``values`` (and the ``drivers``' values beside them, ``helios_drivers``) are de-evented and may
+        be shorter than ``index`` (the future part of a predict).
         Only values at or before each origin are read; the seasonal lags are read at least a day
         (minus the smoothing half-width) before the target, which is before the origin.
         """
@@ -234,6 +247,9 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
         seen = np.isfinite(echoes).sum(axis=1)
         profile = np.where(seen > 0, np.nansum(echoes, axis=1) / np.maximum(seen, 1), np.nan)
         columns.append(profile / scale)
+        if drivers is not None:
+            columns += driver_columns(values, drivers, self.driver_scales_, origins, leads, level, scale,
+                                      self.hour, (self.day, self.week), self.smoothing, self.driver_forecast)
         calendar = calendar_features(index[targets], self.timezone, self.regions).to_numpy()
         design = np.column_stack(columns + [calendar])
         return design, level, volatility
@@ -248,20 +264,21 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
         keep = o + h < end
         return o[keep], h[keep]
 
-    def _train(self, values: np.ndarray, index: pd.DatetimeIndex, end: int, rng,
+    def _train(self, values: np.ndarray, index: pd.DatetimeIndex, end: int, rng, drivers: np.ndarray | None,
                base: xgb.Booster | None = None) -> xgb.Booster:
         origins, leads = self._training_pairs(end, rng)
         target = values[origins + leads]
         known = np.isfinite(target)
         origins, leads = origins[known], leads[known]
-        design, level, _ = self._design(values[:end], index, origins, leads)
+        design, level, _ = self._design(values[:end], index, origins, leads,
+                                        None if drivers is None else drivers[:end])
         label = (target[known] - level) / self.scale_
         usable = np.isfinite(label)
         params = self.BOOSTER_PARAMS | {"nthread": XGB_THREADS, "seed": self.seed}
         return boost(params, xgb.DMatrix(design[usable], label=label[usable]), self.n_estimators, base)
 
-    def _predict_grid(self, booster, values, index, origins, leads) -> tuple[np.ndarray, np.ndarray]:
-        design, level, volatility = self._design(values, index, origins, leads)
+    def _predict_grid(self, booster, values, index, origins, leads, drivers) -> tuple[np.ndarray, np.ndarray]:
+        design, level, volatility = self._design(values, index, origins, leads, drivers)
         return level + booster.inplace_predict(design) * self.scale_, volatility
 
     # ---- fit / predict ------------------------------------------------------------------------
@@ -289,7 +306,18 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
         self.warm_start_["base_trees"] = base.booster_.num_boosted_rounds()
         return base
 
-    def fit(self, history: pd.Series) -> Self:
+    def _driver_values(self, index: pd.DatetimeIndex, drivers: pd.DataFrame | None,
+                       events: EventSchedule) -> np.ndarray | None:
+        """The drivers' values at ``index`` (nothing after its end), divided by the target's event
+        profile like the target: events multiply the load that drives it."""
+        if not self.drivers:
+            return None
+        frame = driver_frame(self.metric, self.drivers, index, drivers).to_numpy()
+        return frame / self._event_profile(index, events)[:, None]
+
+    def fit(self, history: pd.Series, drivers: pd.DataFrame | None = None) -> Self:
+        """Fit on ``history``; ``drivers``: the driver metrics' history (a column each), read only where
+        the model has ``drivers``, and only at ``history``'s timestamps."""
         history = on_grid(history, self.step)
         n = len(history)
         calibration = max(int(n * self.calibration_share), self.max_horizon + 1)
@@ -302,6 +330,7 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
         started = clock()
         self.multipliers_ = self._learn_multipliers(history)
         values = history.to_numpy() / self._event_profile(history.index, self.events)
+        driver_values = self._driver_values(history.index, drivers, self.events)
         events_done = clock()
         split = n - calibration
         base = self._take_base(history, split)
@@ -309,14 +338,17 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
         self.scale_ = float(np.nanmean(steps)) if np.isfinite(steps).any() else 0.0
         if not self.scale_ > 0:
             self.scale_ = float(np.nanstd(values)) or 1.0
+        if driver_values is not None:
+            self.driver_scales_ = driver_scales(driver_values)
         if base is not None:
             self.scale_ = base.scale_  # the base's trees split features and predict targets in its units
+            self.driver_scales_ = getattr(base, "driver_scales_", None)
         continued = _boosters(base)
         rng = np.random.default_rng(self.seed)
 
         # Split conformal: errors of models that never saw the calibration slice. The same slice
         # learns the ensemble's weights per lead time.
-        calibration_model = self._train(values, history.index, split, rng, continued["calibration"])
+        calibration_model = self._train(values, history.index, split, rng, driver_values, continued["calibration"])
         recursive = self._train_recursive(values, history.index, split, continued["calibration_recursive"])
         calibration_fitted = clock()
         origins = np.arange(split - 1, n - 1)
@@ -330,7 +362,8 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
         # The last origins' targets run past the end (NaN, not scored); their calendar is still known.
         index = history.index.append(self.future_index(history, self.max_horizon))
         prophet = self._train_prophet(values, history.index, split)
-        members, volatility = self._members(calibration_model, recursive, values, index, origins, leads, prophet)
+        members, volatility = self._members(calibration_model, recursive, values, index, origins, leads,
+                                            driver_values, prophet)
         self.weights_ = blend_weights(actual, members, self.blend)
         forecast = combine(self.weights_, members)
         valid = volatility[:, 0]
@@ -339,7 +372,7 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
         self.residuals_ = (actual - forecast) / self._spread(volatility)
         calibrated = clock()
 
-        self.booster_ = self._train(values, history.index, n, rng, continued["final"])
+        self.booster_ = self._train(values, history.index, n, rng, driver_values, continued["final"])
         self.recursive_ = self._train_recursive(values, history.index, n, continued["recursive"])
         self.prophet_ = self._train_prophet(values, history.index, n)
         # Kept for the next fit's warm start: its calibration boosters continue these, and it checks
@@ -396,7 +429,7 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
         )
         return model.fit(pd.Series(values[:end], index=index[:end]))
 
-    def _members(self, booster, recursive, values, index, origins, leads, prophet=None):
+    def _members(self, booster, recursive, values, index, origins, leads, drivers, prophet=None):
         """Every ensemble member's (origins x leads) forecasts, and the volatility at each origin.
 
         Members: the direct model, the recursive one-step model, and the seasonal naive forecasts
@@ -407,7 +440,7 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
         """
         o, h = np.repeat(origins, leads.size), np.tile(leads, origins.size)
         shape = (origins.size, leads.size)
-        direct, volatility = self._predict_grid(booster, values, index, o, h)
+        direct, volatility = self._predict_grid(booster, values, index, o, h, drivers)
         columns = [direct.reshape(shape)]
         recursive_part = np.full(shape, np.nan)
         if recursive is not None:
@@ -439,7 +472,7 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
             np.nan_to_num(volatility, nan=self.volatility_floor_), self.volatility_floor_
         )
 
-    def _predict(self, horizon, history, events, level):
+    def _predict(self, horizon, history, events, level, drivers=None):
         history = on_grid(history, self.step)
         history = history.iloc[-(self.full_history + self.day) :]  # enough for every feature
         future = self.future_index(history, horizon)
@@ -448,7 +481,7 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
         leads = np.arange(1, horizon + 1)
         members, volatility = self._members(
             self.booster_, self.recursive_, values, index, np.array([len(history) - 1]), leads,
-            getattr(self, "prophet_", None),
+            self._driver_values(history.index, drivers, events), getattr(self, "prophet_", None),
         )
         forecast, volatility = combine(self.weights_, members)[0], volatility[0]
         lo, hi = step_intervals(self.residuals_[:, :horizon], level)

@@ -62,8 +62,9 @@ def continued_rounds(rounds: int) -> int:
 def refusal(model, base, window_end: pd.Timestamp, calibration_start: pd.Timestamp) -> str | None:
     """Why ``model`` may not continue ``base`` on a window ending at ``window_end`` whose calibration
     slice starts at ``calibration_start`` (None when it may)."""
-    if type(base) is not type(model) or (base.step, base.max_horizon) != (model.step, model.max_horizon):
-        return "the base is a different model (kind, step or horizon)"
+    if type(base) is not type(model) or (base.step, base.max_horizon, base.drivers) != (
+            model.step, model.max_horizon, model.drivers):
+        return "the base is a different model (kind, step, horizon or drivers)"
     if getattr(base, "calibration_booster_", None) is None:
         return "the base keeps no calibration boosters (fitted before warm starts, or loaded without them)"
     if base.data_end_ > window_end:
