@@ -57,8 +57,8 @@ def registered_model_name(tenant: str, capability: str, metric: str | None = Non
 
 class HeliosPythonModel(PythonModel):
     """pyfunc face of a Helios model: forecasters take a history frame (``timestamp``, the metric's
-    values, then its drivers' where it reads them; param ``horizon`` in steps), detectors a metrics frame (``timestamp`` and a column per
-    metric), the capacity planner one row per question (``service``, ``demand_upper``,
+    values, then its drivers' where it reads them; param ``horizon`` in steps), detectors a metrics
+    frame (``timestamp`` and a column per metric), the capacity planner one row per question (``service``, ``demand_upper``,
     ``demand_upper_window_max``, ``demand_expected``, ``demand_expected_window_max``,
     ``current_replicas``: ``CapacityPlanner.recommend``'s arguments). Logged from code (``pyfunc_model.py``)."""
 

@@ -218,15 +218,16 @@ def _figures(ready: np.ndarray, spec: np.ndarray, needed: np.ndarray, actual: np
 
 
 def replay_forecasts(forecaster: Forecaster, series: pd.Series, decisions: pd.DatetimeIndex, lead_steps: int,
-                     level: float, every: int, on_progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+                     level: float, every: int, on_progress: Callable[[int, int], None] | None = None,
+                     drivers: pd.DataFrame | None = None) -> pd.DataFrame:
     """For each decision time d: the forecast of d + lead (yhat, lower, upper) and what the planner
     sizes on (``demand_to_size``, as /recommend takes it), from the forecast made at the latest
-    origin <= d."""
+    origin <= d (from the ``drivers``' history too, for a forecaster that reads it)."""
     rows = []
     origins = decisions[::every]
     horizon = min(forecaster.max_horizon, every - 1 + lead_steps)
     for n, origin in enumerate(origins):
-        frame = forecaster.predict(horizon, series[series.index <= origin], level=level)
+        frame = forecaster.predict(horizon, series[series.index <= origin], level=level, drivers=drivers)
         expected, upper = frame["yhat"].to_numpy(), frame["yhat_upper"].to_numpy()
         for i in range(every):
             position = n * every + i
@@ -268,7 +269,7 @@ def event_scorecard(tenant: TenantConfig, occurrence: Occurrence, history: pd.Da
     # KEDA applies the answer at once (scale-downs too), new replicas serve after start-up.
     every = max(1, math.ceil(len(grid) / max_forecasts))
     level = 2 * target.quantile - 1  # the upper bound of that central interval is the sized quantile
-    sizing = replay_forecasts(forecaster, series, grid, lead_steps, level, every, on_progress)
+    sizing = replay_forecasts(forecaster, series, grid, lead_steps, level, every, on_progress, history)
     helios_spec = np.empty(len(grid), dtype=int)
     current = int(needed[0])
     for i, row in enumerate(sizing.itertuples()):
@@ -281,7 +282,8 @@ def event_scorecard(tenant: TenantConfig, occurrence: Occurrence, history: pd.Da
     if level == 0.8:
         interval = sizing.set_index("timestamp").reindex(grid[scored])
     else:
-        interval = replay_forecasts(forecaster, series, grid[scored] - lead_steps * step, lead_steps, 0.8, every)
+        interval = replay_forecasts(forecaster, series, grid[scored] - lead_steps * step, lead_steps, 0.8, every,
+                                    drivers=history)
         interval = interval.set_index("timestamp").reindex(grid[scored])
 
     threshold = tenant.alerts.thresholds.capacity_critical
