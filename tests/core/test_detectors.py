@@ -13,6 +13,7 @@ from helios_pipelines.core.ml.events import EventSchedule
 from helios_pipelines.core.ml.models.base import SavableModel
 from helios_pipelines.core.ml.models.detectors import COMBINED, DETECTORS, CombinedDetector, make_detector
 from helios_pipelines.core.ml.models.nearest import nearest_earlier_distance
+from helios_pipelines.core.ml.models.series_views import held_for, trailing_mean
 from helios_pipelines.core.tenants import ScheduledEvent
 
 METRICS = ["players", "cpu", "latency"]
@@ -212,6 +213,32 @@ def test_a_night_time_jump_inside_the_days_range_is_seen_through_the_change_view
     assert np.nanmax(unchanged[night : night + 3]) < 0.5  # the value views alone cannot see it
 
 
+def test_a_scrape_gap_does_not_blind_the_change_view_for_the_window_after_it():
+    day = 144  # rows of ten minutes
+    rng = np.random.default_rng(5)
+    clock = np.arange(8 * day) % day
+    values = 100 + 80 * np.sin(2 * np.pi * clock / day) + rng.normal(0, 1, 8 * day)  # 20 at night, 180 by day
+    night = 6 * day + 108  # the trough of day 7
+    values[night : night + 3] *= 4  # 80: inside the day's range, seen through the change view only
+    values[night - 5 : night - 2] = np.nan  # a scrape gap of 3 rows, 15 % of the 20-row window before it
+    detector = make_detector("rarity", use_season=False).fit(ten_minute_frame(values).iloc[: 4 * day])
+    score = detector.score(ten_minute_frame(values))["m"].to_numpy()
+    assert np.nanmax(score[night : night + 3]) >= 0.5
+    assert np.nanmax(score[4 * day : 6 * day]) < 0.5
+
+
+def test_trailing_means_use_the_observed_rows_of_a_window_that_is_at_least_the_required_share_observed():
+    values = np.array([1.0, 2.0, np.nan, 4.0, np.nan, np.nan, 7.0])[:, None]
+    # Windows of 4: (1, 2, -, 4) -> 7/3; (2, -, 4, -) -> 3; (-, 4, -, -) one of four observed; (4, -, -, 7) -> 5.5.
+    np.testing.assert_allclose(trailing_mean(values, 4, 0.5).ravel(), [np.nan, np.nan, np.nan, 7 / 3, 3, np.nan, 5.5])
+    assert np.isnan(trailing_mean(values, 4)).all()  # by default a gap leaves the window undefined
+
+
+def test_held_for_keeps_what_every_row_of_the_window_shares_and_nothing_across_a_change_of_sign():
+    z = np.array([[1.0, -1.0], [3.0, 2.0], [6.0, np.nan], [-2.0, np.nan], [np.nan, np.nan], [5.0, 4.0]])
+    np.testing.assert_array_equal(held_for(z, 2), [[1, -1], [1, 0], [3, np.nan], [0, np.nan], [np.nan, np.nan], [5, 4]])
+
+
 def test_incidents_in_the_fit_history_do_not_teach_the_detector_they_are_normal():
     rng = np.random.default_rng(8)
     values = 50 + rng.normal(0, 1, 3000)
@@ -293,7 +320,7 @@ def test_a_metric_leaving_its_relation_to_its_driver_is_anomalous_inside_its_own
     detector = CombinedDetector(drivers=["players"], forest_weight=0).fit(frame[~test_day])
     assert detector.rarity.relations_.targets == ["cpu"]
     alerts = detector.alerts(detector.score(frame))
-    assert alerts.loc[incident, "cpu"].all()
+    assert alerts.loc[incident, "cpu"].iloc[1:].all()  # from its second row: a residual must hold two rows
     assert not alerts.loc[test_day & ~incident & (frame.index.hour != 4), "combined"].any()
 
 
@@ -305,6 +332,40 @@ def test_fitting_relations_leaves_every_blas_thread_count_as_it_was():
     before = [(lib["filepath"], lib["num_threads"]) for lib in threadpool_info()]
     CombinedDetector(drivers=["players"], forest_weight=0).fit(_load_and_cpu(days=3))
     assert [(lib["filepath"], lib["num_threads"]) for lib in threadpool_info()] == before
+
+
+def test_one_row_out_of_a_relation_is_noise_and_two_rows_are_an_incident():
+    frame = _load_and_cpu()
+    test_day = frame.index >= frame.index[-1440]
+    detector = CombinedDetector(drivers=["players"], forest_weight=0).fit(frame[~test_day])
+    blip = test_day & (frame.index.hour == 4) & (frame.index.minute == 0)
+    lasting = test_day & (frame.index.hour == 16) & (frame.index.minute < 2)
+    frame.loc[blip | lasting, "cpu"] *= 2  # tens of sigma of the relation (2 % noise): one row, then two
+    alerts = detector.alerts(detector.score(frame))["cpu"]
+    assert not alerts[test_day & (frame.index.hour == 4)].any()
+    assert alerts[lasting].tolist() == [False, True]  # alerting from the second row: one row of delay
+
+
+def test_a_metric_far_outside_a_weak_relation_is_anomalous_even_where_its_own_history_has_seen_the_value():
+    rng = np.random.default_rng(11)
+    frame = _load_and_cpu()
+    # Latency whose own noise (2 ms on about 33 ms) dominates its spread: players move it by 1-5 ms only.
+    frame["latency"] = 30 + 0.001 * frame["players"] + 2 * rng.standard_normal(len(frame))
+    test_day = frame.index >= frame.index[-1440]
+    # Three +40 ms incidents of 20 minutes in the fit history, more rows than the 1 % trim leaves out:
+    # to the univariate views, +40 ms is seen before.
+    for day in (1, 2, 3):
+        past = (frame.index.day == 2 + day) & (frame.index.hour == 10) & (frame.index.minute < 20)
+        frame.loc[past, "latency"] += 40
+    incident = test_day & (frame.index.hour == 10) & (frame.index.minute < 20)
+    frame.loc[incident, "latency"] += 40
+    detector = CombinedDetector(drivers=["players"], forest_weight=0).fit(frame[~test_day])
+    assert not detector.rarity.relations_.replaces_["latency"]  # too weak to replace the views: it vetoes them
+    # The relation's sigma is about 2 / 33 = 0.06 in log space and +40 ms is log(74 / 34) = 0.78, 13
+    # sigma: beyond the 10 (2 x 2 x z threshold 2.5) where a weak relation's residual counts on its own.
+    alerts = detector.alerts(detector.score(frame))
+    assert alerts.loc[incident, "latency"].any()
+    assert not alerts.loc[test_day & ~incident & (frame.index.hour != 10), "combined"].any()
 
 
 def test_a_scheduled_event_is_an_expected_input_and_an_incident_during_it_is_still_found():

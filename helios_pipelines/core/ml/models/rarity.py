@@ -19,6 +19,7 @@ from helios_pipelines.core.ml.models.series_views import (
     COMBINED,
     check_frame,
     detect_season,
+    held_for,
     keep_onsets,
     relative_change,
     step_of,
@@ -32,9 +33,23 @@ MEMORY_SIZE = 4096
 #: the default 2.5): minute-level residuals have heavy tails, and a page should be a rare event.
 RELATION_Z_PER_Z = 2.0
 
+#: A relation too weak to replace a metric's views only vetoes them, except that a residual this many
+#: times further out than a replacing relation's 0.5 (10 sigma at the default) is anomalous on its own:
+#: latency up at the same load is an incident even inside latency's own range (#17.3).
+ALONE_PER_RELATION_Z = 2.0
+
+#: A relation's residual counts for what it has held over this long (Prometheus' ``for:`` of an alert
+#: rule): one minute out of band is chance, an incident stays. In rows of the tenant's step, at least
+#: one (a five-minute row is already five minutes of evidence).
+RELATION_HOLD = pd.Timedelta("2min")
+
 #: The tenant's z threshold sets the rarity that scores 0.5: z_threshold x 8 % of the range seen so
 #: far (20 % at the default 2.5). A higher z threshold makes the detector less sensitive.
 RARITY_PER_Z = 0.08
+
+#: The level and change views need this share of their window observed: a scrape gap of a few rows
+#: must not blind them for a whole window after it (100 minutes at 5-minute steps).
+LEVEL_MIN_OBSERVED = 0.5
 
 
 class RarityDetector(AnomalyDetector):
@@ -108,9 +123,9 @@ class RarityDetector(AnomalyDetector):
         if expected is not None:
             factor = expected.reindex(index=frame.index, columns=self.metrics_).fillna(1.0).to_numpy(dtype=float)
             values = values / np.where(factor > 0, factor, 1.0)
-        columns = [values, trailing_mean(values, self.level_window)]
+        columns = [values, trailing_mean(values, self.level_window, LEVEL_MIN_OBSERVED)]
         if self.use_change:
-            columns.append(relative_change(values, self.level_window))
+            columns.append(relative_change(values, self.level_window, LEVEL_MIN_OBSERVED))
         for position, season in self.seasons_:
             seasonal = np.full(values.shape[0], np.nan)
             seasonal[season:] = values[season:, position] - values[:-season, position]
@@ -153,6 +168,7 @@ class RarityDetector(AnomalyDetector):
         explained = [m for m in self.metrics_ if m not in drivers]
         self.relations_ = (Relations(drivers, seed=self.seed, pressure=pressure).fit(frame, explained)
                            if drivers and explained else None)
+        self.hold_rows_ = max(1, int(np.ceil(RELATION_HOLD / step))) if step is not None else 1
         self._arrange_views()
         views = self._views(frame, expected)
         self.memory_, self.low_, self.high_, self.floor_ = [], [], [], []
@@ -196,12 +212,14 @@ class RarityDetector(AnomalyDetector):
         if self.relation_owner_.size:
             # Residual against the relation in units of its held-out spread: no memory of earlier rows,
             # so an incident stays anomalous for as long as it lasts and every recurrence is news.
-            z = np.abs(self.relations_.standardised_residuals(frame))
+            z = np.abs(held_for(self.relations_.standardised_residuals(frame), getattr(self, "hold_rows_", 1)))
             relation = z / (z + RELATION_Z_PER_Z * self.z_threshold)
             vetoes, owners = self.relation_vetoes_, self.relation_owner_
-            # A veto: rare on its own and not explained by its drivers (NaN, no expectation: no veto).
-            score[:, owners[vetoes]] = np.where(np.isnan(relation[:, vetoes]), score[:, owners[vetoes]],
-                                                np.fmin(score[:, owners[vetoes]], relation[:, vetoes]))
+            # A veto: rare on its own and not explained by its drivers (NaN, no expectation: no veto),
+            # or far outside the relation whatever its own views say.
+            alone = z[:, vetoes] / (z[:, vetoes] + ALONE_PER_RELATION_Z * RELATION_Z_PER_Z * self.z_threshold)
+            vetoed = np.fmax(np.fmin(score[:, owners[vetoes]], relation[:, vetoes]), alone)
+            score[:, owners[vetoes]] = np.where(np.isnan(relation[:, vetoes]), score[:, owners[vetoes]], vetoed)
             score[:, owners[~vetoes]] = relation[:, ~vetoes]
         observed = np.isfinite(frame[self.metrics_].to_numpy(dtype=float))
         score[~observed] = np.nan  # a gap is not scored

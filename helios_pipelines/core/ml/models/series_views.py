@@ -71,22 +71,43 @@ def keep_onsets(score: np.ndarray, window: int) -> np.ndarray:
 
 
 
-def trailing_mean(matrix: np.ndarray, window: int) -> np.ndarray:
-    """Mean of each row and the ``window - 1`` rows before it, per column (NaN until the window is full
-    or while it holds a gap). Computed window by window, so a prefix gets exactly the same numbers."""
+def held_for(matrix: np.ndarray, rows: int) -> np.ndarray:
+    """Per column, the value each row has held for the last ``rows`` rows: the one nearest zero among
+    them when they share a sign, 0 when they do not. A row whose window holds a gap keeps the observed
+    rows' value (NaN where the row itself is). One row leaving a band is noise; an incident stays."""
+    if rows <= 1:
+        return matrix
+    padded = np.vstack([np.full((rows - 1, matrix.shape[1]), np.nan), matrix])
+    stacked = np.lib.stride_tricks.sliding_window_view(padded, rows, axis=0)
+    # fmin/fmax skip a gap's NaN; the row itself is never NaN where it is used below.
+    low, high = np.fmin.reduce(stacked, axis=-1), np.fmax.reduce(stacked, axis=-1)
+    held = np.where(low > 0, low, np.where(high < 0, high, 0.0))
+    return np.where(np.isnan(matrix), np.nan, held)
+
+
+def trailing_mean(matrix: np.ndarray, window: int, min_share: float = 1.0) -> np.ndarray:
+    """Mean of the observed values among each row and the ``window - 1`` rows before it, per column;
+    NaN until the window is full or while less than ``min_share`` of it is observed (by default any
+    gap). Computed window by window, so a prefix gets exactly the same numbers."""
     out = np.full(matrix.shape, np.nan)
     if matrix.shape[0] >= window:
-        out[window - 1 :] = np.lib.stride_tricks.sliding_window_view(matrix, window, axis=0).mean(axis=-1)
+        windows = np.lib.stride_tricks.sliding_window_view(matrix, window, axis=0)
+        mean = windows.mean(axis=-1)
+        if min_share < 1:
+            observed = np.isfinite(windows).sum(axis=-1)
+            partial = np.where(np.isfinite(windows), windows, 0.0).sum(axis=-1) / np.maximum(observed, 1)
+            mean = np.where(np.isnan(mean) & (observed >= min_share * window), partial, mean)
+        out[window - 1 :] = mean
     return out
 
 
-def relative_change(matrix: np.ndarray, window: int) -> np.ndarray:
+def relative_change(matrix: np.ndarray, window: int, min_share: float = 1.0) -> np.ndarray:
     """Each row against the mean m of the ``window`` rows before it, as log(x / m). Scale-free, so a 3x
     jump is as rare at night as at the daily peak, which the value views cannot see (a night-time
     spike stays inside the day's range), and symmetric: a drop to a third is as far as a tripling.
-    NaN while the window is not full or holds a gap, and where x or m is not positive."""
+    NaN while less than ``min_share`` of the window is observed, and where x or m is not positive."""
     before = np.full(matrix.shape, np.nan)
-    before[1:] = trailing_mean(matrix, window)[:-1]
+    before[1:] = trailing_mean(matrix, window, min_share)[:-1]
     with np.errstate(divide="ignore", invalid="ignore"):
         change = np.log(matrix / before)
     change[~np.isfinite(change)] = np.nan
