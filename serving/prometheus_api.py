@@ -295,7 +295,7 @@ async def query_range(request: Request) -> JSONResponse:
                 value = answered.get(key)
                 if value is None:
                     samples = [sample for (tenant_step, steps), step_start in zip(published.values(), key, strict=True)
-                               for sample in steps.get(step_start, ())]
+                               if step_start in steps for sample in steps[step_start].samples()]
                     value = answered[key] = promql.evaluate(expr, samples)
                 points = {(): value.value} if isinstance(value, promql.Scalar) else value
                 for labels, number in points.items():

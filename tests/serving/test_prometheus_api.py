@@ -258,3 +258,13 @@ def test_an_api_key_sees_only_its_tenant_on_every_prometheus_endpoint(published)
             assert refused.json()["error"] == "this API key belongs to tenant 'duel', not 'arena'"
         unnamed = client.get("/api/v1/query", params={"query": 'helios_forecast_value{customer=~"arena|x", horizon="1h"}'})
         assert unnamed.status_code == 422 and "no series matches" in unnamed.json()["error"]  # invisible, not named
+
+
+def test_a_past_step_is_answered_as_published_and_the_steps_keep_their_series_once(published, tenants):
+    """serving/published.py keeps a step as its values beside names, labels and help shared with the
+    step before: a day of a one-minute tenant's steps for 50 tenants must fit the service's memory."""
+    now = pd.Timestamp.now(tz="UTC")
+    past = now - 3 * STEP
+    assert published.at("arena", past, now) == tenants(past, "arena")
+    _, steps = published.steps_upto("arena", now)
+    assert len(steps) == 13 and len({id(step.series) for step in steps.values()}) == 1

@@ -214,3 +214,19 @@ def test_the_step_cache_keeps_the_newest_two_steps_each_bounded_least_recently_u
     calls = []
     assert cache.get_or_compute(t2, "x", lambda: calls.append(1) or "X") == "X"
     assert cache.get_or_compute(t2, "x", lambda: calls.append(1) or "Y") == "X" and calls == [1]
+
+
+def test_each_step_fetches_only_the_recent_day_and_its_history_is_the_whole_fetch(bundle):
+    """serving/runtime.py ``_fetch_history``: the step before's history plus the refetched last day is
+    exactly the window fetched whole, so every answer is unchanged; the source is asked for a day."""
+    runtime = TenantRuntime(bundle)
+    fetched: list[tuple[pd.Timestamp, pd.Timestamp]] = []
+    fetch = runtime.source.fetch
+    runtime.source.fetch = lambda start, end, *rest: fetched.append((start, end)) or fetch(start, end, *rest)
+    for k in range(4):
+        at = NOW + k * runtime.step
+        end = runtime.step_end(at)
+        whole = fetch(end - runtime.history_span, end + runtime.step)
+        pd.testing.assert_frame_equal(runtime.history(at), whole, check_freq=True)
+    assert fetched[0] == (runtime.step_end(NOW) - runtime.history_span, runtime.step_end(NOW) + runtime.step)
+    assert [end - start for start, end in fetched[1:]] == [pd.Timedelta("1D") + runtime.step] * 3
