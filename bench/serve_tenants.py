@@ -35,7 +35,7 @@ import httpx
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_bench import free_port, uptime  # noqa: E402
+from serve_bench import free_port, kept_notes, uptime  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BODIES = {
@@ -228,7 +228,7 @@ def main() -> None:
             os.killpg(service.pid, signal.SIGTERM)
             service.wait(timeout=60)
     text = report(args, loaded, answered, end, memory.peak, seconds, (uptime_before, uptime()), rounds)
-    args.out.write_text(text)
+    args.out.write_text(text + "\n" + kept_notes(args.out))
     print(text)
 
 
