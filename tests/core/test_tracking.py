@@ -139,3 +139,19 @@ def test_a_retry_keeps_an_earlier_attempts_version_that_an_alias_or_a_promotion_
         last = tracker.log_model(model, name).version
     assert [v.version for v in tracker.versions(name)] == [served, judged, last]
     assert orphan not in (served, judged, last)
+
+
+def test_logging_a_model_prints_nothing_and_keeps_mlflows_registration_lines_in_the_debug_log(mlflow_uri, capsys, caplog):
+    """Issue #20.5: a newcomer's `helios run` shows one line per asset; MLflow's own "Successfully
+    registered model" and "Created version" lines go to the log, not the terminal."""
+    index = pd.date_range("2026-11-17", periods=3 * 288, freq="5min", tz="UTC")
+    model = SeasonalNaive(step="5min", max_horizon=12, metric="players").fit(
+        pd.Series(np.arange(len(index), dtype=float), index=index))
+    tracker = Tracker(mlflow_uri)
+    capsys.readouterr()
+    with caplog.at_level("DEBUG", logger="helios_pipelines.core.ml.tracking"), tracker.start_run("duel", "quiet"):
+        version = tracker.log_model(model, "duel_players_forecaster")
+    printed = capsys.readouterr()
+    assert "registered model" not in printed.err + printed.out
+    assert "Created version" not in printed.err + printed.out
+    assert f"Created version '{version.version}' of model 'duel_players_forecaster'." in caplog.messages

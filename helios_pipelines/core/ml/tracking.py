@@ -13,7 +13,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Mapping
@@ -35,6 +38,8 @@ from helios_pipelines.core.settings import helios_home
 if TYPE_CHECKING:
     from helios_pipelines.core.ml.models.capacity import CapacityPlanner
 
+logger = logging.getLogger(__name__)
+
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 # Pinned requirements keep log_model off pip's dependency inference (6 s -> about 1 s a model).
@@ -45,6 +50,18 @@ MAX_TAG_CHARS = 5000
 
 def default_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{helios_home() / 'mlflow.db'}"
+
+
+def _quietly_register(model_uri: str, name: str, tags: dict[str, str]):
+    """``mlflow.register_model``, whose "Successfully registered model" / "Created version" lines MLflow
+    prints to stderr (``eprint``, not its logger), moved into this module's log at DEBUG: a newcomer's
+    ``helios run`` shows one line per asset (#20.5), and the version is in the asset's metadata anyway."""
+    printed = io.StringIO()
+    with contextlib.redirect_stderr(printed):
+        version = mlflow.register_model(model_uri, name, tags=tags)
+    for line in printed.getvalue().splitlines():
+        logger.debug("%s", line)
+    return version
 
 
 def experiment_name(tenant: str) -> str:
@@ -282,7 +299,7 @@ class Tracker:
                 input_example=input_example,
             )
         born = VersionTags(dagster_run=self.dagster_run).to_tags()
-        version = str(mlflow.register_model(info.model_uri, registered_name, tags=born).version)
+        version = str(_quietly_register(info.model_uri, registered_name, born).version)
         tags = (tags or VersionTags()).model_copy(update={"kind": model.kind, "capability": model.capability})
         self.tag_version(registered_name, version, tags)
         if alias:
