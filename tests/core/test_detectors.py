@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from helios_pipelines.core.ml.events import EventSchedule
 from helios_pipelines.core.ml.models.base import SavableModel
 from helios_pipelines.core.ml.models.detectors import COMBINED, DETECTORS, CombinedDetector, make_detector
 from helios_pipelines.core.ml.models.nearest import nearest_earlier_distance
+from helios_pipelines.core.ml.models.relations import DRIVER_WINDOWS, Relations, in_transition
 from helios_pipelines.core.ml.models.series_views import held_for, trailing_mean
 from helios_pipelines.core.tenants import ScheduledEvent
 
@@ -366,6 +368,31 @@ def test_a_metric_far_outside_a_weak_relation_is_anomalous_even_where_its_own_hi
     alerts = detector.alerts(detector.score(frame))
     assert alerts.loc[incident, "latency"].any()
     assert not alerts.loc[test_day & ~incident & (frame.index.hour != 10), "combined"].any()
+
+
+def test_rows_in_transition_are_those_whose_known_multiplier_changed_within_the_look_back():
+    multipliers = np.array([1, 1, 2, 2, 2, 2, 1, 1, 1, 1], dtype=float)[:, None]
+    # Look-back of 2 rows: rows 2-3 see the step up, rows 6-7 the step down.
+    assert in_transition(multipliers, 2).tolist() == [False, False, True, True, False, False, True, True, False, False]
+    assert in_transition(None, 2) is None  # no events, no transitions
+
+
+def test_a_relation_learns_from_its_history_how_much_less_certain_it_is_while_an_event_ramps():
+    rng = np.random.default_rng(12)
+    event = ScheduledEvent(name="Tournament", start=datetime(2026, 3, 3, 12, tzinfo=UTC), duration_hours=4,
+                           multiplier=2.0, repeat_days=2, ramp_minutes=30)
+    frame = _load_and_cpu(event=event)
+    multipliers = EventSchedule([event]).multiplier(frame.index).to_numpy()[:, None]
+    ramping = in_transition(multipliers, max(DRIVER_WINDOWS))
+    # CPU's noise is 2 % of it, 4 % while an event ramps (and its lagged effect lasts): twice as wide.
+    frame["cpu"] = (2 + 0.002 * frame["players"]) * (1 + np.where(ramping, 0.04, 0.02) * rng.standard_normal(len(frame)))
+    aware = Relations(["players"]).fit(frame, ["cpu"], multipliers)
+    assert 1.7 < aware.widen_["cpu"] < 2.4  # the median absolute residual there over elsewhere: 2 by construction
+    unaware = Relations(["players"]).fit(frame, ["cpu"])
+    assert unaware.widen_["cpu"] == 1.0
+    ratio = aware.standardised_residuals(frame, multipliers)[:, 0] / unaware.standardised_residuals(frame)[:, 0]
+    np.testing.assert_allclose(ratio[ramping], 1 / aware.widen_["cpu"])
+    np.testing.assert_allclose(ratio[~ramping], 1.0)
 
 
 def test_a_scheduled_event_is_an_expected_input_and_an_incident_during_it_is_still_found():

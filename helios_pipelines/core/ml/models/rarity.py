@@ -166,7 +166,8 @@ class RarityDetector(AnomalyDetector):
         drivers = [d for d in self.drivers if d in self.metrics_]
         pressure = [p for p in self.pressure if p in self.metrics_]
         explained = [m for m in self.metrics_ if m not in drivers]
-        self.relations_ = (Relations(drivers, seed=self.seed, pressure=pressure).fit(frame, explained)
+        self.relations_ = (Relations(drivers, seed=self.seed, pressure=pressure)
+                           .fit(frame, explained, self._driver_multipliers(frame, expected))
                            if drivers and explained else None)
         self.hold_rows_ = max(1, int(np.ceil(RELATION_HOLD / step))) if step is not None else 1
         self._arrange_views()
@@ -195,6 +196,13 @@ class RarityDetector(AnomalyDetector):
             self.drivers, self.relations_ = (), None
             self._arrange_views()
 
+    def _driver_multipliers(self, frame: pd.DataFrame, expected: pd.DataFrame | None) -> np.ndarray | None:
+        """The known multiplier of each driver per row (scheduled events), or None without any."""
+        drivers = [d for d in self.drivers if d in self.metrics_]
+        if expected is None or not drivers:
+            return None
+        return expected.reindex(index=frame.index, columns=drivers).fillna(1.0).to_numpy(dtype=float)
+
     def score_matrix(self, frame: pd.DataFrame, expected: pd.DataFrame | None = None) -> np.ndarray:
         """(rows, metrics) raw scores in [0, 1] (no onset suppression); NaN for warm-up and gaps."""
         views = self._views(frame, expected)
@@ -212,7 +220,8 @@ class RarityDetector(AnomalyDetector):
         if self.relation_owner_.size:
             # Residual against the relation in units of its held-out spread: no memory of earlier rows,
             # so an incident stays anomalous for as long as it lasts and every recurrence is news.
-            z = np.abs(held_for(self.relations_.standardised_residuals(frame), getattr(self, "hold_rows_", 1)))
+            residuals = self.relations_.standardised_residuals(frame, self._driver_multipliers(frame, expected))
+            z = np.abs(held_for(residuals, getattr(self, "hold_rows_", 1)))
             relation = z / (z + RELATION_Z_PER_Z * self.z_threshold)
             vetoes, owners = self.relation_vetoes_, self.relation_owner_
             # A veto: rare on its own and not explained by its drivers (NaN, no expectation: no veto),

@@ -12,6 +12,11 @@ the fleet: latency and queues follow it, not the load alone (a fast ramp outruns
 autoscaler, utilisation rises, and latency with it). It is an input of every other metric's relation;
 its own relation reads the load only.
 
+A scheduled event's ramps (and the lagged inputs' memory of them) are where a relation has the least
+history to learn from: a tournament's end outruns the customer's autoscaler in ways two past
+tournaments cannot teach. Each relation learns from its fit history how much wider its errors are
+there than elsewhere, and its interval widens by that much while an event ramps.
+
 A relation that explains the metric on held-out history (the last quarter of the fit window, after
 fitting on the first three quarters) replaces the metric's univariate rarity views; one that explains
 less (the metric's own noise dominates its spread) only vetoes them: such a metric is anomalous when
@@ -40,6 +45,19 @@ MAD_TO_SIGMA = 1.4826
 #: Log-load distance outside the fitted range that widens a relation's interval by one sigma (5 %).
 WIDEN_PER = 0.05
 HOLDOUT_SHARE = 0.25
+#: Rows of a scheduled event's ramps a fit history needs before its relations learn how much less
+#: certain they are there (two ramps' worth of the longest driver window).
+MIN_TRANSITION_ROWS = 2 * max(DRIVER_WINDOWS)
+
+
+def in_transition(multipliers: np.ndarray | None, rows: int) -> np.ndarray | None:
+    """Rows whose drivers' known multiplier (a scheduled event, ramps included) changed within the
+    ``rows`` before them: a relation's lagged inputs still carry the ramp. None without events."""
+    if multipliers is None:
+        return None
+    logged = pd.DataFrame(np.log(np.where(multipliers > 0, multipliers, 1.0)))
+    window = logged.rolling(rows + 1, min_periods=1)
+    return ((window.max() - window.min()).to_numpy() > 1e-9).any(axis=1)
 
 
 def _trailing_mean(values: np.ndarray, window: int) -> np.ndarray:
@@ -149,8 +167,11 @@ class Relations:
             out[target] = (list(inputs), by_inputs[inputs])
         return out
 
-    def fit(self, frame: pd.DataFrame, targets: list[str]) -> Relations:
+    def fit(self, frame: pd.DataFrame, targets: list[str], multipliers: np.ndarray | None = None) -> Relations:
+        """``multipliers``: the known (scheduled) multiplier of each driver per row, or None."""
         self.load_range_ = {}
+        self.widen_: dict[str, float] = {}
+        transition = in_transition(multipliers, max(DRIVER_WINDOWS))
         cut = int(len(frame) * (1 - HOLDOUT_SHARE))
         for target, (inputs, features) in self._features(frame, targets).items():
             y = _signed_log(frame[target].to_numpy(dtype=float))
@@ -168,6 +189,7 @@ class Relations:
             if explained <= 0:
                 continue  # no better than the metric's median: neither replaces nor vetoes anything
             self.models_[target] = self._model().fit(features[known], y[known])
+            self.widen_[target] = self._transition_widening(features, y, known, target, transition)
             self.replaces_[target] = explained >= self.min_explained
             centre = np.median(residual)
             self.spread_[target] = max(float(MAD_TO_SIGMA * np.median(np.abs(residual - centre))), 1e-9)
@@ -175,16 +197,31 @@ class Relations:
             self.load_range_[target] = np.nanquantile(loads, [0.005, 0.995], axis=0)
         return self
 
+    def _transition_widening(self, features: np.ndarray, y: np.ndarray, known: np.ndarray, target: str,
+                             transition: np.ndarray | None) -> float:
+        """How much wider the relation's errors are while a scheduled event ramps (and its lagged
+        inputs still carry the ramp) than elsewhere in the fit history: the median absolute residual
+        there over the median elsewhere, at least 1 (in-sample residuals: only their ratio is used).
+        Known causes are inputs: the tenant's own history says how far a ramp is to be trusted."""
+        if transition is None or (transition & known).sum() < MIN_TRANSITION_ROWS:
+            return 1.0
+        residual = np.abs(y - self.models_[target].predict(features))
+        inside, outside = residual[transition & known], residual[~transition & known]
+        return max(1.0, float(np.median(inside) / max(np.median(outside), 1e-12)))
+
     @property
     def targets(self) -> list[str]:
         return list(self.models_)
 
-    def standardised_residuals(self, frame: pd.DataFrame) -> np.ndarray:
+    def standardised_residuals(self, frame: pd.DataFrame, multipliers: np.ndarray | None = None) -> np.ndarray:
         """(rows, targets) observed minus expected in the targets' log space, in units of each
         relation's interval: its held-out robust sigma, widened where an input is beyond the range the
         relation was learned on (one sigma more per ``WIDEN_PER`` of log input outside it), as a
-        forecast's interval widens far from its data. NaN where the target or an input is unknown."""
+        forecast's interval widens far from its data, and by the relation's learned widening while a
+        scheduled event ramps (``multipliers`` as in ``fit``). NaN where the target or an input is
+        unknown."""
         out = np.full((len(frame), len(self.models_)), np.nan)
+        transition = in_transition(multipliers, max(DRIVER_WINDOWS))
         features = self._features(frame, self.targets)
         for k, (target, model) in enumerate(self.models_.items()):
             inputs, target_features = features[target]
@@ -195,4 +232,6 @@ class Relations:
             residual = _signed_log(frame[target].to_numpy(dtype=float)) - model.predict(target_features)
             residual[~np.isfinite(raw).all(axis=1)] = np.nan  # no load, no expectation
             out[:, k] = residual / self.spread_[target] / (1 + outside / WIDEN_PER)
+            if transition is not None:
+                out[transition, k] /= getattr(self, "widen_", {}).get(target, 1.0)
         return out
