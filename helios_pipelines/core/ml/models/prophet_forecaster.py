@@ -18,14 +18,17 @@ from helios_pipelines.core.ml.models.base import (
     on_grid,
 )
 
+# Prophet's plot module logs an ERROR when plotly is absent (Helios draws no Prophet plot: a service log
+# would open with "Importing plotly failed"), and cmdstanpy chats on every fit. Quietened when this module
+# is imported, which precedes any Prophet import here: a fit, and the unpickling of a served model.
+logging.getLogger("prophet.plot").setLevel(logging.CRITICAL)
+_stan_logger = logging.getLogger("cmdstanpy")
+_stan_logger.addHandler(logging.NullHandler())
+_stan_logger.propagate = False
 
-def _quiet_prophet():
-    """Import Prophet without its plotly warning and with cmdstanpy's chatter silenced."""
-    logging.getLogger("prophet.plot").setLevel(logging.CRITICAL)
-    stan_logger = logging.getLogger("cmdstanpy")
-    if not any(isinstance(h, logging.NullHandler) for h in stan_logger.handlers):
-        stan_logger.addHandler(logging.NullHandler())
-    stan_logger.propagate = False
+
+def _prophet():
+    """Prophet, imported when a model is fitted (its import costs a second, and most processes never fit one)."""
     from prophet import Prophet
 
     return Prophet
@@ -83,7 +86,7 @@ class ProphetForecaster(Forecaster):
         return history / profile
 
     def fit(self, history: pd.Series) -> Self:
-        Prophet = _quiet_prophet()
+        Prophet = _prophet()
         history = self._deevented(on_grid(history, self.step))
         coarse = history.resample(self.fit_step, origin="epoch").mean().dropna()
         if coarse.size < 4:
