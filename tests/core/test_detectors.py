@@ -15,7 +15,7 @@ from helios_pipelines.core.ml.models.base import SavableModel
 from helios_pipelines.core.ml.models.detectors import COMBINED, DETECTORS, CombinedDetector, make_detector
 from helios_pipelines.core.ml.models.nearest import nearest_earlier_distance
 from helios_pipelines.core.ml.models.relations import DRIVER_WINDOWS, Relations, in_transition
-from helios_pipelines.core.ml.models.series_views import held_for, trailing_mean
+from helios_pipelines.core.ml.models.series_views import held_for, seasonal_difference, trailing_mean
 from helios_pipelines.core.tenants import ScheduledEvent
 
 METRICS = ["players", "cpu", "latency"]
@@ -183,6 +183,28 @@ def test_rarity_sees_a_missing_daily_peak_through_the_seasonal_view():
     score = detector.score(frame)["m"].to_numpy()
     assert np.nanmax(score[6 * day + 60 : 6 * day + 90]) >= detector.threshold
     assert np.nanmax(score[4 * day : 6 * day]) < detector.threshold  # normal days, peaks included
+
+
+def test_an_incident_does_not_echo_a_season_later_through_the_seasonal_view():
+    day = 144  # rows of ten minutes
+    rng = np.random.default_rng(3)
+    clock = np.arange(8 * day) % day
+    values = np.where((clock >= 60) & (clock < 90), 80.0, 20.0) + rng.normal(0, 1, 8 * day)
+    values[5 * day + 20 : 5 * day + 23] = 200.0  # an incident on day 6, at night
+    frame = ten_minute_frame(values)
+    detector = make_detector("rarity").fit(frame.iloc[: 4 * day])
+    score = detector.score(frame)["m"].to_numpy()
+    assert np.nanmax(score[5 * day + 20 : 5 * day + 23]) >= detector.threshold
+    # Day 7 at that time is an ordinary night: unlike day 6 there, like day 5.
+    assert np.nanmax(score[6 * day : 7 * day]) < detector.threshold
+
+
+def test_the_seasonal_difference_keeps_the_earlier_season_nearest_the_row():
+    values = np.array([1.0, 5.0, 2.0, 3.0, 2.5, 9.0, np.nan, 1.0])
+    # Season 2. Row 4: 2.5 - 2 = 0.5 one season back beats 2.5 - 1 = 1.5 two back; row 5: 9 - 5 = 4 two
+    # back beats 9 - 3 = 6; row 7: 1 - 3 = -2 two back beats 1 - 9 = -8; the gap at row 6 stays a gap.
+    np.testing.assert_allclose(seasonal_difference(values, 2, 2), [np.nan, np.nan, 1, -2, 0.5, 4, np.nan, -2])
+    np.testing.assert_allclose(seasonal_difference(values, 2), [np.nan, np.nan, 1, -2, 0.5, 6, np.nan, -8])
 
 
 def test_rarity_sees_denser_spikes_through_the_trailing_mean_though_each_value_is_known():

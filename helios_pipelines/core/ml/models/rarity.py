@@ -22,6 +22,7 @@ from helios_pipelines.core.ml.models.series_views import (
     held_for,
     keep_onsets,
     relative_change,
+    seasonal_difference,
     step_of,
     trailing_mean,
 )
@@ -51,6 +52,10 @@ RARITY_PER_Z = 0.08
 #: must not blind them for a whole window after it (100 minutes at 5-minute steps).
 LEVEL_MIN_OBSERVED = 0.5
 
+#: The seasonal view compares a row with the same time this many seasons back and keeps the closest
+#: difference: compared with yesterday alone, yesterday's incident would echo today (bench/results/anomaly.md).
+SEASONS_COMPARED = 2
+
 
 class RarityDetector(AnomalyDetector):
     """Per metric: how unlike anything seen before a point is, in several views. The univariate core.
@@ -59,7 +64,7 @@ class RarityDetector(AnomalyDetector):
     of the density of spikes, which no single value shows); with ``use_change``, its log ratio to the
     mean of the ``level_window`` rows before it (a sudden jump or drop at any time of day); and, when
     the fit history repeats at a daily or weekly season, its difference from the value one season
-    earlier (a missing daily peak). A view's rarity is the distance to the closest value of that view
+    earlier or two, whichever is closer (a missing daily peak; not an echo of yesterday's incident). A view's rarity is the distance to the closest value of that view
     seen before (fit history or earlier rows), in units of the range of the view seen so far: a
     recurring spike or a drift that keeps widening the range stops being news, while a value far
     outside the known range is. The fit history's own incidents would teach the detector that they
@@ -127,9 +132,7 @@ class RarityDetector(AnomalyDetector):
         if self.use_change:
             columns.append(relative_change(values, self.level_window, LEVEL_MIN_OBSERVED))
         for position, season in self.seasons_:
-            seasonal = np.full(values.shape[0], np.nan)
-            seasonal[season:] = values[season:, position] - values[:-season, position]
-            columns.append(seasonal[:, None])
+            columns.append(seasonal_difference(values[:, position], season, SEASONS_COMPARED)[:, None])
         return np.hstack(columns)[:, self.view_columns_]
 
     def _arrange_views(self) -> None:

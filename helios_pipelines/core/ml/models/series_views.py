@@ -58,6 +58,22 @@ def detect_season(values: np.ndarray, step: pd.Timedelta | None) -> int | None:
 
 
 
+def seasonal_difference(values: np.ndarray, season: int, seasons: int = 1) -> np.ndarray:
+    """Each row minus the same time 1..``seasons`` seasons earlier, keeping the difference nearest zero
+    (NaN until one season back exists). With more than one season an incident does not echo a season
+    later (compared with yesterday's incident today looks odd; with the day before it does not),
+    while a change that lasts, such as a missing daily peak, differs from every earlier season."""
+    out = np.full(values.shape[0], np.nan)
+    for back in range(1, seasons + 1):
+        lag = back * season
+        if lag >= values.shape[0]:
+            break
+        difference = values[lag:] - values[:-lag]
+        current = out[lag:]
+        out[lag:] = np.where(np.isnan(current) | (np.abs(difference) < np.abs(current)), difference, current)
+    return out
+
+
 def keep_onsets(score: np.ndarray, window: int) -> np.ndarray:
     """Each row keeps only its excess over the highest score of the previous ``window`` rows.
 
