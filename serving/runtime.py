@@ -86,7 +86,7 @@ class TenantRuntime:
     def _fetch_history(self, end: pd.Timestamp) -> pd.DataFrame:
         """``history_span`` up to ``end``: the previous step's history, when it is still cached, with its
         last ``REFETCHED`` fetched again and the new step added; else all of it. Fetching every step's
-        whole span again (15 days of gaming-corp's 11 metrics at one minute) was two thirds of the
+        whole span again (8 days of gaming-corp's 11 metrics at one minute) was two thirds of the
         publisher's refresh at each boundary, competing with the requests for the GIL."""
         previous = self.cache.get(end - self.step, ("history",))
         if previous is None:
