@@ -6,6 +6,7 @@ one `bentoml serve` runs."""
 
 import asyncio
 import json
+import threading
 
 import bentoml
 import pandas as pd
@@ -214,6 +215,72 @@ def test_the_step_cache_keeps_the_newest_two_steps_each_bounded_least_recently_u
     calls = []
     assert cache.get_or_compute(t2, "x", lambda: calls.append(1) or "X") == "X"
     assert cache.get_or_compute(t2, "x", lambda: calls.append(1) or "Y") == "X" and calls == [1]
+
+
+def test_concurrent_misses_of_one_key_compute_it_once_and_every_caller_gets_that_result():
+    """The publisher's refresh and a request asking for the same step at once: one computes, the other
+    waits for its result (they computed side by side, sharing half-built frames)."""
+    step = NOW.floor("1min")
+    cache = StepCache()
+    started, release, calls = threading.Event(), threading.Event(), []
+
+    def slow_scores():
+        calls.append(threading.current_thread().name)
+        started.set()
+        release.wait(5)
+        return "scores"
+
+    answers = []
+    first = threading.Thread(target=lambda: answers.append(cache.get_or_compute(step, "scores", slow_scores)))
+    first.start()
+    assert started.wait(5)
+    second = threading.Thread(target=lambda: answers.append(cache.get_or_compute(step, "scores", slow_scores)))
+    second.start()
+    second.join(0.2)
+    assert second.is_alive()  # waiting for the first computation, not running its own
+    release.set()
+    first.join(5), second.join(5)
+    assert answers == ["scores", "scores"] and len(calls) == 1
+
+
+def test_a_waiter_computes_its_own_when_the_first_computation_fails():
+    step = NOW.floor("1min")
+    cache = StepCache()
+    started, release = threading.Event(), threading.Event()
+
+    def failing():
+        started.set()
+        release.wait(5)
+        raise RuntimeError("the source was down")
+
+    errors, answers = [], []
+    first = threading.Thread(target=lambda: _record(errors, lambda: cache.get_or_compute(step, "k", failing)))
+    first.start()
+    assert started.wait(5)
+    second = threading.Thread(target=lambda: answers.append(cache.get_or_compute(step, "k", lambda: "second")))
+    second.start()
+    release.set()
+    first.join(5), second.join(5)
+    assert [str(e) for e in errors] == ["the source was down"] and answers == ["second"]
+    assert cache.get(step, "k") == "second"
+
+
+def _record(errors: list, call) -> None:
+    try:
+        call()
+    except RuntimeError as exc:
+        errors.append(exc)
+
+
+def test_a_cached_frame_has_its_lookup_tables_built_before_other_threads_read_it():
+    """pandas builds an index's hash table on first lookup, and two threads building it at once can
+    raise KeyError for a label that is there (pandas-dev/pandas#21150): what the cache shares is built."""
+    index = pd.date_range(NOW.floor("1min"), periods=30, freq="1min")
+    scores = pd.DataFrame({"players": range(30), "latency": range(30)}, index=index, dtype=float)
+    alerts = scores > 10
+    StepCache().put(NOW.floor("1min"), "scores", (scores, alerts))
+    for frame in (scores, alerts):
+        assert frame.index._engine.is_mapping_populated and frame.columns._engine.is_mapping_populated
 
 
 def test_each_step_fetches_only_the_recent_day_and_its_history_is_the_whole_fetch(bundle):
