@@ -21,8 +21,8 @@ import pandas as pd
 
 from helios_pipelines.core.ml.capacity_learning import learn_fleet_dicts
 from helios_pipelines.core.ml.models.capacity import CapacityPlanner
-from helios_pipelines.core.ml.training import forecaster_for
 from helios_pipelines.core.ops.scorecard import event_scorecard, find_occurrence
+from helios_pipelines.core.ops.scorecard_models import refit_forecaster
 from helios_pipelines.core.sources.simulator import Simulator, history_window
 from helios_pipelines.core.tenants import load_tenants
 
@@ -55,7 +55,7 @@ def main() -> None:
         source = Simulator(tenant, now=now)
         train = source.fetch(*history_window(tenant, trained_at))
         started = time.perf_counter()
-        forecaster = forecaster_for(tenant, target.metric, args.kind).fit(train[target.metric].astype(float))
+        forecaster = refit_forecaster(tenant, target.metric, args.kind, train)
         fit_seconds = time.perf_counter() - started
         planner = CapacityPlanner.from_tenant(tenant, learn_fleet_dicts(tenant, train, source))
         history = source.fetch(occurrence.start - pd.Timedelta("15D"), occurrence.end)

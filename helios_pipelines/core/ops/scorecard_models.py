@@ -62,6 +62,15 @@ def _described(version: RegisteredVersion) -> str:
     return f"{version.name} v{version.version} (trained on data to {_utc(version.tags.data_end):%Y-%m-%d %H:%M} UTC)"
 
 
+def refit_forecaster(tenant: TenantConfig, metric: str, kind: str, train: pd.DataFrame):
+    """A ``kind`` forecaster of ``metric`` fitted on ``train`` as training fits one: with the drivers'
+    history, for a forecaster that reads its drivers (``bench/event_scorecards.py`` fits this way too)."""
+    from helios_pipelines.core.ml.models.base import fit_forecaster
+    from helios_pipelines.core.ml.training import forecaster_for
+
+    return fit_forecaster(forecaster_for(tenant, metric, kind), train[metric].astype(float), train)
+
+
 def models_before(tenant: TenantConfig, occurrence: Occurrence, metric: str, champion_planner, tracker: Tracker,
                   source) -> ScoringModels:
     """The forecaster of ``metric`` and the planner Helios had before ``occurrence`` started (module
@@ -69,7 +78,6 @@ def models_before(tenant: TenantConfig, occurrence: Occurrence, metric: str, cha
     peaks (they named the occurrence)."""
     from helios_pipelines.core.ml.capacity_learning import learn_fleet_dicts
     from helios_pipelines.core.ml.models.capacity import CapacityPlanner
-    from helios_pipelines.core.ml.training import forecaster_for
     from helios_pipelines.core.sources.simulator import history_window
 
     forecaster_name = registered_model_name(tenant.id, "forecaster", metric)
@@ -91,7 +99,7 @@ def models_before(tenant: TenantConfig, occurrence: Occurrence, metric: str, cha
         train = source.fetch(*history_window(tenant, trained_at))
     if forecaster is None:
         kind = tracker.version_by_alias(forecaster_name, CHAMPION).tags.kind
-        forecaster = forecaster_for(tenant, metric, kind).fit(train[metric].astype(float))
+        forecaster = refit_forecaster(tenant, metric, kind, train)
         scored_with["forecaster"] = f"{kind} forecaster {refit}"
     if planner is None:
         planner = CapacityPlanner.from_tenant(tenant, learn_fleet_dicts(tenant, train, source), champion_planner.peaks)
