@@ -55,9 +55,11 @@ class TenantRuntime:
         # one finishes, requests of the next step are answered from this one's cache.
         self.published_step: pd.Timestamp | None = None
         self._fetching = threading.Lock()  # one fetch of a step's history, not one per concurrent request
-        needed = [f.full_history for f in self.forecasters.values()]  # what the backtest forecast from
+        # What the backtest forecast from, and what the detector's every view looks back over (two
+        # weeks for a weekly season): the function served is the one backtested.
+        needed = [f.full_history for f in self.forecasters.values()]
         if self.detector is not None:
-            needed.append(self.detector.min_history)
+            needed.append(self.detector.full_history)
         # Enough rows for every model, plus a day so gaps at the start do not starve them.
         self.history_span = self.step * (max(needed, default=1) + 1) + pd.Timedelta("1D")
 

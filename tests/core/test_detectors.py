@@ -199,6 +199,21 @@ def test_an_incident_does_not_echo_a_season_later_through_the_seasonal_view():
     assert np.nanmax(score[6 * day : 7 * day]) < detector.threshold
 
 
+def test_the_detector_says_how_far_back_its_views_look_which_is_what_serving_holds():
+    day = 144  # rows of ten minutes
+    clock = np.arange(4 * day) % day
+    noise = np.random.default_rng(3).normal(0, 1, 4 * day)
+    frame = ten_minute_frame(np.where((clock >= 60) & (clock < 90), 80.0, 20.0) + noise)
+    seasonal = make_detector("rarity").fit(frame)
+    assert seasonal.manifest()["seasons_rows"] == {"m": day}
+    assert (seasonal.min_history, seasonal.full_history) == (20, 2 * day)  # the same time one and two days back
+    assert make_detector("rarity", use_season=False).fit(frame).full_history == 20  # the level and change windows
+    # A relation reads its drivers 30 rows back and holds its residual 2 minutes: 31 rows at one minute.
+    related = CombinedDetector(drivers=["players"], forest_weight=0, rarity={"use_season": False})
+    related.fit(_load_and_cpu(days=3))
+    assert related.rarity.relations_ is not None and related.full_history == max(DRIVER_WINDOWS) + 1
+
+
 def test_the_seasonal_difference_keeps_the_earlier_season_nearest_the_row():
     values = np.array([1.0, 5.0, 2.0, 3.0, 2.5, 9.0, np.nan, 1.0])
     # Season 2. Row 4: 2.5 - 2 = 0.5 one season back beats 2.5 - 1 = 1.5 two back; row 5: 9 - 5 = 4 two

@@ -250,6 +250,12 @@ class AnomalyDetector(SavableModel, ABC):
     def min_history(self) -> int:
         """Rows of history a score needs before it is more than warm-up."""
 
+    @property
+    def full_history(self) -> int:
+        """Rows before a row at which its score uses every view the fitted detector has (serving holds
+        this much, so it scores as the backtest did)."""
+        return self.min_history
+
     @abstractmethod
     def fit(self, frame: pd.DataFrame) -> Self: ...
 

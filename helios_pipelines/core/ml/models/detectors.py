@@ -115,6 +115,10 @@ class CombinedDetector(AnomalyDetector):
         return max(self.rarity.min_history, self.forest.min_history if self.uses_forest else 0)
 
     @property
+    def full_history(self) -> int:
+        return max(self.rarity.full_history, self.forest.full_history if self.uses_forest else 0)
+
+    @property
     def metrics_(self) -> list[str]:
         return self.rarity.metrics_
 

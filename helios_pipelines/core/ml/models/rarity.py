@@ -14,7 +14,7 @@ from helios_pipelines.core.ml.models.base import (
     ModelNotFittedError,
 )
 from helios_pipelines.core.ml.models.nearest import nearest_earlier_distance
-from helios_pipelines.core.ml.models.relations import Relations
+from helios_pipelines.core.ml.models.relations import DRIVER_WINDOWS, Relations
 from helios_pipelines.core.ml.models.series_views import (
     COMBINED,
     check_frame,
@@ -116,6 +116,16 @@ class RarityDetector(AnomalyDetector):
     @property
     def min_history(self) -> int:
         return self.level_window
+
+    @property
+    def full_history(self) -> int:
+        """Rows before a row at which every view of it is there: the warm-up (the level and change
+        windows), the relations' driver windows and hold, and ``SEASONS_COMPARED`` seasons back where the
+        fit history repeats (two weeks for a weekly season)."""
+        seasons = [SEASONS_COMPARED * season for _, season in getattr(self, "seasons_", ())]
+        relations = ([max(DRIVER_WINDOWS) + getattr(self, "hold_rows_", 1) - 1]
+                     if getattr(self, "relations_", None) is not None else [])
+        return max([self.min_history, *seasons, *relations])
 
     def _views(self, frame: pd.DataFrame, expected: pd.DataFrame | None = None) -> np.ndarray:
         """(rows, views) for the fitted metrics, in ``view_owner_`` order: a metric its drivers explain
