@@ -9,9 +9,11 @@ import pytest
 from helios_pipelines.core.ml.models.capacity import CapacityPlanner
 from helios_pipelines.core.ml.models.seasonal_naive import SeasonalNaive
 from helios_pipelines.core.ml.tracking import CHAMPION, Tracker, VersionTags, registered_model_name
+from helios_pipelines.core.ml.training import forecaster_for
 from helios_pipelines.core.ops.scorecard import find_occurrence
 from helios_pipelines.core.ops.scorecard_models import models_before
 from helios_pipelines.core.sources.simulator import Simulator
+from helios_pipelines.core.tenants import TenantConfig
 from tests.conftest import AS_OF
 
 PROMOTED = {"promoted": True, "reason": "test"}
@@ -64,3 +66,25 @@ def test_without_a_version_from_before_the_event_the_champions_kind_is_refitted_
                                   "planner": f"capacity planner {refit}"}
     assert models.forecaster.kind == "seasonal_naive"
     assert models.planner.peaks == champion.peaks  # the learned peaks that named the occurrence are kept
+
+
+def test_a_tenant_forecasting_from_its_drivers_gets_a_refit_that_read_their_history(arena_registry):
+    """A refit fits as training does (``fit_forecaster``): for a tenant with ``forecast_from_drivers``,
+    ``.fit(series)`` alone raised "their history was not given" and the event went unscored."""
+    arena, tracker = arena_registry
+    config = arena.model_dump(mode="json")
+    config["metrics"]["cpu_usage"]["forecast"] = {"horizons": ["15m"]}  # players drive CPU (the scaling's metric)
+    config["training"]["forecast_from_drivers"] = True
+    driven = TenantConfig.model_validate(config)
+    tournament = find_occurrence(driven, "Weekend Tournament", AS_OF)
+    name = registered_model_name("arena", "forecaster", "cpu_usage")
+    with tracker.start_run("arena", "champion trained after the event"):
+        version = tracker.log_model(forecaster_for(driven, "cpu_usage", "helios"), name,
+                                    tags=VersionTags(data_end="2026-11-19T03:00:00+00:00", promotion=PROMOTED))
+    tracker.set_alias(name, CHAMPION, version.version)
+    champion = CapacityPlanner.from_tenant(driven, peaks={"metric": "concurrent_users", "timezone": "Europe/Berlin"})
+    models = models_before(driven, tournament, "cpu_usage", champion, tracker, Simulator(driven, now=AS_OF))
+    refit = "refitted on the 8 days to 2026-11-14 13:00 UTC: no version was trained before the event"
+    assert models.scored_with == {"forecaster": f"helios forecaster {refit}", "planner": f"capacity planner {refit}"}
+    assert models.forecaster.kind == "helios" and models.forecaster.fitted_
+    assert models.forecaster.drivers == ("concurrent_users",)
