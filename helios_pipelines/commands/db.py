@@ -46,7 +46,8 @@ def upgrade(revision: str) -> None:
 
 @command.command("retention")
 def retention() -> None:
-    """Delete predictions, pushed samples, closed anomalies and finished alerts older than each tenant's plan keeps."""
+    """Delete predictions, pushed samples (and series left without any), closed anomalies and finished alerts older
+    than each tenant's plan keeps."""
     store = open_store()
     try:
         for tenant, removed in sorted(store.apply_retention().items()):

@@ -1,10 +1,12 @@
-"""Retention: each customer's old history (and pushed samples) deleted as its plan says."""
+"""Retention: each customer's old history (and pushed samples, and the pushed series left without any)
+deleted as its plan says."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select
+from sqlalchemy.orm import aliased
 
 from helios_pipelines.core.ops import plans
 from helios_pipelines.core.ops.store.base import StoreBase
@@ -24,7 +26,8 @@ from helios_pipelines.core.ops.store.schema import (
 class RetentionQueries(StoreBase):
     def apply_retention(self, now: datetime | None = None) -> dict[str, dict[str, int]]:
         """Delete each customer's predictions, pushed samples, closed anomaly and alert episodes and
-        finished alerts older than its plan keeps. Open episodes and pending alerts are kept whatever their age: they are still live.
+        finished alerts older than its plan keeps, and the pushed series (label sets) left without a
+        sample. Open episodes and pending alerts are kept whatever their age: they are still live.
         """
         now = now or utcnow()
         removed: dict[str, dict[str, int]] = {}
@@ -46,6 +49,19 @@ class RetentionQueries(StoreBase):
                     "pushed_samples": session.execute(delete(PushSample).where(
                         PushSample.series_id.in_(select(PushSeries.id).where(PushSeries.customer_id == customer.id)),
                         PushSample.timestamp < int(cutoff.timestamp() * 1000))).rowcount,
+                    "pushed_series": session.execute(delete(PushSeries).where(
+                        PushSeries.id.in_(_emptied_series(customer.id)))).rowcount,
                 }
                 removed[customer.slug] = counts
         return removed
+
+
+def _emptied_series(customer_id):
+    """The customer's pushed series without a sample, skipping any a concurrent push holds: a push
+    that is adding samples to a series locks it (its samples' foreign key), and deleting it would
+    cascade to them once that push commits. A push that looked the series up but has not yet inserted
+    fails on the foreign key and is retried by its client (its new series row is created afresh)."""
+    series = aliased(PushSeries)
+    has_samples = select(PushSample.series_id).where(PushSample.series_id == series.id).exists()
+    return (select(series.id).where(series.customer_id == customer_id, ~has_samples)
+            .with_for_update(skip_locked=True))
