@@ -95,9 +95,15 @@ def save_bento_model(tenant: TenantConfig, tracker: Tracker) -> str:
     pins = champion_pins(tenant, tracker)
     tag = f"{bento_model_name(tenant.id)}:{bundle_version(pins, tenant)}"
     try:
-        return str(bentoml.models.get(tag).tag)
+        packed = bentoml.models.get(tag)
     except bentoml.exceptions.NotFound:
         pass
+    else:
+        # Champions packed before (a rollback, a promotion back): BentoML moves `latest` only when it
+        # creates a model, and `helios-<tenant>:latest` is what `helios serve` loads, so it is moved
+        # here. Its store keeps the pointer as the file `latest` beside the versions (<store>/<name>/<version>).
+        (Path(packed.path).parent / "latest").write_text(packed.tag.version)
+        return str(packed.tag)
     labels = {"tenant": tenant.id, "owner": "helios"}
     metadata = {role: f"{p['name']}/{p['version']}" for role, p in pins.items()}
     with bentoml.models.create(tag, labels=labels, metadata=metadata) as model:
