@@ -117,15 +117,16 @@ def retraining_schedules(registry: TenantRegistry) -> list[ScheduleDefinition]:
 
 
 # ---- rebuilding a Bento when a champion changes ---------------------------------------------------
-def packaged_bento_model(context: SensorEvaluationContext, tenant_id: str) -> str | None:
-    """The BentoML model tag of the tenant's latest ``tenant_bento`` materialisation."""
+def last_packing(context: SensorEvaluationContext, tenant_id: str) -> tuple[str | None, int | None]:
+    """The BentoML model tag of the tenant's latest ``tenant_bento`` materialisation and that event's
+    storage id (None, None before the first)."""
     found = context.instance.fetch_materializations(
         AssetRecordsFilter(asset_key=AssetKey("tenant_bento"), asset_partitions=[tenant_id]), limit=1
     ).records
     if not found:
-        return None
+        return None, None
     entry = found[0].asset_materialization.metadata.get("bento_model")
-    return entry.value if entry is not None else None
+    return (entry.value if entry is not None else None), found[0].storage_id
 
 
 @sensor(job=bento_job, default_status=DefaultSensorStatus.RUNNING, minimum_interval_seconds=120)
@@ -151,9 +152,14 @@ def champion_change_sensor(context: SensorEvaluationContext, tenants: TenantRegi
         if seen.get(tenant_id) == current[tenant_id]:
             continue
         wanted = f"{bento_model_name(tenant_id)}:{bundle_version(pins, tenant)}"
-        if packaged_bento_model(context, tenant_id) != wanted:
+        packed, packing = last_packing(context, tenant_id)
+        if packed != wanted:
             context.log.info(f"{tenant_id}: champions {current[tenant_id]} are not packed yet ({wanted})")
-            requests.append(RunRequest(partition_key=tenant_id, run_key=f"bento-{wanted}", tags={TRIGGER_TAG: "champion_change"}))
+            # Dagster never launches a run key its sensor used before: keyed by the model alone, champions
+            # promoted again after a rollback would never be repacked. Keyed by the packing they follow
+            # too, a re-evaluation of the same change (a daemon restarted mid-tick) still asks once.
+            requests.append(RunRequest(partition_key=tenant_id, run_key=f"bento-{wanted}-after-{packing}",
+                                       tags={TRIGGER_TAG: "champion_change"}))
     return SensorResult(run_requests=requests, cursor=json.dumps(current, sort_keys=True))
 
 

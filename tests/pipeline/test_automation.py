@@ -166,6 +166,34 @@ def test_bento_sensor_repacks_when_a_champion_changes_and_only_then(config_dir, 
     assert json.loads(again.cursor)["shop"][name] == v2
 
 
+def test_bento_sensor_repacks_a_champion_promoted_again_after_a_rollback(config_dir, tracker, instance):
+    """v1 trained and packed, v2 promoted, rolled back to v1, v2 promoted again: each move is a new
+    request. Dagster never launches a run key its sensor used before, so asking for v2's pack under
+    the key of its first packing would leave v1 served while v2 is the champion."""
+    window = (AS_OF - pd.Timedelta("4D"), AS_OF)
+    name = registered_model_name("shop", "forecaster", "request_rate")
+    v1 = log_champion(tracker, "shop", *window)
+    v2 = log_champion(tracker, "shop", *window)
+    tenant = load_tenants(config_dir).get("shop")
+    cursor, keys = None, []
+    for move in (None, "promote", "rollback", "promote"):  # trained (v2 logged, v1 champion), then the moves
+        if move == "promote":
+            review.promote(tracker, name, by="ana", reason="test", version=v2)
+        elif move == "rollback":
+            review.rollback(tracker, name, by="ana", reason="test")
+        else:
+            tracker.set_alias(name, CHAMPION, v1)
+        context = build_sensor_context(instance=instance, resources=resources(config_dir, tracker), cursor=cursor)
+        result = champion_change_sensor(context)
+        cursor = result.cursor
+        [request] = result.run_requests
+        keys.append(request.run_key)
+        packed = f"{bento_model_name('shop')}:{bundle_version(champion_pins(tenant, tracker), tenant)}"
+        instance.report_runless_asset_event(AssetMaterialization("tenant_bento", partition="shop", metadata={"bento_model": packed}))
+
+    assert len(set(keys)) == len(keys), keys
+
+
 # ---- retraining on drift or decay ------------------------------------------------------------------
 def test_retraining_sensor_is_quiet_while_the_recent_day_looks_like_the_training_window(config_dir, tracker, instance):
     log_champion(tracker, "shop", AS_OF - pd.Timedelta("10D"), AS_OF - pd.Timedelta("3D"))
