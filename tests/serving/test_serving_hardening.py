@@ -150,6 +150,21 @@ def test_inputs_that_gave_500_answer_4xx_naming_the_problem(guarded, as_arena, p
     assert named in response.text
 
 
+@pytest.mark.parametrize(("path", "body", "unknown"), [
+    ("/predict", {"metric": "concurrent_users", "horizon_minutes": 60}, "horizon_minutes"),  # the answer's name
+    ("/detect", {"metrc": "concurrent_users"}, "metrc"),
+    ("/recommend", {"service": "game-server", "replicas": 300}, "replicas"),
+    ("/events", {"name": "Typo", "start": "2030-01-01T00:00:00Z", "duration_hours": 1, "multiplier": 3,
+                 "ramp_minute": 30}, "ramp_minute"),
+])
+def test_a_body_key_the_endpoint_does_not_have_is_a_400_naming_it(guarded, as_arena, path, body, unknown):
+    """Ignored, a misspelt key was answered with its default: 15 minutes ahead for a 60-minute question,
+    every metric for one, an event kept without its ramp."""
+    response = guarded.post(path, json=body, headers=as_arena)
+    assert response.status_code == 400, response.text
+    assert unknown in response.text
+
+
 def test_get_predict_refuses_overflowing_horizons_with_4xx(guarded, as_arena):
     for horizon in ("200000000", "1000000000000000000", "true"):
         response = guarded.get("/predict", params={"metric": "concurrent_users", "horizon": horizon}, headers=as_arena)
