@@ -83,7 +83,7 @@ def run(ctx: click.Context, tenant_ids: tuple[str, ...], as_of: str | None, no_b
     failed = []
     log_path = helios_home() / "logs" / f"run-{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M%SZ}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    click.echo(f"Dagster's full event log: {log_path} (and the Dagster UI: helios ui)")
+    click.echo(f"Dagster's full event log: {log_path} (and the Dagster UI: make ui)")
     # Dagster's console logger would print hundreds of DEBUG lines per tenant: errors only on the
     # terminal, everything in the log file, one line per asset here as it finishes.
     quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
