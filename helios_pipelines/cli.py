@@ -192,12 +192,21 @@ def _print_summary(registry, tenant_ids: list[str]) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.pass_context
 def serve(ctx: click.Context, tenant_id: str, port: int, host: str) -> None:
-    """Serve one tenant's champions with `bentoml serve` (the Bento model from its last run)."""
-    load_tenant(ctx, tenant_id)
+    """Serve one tenant's champions, as the MLflow registry names them now, with `bentoml serve` (their
+    BentoML model, packed first if a promotion or rollback was not packed yet)."""
+    from helios_pipelines.core.ml.tracking import Tracker
+    from serving.packaging import PackagingError, champions_bento_model
+
+    tenant = load_tenant(ctx, tenant_id)
+    try:
+        bundle = champions_bento_model(tenant, Tracker())
+    except PackagingError as exc:
+        raise click.ClickException(f"{exc}; train it first: helios run {tenant_id}") from None
+    click.echo(f"serving {bundle}")
     root = Path(__file__).resolve().parents[1]
     command = [
         sys.executable, "-m", "bentoml", "serve", "serving.service:HeliosService",
-        "--host", host, "--port", str(port), "--arg", f"tenants={tenant_id}",
+        "--host", host, "--port", str(port), "--arg", f"tenants={tenant_id}", "--arg", f"bundles={bundle}",
     ]
     raise SystemExit(subprocess.call(command, cwd=root))
 

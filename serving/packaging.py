@@ -105,10 +105,31 @@ def save_bento_model(tenant: TenantConfig, tracker: Tracker) -> str:
         (Path(packed.path).parent / "latest").write_text(packed.tag.version)
         return str(packed.tag)
     labels = {"tenant": tenant.id, "owner": "helios"}
-    metadata = {role: f"{p['name']}/{p['version']}" for role, p in pins.items()}
-    with bentoml.models.create(tag, labels=labels, metadata=metadata) as model:
+    with bentoml.models.create(tag, labels=labels, metadata=pinned_versions(pins)) as model:
         assemble_bundle(tenant, pins, tracker, Path(model.path))
     return tag
+
+
+def pinned_versions(pins: dict[str, dict]) -> dict[str, str]:
+    """A packed model's metadata: {role: "<registered model>/<version>"} of the champions it holds."""
+    return {role: f"{p['name']}/{p['version']}" for role, p in pins.items()}
+
+
+def champions_bento_model(tenant: TenantConfig, tracker: Tracker) -> str:
+    """The tag of the BentoML model holding the tenant's current champions: the newest one packed with
+    exactly them (a training run packs its champions with the configuration it trained with), else
+    packed now, as the champion change sensor would. A promotion or rollback moves only the registry's
+    alias, and nothing repacks it without the Dagster daemon: serving ``latest`` served the old champions."""
+    bentoml = _bentoml()
+
+    wanted = pinned_versions(champion_pins(tenant, tracker))
+    try:
+        packed = [m for m in bentoml.models.list(bento_model_name(tenant.id)) if dict(m.info.metadata) == wanted]
+    except bentoml.exceptions.NotFound:  # nothing of the tenant packed yet
+        packed = []
+    if packed:
+        return str(max(packed, key=lambda model: model.creation_time).tag)
+    return save_bento_model(tenant, tracker)
 
 
 def build_bento(tenant_id: str, model_tag: str) -> str:

@@ -1,26 +1,30 @@
-"""Packing a tenant's champions: the BentoML model `helios-<tenant>:latest`, which `helios serve` and a bare
-`bentoml serve --arg tenants=<tenant>` load, is always the tenant's current champions."""
+"""Packing a tenant's champions, and which packed model is served: `helios serve` serves the champions the
+MLflow registry names now, and `helios-<tenant>:latest` (what a bare `bentoml serve --arg tenants=<tenant>`
+loads) is the last champions packed."""
 
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
+from helios_pipelines.core.ml import review
 from helios_pipelines.core.ml.models.seasonal_naive import SeasonalNaive
 from helios_pipelines.core.ml.tracking import CHAMPION, Tracker, registered_model_name
 from helios_pipelines.core.sources.simulator import Simulator
-from helios_pipelines.core.tenants import load_tenants
 from tests.conftest import FIXTURE_TENANTS
 
 
-def test_packing_champions_packed_before_makes_them_latest_again(mlflow_uri):
-    """Trained v1, promoted v2, rolled back to v1: the third packing finds v1's model already in the store,
-    and `latest` must move back to it, or the service keeps serving the rolled-back v2."""
-    import bentoml
+@pytest.fixture
+def two_versions(tmp_path, mlflow_uri):
+    """A copy of the arena tenant under an id of its own (its BentoML model name is this test's alone in
+    the session's store) with two registered versions of its forecaster, v1 the champion."""
+    from helios_pipelines.core.tenants import load_tenants
 
-    from serving.packaging import save_bento_model
-
-    arena = load_tenants(FIXTURE_TENANTS).get("arena")
-    tenant = arena.model_copy(update={"id": "flipflop"})  # a BentoML model name of its own in the session's store
+    config_dir = tmp_path / "tenants"
+    config_dir.mkdir()
+    tenant_id = f"flip-{tmp_path.name[-12:].lower().replace('_', '-')}"
+    (config_dir / f"{tenant_id}.yaml").write_text((FIXTURE_TENANTS / "arena.yaml").read_text().replace("id: arena", f"id: {tenant_id}"))
+    tenant = load_tenants(config_dir).get(tenant_id)
     end = pd.Timestamp.now(tz="UTC").floor("1h")
     history = Simulator(tenant).fetch(end - pd.Timedelta("3D"), end)["concurrent_users"]
     tracker = Tracker(mlflow_uri)
@@ -28,7 +32,18 @@ def test_packing_champions_packed_before_makes_them_latest_again(mlflow_uri):
     with tracker.start_run(tenant.id, "two versions"):
         v1, v2 = (tracker.log_model(SeasonalNaive(step=tenant.step_timedelta, max_horizon=12, metric="concurrent_users")
                                     .fit(history), name).version for _ in range(2))
+    tracker.set_alias(name, CHAMPION, v1)
+    return config_dir, tenant, tracker, name, v1, v2
 
+
+def test_packing_champions_packed_before_makes_them_latest_again(two_versions):
+    """Trained v1, promoted v2, rolled back to v1: the third packing finds v1's model already in the store,
+    and `latest` must move back to it, or the service keeps serving the rolled-back v2."""
+    import bentoml
+
+    from serving.packaging import save_bento_model
+
+    _, tenant, tracker, name, v1, v2 = two_versions
     packed = []
     for champion in (v1, v2, v1):  # trained, promoted, rolled back
         tracker.set_alias(name, CHAMPION, champion)
@@ -38,3 +53,27 @@ def test_packing_champions_packed_before_makes_them_latest_again(mlflow_uri):
     latest = bentoml.models.get(f"helios-{tenant.id}:latest")
     assert str(latest.tag) == packed[2]
     assert latest.info.metadata["forecaster:concurrent_users"] == f"{name}/{v1}"
+
+
+def test_helios_serve_serves_the_champion_after_a_rollback_nothing_repacked(two_versions, monkeypatch):
+    """v1 trained and packed, v2 promoted and packed, then `helios models rollback`: only the registry's
+    alias moves, and without the Dagster daemon nothing repacks. `helios serve` served `latest`, v2."""
+    from click.testing import CliRunner
+
+    from helios_pipelines.cli import main
+    from serving.packaging import save_bento_model
+
+    config_dir, tenant, tracker, name, v1, v2 = two_versions
+    trained = save_bento_model(tenant, tracker)
+    review.promote(tracker, name, by="ana", reason="test", version=v2)
+    promoted = save_bento_model(tenant, tracker)
+    review.rollback(tracker, name, by="ana", reason="test")
+
+    commands = []
+    monkeypatch.setattr("subprocess.call", lambda command, **kwargs: commands.append(command) or 0)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracker.tracking_uri)
+    result = CliRunner().invoke(main, ["--config-dir", str(config_dir), "serve", tenant.id, "--port", "1"])
+
+    assert result.exit_code == 0, result.output
+    [command] = commands
+    assert f"bundles={trained}" in command and f"bundles={promoted}" not in command
