@@ -6,7 +6,6 @@ import importlib
 import logging
 import os
 import pkgutil
-import subprocess
 import sys
 import threading
 import uuid
@@ -205,10 +204,13 @@ def serve(ctx: click.Context, tenant_id: str, port: int, host: str) -> None:
     click.echo(f"serving {bundle}")
     root = Path(__file__).resolve().parents[1]
     command = [
-        sys.executable, "-m", "bentoml", "serve", "serving.service:HeliosService",
+        sys.executable, "-m", "bentoml", "serve", "serving.service:HeliosService", "--working-dir", str(root),
         "--host", host, "--port", str(port), "--arg", f"tenants={tenant_id}", "--arg", f"bundles={bundle}",
     ]
-    raise SystemExit(subprocess.call(command, cwd=root))
+    sys.stdout.flush()
+    # bentoml serve replaces this process, so a stop signal reaches it: run as a child, it outlived a
+    # SIGTERM sent to helios serve, serving on and holding the port.
+    os.execv(sys.executable, command)
 
 
 def _mount_commands() -> None:

@@ -70,10 +70,53 @@ def test_helios_serve_serves_the_champion_after_a_rollback_nothing_repacked(two_
     review.rollback(tracker, name, by="ana", reason="test")
 
     commands = []
-    monkeypatch.setattr("subprocess.call", lambda command, **kwargs: commands.append(command) or 0)
+    monkeypatch.setattr("os.execv", lambda path, command: commands.append(command))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracker.tracking_uri)
     result = CliRunner().invoke(main, ["--config-dir", str(config_dir), "serve", tenant.id, "--port", "1"])
 
     assert result.exit_code == 0, result.output
     [command] = commands
     assert f"bundles={trained}" in command and f"bundles={promoted}" not in command
+
+
+
+@pytest.mark.slow  # starts a real service
+def test_stopping_helios_serve_stops_the_service_it_started(two_versions, tmp_path):
+    """SIGTERM to `helios serve` alone (a supervisor's stop, `kill <pid>`) left its `bentoml serve` child
+    serving and holding the port, so the next `make demo` could not start."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from tests.harness.serve_harness import free_port, stop
+
+    config_dir, tenant, tracker, *_ = two_versions
+    port = free_port()
+    command = [sys.executable, "-m", "helios_pipelines.cli", "--config-dir", str(config_dir), "serve", tenant.id,
+               "--port", str(port)]
+    env = os.environ | {"MLFLOW_TRACKING_URI": tracker.tracking_uri}
+
+    def answers() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    with (tmp_path / "serve.log").open("w") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not answers():
+            assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
+            time.sleep(0.5)
+        os.kill(process.pid, signal.SIGTERM)  # helios serve's own process, not its group
+        deadline = time.monotonic() + 30
+        while answers() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not answers(), "the service still answers 30 s after its helios serve was stopped"
+    finally:
+        stop(process)  # the whole group, whatever the outcome
