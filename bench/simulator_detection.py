@@ -5,15 +5,15 @@ on the tenant's training window (``training.history_days``); alerts use the tena
 recovery windows and are counted as episodes (``core.ml.models.episodes``: what an operator is paged
 for, one per run of the tenant's alert, however many metrics it names).
 
-- 28-day pass: the ``--days`` after the training window are scored causally, day by day on the two
-  days before each as the service keeps them (``served_scores``), against the
+- 28-day pass: the ``--days`` after the training window are scored causally, day by day on the
+  history before each that the service holds (``served_history``, ``served_scores``), against the
   simulator's ground truth (``Simulator.anomalies``: incidents only, each one labelled; scheduled
   events, tournaments and the queue surges they cause are normal traffic). An incident is found when
   an episode starts inside it or within ``GRACE`` after it (detection is causal); every other
   episode is a false onset, including one opened by an incident's return to normal.
 - Incident drill: one incident at a time (each kind in turn, x3, 20 minutes, every 7 hours over five
   days after the training window) is injected as ``helios simulator inject`` does and scored as the
-  service scores it, on the two days of history before it, up to an hour after its end. Found: an
+  service scores it, on the history the service holds before it, up to an hour after its end. Found: an
   episode starts during it (or within ``GRACE``); false: episodes starting in the three hours before
   it or in the hour after it (the drop back to normal must not open a second one).
 
@@ -36,15 +36,18 @@ import pandas as pd
 
 from helios_pipelines.core.ml.events import EventSchedule
 from helios_pipelines.core.ml.models.episodes import episodes
-from helios_pipelines.core.ml.training import tenant_detector
+from helios_pipelines.core.ml.training import forecaster_for, tenant_detector
 from helios_pipelines.core.sources.simulator import ANOMALY_KINDS, Simulator, inject_incident
 from helios_pipelines.core.tenants import load_tenants
+from serving.runtime import history_span
 
 AS_OF = pd.Timestamp("2026-11-20T00:00:00Z")
 GRACE = pd.Timedelta("10min")
 BEFORE, AFTER = pd.Timedelta("3h"), pd.Timedelta("1h")
 WEEK = pd.Timedelta("7D")
-SERVED_HISTORY = pd.Timedelta("2D")
+#: The forecasters' kind taken for the history the service holds: gaming-corp's champions (shopfast's
+#: would be Prophet, which reads less, but its detector's weekly views reach further back than either).
+SERVED_FORECASTER = "helios"
 
 
 def detected_episodes(detector, frame: pd.DataFrame, scored_from: pd.Timestamp):
@@ -52,12 +55,20 @@ def detected_episodes(detector, frame: pd.DataFrame, scored_from: pd.Timestamp):
     return [e for e in episodes(scores, detector.alerts(scores, frame)) if e.start >= scored_from]
 
 
-def served_scores(detector, frame: pd.DataFrame, scored_from: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
+def served_history(tenant, detector) -> pd.Timedelta:
+    """The history the service holds (serving/runtime.py): what its detector's views and its forecasters
+    read before the latest row, plus a day; 8 days for gaming-corp, 15 for shopfast's weekly views."""
+    rows = [forecaster_for(tenant, m, SERVED_FORECASTER).full_history for m in tenant.forecast_metrics]
+    return history_span(tenant.step_timedelta, max([*rows, detector.full_history]))
+
+
+def served_scores(detector, frame: pd.DataFrame, scored_from: pd.Timestamp,
+                  held: pd.Timedelta) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Scores and alert state of every row from ``scored_from`` as the service computes them: each day
-    on a frame holding the ``SERVED_HISTORY`` before it (the service keeps a day or two, not months)."""
+    on a frame holding the ``held`` history before it (what the service keeps, not months)."""
     parts = []
     for day in pd.date_range(scored_from, frame.index[-1], freq="1D"):
-        window = frame[(frame.index >= day - SERVED_HISTORY) & (frame.index < day + pd.Timedelta("1D"))]
+        window = frame[(frame.index >= day - held) & (frame.index < day + pd.Timedelta("1D"))]
         scores = detector.score(window)
         alerts = detector.alerts(scores, window)
         keep = window.index >= day
@@ -103,7 +114,7 @@ def one_pass(tenant, days: int) -> dict:
     scored_from = AS_OF - pd.Timedelta(days=days)
     frame = simulator.fetch(scored_from - pd.Timedelta(days=tenant.training.history_days), AS_OF)[metrics]
     detector = tenant_detector(tenant).fit(frame[frame.index < scored_from])
-    found_episodes = episodes(*served_scores(detector, frame, scored_from))
+    found_episodes = episodes(*served_scores(detector, frame, scored_from, served_history(tenant, detector)))
     incidents = [a for a in simulator.anomalies(scored_from, AS_OF) if a.start >= scored_from]
     matched = match(incidents, found_episodes, tenant.step_timedelta)
     incident_time = sum((i.end + GRACE - i.start for i in incidents), pd.Timedelta(0))
@@ -119,7 +130,7 @@ def one_pass(tenant, days: int) -> dict:
 
 
 def drill(tenant) -> dict:
-    """Incidents injected one at a time after the training window, each scored on two days of history."""
+    """Incidents injected one at a time after the training window, each scored on the history served."""
     metrics = sorted(tenant.anomaly_metrics)
     training = Simulator(tenant).fetch(AS_OF - pd.Timedelta(days=tenant.training.history_days), AS_OF)[metrics]
     detector = tenant_detector(tenant).fit(training)
@@ -130,7 +141,8 @@ def drill(tenant) -> dict:
         for number, hours in enumerate(range(26, 26 + 5 * 24, 7)):
             os.environ["HELIOS_HOME"] = tempfile.mkdtemp(prefix="helios-drill-")  # one incident at a time
             incident = inject_incident(tenant, kinds[number % len(kinds)], AS_OF + pd.Timedelta(hours=hours), 20, 3.0)
-            frame = Simulator(tenant).fetch(incident.start - pd.Timedelta("2D"), incident.end + AFTER)[metrics]
+            frame = Simulator(tenant).fetch(incident.start - served_history(tenant, detector),
+                                            incident.end + AFTER)[metrics]
             found_episodes = detected_episodes(detector, frame, incident.start - BEFORE)
             one = match([incident], found_episodes, tenant.step_timedelta)
             incidents.append(incident)

@@ -37,6 +37,12 @@ REFETCHED = pd.Timedelta("1D")
 MAX_PREPARED = 512
 
 
+def history_span(step: pd.Timedelta, rows: int) -> pd.Timedelta:
+    """The history a served tenant holds for models that read ``rows`` rows before the latest: those rows
+    and the latest, plus a day so gaps at the start do not starve them."""
+    return step * (rows + 1) + pd.Timedelta("1D")
+
+
 class TenantRuntime:
     """One tenant's champions plus a short cache of its recent history."""
 
@@ -60,8 +66,7 @@ class TenantRuntime:
         needed = [f.full_history for f in self.forecasters.values()]
         if self.detector is not None:
             needed.append(self.detector.full_history)
-        # Enough rows for every model, plus a day so gaps at the start do not starve them.
-        self.history_span = self.step * (max(needed, default=1) + 1) + pd.Timedelta("1D")
+        self.history_span = history_span(self.step, max(needed, default=1))
 
     @property
     def tenant_id(self) -> str:
