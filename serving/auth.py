@@ -95,9 +95,13 @@ class TenantAuthMiddleware:
         if key and len(key) > MAX_KEY_LENGTH:
             await reject(send, 401, f"the API key is {len(key)} characters; Helios keys have at most {MAX_KEY_LENGTH}")
             return
-        identity = await self.keys.identity(key) if key else None
+        if not key:
+            await reject(send, 401, "no API key: send the tenant's key as X-API-Key (or Authorization: Bearer)")
+            return
+        identity = await self.keys.identity(key)
         if identity is None:
-            await reject(send, 401, "a valid X-API-Key header is required")
+            await reject(send, 401, "the API key sent (X-API-Key or Authorization: Bearer) is not valid: "
+                                    "unknown, revoked or expired, or its customer is disabled")
             return
         if identity.slug not in self.served:
             await reject(send, 403, f"this service does not serve tenant '{identity.slug}'")

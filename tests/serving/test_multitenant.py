@@ -34,6 +34,17 @@ def test_no_key_or_a_wrong_key_is_refused(shared, method, path, request_args):
     assert wrong.status_code == 401 and "X-API-Key" in wrong.text
 
 
+def test_a_missing_key_and_a_key_that_is_not_valid_are_told_apart(shared, keys):
+    """Both answered "a valid X-API-Key header is required": a client sending a Bearer token, or a revoked
+    key, could not tell whether its key was read at all."""
+    body = {"metric": "concurrent_users", "horizon": 15}
+    missing = shared.post("/predict", json=body)
+    assert missing.status_code == 401 and "no API key" in missing.json()["error"]
+    for headers in ({"X-API-Key": "hel_nope_nope"}, {"Authorization": "Bearer hel_nope_nope"}):
+        wrong = shared.post("/predict", json=body, headers=headers)
+        assert wrong.status_code == 401 and "not valid" in wrong.json()["error"], headers
+
+
 @pytest.mark.parametrize(("method", "path", "request_args"), ENDPOINTS)
 @pytest.mark.parametrize("tenant", ["arena", "duel"])
 def test_a_key_sees_only_its_own_tenant(shared, keys, method, path, request_args, tenant):
