@@ -51,6 +51,19 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+class _ClientErrorsUnlogged(logging.Filter):
+    """BentoML answers a body that fails its endpoint's validation with a 400, and logged it at ERROR
+    with the traceback: some 2.5 KB per bad request, so any client could fill the service log and page
+    whoever watches its errors. The access log's line, with its 400, records the request."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], ValidationError))
+
+
+# The logger of BentoML's api_endpoint_wrapper (bentoml._internal.server.http_app.log_exception).
+BENTOML_ENDPOINT_LOG = "bentoml._internal.server.http_app"
+
+
 def _http_errors(call, ctx: bentoml.Context):
     """BentoML's routes: a domain error is answered ``{"error": message}`` with its status
     (serving/errors.py ``STATUS``); raised as BentoML's own exceptions, a 403's or 503's message would
@@ -87,6 +100,7 @@ def _for_tenant(runtime: TenantRuntime, answer: Callable[[TenantRuntime], T]) ->
 
 class Host:
     def __init__(self, bundle_dirs: list[Path], http: FastAPI) -> None:
+        logging.getLogger(BENTOML_ENDPOINT_LOG).addFilter(_ClientErrorsUnlogged())
         self.runtimes = {}
         for bundle_dir in bundle_dirs:
             runtime = TenantRuntime(bundle_dir)

@@ -22,8 +22,13 @@ pytestmark = pytest.mark.slow  # starts real processes: the real-process tier (m
 
 
 @pytest.fixture(scope="module")
-def guarded(keys, tmp_path_factory):  # noqa: F811
-    with bentoml_serve(tmp_path_factory.mktemp("guarded"), "--arg", "tenants=arena,duel", "--arg", "api_keys=true") as client:
+def guarded_logs(tmp_path_factory):
+    return tmp_path_factory.mktemp("guarded")  # the service's log is bentoml.log here
+
+
+@pytest.fixture(scope="module")
+def guarded(keys, guarded_logs):  # noqa: F811
+    with bentoml_serve(guarded_logs, "--arg", "tenants=arena,duel", "--arg", "api_keys=true") as client:
         yield client
 
 
@@ -163,6 +168,20 @@ def test_a_body_key_the_endpoint_does_not_have_is_a_400_naming_it(guarded, as_ar
     response = guarded.post(path, json=body, headers=as_arena)
     assert response.status_code == 400, response.text
     assert unknown in response.text
+
+
+def test_a_malformed_body_is_logged_as_its_400_not_as_a_server_error(guarded, guarded_logs, as_arena):
+    """BentoML logged every body that failed validation at ERROR with its traceback (some 2.5 KB for a
+    44-byte body): any client could fill the service log and page whoever watches its errors."""
+    log = guarded_logs / "bentoml.log"
+    before = log.read_text().count("Traceback")
+    for body in (b'{"metric": "concurrent_users", "horizon": 60', b"[]", b'{"metric": "concurrent_users", "horizon": "60"}'):
+        answered = guarded.post("/predict", content=body, headers=as_arena | {"Content-Type": "application/json"})
+        assert answered.status_code == 400, answered.text
+    assert guarded.get("/readyz").status_code == 200
+    text = log.read_text()
+    assert text.count("Traceback") == before
+    assert text.count("path=/predict,type=application/json") >= 3  # each is in the access log, with its status
 
 
 def test_get_predict_refuses_overflowing_horizons_with_4xx(guarded, as_arena):
