@@ -17,6 +17,7 @@ from helios_pipelines.core.ml.features import build_feature_frame, calendar_feat
 from helios_pipelines.core.ml.models.base import FORECAST_COLUMNS, Forecaster, SavableModel
 from helios_pipelines.core.ml.models.forecasters import FORECASTERS, make_forecaster
 from helios_pipelines.core.ml.models.helios import HeliosForecaster
+from helios_pipelines.core.ml.models.prometheus_functions import linear_trend
 from helios_pipelines.core.tenants import ScheduledEvent
 
 STEP = pd.Timedelta("5min")
@@ -223,6 +224,30 @@ def test_events_learned_from_past_occurrences_raise_the_forecast():
     assert np.abs(actual - with_event["yhat"]).mean() < 0.5 * np.abs(actual - without["yhat"]).mean()
 
 
+def test_an_event_whose_occurrences_disagree_widens_the_interval_where_it_is_in_force():
+    """Two past tournaments lifted the load 2.5 x and 3.5 x: the next one's effect is uncertain by about
+    log(3.5 / 2.5) (each occurrence against the other), and its 80 % interval widens by that much."""
+    plain = synthetic(days=16, seed=1, gaps=False)
+    series = plain.copy()
+    for start, multiplier in zip(TOURNAMENT_STARTS[:2], (2.5, 3.5), strict=True):
+        one = ScheduledEvent(name="cup", kind="tournament", start=start, duration_hours=8, multiplier=multiplier)
+        series *= EventSchedule([one]).multiplier(plain.index)
+    history = series[series.index < pd.Timestamp("2024-03-14T12:00:00Z")]
+    horizon = 48
+    model = HeliosForecaster(events=tournaments(3.0), step=STEP, max_horizon=horizon, seed=1, n_estimators=60,
+                             max_train_rows=6000, recursive_estimators=40).fit(history)
+    assert model.multiplier_spreads_["tournament"] == pytest.approx(np.log(3.5 / 2.5), rel=0.25)
+    widened = model.predict(horizon, history, level=0.8)
+    model.multiplier_spreads_ = {}
+    certain = model.predict(horizon, history, level=0.8)
+    np.testing.assert_allclose(widened["yhat"], certain["yhat"])
+    during = pd.DatetimeIndex(widened["timestamp"]) >= pd.Timestamp(TOURNAMENT_STARTS[-1])
+    assert during.any()
+    np.testing.assert_allclose(widened[~during][["yhat_lower", "yhat_upper"]], certain[~during][["yhat_lower", "yhat_upper"]])
+    assert (widened["yhat_upper"][during] > certain["yhat_upper"][during]).all()
+    assert (widened["yhat_lower"][during] < certain["yhat_lower"][during]).all()
+
+
 def test_an_event_never_seen_before_uses_its_configured_multiplier(history):
     model = light("helios").fit(history)
     origin = history.index[-1]
@@ -336,6 +361,24 @@ def test_benchmark_cli_on_azure(tmp_path):
     assert "| helios |" in table.read_text()
 
 
+# ---- Prometheus' predict_linear -------------------------------------------------------------------
+
+
+def test_predict_linear_fits_the_window_at_each_origin_leaving_missing_samples_out():
+    values = np.array([9.0, 9.0, 1.0, np.nan, 3.0, 4.0])
+    # the 4 points ending at position 5 hold 1, 3 and 4 at offsets -3, -1 and 0: the line 4 + x
+    np.testing.assert_allclose(linear_trend(values, np.array([5]), 4, np.array([1, 2])), [[5.0, 6.0]])
+    # a window with one sample: the last observed value, flat
+    np.testing.assert_allclose(linear_trend(np.array([5.0, np.nan, 7.0]), np.array([2]), 2, np.array([1, 3])),
+                               [[7.0, 7.0]])
+
+
+def test_predict_linear_continues_a_straight_line():
+    series = pd.Series(3.0 * np.arange(100), index=pd.date_range("2024-03-01", periods=100, freq=STEP, tz="UTC"))
+    forecast = light("predict_linear").fit(series).predict(HORIZON, series)
+    np.testing.assert_allclose(forecast["yhat"], 3.0 * np.arange(100, 100 + HORIZON))
+
+
 # ---- helios' ensemble ---------------------------------------------------------------------------
 
 
@@ -350,6 +393,58 @@ def test_helios_blends_its_members_with_convex_weights_per_lead(history):
     alone = light("helios", blend=False).fit(history)
     assert (alone.weights_[:, 0] == 1).all() and alone.recursive_ is None
     assert np.isfinite(alone.predict(HORIZON, history)["yhat"]).all()
+
+
+def idle_between_bursts(days: float = 9, seed: int = 5) -> pd.Series:
+    """Disk writes: zero at nine points in ten, bursts of 1e6-1e8 bytes lasting one to three steps."""
+    rng = np.random.default_rng(seed)
+    index = pd.date_range("2024-03-01", periods=int(days * 288), freq=STEP, tz="UTC")
+    values = np.zeros(index.size)
+    for start in rng.choice(index.size, index.size // 30, replace=False):
+        values[start : start + rng.integers(1, 4)] = 10 ** rng.uniform(6, 8)
+    return pd.Series(values, index=index)
+
+
+def test_helios_keeps_the_blend_where_it_beats_the_simple_forecasts(history):
+    assert light("helios").fit(history).fallback_ is None
+
+
+def held_levels(days: float = 9, seed: int = 5) -> pd.Series:
+    """A metric pinned at a level between rare jumps (a pool size, a replica count): levels of 20-80
+    held for 1 to 12 hours."""
+    rng = np.random.default_rng(seed)
+    index = pd.date_range("2024-03-01", periods=int(days * 288), freq=STEP, tz="UTC")
+    lengths = rng.integers(12, 145, index.size // 12)
+    values = np.repeat(rng.uniform(20, 80, lengths.size), lengths)[: index.size]
+    return pd.Series(values, index=index)
+
+
+def test_helios_falls_back_to_the_last_value_on_a_metric_pinned_between_rare_jumps():
+    """Every learned member adds noise of its own to a level that holds; on the calibration slice the
+    last value does better than the blend, so it replaces the blend."""
+    series = held_levels()
+    model = light("helios").fit(series.iloc[:-12])
+    assert model.fallback_ == "last"
+    forecast = model.predict(HORIZON, series.iloc[:-12])
+    level = series.iloc[-13]
+    np.testing.assert_allclose(forecast["yhat"], level)
+
+
+def test_helios_interval_at_an_idle_disk_holds_the_idle_value():
+    """Most hours of an idle disk have no change at all: the volatility floor comes from the origins
+    that had some (a floor from all of them was zero, and so was every calm origin's interval), and a
+    calm origin's interval from the calm origins' errors: an 80 % interval holds the idle value at
+    least 80 % of the time."""
+    series = idle_between_bursts()
+    model = light("helios").fit(series.iloc[:-300])
+    assert model.volatility_floor_ > 0
+    values = series.to_numpy()
+    idle = [p for p in range(len(series) - 300, len(series) - HORIZON) if not values[p - 12 : p + HORIZON + 1].any()]
+    held = []
+    for origin in idle[:: max(1, len(idle) // 20)]:
+        forecast = model.predict(HORIZON, series.iloc[: origin + 1])
+        held.append(((forecast["yhat_lower"] <= 0) & (forecast["yhat_upper"] >= 0)).mean())
+    assert np.mean(held) >= 0.8
 
 
 def test_helios_follows_a_level_shift_beyond_its_training_range():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from statistics import NormalDist
 from typing import ClassVar, Self
 
 import numpy as np
@@ -34,8 +35,9 @@ from helios_pipelines.core.ml.models.base import (
     seasonal_period,
     step_intervals,
 )
-from helios_pipelines.core.ml.models.helios_blend import blend_weights, combine
+from helios_pipelines.core.ml.models.helios_blend import blend_weights, combine, fallback
 from helios_pipelines.core.ml.models.helios_drivers import driver_columns, driver_frame, driver_scales
+from helios_pipelines.core.ml.models.prometheus_functions import linear_trend
 from helios_pipelines.core.ml.models.prophet_forecaster import ProphetForecaster
 from helios_pipelines.core.ml.models.warm_start import boost, refusal, rounds_built, save_split
 from helios_pipelines.core.ml.models.xgboost_lags import _RelativeLags
@@ -49,6 +51,9 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
     changes (``_RelativeLags``, the first ``recursive_steps`` lead times) and the seasonal naive
     forecasts of the change over a day and a week; the weights are learned on the calibration slice
     (``helios_blend.blend_weights``), and the conformal intervals come from the blend's errors there.
+    Where a simple forecast did better than the blend on that slice (``SIMPLE_MEMBERS``: the last
+    value, Prometheus' ``predict_linear`` over the last hour; a disk idle between bursts, a metric
+    pinned at a level), it replaces the blend (``fallback_``), its own errors giving the intervals.
 
     The direct model serves every lead time (the lead time is a feature), so none of its forecasts
     feeds on its own errors. Each training row is an (origin, lead time) pair; values are expressed relative to the
@@ -82,6 +87,7 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
     models_events: ClassVar[bool] = True
     warm_starts: ClassVar[bool] = True
     RECENT_LAGS: ClassVar[tuple[int, ...]] = (0, 1, 2, 3, 5, 8)
+    SIMPLE_MEMBERS: ClassVar[tuple[str, ...]] = ("last", "linear")
     BOOSTER_PARAMS: ClassVar[dict] = {
         "max_depth": 6,
         "eta": 0.05,
@@ -105,6 +111,9 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
         max_train_rows: int = 30000,
         calibration_share: float = 0.2,
         blend: bool = True,
+        simple_fallback: bool = True,  # False: the blend even where a simple forecast beat it
+        interval_bins: int = 3,  # 1: every calibration origin's errors give every interval
+        fallback_confidence: float = 0.0,  # 2: a simple forecast's gain must be two standard errors
         # Ablations the forecast suite rejected (bench/results/forecast.md), kept so they reproduce:
         naive_member: bool = False,  # the last value as a fifth member: worse on 5 of 7 series
         prophet_member: bool = False,  # Prophet (15-min fit) as a member: no gain, twice the fit
@@ -122,6 +131,9 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
         self.calibration_share = calibration_share
         self.blend = blend
         self.naive_member = naive_member
+        self.simple_fallback = simple_fallback
+        self.interval_bins = interval_bins
+        self.fallback_confidence = fallback_confidence
         self.prophet_member = prophet_member
         self.recursive_estimators = recursive_estimators
         self.recursive_steps = recursive_steps
@@ -144,27 +156,37 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
 
     def manifest(self) -> dict:
         return super().manifest() | {"multipliers": getattr(self, "multipliers_", {}), "drivers": list(self.drivers),
-                                     "driver_forecast": self.driver_forecast}
+                                     "driver_forecast": self.driver_forecast,
+                                     "fallback": getattr(self, "fallback_", None)}
 
     # ---- events -------------------------------------------------------------------------------
-    def _event_profile(self, index: pd.DatetimeIndex, events: EventSchedule) -> np.ndarray:
+    def _event_profile(self, index: pd.DatetimeIndex, events: EventSchedule, widen: float = 0.0) -> np.ndarray:
         """Multiplier in force at each timestamp, ramps included: learned per kind where possible, else
-        configured."""
+        configured. ``widen``: each learned multiplier moved by that many of its spreads (in log), an
+        interval's bound."""
         profile = np.ones(len(index))
         if len(events) == 0 or len(index) == 0:
             return profile
+        spreads = getattr(self, "multiplier_spreads_", {})  # models saved before the spreads have none
         for occ in events.occurrences(index[0], index[-1] + self.step):
             if occ.applies_to(self.metric):
-                profile *= occ.factor(index, self.multipliers_.get(occ.kind))
+                multiplier = self.multipliers_.get(occ.kind)
+                if widen and occ.kind in spreads:
+                    multiplier *= float(np.exp(widen * spreads[occ.kind]))
+                profile *= occ.factor(index, multiplier)
         return profile
 
-    def _learn_multipliers(self, history: pd.Series) -> dict[str, float]:
+    def _learn_multipliers(self, history: pd.Series) -> tuple[dict[str, float], dict[str, float]]:
         """Each kind's effect from its past occurrences in ``history``.
 
         An occurrence is compared with the same hours a week before and after it, where those are
         in the history and free of events; failing that, a day before and after (weekly recurring
         events have a busy week on both sides). Before and after together cancel a trend and, for
         days, most of a weekday effect. A kind's multiplier is the median over its occurrences.
+
+        Its spread (kinds with two occurrences or more): how far, in log, one occurrence lies from the
+        median of the others, as a root mean square. An event's effect differs from one occurrence to
+        the next; the intervals widen by that much where the kind is in force (``_predict``).
         """
         index, values = history.index, history.to_numpy()
         occurrences = [
@@ -191,7 +213,12 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
                         float(np.mean(np.log(during / np.array(references))))
                     )
                     break
-        return {kind: float(np.exp(np.median(r))) for kind, r in log_ratios.items()}
+        multipliers = {kind: float(np.exp(np.median(r))) for kind, r in log_ratios.items()}
+        spreads = {
+            kind: float(np.sqrt(np.mean([(r[i] - np.median(np.delete(r, i))) ** 2 for i in range(len(r))])))
+            for kind, r in log_ratios.items() if len(r) >= 2
+        }
+        return multipliers, spreads
 
     @staticmethod
     def _level(values: np.ndarray) -> np.ndarray:
@@ -328,7 +355,7 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
             )
         clock = time.perf_counter
         started = clock()
-        self.multipliers_ = self._learn_multipliers(history)
+        self.multipliers_, self.multiplier_spreads_ = self._learn_multipliers(history)
         values = history.to_numpy() / self._event_profile(history.index, self.events)
         driver_values = self._driver_values(history.index, drivers, self.events)
         events_done = clock()
@@ -366,10 +393,20 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
                                             driver_values, prophet)
         self.weights_ = blend_weights(actual, members, self.blend)
         forecast = combine(self.weights_, members)
+        simple = self._simple_members(values, origins, leads)
+        chosen = fallback(actual, forecast, simple, self.fallback_confidence) if self.simple_fallback else None
+        self.fallback_ = None if chosen is None else self.SIMPLE_MEMBERS[chosen]
+        if chosen is not None:
+            forecast = simple[..., chosen]
+        # An idle disk has no volatility at most origins: the floor comes from those that had some.
         valid = volatility[:, 0]
-        self.volatility_floor_ = float(np.nanquantile(valid, 0.1)) if np.isfinite(valid).any() else 1.0
+        valid = valid[np.isfinite(valid) & (valid > 0)]
+        self.volatility_floor_ = float(np.quantile(valid, 0.1)) if valid.size else 1.0
         # NaN where the target is missing or past the end
         self.residuals_ = (actual - forecast) / self._spread(volatility)
+        origin_volatility = np.nan_to_num(volatility[:, 0], nan=self.volatility_floor_)
+        self.volatility_edges_ = np.quantile(origin_volatility, np.arange(1, self.interval_bins) / self.interval_bins)
+        self.calibration_bins_ = self._volatility_bin(origin_volatility)
         calibrated = clock()
 
         self.booster_ = self._train(values, history.index, n, rng, driver_values, continued["final"])
@@ -466,8 +503,29 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
             columns.append(last.reshape(shape))
         return np.stack(columns, axis=-1), volatility.reshape(shape)
 
+    def _simple_members(self, values: np.ndarray, origins: np.ndarray, leads: np.ndarray) -> np.ndarray:
+        """(origins x leads x SIMPLE_MEMBERS) forecasts: the last observed value and ``predict_linear``
+        over the last hour, each from the values up to the origin."""
+        last = np.repeat(last_observed(values)[origins][:, None], leads.size, axis=1)
+        return np.stack([last, linear_trend(values, origins, self.hour, leads)], axis=-1)
+
+    def _volatility_bin(self, volatility: np.ndarray) -> np.ndarray:
+        """Which of the calibration origins' volatility quantile bins each volatility falls in (an edge
+        belongs to the bin below it, so an idle series' many zero-volatility origins share the first)."""
+        return np.searchsorted(self.volatility_edges_, volatility, side="left")
+
+    def _interval_residuals(self, volatility: float) -> np.ndarray:
+        """The calibration errors an interval at an origin of this volatility is taken from: those of
+        the origins in its volatility bin (Mondrian conformal: a calm origin's interval from calm
+        origins' errors, a busy one's from busy ones'), or all of them where that bin has under 50."""
+        if not hasattr(self, "volatility_edges_"):
+            return self.residuals_  # a model saved before the bins
+        same = self.calibration_bins_ == self._volatility_bin(np.array([volatility]))[0]
+        return self.residuals_[same] if same.sum() >= 50 else self.residuals_
+
     def _spread(self, volatility: np.ndarray) -> np.ndarray:
-        """Interval scale at an origin: its local volatility, floored so calm spells keep some width."""
+        """Interval scale at an origin: its local volatility, floored so calm spells keep some width
+        (the floor: the 10 % quantile of the calibration origins' volatility where there was any)."""
         return self.scale_ * np.maximum(
             np.nan_to_num(volatility, nan=self.volatility_floor_), self.volatility_floor_
         )
@@ -484,12 +542,21 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
             self._driver_values(history.index, drivers, events), getattr(self, "prophet_", None),
         )
         forecast, volatility = combine(self.weights_, members)[0], volatility[0]
-        lo, hi = step_intervals(self.residuals_[:, :horizon], level)
+        chosen = getattr(self, "fallback_", None)  # models saved before the fallback have none
+        if chosen is not None:
+            simple = self._simple_members(values, np.array([len(history) - 1]), leads)
+            forecast = simple[0, :, self.SIMPLE_MEMBERS.index(chosen)]
+        origin_volatility = float(np.nan_to_num(volatility[0], nan=self.volatility_floor_))
+        lo, hi = step_intervals(self._interval_residuals(origin_volatility)[:, :horizon], level)
         spread = self._spread(volatility)
         profile = self._event_profile(future, events)
-        return forecast_frame(
-            future, forecast * profile, (forecast + lo * spread) * profile, (forecast + hi * spread) * profile
-        )
+        # a learned event's effect is uncertain: each bound takes the less favourable of its multiplier
+        # moved down or up by the level's normal quantile of its spread
+        z = NormalDist().inv_cdf((1 + level) / 2)
+        profiles = self._event_profile(future, events, -z), self._event_profile(future, events, z)
+        lower = np.minimum(*[(forecast + lo * spread) * p for p in profiles])
+        upper = np.maximum(*[(forecast + hi * spread) * p for p in profiles])
+        return forecast_frame(future, forecast * profile, lower, upper)
 
 
 def _boosters(model: HeliosForecaster | None) -> dict[str, xgb.Booster | None]:

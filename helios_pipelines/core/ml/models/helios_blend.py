@@ -1,5 +1,6 @@
 """How Helios' forecaster blends its members: per lead time, weights on a grid over the simplex learned
-on the calibration slice, and the blend that lets the others share a missing member's weight."""
+on the calibration slice, the blend that lets the others share a missing member's weight, and the
+simple forecast that replaces the blend where it did better on that slice."""
 
 from __future__ import annotations
 
@@ -43,3 +44,26 @@ def combine(weights: np.ndarray, members: np.ndarray) -> np.ndarray:
     total = w.sum(axis=-1)
     blended = np.nansum(np.where(w > 0, members, 0.0) * w, axis=-1) / np.where(total > 0, total, 1.0)
     return np.where(total > 0, blended, members[..., 0])
+
+
+def fallback(actual: np.ndarray, blended: np.ndarray, simple: np.ndarray, confidence: float = 0.0,
+             batches: int = 20) -> int | None:
+    """Which of the (origins x leads x k) ``simple`` forecasts replaces the (origins x leads) blend: the
+    one with the lowest MAE on the calibration slice (per origin, on the targets every forecast has,
+    averaged over origins), if that is below the blend's; else None. With ``confidence`` > 0 its gain
+    must also hold across the slice: at least that many standard errors above zero over ``batches``
+    consecutive stretches of origins (neighbouring origins share most of their targets). The blend's
+    weights were learned on the same slice, so the comparison already favours the blend."""
+    known = np.isfinite(actual) & np.isfinite(blended) & np.isfinite(simple).all(axis=-1)
+    origins = known.any(axis=1)
+    if origins.sum() < 2 * batches:
+        return None
+    known = known[origins]
+    count = known.sum(axis=1)[:, None]
+    blend_error = np.where(known, np.abs(actual - blended)[origins], 0.0).sum(axis=1)[:, None] / count
+    simple_error = np.where(known[..., None], np.abs(actual[..., None] - simple)[origins], 0.0).sum(axis=1) / count
+    gain = blend_error - simple_error  # (origins x k): positive where the simple forecast did better
+    best = int(np.argmax(gain.mean(axis=0)))
+    stretches = np.array([part.mean() for part in np.array_split(gain[:, best], batches)])
+    standard_error = stretches.std(ddof=1) / np.sqrt(batches)
+    return best if stretches.mean() > max(confidence * standard_error, 0.0) else None

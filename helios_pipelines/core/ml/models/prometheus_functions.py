@@ -7,6 +7,7 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
+from helios_pipelines.core.ml.features import last_observed
 from helios_pipelines.core.ml.models.point import PointForecaster
 
 
@@ -15,7 +16,8 @@ class PredictLinear(PointForecaster):
 
     Ordinary least squares of value on time over the samples in the window ending at the origin,
     with the intercept taken at the origin (as Prometheus does), extrapolated ``t`` seconds ahead.
-    Missing samples are simply absent from the window, as in a Prometheus range vector.
+    Missing samples are simply absent from the window, as in a Prometheus range vector. On the grid
+    the window is its last ``window / step`` points (``linear_trend``, which Helios' fallback reads too).
     """
 
     kind: ClassVar[str] = "predict_linear"
@@ -24,19 +26,34 @@ class PredictLinear(PointForecaster):
         super().__init__(**kwargs)
         self.window = pd.Timedelta(window)
 
-    def _point_forecast(self, history, horizon):
-        origin = history.index[-1]
-        recent = history[history.index > origin - self.window].dropna()
-        x = (recent.index - origin).total_seconds().to_numpy()
-        y = recent.to_numpy()
-        if y.size < 2:
-            # Prometheus returns nothing for fewer than two samples; flat is the graceful answer.
-            slope, intercept = 0.0, float(history.dropna().iloc[-1])
-        else:
-            slope = float(np.sum((x - x.mean()) * (y - y.mean())) / np.sum((x - x.mean()) ** 2))
-            intercept = float(y.mean() - slope * x.mean())
-        ahead = self.step.total_seconds() * np.arange(1, horizon + 1)
-        return intercept + slope * ahead
+    def _point_forecasts(self, history, origins, horizon):
+        steps = max(1, int(self.window / self.step))  # the window's samples on the grid
+        values = history.to_numpy(dtype=float)
+        return linear_trend(values, np.asarray(origins) - 1, steps, np.arange(1, horizon + 1))
+
+
+def linear_trend(values: np.ndarray, origins: np.ndarray, window: int, leads: np.ndarray) -> np.ndarray:
+    """``predict_linear`` at each origin of a grid: (origins x leads) forecasts.
+
+    Least squares of value on time over the ``window`` points ending at each origin (missing ones
+    left out, as absent samples of a range vector), taken from its fitted value at the origin and
+    extrapolated ``leads`` steps ahead. Fewer than two samples: the last observed value, flat.
+    """
+    offsets = np.arange(1 - window, 1)
+    rows = origins[:, None] + offsets[None, :]
+    y = np.where(rows >= 0, values[np.clip(rows, 0, None)], np.nan)
+    seen = np.isfinite(y)
+    n = seen.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        x_mean = np.where(seen, offsets, 0).sum(axis=1) / n
+        y_mean = np.where(seen, y, 0.0).sum(axis=1) / n
+        dx = np.where(seen, offsets - x_mean[:, None], 0.0)
+        dy = np.where(seen, y - y_mean[:, None], 0.0)
+        slope = (dx * dy).sum(axis=1) / (dx**2).sum(axis=1)
+    fitted = n >= 2
+    slope = np.where(fitted, slope, 0.0)
+    at_origin = np.where(fitted, y_mean - slope * x_mean, last_observed(values)[origins])
+    return at_origin[:, None] + slope[:, None] * np.asarray(leads)[None, :]
 
 
 class PrometheusHolt(PointForecaster):
