@@ -186,8 +186,15 @@ class Host:
             return PlainTextResponse(f"{exc}\n", status_code=503)
         return PlainTextResponse(exposition(samples), media_type="text/plain; version=0.0.4")
 
-    def predict_get(self, metric: str, horizon: int, tenant: str | None, authenticated: str | None) -> JSONResponse:
-        return _json_errors(lambda: JSONResponse(self._predict(metric, horizon, tenant, authenticated)))
+    def predict_get(self, metric: str, horizon: int, tenant: str | None, authenticated: str | None,
+                    unknown: list[str]) -> JSONResponse:
+        def answer() -> JSONResponse:
+            if unknown:
+                raise RequestError(f"GET /predict takes metric, horizon (minutes) and tenant; unknown: "
+                                   f"{', '.join(shown(name) for name in unknown[:8])}")
+            return JSONResponse(self._predict(metric, horizon, tenant, authenticated))
+
+        return _json_errors(answer)
 
     def event_scorecard(self, name: str, tenant: str | None, authenticated: str | None) -> JSONResponse:
         return _json_errors(lambda: scorecard_response(self.store, self.runtime(tenant, authenticated), name))

@@ -104,8 +104,10 @@ class HeliosService:
         horizon: Annotated[int, Query(ge=1, le=MAX_HORIZON_MINUTES, description="minutes ahead")] = 15,
         tenant: Annotated[str | None, Query(max_length=64)] = None,
     ) -> JSONResponse:
-        """The integration guide's GET /predict?metric=&horizon= (minutes)."""
-        return self.host.predict_get(metric, horizon, tenant, _authenticated(request))
+        """The integration guide's GET /predict?metric=&horizon= (minutes); any other parameter is a 400
+        naming it (ignored, ?horizon_minutes=60 was answered 15 minutes ahead)."""
+        unknown = sorted(set(request.query_params) - {"metric", "horizon", "tenant"})
+        return self.host.predict_get(metric, horizon, tenant, _authenticated(request), unknown)
 
     @http.get("/events/{name}/scorecard")
     def event_scorecard(self, request: Request, name: str, tenant: str | None = None) -> JSONResponse:

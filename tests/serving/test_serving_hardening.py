@@ -170,6 +170,13 @@ def test_a_body_key_the_endpoint_does_not_have_is_a_400_naming_it(guarded, as_ar
     assert unknown in response.text
 
 
+def test_a_query_parameter_get_predict_does_not_have_is_a_400_naming_it(guarded, as_arena):
+    """The guide's GET /predict ignored it: ?horizon_minutes=60 (the answer's name) was a 15-minute forecast."""
+    response = guarded.get("/predict", params={"metric": "concurrent_users", "horizon_minutes": 60}, headers=as_arena)
+    assert response.status_code == 400, response.text
+    assert "horizon_minutes" in response.json()["error"]
+
+
 def test_a_malformed_body_is_logged_as_its_400_not_as_a_server_error(guarded, guarded_logs, as_arena):
     """BentoML logged every body that failed validation at ERROR with its traceback (some 2.5 KB for a
     44-byte body): any client could fill the service log and page whoever watches its errors."""
