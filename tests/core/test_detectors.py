@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from helios_pipelines.core.ml.events import EventSchedule
 from helios_pipelines.core.ml.models.base import SavableModel
 from helios_pipelines.core.ml.models.detectors import COMBINED, DETECTORS, CombinedDetector, make_detector
-from helios_pipelines.core.ml.models.nearest import nearest_earlier_distance
+from helios_pipelines.core.ml.models.nearest import density_unit, k_distance, nearest_earlier_distance
 from helios_pipelines.core.ml.models.relations import DRIVER_WINDOWS, Relations, in_transition
 from helios_pipelines.core.ml.models.series_views import held_for, seasonal_difference, trailing_mean
 from helios_pipelines.core.tenants import ScheduledEvent
@@ -300,6 +300,35 @@ def test_a_recurring_value_is_news_once_and_a_higher_z_threshold_is_less_sensiti
     assert detector_scores[1200] >= 0.5 > detector_scores[1600]
     flagged = [(s >= 0.5).sum() for s in scores.values()]
     assert flagged == sorted(flagged, reverse=True) and flagged[0] > flagged[-1]
+
+
+def test_k_distance_is_the_distance_to_the_kth_nearest_other_remembered_value():
+    memory = np.array([0.0, 1.0, 3.0, 7.0, 8.0])
+    # 0: 1 and 3 away -> 3; 1: 1, 2 -> 2; 3: 2, 3 -> 3; 7: 1, 4 -> 4; 8: 1, 5 -> 5
+    assert k_distance(memory, 2).tolist() == [3.0, 2.0, 3.0, 4.0, 5.0]
+    assert k_distance(memory, 10).tolist() == [8.0, 7.0, 5.0, 7.0, 8.0]  # k capped at the 4 others
+    assert k_distance(np.array([5.0]), 2).size == 0
+    unit = density_unit(np.array([-5.0, 2.1, 7.4, 100.0, np.nan]), memory, k_distance(memory, 2))
+    assert unit[:4].tolist() == [3.0, 3.0, 4.0, 5.0]  # the k-distance of the nearest remembered value
+    assert np.isnan(unit[4])
+
+
+def test_the_value_view_sees_a_dip_out_of_a_tight_band_and_not_a_burst_past_a_sparse_top():
+    rng = np.random.default_rng(11)
+    values = 33.4 + rng.normal(0, 0.05, 2000)  # a tight band ...
+    values[::25] = rng.uniform(40, 50, 80)  # ... with bursts that stretch the range to about 17
+    burst = 1300
+    values[burst] = values[:burst].max() + 0.9  # a little past the highest burst so far
+    dip = 1600
+    values[dip] = 31.5  # out of the band, inside the range's lowest 20 %
+    frame = ten_minute_frame(values)
+    detector = make_detector("rarity", use_change=False, use_season=False).fit(frame.iloc[:1000])
+    scores = detector.score(frame)["m"].to_numpy()
+    low, high = np.quantile(values[:1000], [0.01, 0.99])
+    assert low - values[dip] < 0.15 * (high - low)  # by range alone: q < 0.15, a score below 0.43
+    assert scores[dip] >= 0.5
+    # By range alone the burst would score q / (q + 0.2) = 0.21 (q = 0.9 / (50 - 33)); the top is sparse.
+    assert scores[burst] < 0.2
 
 
 def test_onset_window_reports_a_persisting_shift_once():

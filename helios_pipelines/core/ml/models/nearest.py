@@ -79,3 +79,32 @@ def nearest_earlier_distance(values: np.ndarray, memory) -> np.ndarray:
     np.put_along_axis(distance, order, np.minimum(bound, np.minimum(left, right)), axis=0)
     distance[~np.isfinite(distance) | ~np.isfinite(matrix)] = np.nan
     return distance[:, 0] if single else distance
+
+
+def k_distance(memory: np.ndarray, k: int) -> np.ndarray:
+    """For each value of a sorted, de-duplicated memory, the distance to its ``k``-th nearest other value
+    (LOF's k-distance in one dimension): small where the history is dense, large in its sparse tails.
+    Empty with fewer than two values; ``k`` is capped at the number of other values."""
+    n = memory.size
+    if n < 2:
+        return np.empty(0)
+    k = min(k, n - 1)
+    candidates = np.full((n, 2 * k), np.inf)
+    for offset in range(1, k + 1):
+        gap = memory[offset:] - memory[:-offset]
+        candidates[offset:, offset - 1] = gap  # the value ``offset`` places below
+        candidates[:-offset, k + offset - 1] = gap  # the value ``offset`` places above
+    return np.partition(candidates, k - 1, axis=1)[:, k - 1]
+
+
+def density_unit(values: np.ndarray, memory: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """For each value, the k-distance (``spacing``, from ``k_distance``) of the memory value nearest it:
+    the local scale of the history where the value falls. NaN without a memory of two values."""
+    out = np.full(values.shape, np.nan)
+    if spacing.size == 0:
+        return out
+    above = np.clip(np.searchsorted(memory, values), 0, memory.size - 1)
+    below = np.clip(above - 1, 0, memory.size - 1)
+    nearest = np.where(np.abs(memory[below] - values) < np.abs(memory[above] - values), below, above)
+    out[np.isfinite(values)] = spacing[nearest][np.isfinite(values)]
+    return out

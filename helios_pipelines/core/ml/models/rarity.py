@@ -13,7 +13,7 @@ from helios_pipelines.core.ml.models.base import (
     InsufficientHistoryError,
     ModelNotFittedError,
 )
-from helios_pipelines.core.ml.models.nearest import nearest_earlier_distance
+from helios_pipelines.core.ml.models.nearest import density_unit, k_distance, nearest_earlier_distance
 from helios_pipelines.core.ml.models.relations import DRIVER_WINDOWS, Relations
 from helios_pipelines.core.ml.models.series_views import (
     COMBINED,
@@ -48,6 +48,16 @@ RELATION_HOLD = pd.Timedelta("2min")
 #: far (20 % at the default 2.5). A higher z threshold makes the detector less sensitive.
 RARITY_PER_Z = 0.08
 
+#: The value view also measures its distance in units of the local density of the fit history around
+#: the value (LOF's k-distance with this many neighbours, Breunig et al. 2000 advise 10 to 20): a dip
+#: into a gap of a tight band is news although the band is a sliver of the range, and a value a little
+#: past the sparse top of a bursty history is not (bench/results/anomaly.md). On a memory reduced to a
+#: quantile grid (MEMORY_SIZE), that many grid steps.
+DENSITY_NEIGHBOURS = 10
+
+#: That density-relative distance scores 0.5 at z_threshold x this many k-distances (2.5 at the default).
+DENSITY_PER_Z = 1.0
+
 #: The level and change views need this share of their window observed: a scrape gap of a few rows
 #: must not blind them for a whole window after it (100 minutes at 5-minute steps).
 LEVEL_MIN_OBSERVED = 0.5
@@ -69,9 +79,13 @@ class RarityDetector(AnomalyDetector):
     recurring spike or a drift that keeps widening the range stops being news, while a value far
     outside the known range is. The fit history's own incidents would teach the detector that they
     are normal, so ``trim`` of each tail of every view (the fit history's most extreme 1 %) is left out
-    of what counts as seen before. Each view
-    maps rarity ``q`` to ``q / (q + rarity_scale)`` (0.5 at ``rarity_scale`` = RARITY_PER_Z x
-    ``z_threshold``), and the metric scores the largest of its views.
+    of what counts as seen before. Each view maps rarity ``q`` to ``q / (q + rarity_scale)`` (0.5 at
+    ``rarity_scale`` = RARITY_PER_Z x ``z_threshold``), and the metric scores the largest of its views.
+    The value view's score is the geometric mean of that and the same distance in units of the fit
+    history's local density where the value falls (LOF-like: the ``DENSITY_NEIGHBOURS``-distance of
+    the nearest remembered value; 0.5 at ``DENSITY_PER_Z`` x ``z_threshold`` of them): a dip out of a
+    tight band counts although the band is a sliver of the range, a burst a little past the sparse
+    top of a bursty history less.
 
     Its scores, and the alternatives it was measured against, are in bench/results/anomaly.md.
     ``onset_window`` > 0 reports onsets only (see ``keep_onsets``).
@@ -199,8 +213,16 @@ class RarityDetector(AnomalyDetector):
             self.high_.append(observed.max() if observed.size else -np.inf)
             self.floor_.append(1e-9 * max(1.0, float(np.abs(observed).max())) if observed.size else 1e-9)
         self.low_, self.high_, self.floor_ = map(np.asarray, (self.low_, self.high_, self.floor_))
+        self._fit_density()
         self.fitted_ = True
         return self
+
+    def _fit_density(self) -> None:
+        """The k-distance of every remembered value of each value view (``value_views_``): the local
+        scale of the fit history that the value view's density-relative rarity is measured in."""
+        self.value_views_ = np.asarray(self.view_columns_) < len(self.metrics_)
+        self.spacing_ = [k_distance(memory, DENSITY_NEIGHBOURS) if value else np.empty(0)
+                         for memory, value in zip(self.memory_, self.value_views_, strict=True)]
 
     def __setstate__(self, state: dict) -> None:
         # A detector pickled before relations existed scores as it did: univariate views only.
@@ -208,6 +230,8 @@ class RarityDetector(AnomalyDetector):
         if state.get("fitted_") and "view_columns_" not in state:
             self.drivers, self.relations_ = (), None
             self._arrange_views()
+        if state.get("fitted_") and "spacing_" not in state:
+            self._fit_density()
 
     def _driver_multipliers(self, frame: pd.DataFrame, expected: pd.DataFrame | None) -> np.ndarray | None:
         """The known multiplier of each driver per row (scheduled events), or None without any."""
@@ -226,6 +250,12 @@ class RarityDetector(AnomalyDetector):
         unit = np.maximum(np.nan_to_num(high - low, nan=0.0, posinf=0.0, neginf=0.0), self.floor_)
         rarity = distance / unit
         rarity = rarity / (rarity + self.rarity_scale)
+        for column in np.flatnonzero(self.value_views_):
+            local = np.maximum(np.nan_to_num(density_unit(views[:, column], self.memory_[column], self.spacing_[column]),
+                                             nan=0.0), self.floor_[column])
+            dense = distance[:, column] / local
+            dense = dense / (dense + DENSITY_PER_Z * self.z_threshold)
+            rarity[:, column] = np.sqrt(rarity[:, column] * dense)
         n_metrics = len(self.metrics_)
         score = np.full((views.shape[0], n_metrics), np.nan)
         for position in set(self.view_owner_.tolist()):
