@@ -45,6 +45,7 @@ def recommend(runtime: TenantRuntime, service_or_metric: str | None, current_rep
         **recommendation.to_dict(),
         "target_time": inputs.target_time,
         "forecast_model": runtime.pinned[inputs.metric].as_dict(),
+        "planner_model": runtime.planner_pin.as_dict(),
     }
 
 

@@ -102,6 +102,16 @@ def test_detect_flags_a_posted_spike(service):
     assert bad.status_code == 400
 
 
+def test_recommend_names_the_planner_and_forecaster_versions_it_was_answered_by(service):
+    """The answer named its forecaster only: the capacity planner (learned capacity per replica, lead
+    time, behaviour) it was computed by could not be checked against the registry's champion."""
+    body = service.post("/recommend", json={"service": "game-server"}).json()
+    tracker = Tracker()
+    assert body["planner_model"]["version"] == tracker.version_by_alias("arena_capacity_planner", CHAMPION).version
+    assert body["planner_model"]["name"] == "arena_capacity_planner"
+    assert body["forecast_model"]["version"] == tracker.version_by_alias("arena_concurrent_users_forecaster", CHAMPION).version
+
+
 def test_recommend_shows_the_arithmetic(service):
     response = service.post("/recommend", json={"service": "game-server", "current_replicas": 10})
     assert response.status_code == 200, response.text
