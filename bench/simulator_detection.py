@@ -57,7 +57,8 @@ def detected_episodes(detector, frame: pd.DataFrame, scored_from: pd.Timestamp):
 
 def served_history(tenant, detector) -> pd.Timedelta:
     """The history the service holds (serving/runtime.py): what its detector's views and its forecasters
-    read before the latest row, plus a day; 8 days for gaming-corp, 15 for shopfast's weekly views."""
+    read before the latest row, plus a day; 15 days and 20 minutes for gaming-corp, 15 days and 1 h 45
+    min for shopfast (the detector's two weeks of remembered rows, with their level windows)."""
     rows = [forecaster_for(tenant, m, SERVED_FORECASTER).full_history for m in tenant.forecast_metrics]
     return history_span(tenant.step_timedelta, max([*rows, detector.full_history]))
 

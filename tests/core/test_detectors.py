@@ -166,6 +166,24 @@ def test_nearest_earlier_distance_matches_brute_force_on_many_series_at_once():
         np.testing.assert_allclose(got[:, column], expected, err_msg=f"column {column}")
 
 
+def test_nearest_earlier_distance_within_a_window_sees_only_that_many_rows_before_each():
+    rng = np.random.default_rng(8)
+    rows = 300
+    matrix = np.column_stack([
+        rng.normal(size=rows),
+        np.round(rng.normal(size=rows) * 2),  # many ties
+        np.cumsum(rng.normal(size=rows)),  # a drift
+        np.where(rng.random(rows) < 0.1, np.nan, rng.exponential(size=rows)),  # gaps
+    ])
+    memories = [np.sort(rng.normal(size=size)) for size in (0, 30, 5, 3)]
+    for window in (1, 7, 64, 299, 500):
+        got = nearest_earlier_distance(matrix, memories, window)
+        for column in range(matrix.shape[1]):
+            expected = [brute_force_nearest_earlier(matrix[max(0, row - window): row + 1, column],
+                                                    memories[column])[-1] for row in range(rows)]
+            np.testing.assert_allclose(got[:, column], expected, err_msg=f"window {window}, column {column}")
+
+
 def ten_minute_frame(values: np.ndarray) -> pd.DataFrame:
     index = pd.date_range("2026-01-01", periods=values.size, freq="10min", tz="UTC")
     return pd.DataFrame({"m": values}, index=index)
@@ -206,12 +224,37 @@ def test_the_detector_says_how_far_back_its_views_look_which_is_what_serving_hol
     frame = ten_minute_frame(np.where((clock >= 60) & (clock < 90), 80.0, 20.0) + noise)
     seasonal = make_detector("rarity").fit(frame)
     assert seasonal.manifest()["seasons_rows"] == {"m": day}
-    assert (seasonal.min_history, seasonal.full_history) == (20, 2 * day)  # the same time one and two days back
-    assert make_detector("rarity", use_season=False).fit(frame).full_history == 20  # the level and change windows
-    # A relation reads its drivers 30 rows back and holds its residual 2 minutes: 31 rows at one minute.
+    # The two weeks of earlier rows that count as seen before, with their level and change windows.
+    assert (seasonal.min_history, seasonal.full_history) == (20, 14 * day + 20)
+    assert make_detector("rarity", use_season=False).fit(frame).full_history == 14 * day + 20
     related = CombinedDetector(drivers=["players"], forest_weight=0, rarity={"use_season": False})
     related.fit(_load_and_cpu(days=3))
-    assert related.rarity.relations_ is not None and related.full_history == max(DRIVER_WINDOWS) + 1
+    assert related.rarity.relations_ is not None and related.full_history == 14 * DAY + 20  # one-minute rows
+    # Without a time index: the level and change windows, and every earlier row is remembered.
+    plain = make_detector("rarity", use_season=False).fit(frame.reset_index(drop=True))
+    assert plain.full_history == 20
+
+
+def test_a_rows_score_does_not_depend_on_history_held_beyond_what_the_detector_reads():
+    day = 144  # rows of ten minutes
+    rng = np.random.default_rng(12)
+    values = 50 + 10 * np.sin(2 * np.pi * np.arange(20 * day) / day) + rng.normal(0, 1, 20 * day)
+    values[[2 * day + 7, 3 * day]] = [95.0, 5.0]  # excursions more than two weeks before the last day
+    frame = ten_minute_frame(values)
+    detector = make_detector("combined", seed=3, rarity={"use_season": False}).fit(ten_minute_frame(values[:5 * day]))
+    last_day = frame.index >= frame.index[-day]
+    held = frame.iloc[-(day + detector.full_history):]
+    np.testing.assert_array_equal(detector.score(frame)[last_day].to_numpy(), detector.score(held)[-day:].to_numpy())
+
+
+def test_a_recurring_value_is_news_again_once_its_last_sighting_is_two_weeks_back():
+    day = 144  # rows of ten minutes
+    rng = np.random.default_rng(4)
+    values = 50 + rng.normal(0, 1, 20 * day)
+    values[[day + 10, 2 * day, 16 * day + 10]] = 70.0  # one day apart, then 14 days and 10 rows later
+    scores = make_detector("rarity").fit(ten_minute_frame(values[:day])).score(ten_minute_frame(values))["m"]
+    assert scores.iloc[day + 10] >= 0.5 > scores.iloc[2 * day]
+    assert scores.iloc[16 * day + 10] >= 0.5
 
 
 def test_the_seasonal_difference_keeps_the_earlier_season_nearest_the_row():

@@ -59,7 +59,8 @@ def weekly(arena, mlflow_uri, tmp_path):
 def test_the_served_detect_scores_a_row_as_the_detector_scores_it_on_the_full_history(weekly):
     runtime, source = weekly
     week = 7 * 288  # rows of five minutes
-    assert runtime.detector.manifest()["min_history"] == 20 and runtime.detector.full_history == 2 * week
+    # two weeks of earlier rows remembered, with their level and change windows (20 rows)
+    assert runtime.detector.manifest()["min_history"] == 20 and runtime.detector.full_history == 2 * week + 20
 
     served = {s["metric"]: s for s in runtime.detect(now=SATURDAY + pd.Timedelta("2min"))["scores"]}
     full = source.fetch(AS_OF - pd.Timedelta("21D"), SATURDAY + runtime.step)[runtime.detector.metrics_]
@@ -78,7 +79,7 @@ def test_the_history_held_covers_the_detectors_two_weeks_and_each_step_fetches_o
     first = runtime.step_end(SATURDAY)
     for k in range(3):
         runtime.history(SATURDAY + k * runtime.step)
-    # on load: the detector's two weeks and the row itself, plus the day serving adds for gaps at the start
-    assert fetched[0] == (first - pd.Timedelta("14D5min") - pd.Timedelta("1D"), first + runtime.step)
+    # on load: the detector's two weeks and 20 rows and the row itself, plus the day serving adds for gaps
+    assert fetched[0] == (first - pd.Timedelta("14D105min") - pd.Timedelta("1D"), first + runtime.step)
     assert [(start, end - start) for start, end in fetched[1:]] == [
         (first + k * runtime.step - REFETCHED, REFETCHED + runtime.step) for k in (1, 2)]

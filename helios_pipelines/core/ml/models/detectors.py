@@ -5,7 +5,8 @@ Every detector scores a frame (one column per logical metric, rows in arrival or
 score uses only that row, the rows before it and what ``fit`` learned from training history. Scoring a
 prefix of a frame therefore gives exactly the first rows of scoring the whole frame. Everything is
 vectorised over rows and metrics (one nearest-earlier-neighbour pass, one batched IsolationForest
-call) because serving scores every metric's held history (two weeks and a day at a weekly season) each step.
+call) because serving scores every metric's held history (``full_history`` and a day: two weeks of
+remembered rows, plus two more at a weekly season) each step.
 
 Scores live in [0, 1] and every detector maps its own statistic so that ``threshold`` marks the
 tenant's sensitivity: the rarity scorer gives 0.5 to a point ``RARITY_PER_Z x z_threshold`` of the

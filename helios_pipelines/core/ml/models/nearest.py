@@ -13,16 +13,19 @@ import numpy as np
 NEIGHBOUR_PROBES = 8
 
 
-def _gap_to_earlier_on_the_left(rows: np.ndarray, values: np.ndarray, bound: np.ndarray) -> np.ndarray:
+def _gap_to_earlier_on_the_left(rows: np.ndarray, values: np.ndarray, bound: np.ndarray,
+                                own: np.ndarray | None = None) -> np.ndarray:
     """Per column of ``values`` (sorted ascending, NaN last) and ``rows`` (their row numbers, inf for
     NaN): the value gap from each entry to the nearest entry on its left that came earlier, when that
-    gap can beat ``bound`` (inf otherwise). Vectorised over all entries: a few direct probes, then a
-    binary search over a sparse table of row minima for the entries still unresolved."""
+    gap can beat ``bound`` (inf otherwise). ``own``, when given, is the row each entry looks back from
+    (``rows`` by default; -inf: the entry looks for nothing). Vectorised over all entries: a few direct
+    probes, then a binary search over a sparse table of row minima for the entries still unresolved."""
+    own_rows = rows if own is None else own
     n, width = rows.shape
     gap = np.full((n, width), np.inf)
-    pending = np.isfinite(values)
+    pending = np.isfinite(values) & (own_rows > -np.inf)
     for step in range(1, min(NEIGHBOUR_PROBES, n - 1) + 1):
-        hit = pending[step:] & (rows[:-step] < rows[step:])
+        hit = pending[step:] & (rows[:-step] < own_rows[step:])
         gap[step:] = np.where(hit, values[step:] - values[:-step], gap[step:])
         pending[step:] &= ~hit
     pending[:NEIGHBOUR_PROBES] = False
@@ -35,7 +38,7 @@ def _gap_to_earlier_on_the_left(rows: np.ndarray, values: np.ndarray, bound: np.
         while (1 << (len(levels) - 1)) < n:
             span, previous = 1 << (len(levels) - 1), levels[-1]
             levels.append(np.minimum(previous, np.vstack([np.full((span, width), np.inf), previous[:-span]])))
-        own = rows[at, column]
+        own = own_rows[at, column]
         end = at - NEIGHBOUR_PROBES  # entries before ``end`` are still to search
         for k in range(len(levels) - 1, -1, -1):
             valid = end >= 1
@@ -48,8 +51,59 @@ def _gap_to_earlier_on_the_left(rows: np.ndarray, values: np.ndarray, bound: np.
     return gap
 
 
-def nearest_earlier_distance(values: np.ndarray, memory) -> np.ndarray:
-    """For each row, the distance to the closest value among the sorted memory and the earlier rows.
+def _distance_to_memory(values: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Each value's distance to the closest value of the sorted ``known`` (inf when it is empty)."""
+    if not known.size:
+        return np.full(values.shape, np.inf)
+    at = np.searchsorted(known, values)
+    below = known[np.clip(at - 1, 0, known.size - 1)]
+    above = known[np.clip(at, 0, known.size - 1)]
+    return np.minimum(np.abs(values - below), np.abs(above - values))
+
+
+def _nearest_in_window(matrix: np.ndarray, window: int, memory) -> np.ndarray:
+    """Per column, each row's distance to the closest of its memory and the ``window`` rows before it
+    (inf without one).
+
+    Cut into blocks of ``window`` rows, a row's window is the rows before it in its own block and the
+    rows of the previous block from its own offset on: the first is the nearest-earlier search within
+    each block, the second the same search on each block merged with the previous one, where a
+    previous row at offset j may serve a row at offset k when j >= k (labels ``window - 1 - j`` <
+    ``window - k``) and a row of the block itself serves nobody."""
+    n, width = matrix.shape
+    count = -(-n // window)
+    padded = np.full((count * window, width), np.nan)
+    padded[:n] = matrix
+    blocks = padded.reshape(count, window, width).transpose(1, 0, 2).reshape(window, count * width)
+    within = nearest_earlier_distance(blocks, list(memory) * count)
+    within = np.where(np.isnan(within), np.inf, within)  # also bounds the search across blocks
+    across = np.full(blocks.shape, np.inf)
+    if count > 1:
+        merged = np.vstack([blocks[:, :-width], blocks[:, width:]])
+        offsets = np.arange(window, dtype=float)[:, None]
+        labels = np.vstack([np.broadcast_to(window - 1 - offsets, (window, merged.shape[1])),
+                            np.full((window, merged.shape[1]), np.inf)])
+        own = np.vstack([np.full((window, merged.shape[1]), -np.inf),
+                         np.broadcast_to(window - offsets, (window, merged.shape[1]))])
+        order = np.argsort(merged, axis=0, kind="stable")
+        ordered = np.take_along_axis(merged, order, axis=0)
+        finite = np.isfinite(ordered)
+        rows = np.where(finite, np.take_along_axis(labels, order, axis=0), np.inf)
+        looking = np.where(finite, np.take_along_axis(own, order, axis=0), -np.inf)
+        bound = np.take_along_axis(np.vstack([np.full((window, merged.shape[1]), np.inf), within[:, width:]]),
+                                   order, axis=0)
+        left = _gap_to_earlier_on_the_left(rows, ordered, bound, looking)
+        right = _gap_to_earlier_on_the_left(rows[::-1], -ordered[::-1], bound, looking[::-1])[::-1]
+        found = np.empty(merged.shape)
+        np.put_along_axis(found, order, np.minimum(left, right), axis=0)
+        across[:, width:] = found[window:]
+    nearest = np.minimum(within, across)
+    return nearest.reshape(window, count, width).transpose(1, 0, 2).reshape(count * window, width)[:n]
+
+
+def nearest_earlier_distance(values: np.ndarray, memory, window: int | None = None) -> np.ndarray:
+    """For each row, the distance to the closest value among the sorted memory and the earlier rows
+    (only the ``window`` rows before it, when given).
 
     ``values`` is one series (memory: one sorted array) or a 2-D array with a series per column
     (memory: a sorted array per column). Sorted by value, a row's closest earlier values are its
@@ -62,16 +116,15 @@ def nearest_earlier_distance(values: np.ndarray, memory) -> np.ndarray:
     if single:
         matrix, memory = matrix[:, None], [np.asarray(memory, dtype=float)]
     n, width = matrix.shape
+    if window is not None and n > window:
+        distance = _nearest_in_window(matrix, window, memory)
+        distance[~np.isfinite(distance) | ~np.isfinite(matrix)] = np.nan
+        return distance[:, 0] if single else distance
     order = np.argsort(matrix, axis=0, kind="stable")  # NaN last; ties keep row order
     ordered = np.take_along_axis(matrix, order, axis=0)
     bound = np.full((n, width), np.inf)
     for column in range(width):
-        known = memory[column]
-        if known.size:
-            at = np.searchsorted(known, ordered[:, column])
-            below = known[np.clip(at - 1, 0, known.size - 1)]
-            above = known[np.clip(at, 0, known.size - 1)]
-            bound[:, column] = np.minimum(np.abs(ordered[:, column] - below), np.abs(above - ordered[:, column]))
+        bound[:, column] = _distance_to_memory(ordered[:, column], memory[column])
     rows = np.where(np.isfinite(ordered), order, np.inf)
     left = _gap_to_earlier_on_the_left(rows, ordered, bound)
     right = _gap_to_earlier_on_the_left(rows[::-1], -ordered[::-1], bound[::-1])[::-1]

@@ -66,6 +66,13 @@ LEVEL_MIN_OBSERVED = 0.5
 #: difference: compared with yesterday alone, yesterday's incident would echo today (bench/results/anomaly.md).
 SEASONS_COMPARED = 2
 
+#: Besides the (trimmed) fit history, a view's earlier rows count as seen before, and stretch its
+#: range, for this long only (two weeks, as far back as the weekly view looks): a row's score depends
+#: on the ``full_history`` rows before it, not on how much more the caller holds (serving also holds
+#: what its forecasters read), except, at a weekly season, the seasonal views of the oldest rows.
+#: Shorter windows cost NAB score and gaming-corp's precision (bench/results/simulator_detection.md).
+MEMORY_WINDOW = pd.Timedelta("14D")
+
 
 class RarityDetector(AnomalyDetector):
     """Per metric: how unlike anything seen before a point is, in several views. The univariate core.
@@ -75,7 +82,8 @@ class RarityDetector(AnomalyDetector):
     mean of the ``level_window`` rows before it (a sudden jump or drop at any time of day); and, when
     the fit history repeats at a daily or weekly season, its difference from the value one season
     earlier or two, whichever is closer (a missing daily peak; not an echo of yesterday's incident). A view's rarity is the distance to the closest value of that view
-    seen before (fit history or earlier rows), in units of the range of the view seen so far: a
+    seen before (fit history or the earlier rows of the last ``MEMORY_WINDOW``), in units of the range of
+    the view seen so far (the same): a
     recurring spike or a drift that keeps widening the range stops being news, while a value far
     outside the known range is. The fit history's own incidents would teach the detector that they
     are normal, so ``trim`` of each tail of every view (the fit history's most extreme 1 %) is left out
@@ -134,12 +142,17 @@ class RarityDetector(AnomalyDetector):
     @property
     def full_history(self) -> int:
         """Rows before a row at which every view of it is there: the warm-up (the level and change
-        windows), the relations' driver windows and hold, and ``SEASONS_COMPARED`` seasons back where the
-        fit history repeats (two weeks for a weekly season)."""
+        windows), the relations' driver windows and hold, ``SEASONS_COMPARED`` seasons back where the
+        fit history repeats (two weeks for a weekly season), and the earlier rows that count as seen
+        before (``MEMORY_WINDOW``; without a time index every earlier row counts)."""
         seasons = [SEASONS_COMPARED * season for _, season in getattr(self, "seasons_", ())]
         relations = ([max(DRIVER_WINDOWS) + getattr(self, "hold_rows_", 1) - 1]
                      if getattr(self, "relations_", None) is not None else [])
-        return max([self.min_history, *seasons, *relations])
+        # The rows remembered with their level and change views. Not with their seasonal views too:
+        # two more weeks at a weekly season, which cost shopfast's 28-day pass an outage
+        # (bench/results/simulator_detection.md); the oldest remembered rows count in their other views.
+        remembered = (getattr(self, "memory_rows_", None) or 0) + self.min_history
+        return max([remembered, *seasons, *relations])
 
     def _views(self, frame: pd.DataFrame, expected: pd.DataFrame | None = None) -> np.ndarray:
         """(rows, views) for the fitted metrics, in ``view_owner_`` order: a metric its drivers explain
@@ -197,6 +210,7 @@ class RarityDetector(AnomalyDetector):
                            .fit(frame, explained, self._driver_multipliers(frame, expected))
                            if drivers and explained else None)
         self.hold_rows_ = max(1, int(np.ceil(RELATION_HOLD / step))) if step is not None else 1
+        self.memory_rows_ = max(1, int(np.ceil(MEMORY_WINDOW / step))) if step is not None else None
         self._arrange_views()
         views = self._views(frame, expected)
         self.memory_, self.low_, self.high_, self.floor_ = [], [], [], []
@@ -243,10 +257,13 @@ class RarityDetector(AnomalyDetector):
     def score_matrix(self, frame: pd.DataFrame, expected: pd.DataFrame | None = None) -> np.ndarray:
         """(rows, metrics) raw scores in [0, 1] (no onset suppression); NaN for warm-up and gaps."""
         views = self._views(frame, expected)
-        distance = nearest_earlier_distance(views, self.memory_)
-        # The range each row is measured against: the fit history's plus the rows before it.
-        low = np.fmin(self.low_, np.vstack([np.full((1, views.shape[1]), np.inf), np.fmin.accumulate(views[:-1], axis=0)]))
-        high = np.fmax(self.high_, np.vstack([np.full((1, views.shape[1]), -np.inf), np.fmax.accumulate(views[:-1], axis=0)]))
+        window = getattr(self, "memory_rows_", None)  # None: detectors fitted before it, every earlier row
+        distance = nearest_earlier_distance(views, self.memory_, window)
+        # The range each row is measured against: the fit history's plus the ``window`` rows before it.
+        earlier = pd.DataFrame(views).shift(1)
+        earlier = earlier.rolling(window, min_periods=1) if window else earlier.expanding()
+        low = np.fmin(self.low_, earlier.min().to_numpy())
+        high = np.fmax(self.high_, earlier.max().to_numpy())
         unit = np.maximum(np.nan_to_num(high - low, nan=0.0, posinf=0.0, neginf=0.0), self.floor_)
         rarity = distance / unit
         rarity = rarity / (rarity + self.rarity_scale)
