@@ -60,8 +60,10 @@ class _ClientErrorsUnlogged(logging.Filter):
         return not (record.exc_info and isinstance(record.exc_info[1], ValidationError))
 
 
-# The logger of BentoML's api_endpoint_wrapper (bentoml._internal.server.http_app.log_exception).
+# The logger of BentoML's api_endpoint_wrapper (bentoml._internal.server.http_app.log_exception);
+# filtered once per process, not once per Host (tests build many).
 BENTOML_ENDPOINT_LOG = "bentoml._internal.server.http_app"
+logging.getLogger(BENTOML_ENDPOINT_LOG).addFilter(_ClientErrorsUnlogged())
 
 
 def _http_errors(call, ctx: bentoml.Context):
@@ -100,7 +102,6 @@ def _for_tenant(runtime: TenantRuntime, answer: Callable[[TenantRuntime], T]) ->
 
 class Host:
     def __init__(self, bundle_dirs: list[Path], http: FastAPI) -> None:
-        logging.getLogger(BENTOML_ENDPOINT_LOG).addFilter(_ClientErrorsUnlogged())
         self.runtimes = {}
         for bundle_dir in bundle_dirs:
             runtime = TenantRuntime(bundle_dir)
