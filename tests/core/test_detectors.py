@@ -374,6 +374,38 @@ def test_the_value_view_sees_a_dip_out_of_a_tight_band_and_not_a_burst_past_a_sp
     assert scores[burst] < 0.2
 
 
+def test_a_held_level_is_not_mistaken_for_a_dense_one_however_many_distinct_values_the_history_has():
+    """Past MEMORY_SIZE distinct values the memory is a quantile grid, where a level held for long (an
+    idle 0) filled many quantiles: repeated, its k-distance was 0 and any step off it scored as rare.
+    The same history with its bursts rounded to integers (few distinct values) or to 3 decimals (more
+    than MEMORY_SIZE) must score a new value between the idle level and the bursts alike."""
+    rng = np.random.default_rng(3)
+    values = np.where(rng.random(20_000) < 0.6, 0.0, rng.uniform(30, 100, 20_000))
+    scores = []
+    for decimals in (0, 3):
+        history = np.append(np.round(values, decimals), 10.0)
+        detector = make_detector("rarity", use_change=False, use_season=False).fit(ten_minute_frame(history[:-1]))
+        scores.append(detector.score(ten_minute_frame(history))["m"].to_numpy()[-1])
+    assert scores[0] < 0.5 and scores[1] < 0.5
+    assert abs(scores[0] - scores[1]) < 0.1
+
+
+def test_a_detector_pickled_before_the_density_rarity_scores_as_it_did():
+    """Its thresholds were calibrated on scores without the density term: a restart must not change
+    what pages. The dip of the test above scores below 0.43 by range alone, at least 0.5 with density."""
+    rng = np.random.default_rng(11)
+    values = 33.4 + rng.normal(0, 0.05, 2000)
+    values[::25] = rng.uniform(40, 50, 80)
+    values[1600] = 31.5
+    frame = ten_minute_frame(values)
+    detector = make_detector("rarity", use_change=False, use_season=False).fit(frame.iloc[:1000])
+    state = {k: v for k, v in detector.__dict__.items() if k not in ("value_views_", "spacing_")}
+    pickled_before = type(detector).__new__(type(detector))
+    pickled_before.__setstate__(state)
+    assert detector.score(frame)["m"].to_numpy()[1600] >= 0.5
+    assert pickled_before.score(frame)["m"].to_numpy()[1600] < 0.43
+
+
 def test_onset_window_reports_a_persisting_shift_once():
     rng = np.random.default_rng(6)
     values = 10 + rng.normal(0, 0.5, 1500)

@@ -10,7 +10,8 @@ remembered rows, plus two more at a weekly season) each step.
 
 Scores live in [0, 1] and every detector maps its own statistic so that ``threshold`` marks the
 tenant's sensitivity: the rarity scorer gives 0.5 to a point ``RARITY_PER_Z x z_threshold`` of the
-range seen so far away from anything seen before (in any of its views).
+range seen so far away from anything seen before (in any of its views; the value view takes the
+geometric mean of that and its density-relative rarity, see ``rarity``).
 
 The parts live in modules of their own: ``rarity`` (the per-metric views), ``isolation`` (the
 multivariate forest), ``nearest`` (the neighbour search), ``series_views`` (shared views and

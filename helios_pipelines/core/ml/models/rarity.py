@@ -221,7 +221,9 @@ class RarityDetector(AnomalyDetector):
                 observed = observed[(observed >= low) & (observed <= high)]
             memory = np.unique(observed)
             if memory.size > MEMORY_SIZE:
-                memory = np.quantile(observed, np.linspace(0, 1, MEMORY_SIZE))
+                # de-duplicated like the branch above: a value held for long (an idle 0) fills many
+                # quantiles, and repeats would give it a k-distance of 0 (every step off it "rare")
+                memory = np.unique(np.quantile(observed, np.linspace(0, 1, MEMORY_SIZE)))
             self.memory_.append(memory)
             self.low_.append(observed.min() if observed.size else np.inf)
             self.high_.append(observed.max() if observed.size else -np.inf)
@@ -245,7 +247,10 @@ class RarityDetector(AnomalyDetector):
             self.drivers, self.relations_ = (), None
             self._arrange_views()
         if state.get("fitted_") and "spacing_" not in state:
-            self._fit_density()
+            # ... and one pickled before the density-relative rarity scores as it did, without it: its
+            # thresholds were calibrated on those scores, and a restart must not change what pages
+            self.value_views_ = np.zeros(len(self.view_columns_), bool)
+            self.spacing_ = [np.empty(0)] * len(self.memory_)
 
     def _driver_multipliers(self, frame: pd.DataFrame, expected: pd.DataFrame | None) -> np.ndarray | None:
         """The known multiplier of each driver per row (scheduled events), or None without any."""
