@@ -49,7 +49,7 @@ demo: install
 	@echo "  curl -s -X POST http://127.0.0.1:$(PORT)/events -H 'Content-Type: application/json' -d '{\"name\": \"Surprise Tournament\", \"start\": \"'$$(date -u -d '+10 min' +%FT%TZ)'\", \"duration_hours\": 0.5, \"expected_multiplier\": 50}'   # a capacity crossing (x50 needs over 90 % of what 3,000 replicas serve at any hour; x4 crossed only at peaks): capacity_warning to Slack, capacity_critical to PagerDuty, trigger within a minute, resolve with the same dedup_key once the event has passed (~40 min)"
 	@echo "  $(BIN)/helios anomalies list gaming-corp; $(BIN)/helios alerts list --tenant gaming-corp"
 	@echo "  $(BIN)/helios accuracy gaming-corp   # live accuracy, once the first served horizon (15 min) has passed"
-	@echo "  curl -s 'http://127.0.0.1:$(PORT)/events/Weekend%20Tournament/scorecard'; $(BIN)/helios report gaming-corp --month $$(date -u +%Y-%m)"
+	@echo "  curl -s 'http://127.0.0.1:$(PORT)/events/Weekend%20Tournament/scorecard'; $(BIN)/helios report gaming-corp --month $$(date -u -d "-7 days" +%Y-%m)   # the month of a week ago: it holds a weekly tournament"
 	@echo ""
 	$(BIN)/helios alerts receive --port 9009 & receiver=$$!; \
 	  $(BIN)/helios alerts receive --kind slack --port 9010 & slack=$$!; \
