@@ -211,6 +211,27 @@ def test_retention_leaves_a_series_a_push_in_flight_is_adding_samples_to(store):
     assert store.pushed("acme", "players", 0, NOW_MS + 1) == [("", NOW_MS, 2.0)]
 
 
+def test_a_push_whose_label_set_retention_deletes_under_it_is_stored_afresh(store, monkeypatch):
+    """The push looked its label set up; retention then deleted the set (its only sample was past the
+    plan's 7 days) and committed before the push inserted its samples: the foreign key refused them
+    and the push failed (a 500 to the client). The push runs again and stores the set anew."""
+    if store.engine.dialect.name == "sqlite":
+        pytest.skip("SQLite runs one writer at a time: retention cannot commit inside a push")
+    add_customer(store, tenant_config(plan="starter", anomaly=False, webhooks=[]))
+    store.add_pushed("acme", {"players": {(): [(NOW_MS - 8 * DAY_MS, 1.0)]}})
+    insert, raced = store.insert_ignoring_duplicates, []
+
+    def retention_first(session, model, rows, unique):
+        if model is PushSample and not raced:
+            raced.append(store.apply_retention(NOW)["acme"])  # its own connection, committed before the insert
+        return insert(session, model, rows, unique)
+
+    monkeypatch.setattr(store, "insert_ignoring_duplicates", retention_first)
+    assert store.add_pushed("acme", {"players": {(): [(NOW_MS, 2.0)]}}) == 1
+    assert (raced[0]["pushed_samples"], raced[0]["pushed_series"]) == (1, 1)
+    assert store.pushed("acme", "players", 0, NOW_MS + 1) == [("", NOW_MS, 2.0)]
+
+
 def test_concurrent_workers_claim_disjoint_rows(store):
     from helios_pipelines.core.ops import alerts
 

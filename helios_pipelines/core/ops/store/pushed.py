@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from helios_pipelines.core.ops.store.base import StoreBase
 from helios_pipelines.core.ops.store.schema import PushSample, PushSeries
@@ -44,29 +45,43 @@ def _chunks(items: list) -> list[list]:
 
 class PushQueries(StoreBase):
     def add_pushed(self, slug: str, batch: PushBatch) -> int:
-        """Store a validated batch of the tenant's samples, all or nothing; returns how many were new."""
+        """Store a validated batch of the tenant's samples, all or nothing; returns how many were new.
+        Run again in a fresh transaction when retention deleted a label set between this push's lookup
+        and its samples' insert (the foreign key refuses them): the next round stores the set afresh."""
         customer_id = self.customer_id(slug)
         texts = {(series, labels): format_labels(labels) for series, by_labels in batch.items() for labels in by_labels}
         keys = sorted({(series, text, _hash(text)) for (series, _), text in texts.items()})
         if not keys:
             return 0
-        with self.transaction() as session:
-            self.insert_ignoring_duplicates(session, PushSeries, [
-                {"customer_id": customer_id, "series": series, "labels": text, "labels_hash": digest}
-                for series, text, digest in keys], ["customer_id", "series", "labels_hash"])
-            ids = {}
-            for chunk in _chunks(keys):  # an IN list within the parameter limit
-                ids |= {(series, digest): series_id for series_id, series, digest in session.execute(
-                    select(PushSeries.id, PushSeries.series, PushSeries.labels_hash).where(
-                        PushSeries.customer_id == customer_id,
-                        PushSeries.series.in_({series for series, _, _ in chunk}),
-                        PushSeries.labels_hash.in_({digest for _, _, digest in chunk})))}
+
+        def store(session: Session) -> int:
+            ids = self._series_ids(session, customer_id, keys)
+            gone = [key for key in keys if (key[0], key[2]) not in ids]
+            if gone:  # retention deleted them between the insert and the lookup: inserted afresh
+                ids |= self._series_ids(session, customer_id, gone)
             series_ids = {key: ids[key[0], _hash(text)] for key, text in texts.items()}
             rows = sorted((series_ids[series, labels], timestamp, value) for series, by_labels in batch.items()
                           for labels, points in by_labels.items() for timestamp, value in points)
             return self.insert_ignoring_duplicates(session, PushSample, [
                 {"series_id": series_id, "timestamp": timestamp, "value": value} for series_id, timestamp, value in rows],
                 ["series_id", "timestamp"])
+
+        return self.retry_on_conflict(store)
+
+    def _series_ids(self, session: Session, customer_id: int, keys: list[tuple[str, str, str]]) -> dict:
+        """{(series, labels hash): id} of the tenant's label sets ``keys`` (series, labels, hash), each
+        inserted unless stored."""
+        self.insert_ignoring_duplicates(session, PushSeries, [
+            {"customer_id": customer_id, "series": series, "labels": text, "labels_hash": digest}
+            for series, text, digest in keys], ["customer_id", "series", "labels_hash"])
+        ids = {}
+        for chunk in _chunks(keys):  # an IN list within the parameter limit
+            ids |= {(series, digest): series_id for series_id, series, digest in session.execute(
+                select(PushSeries.id, PushSeries.series, PushSeries.labels_hash).where(
+                    PushSeries.customer_id == customer_id,
+                    PushSeries.series.in_({series for series, _, _ in chunk}),
+                    PushSeries.labels_hash.in_({digest for _, _, digest in chunk})))}
+        return ids
 
     def pushed(self, slug: str, series: str, start_ms: int, end_ms: int) -> list[tuple[str, int, float]]:
         """(label set, unix ms, value) of ``series`` with ``start_ms <= timestamp < end_ms``, ordered by

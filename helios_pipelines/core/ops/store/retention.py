@@ -60,7 +60,7 @@ def _emptied_series(customer_id):
     """The customer's pushed series without a sample, skipping any a concurrent push holds: a push
     that is adding samples to a series locks it (its samples' foreign key), and deleting it would
     cascade to them once that push commits. A push that looked the series up but has not yet inserted
-    fails on the foreign key and is retried by its client (its new series row is created afresh)."""
+    fails on the foreign key and runs again, creating the series afresh (``PushQueries.add_pushed``)."""
     series = aliased(PushSeries)
     has_samples = select(PushSample.series_id).where(PushSample.series_id == series.id).exists()
     return (select(series.id).where(series.customer_id == customer_id, ~has_samples)
