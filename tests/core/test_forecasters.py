@@ -475,3 +475,18 @@ def test_benchmark_cli_on_a_simulated_tenant(tmp_path):
     assert report["methods"]["holt"]["metrics"]["n_scored"] > 0
     neither = CliRunner().invoke(forecast, ["--value-col", "x"])
     assert neither.exit_code != 0 and "exactly one of --csv and --tenant" in neither.output
+
+
+def test_a_forecaster_pickled_before_the_volatility_bins_takes_every_calibration_error_for_every_interval():
+    """A served champion saved before 09e630b has no fallback, event spreads or volatility bins: loaded,
+    it forecasts as it did, which is what one bin (interval_bins=1) gives."""
+    history = synthetic(days=10, seed=2, gaps=False)
+    settings = dict(step=STEP, max_horizon=24, seed=1, n_estimators=60, max_train_rows=6000, recursive_estimators=40,
+                    simple_fallback=False)
+    one_bin = HeliosForecaster(interval_bins=1, **settings).fit(history)
+    binned = HeliosForecaster(interval_bins=3, **settings).fit(history)
+    state = {k: v for k, v in binned.__dict__.items()
+             if k not in ("fallback_", "multiplier_spreads_", "volatility_edges_", "calibration_bins_")}
+    saved_before = HeliosForecaster.__new__(HeliosForecaster)
+    saved_before.__setstate__(state)
+    pd.testing.assert_frame_equal(saved_before.predict(24, history, level=0.8), one_bin.predict(24, history, level=0.8))

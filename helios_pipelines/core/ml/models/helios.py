@@ -154,10 +154,18 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
         """History at which predict has every feature, week lag included."""
         return self.week + self.hour
 
+    def __setstate__(self, state: dict) -> None:
+        # A model saved before the simple fallback, the events' spreads and the volatility bins forecasts
+        # as it did: the blend, the learned multipliers as they are, every calibration error for every
+        # interval (no edges: one bin, every origin in it).
+        self.__dict__.update({"fallback_": None, "multiplier_spreads_": {}} | state)
+        if "residuals_" in state and "volatility_edges_" not in state:
+            self.volatility_edges_ = np.empty(0)
+            self.calibration_bins_ = np.zeros(len(state["residuals_"]), int)
+
     def manifest(self) -> dict:
         return super().manifest() | {"multipliers": getattr(self, "multipliers_", {}), "drivers": list(self.drivers),
-                                     "driver_forecast": self.driver_forecast,
-                                     "fallback": getattr(self, "fallback_", None)}
+                                     "driver_forecast": self.driver_forecast, "fallback": self.fallback_}
 
     # ---- events -------------------------------------------------------------------------------
     def _event_profile(self, index: pd.DatetimeIndex, events: EventSchedule, widen: float = 0.0) -> np.ndarray:
@@ -167,7 +175,7 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
         profile = np.ones(len(index))
         if len(events) == 0 or len(index) == 0:
             return profile
-        spreads = getattr(self, "multiplier_spreads_", {})  # models saved before the spreads have none
+        spreads = self.multiplier_spreads_
         for occ in events.occurrences(index[0], index[-1] + self.step):
             if occ.applies_to(self.metric):
                 multiplier = self.multipliers_.get(occ.kind)
@@ -518,8 +526,6 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
         """The calibration errors an interval at an origin of this volatility is taken from: those of
         the origins in its volatility bin (Mondrian conformal: a calm origin's interval from calm
         origins' errors, a busy one's from busy ones'), or all of them where that bin has under 50."""
-        if not hasattr(self, "volatility_edges_"):
-            return self.residuals_  # a model saved before the bins
         same = self.calibration_bins_ == self._volatility_bin(np.array([volatility]))[0]
         return self.residuals_[same] if same.sum() >= 50 else self.residuals_
 
@@ -542,7 +548,7 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
             self._driver_values(history.index, drivers, events), getattr(self, "prophet_", None),
         )
         forecast, volatility = combine(self.weights_, members)[0], volatility[0]
-        chosen = getattr(self, "fallback_", None)  # models saved before the fallback have none
+        chosen = self.fallback_
         if chosen is not None:
             simple = self._simple_members(values, np.array([len(history) - 1]), leads)
             forecast = simple[0, :, self.SIMPLE_MEMBERS.index(chosen)]
