@@ -48,6 +48,8 @@ WEEK = pd.Timedelta("7D")
 #: The forecasters' kind taken for the history the service holds: gaming-corp's champions (shopfast's
 #: would be Prophet, which reads less, but its detector's weekly views reach further back than either).
 SERVED_FORECASTER = "helios"
+#: --out keeps what its file holds below this line: the hand-written notes.
+NOTES_MARKER = "<!-- notes below this line are kept across runs -->"
 
 
 def detected_episodes(detector, frame: pd.DataFrame, scored_from: pd.Timestamp):
@@ -211,7 +213,9 @@ def main() -> None:
     rows = [one_pass(tenant, args.days) for tenant in simulated]
     drills = [] if args.no_drill else [drill(tenant) for tenant in simulated]
     lines = render(rows, drills, args.days)
-    args.out.write_text("\n".join(lines))
+    text = args.out.read_text() if args.out.exists() else ""
+    notes = text[text.index(NOTES_MARKER):] if NOTES_MARKER in text else NOTES_MARKER + "\n"
+    args.out.write_text("\n".join(lines) + "\n" + notes)
     print("\n".join(lines))
 
 
