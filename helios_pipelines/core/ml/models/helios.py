@@ -164,8 +164,9 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
             self.calibration_bins_ = np.zeros(len(state["residuals_"]), int)
 
     def manifest(self) -> dict:
+        # getattr: an unfitted model has neither (it can be logged, as a stand-in in tests)
         return super().manifest() | {"multipliers": getattr(self, "multipliers_", {}), "drivers": list(self.drivers),
-                                     "driver_forecast": self.driver_forecast, "fallback": self.fallback_}
+                                     "driver_forecast": self.driver_forecast, "fallback": getattr(self, "fallback_", None)}
 
     # ---- events -------------------------------------------------------------------------------
     def _event_profile(self, index: pd.DatetimeIndex, events: EventSchedule, widen: float = 0.0) -> np.ndarray:
