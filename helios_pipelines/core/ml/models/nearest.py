@@ -51,14 +51,18 @@ def _gap_to_earlier_on_the_left(rows: np.ndarray, values: np.ndarray, bound: np.
     return gap
 
 
+def _closest_in_memory(values: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Each value's position in the sorted, non-empty ``known`` of the value closest to it."""
+    above = np.clip(np.searchsorted(known, values), 0, known.size - 1)
+    below = np.clip(above - 1, 0, known.size - 1)
+    return np.where(np.abs(known[below] - values) < np.abs(known[above] - values), below, above)
+
+
 def _distance_to_memory(values: np.ndarray, known: np.ndarray) -> np.ndarray:
     """Each value's distance to the closest value of the sorted ``known`` (inf when it is empty)."""
     if not known.size:
         return np.full(values.shape, np.inf)
-    at = np.searchsorted(known, values)
-    below = known[np.clip(at - 1, 0, known.size - 1)]
-    above = known[np.clip(at, 0, known.size - 1)]
-    return np.minimum(np.abs(values - below), np.abs(above - values))
+    return np.abs(known[_closest_in_memory(values, known)] - values)
 
 
 def _nearest_in_window(matrix: np.ndarray, window: int, memory) -> np.ndarray:
@@ -156,8 +160,5 @@ def density_unit(values: np.ndarray, memory: np.ndarray, spacing: np.ndarray) ->
     out = np.full(values.shape, np.nan)
     if spacing.size == 0:
         return out
-    above = np.clip(np.searchsorted(memory, values), 0, memory.size - 1)
-    below = np.clip(above - 1, 0, memory.size - 1)
-    nearest = np.where(np.abs(memory[below] - values) < np.abs(memory[above] - values), below, above)
-    out[np.isfinite(values)] = spacing[nearest][np.isfinite(values)]
+    out[np.isfinite(values)] = spacing[_closest_in_memory(values, memory)][np.isfinite(values)]
     return out
