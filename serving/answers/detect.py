@@ -55,7 +55,8 @@ def detect(runtime: TenantRuntime, metric_names: list[str] | None, points: list[
                     "value": None if pd.isna(value) else float(value),
                     "score": None if pd.isna(score) else float(score),
                     "anomalous": bool(alerts.at[timestamp, metric]),
-                    "warming_up": bool(pd.isna(score)),
+                    # A missing value (a scrape gap at the source) has no score either, but it is not warming up.
+                    "warming_up": bool(pd.isna(score) and not pd.isna(value)),
                 }
             )
     return {

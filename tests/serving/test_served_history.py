@@ -83,3 +83,11 @@ def test_the_history_held_covers_the_detectors_two_weeks_and_each_step_fetches_o
     assert fetched[0] == (first - pd.Timedelta("14D105min") - pd.Timedelta("1D"), first + runtime.step)
     assert [(start, end - start) for start, end in fetched[1:]] == [
         (first + k * runtime.step - REFETCHED, REFETCHED + runtime.step) for k in (1, 2)]
+
+
+def test_a_scrape_gap_at_the_served_step_answers_no_value_and_no_score_and_is_not_called_a_warm_up(weekly):
+    runtime, source = weekly
+    fetch_series = source.fetch_series
+    source.fetch_series = lambda metric, config, index: fetch_series(metric, config, index).mask(index == SATURDAY)
+    served = runtime.detect(now=SATURDAY + pd.Timedelta("2min"))["scores"]
+    assert [(s["value"], s["score"], s["warming_up"], s["anomalous"]) for s in served] == [(None, None, False, False)] * 3
