@@ -119,7 +119,8 @@ bench-train: install
 # 50 shopfast-shaped tenants through two Celery workers (RabbitMQ and PostgreSQL on the machine);
 # the toy tenants of earlier rows: --shape toy --executor multiprocess.
 bench-scale: install
-	$(BIN)/python bench/scale_tenants.py --tenants 50 --shape shopfast --executor celery --workers 2
+	# the repository on the path: the bench starts dagster dev with the tests' harness (tests/harness/dagster_dev.py)
+	PYTHONPATH=$(CURDIR) $(BIN)/python bench/scale_tenants.py --tenants 50 --shape shopfast --executor celery --workers 2
 
 clean:
 	rm -rf $(HELIOS_HOME) bench/out
