@@ -20,6 +20,7 @@ from typing import Annotated
 
 import bentoml
 from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field, field_validator
 
@@ -72,6 +73,15 @@ def _authenticated(request) -> str | None:
 # Routes that need GET or form bodies (the guide's GET /predict, Prometheus' HTTP API) live here; the
 # host adds the pushes', Prometheus API's and verdicts' routers when the worker creates the service.
 http = FastAPI(title="Helios Prometheus-compatible API")
+
+
+@http.exception_handler(RequestValidationError)
+def _invalid_parameter(request: Request, error: RequestValidationError) -> JSONResponse:
+    """A query parameter out of its bounds is a 400 naming it, in the {"error": ...} shape of every other
+    refusal (serving/errors.py); FastAPI's own answer was a 422 with a list under "detail"."""
+    problems = "; ".join(f"{e['loc'][0]} parameter '{'.'.join(map(str, e['loc'][1:]))}': {e['msg']}"
+                         for e in error.errors())
+    return JSONResponse({"error": problems}, status_code=400)
 
 
 replace_bentoml_timeout()  # BentoML's keeps every request alive for the whole timeout (serving/timeout.py)

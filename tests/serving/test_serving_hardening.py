@@ -191,10 +191,13 @@ def test_a_malformed_body_is_logged_as_its_400_not_as_a_server_error(guarded, gu
     assert text.count("path=/predict,type=application/json") >= 3  # each is in the access log, with its status
 
 
-def test_get_predict_refuses_overflowing_horizons_with_4xx(guarded, as_arena):
-    for horizon in ("200000000", "1000000000000000000", "true"):
+def test_get_predict_refuses_overflowing_horizons_with_a_400_naming_the_parameter(guarded, as_arena):
+    for horizon in ("200000000", "1000000000000000000", "true", "0"):
         response = guarded.get("/predict", params={"metric": "concurrent_users", "horizon": horizon}, headers=as_arena)
-        assert 400 <= response.status_code < 500, response.text
+        assert response.status_code == 400, response.text
+        assert "query parameter 'horizon'" in response.json()["error"], response.text
+    missing = guarded.get("/predict", params={"horizon": 15}, headers=as_arena)
+    assert missing.status_code == 400 and "query parameter 'metric': Field required" in missing.json()["error"]
 
 
 def test_an_error_never_drops_the_keep_alive_connection(guarded, as_arena):
