@@ -34,6 +34,7 @@ def deliver(loop: bool, interval: float, max_attempts: int, base_delay: float, m
     from helios_pipelines.core.ops.alerts import DeliveryWorker, RetryPolicy
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # opening the store checks its migrations: not the worker's news
     policy = RetryPolicy(max_attempts, timedelta(seconds=base_delay), timedelta(seconds=max_delay))
     store = open_store()
     try:
