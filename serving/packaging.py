@@ -115,21 +115,41 @@ def pinned_versions(pins: dict[str, dict]) -> dict[str, str]:
     return {role: f"{p['name']}/{p['version']}" for role, p in pins.items()}
 
 
-def champions_bento_model(tenant: TenantConfig, tracker: Tracker) -> str:
-    """The tag of the BentoML model holding the tenant's current champions: the newest one packed with
-    exactly them (a training run packs its champions with the configuration it trained with), else
-    packed now, as the champion change sensor would. A promotion or rollback moves only the registry's
-    alias, and nothing repacks it without the Dagster daemon: serving ``latest`` served the old champions."""
+def packed_champions(tenant: TenantConfig, tracker: Tracker) -> list:
+    """The tenant's BentoML models packed with exactly its current champions, oldest first (a training run
+    packs its champions with the configuration it trained with, so one set of champions may have several)."""
     bentoml = _bentoml()
 
     wanted = pinned_versions(champion_pins(tenant, tracker))
     try:
         packed = [m for m in bentoml.models.list(bento_model_name(tenant.id)) if dict(m.info.metadata) == wanted]
     except bentoml.exceptions.NotFound:  # nothing of the tenant packed yet
-        packed = []
-    if packed:
-        return str(max(packed, key=lambda model: model.creation_time).tag)
-    return save_bento_model(tenant, tracker)
+        return []
+    return sorted(packed, key=lambda model: model.creation_time)
+
+
+def champions_bento_model(tenant: TenantConfig, tracker: Tracker) -> str:
+    """The tag of the BentoML model holding the tenant's current champions: the newest one packed with
+    exactly them, else packed now, as the champion change sensor would. A promotion or rollback moves only
+    the registry's alias, and nothing repacks it without the Dagster daemon: serving ``latest`` served the
+    old champions."""
+    packed = packed_champions(tenant, tracker)
+    return str(packed[-1].tag) if packed else save_bento_model(tenant, tracker)
+
+
+def champions_bento(tenant: TenantConfig, tracker: Tracker) -> str | None:
+    """The tag of the newest Bento built to serve the tenant's current champions (its ``bundles`` argument,
+    what its ``bentoml serve`` loads, names a model packed with exactly them), or None when none was.
+    After a rollback without a rebuild this is the Bento built for those champions before."""
+    bentoml = _bentoml()
+
+    models = {str(model.tag) for model in packed_champions(tenant, tracker)}
+    try:
+        bentos = bentoml.bentos.list(bento_model_name(tenant.id))
+    except bentoml.exceptions.NotFound:  # no Bento of the tenant built yet
+        return None
+    serving = [bento for bento in bentos if bento.info.args.get("bundles") in models]
+    return str(max(serving, key=lambda bento: bento.info.creation_time).tag) if serving else None
 
 
 def build_bento(tenant_id: str, model_tag: str) -> str:

@@ -15,6 +15,13 @@ not to apply them twice (no stabilisation window, a policy as wide as max_replic
 the default 10 % tolerance would ignore a change from 100 to 105 replicas). The HPA takes the
 largest count of all triggers, so the queue trigger can only add replicas in an emergency. Every interpolated value goes through ``tojson``, so a name or a
 query never breaks the YAML it lands in.
+
+Why the image is the champions' Bento and not ``latest``: the image tag is the version of the tenant's Bento
+that serves its current champions (``bentoml containerize helios-<tenant>:<version>`` tags its image so), so
+after a promotion or a rollback the re-rendered Deployment names another image and Kubernetes rolls the
+pods; with ``latest`` the manifest never changed and the pods served whatever a node had pulled. No such
+Bento is an error naming the command that builds it, not a fallback: ``latest`` is the bug, and a Bento
+built at render time would be in no container registry. ``--image-tag`` names an image explicitly.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import yaml
@@ -32,6 +40,9 @@ from helios_pipelines.core.settings import QUIET
 from helios_pipelines.core.tenants import ScalingTarget, TenantConfig
 from helios_pipelines.core.tenants.base import format_horizon
 from helios_pipelines.core.tenants.source_configs import PrometheusSource
+
+if TYPE_CHECKING:  # MLflow loads only when a command reads the registry
+    from helios_pipelines.core.ml.tracking import Tracker
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "deploy" / "templates"
 CONTAINER_PORT = 3000  # BentoML's default port inside the image
@@ -51,10 +62,32 @@ class DeploySettings:
     namespace: str = "helios"
     workload_namespace: str = "default"
     image_registry: str = "gcr.io/YOUR_PROJECT"
-    image_tag: str = "latest"
+    image_tag: str | None = None  # None: the version of the Bento serving the tenant's champions (champion_image_tag)
     prometheus_url: str = "http://prometheus.monitoring:9090"
     store_secret: str = "helios-store"  # the Secret holding the Helios store's URL, under database-url
     replicas: int = 2
+
+
+class DeployError(RuntimeError):
+    pass
+
+
+def champion_image_tag(tenant: TenantConfig, tracker: Tracker) -> str:
+    """The version of the tenant's newest Bento serving its current champions: its image's tag."""
+    from serving.packaging import PackagingError, champion_pins, champions_bento, pinned_versions
+
+    try:
+        bento = champions_bento(tenant, tracker)
+    except PackagingError as exc:
+        raise DeployError(f"{exc}; train it first: helios run {tenant.id}") from None
+    if bento is None:
+        champions = ", ".join(sorted(pinned_versions(champion_pins(tenant, tracker)).values()))
+        raise DeployError(
+            f"tenant '{tenant.id}': no Bento serves its current champions ({champions}). Build it with "
+            f"`helios deploy build {tenant.id}` (the champion change sensor builds it after a promotion or rollback "
+            f"when the Dagster daemon runs), containerize and push it, then render again; or name an image with --image-tag"
+        )
+    return bento.split(":", 1)[1]
 
 
 def selector(name: str, labels: dict[str, str]) -> str:
@@ -160,9 +193,11 @@ def forecast_panels(tenant: TenantConfig) -> list[dict]:
 
 def render(tenant: TenantConfig, settings: DeploySettings = DeploySettings()) -> dict[str, str]:
     """File name -> content of every deploy file of the tenant; each is parsed once to prove it is
-    well-formed before anyone applies it."""
+    well-formed before anyone applies it. Without ``settings.image_tag`` the image is the Bento serving
+    the tenant's champions as the MLflow registry names them now (DeployError when none was built)."""
     import jinja2
 
+    from helios_pipelines.core.ml.tracking import Tracker
     from helios_pipelines.core.ops.scorecard_store import SCORECARD_SERIES
     from serving.answers.series import ANOMALY_SCORE, RECOMMENDATION
 
@@ -170,6 +205,7 @@ def render(tenant: TenantConfig, settings: DeploySettings = DeploySettings()) ->
         loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined, keep_trailing_newline=True
     )
     app = f"helios-{tenant.id}"
+    image_tag = settings.image_tag or champion_image_tag(tenant, Tracker())
     helios_url = f"http://{app}.{settings.namespace}:{SERVICE_PORT}"
     thresholds = tenant.alerts.thresholds
     values = {
@@ -179,7 +215,8 @@ def render(tenant: TenantConfig, settings: DeploySettings = DeploySettings()) ->
         "workload_namespace": settings.workload_namespace,
         "labels": {"app": "helios-inference", "customer": tenant.id},
         "replicas": settings.replicas,
-        "image": f"{settings.image_registry}/{app}:{settings.image_tag}",
+        "image": f"{settings.image_registry}/{app}:{image_tag}",
+        "bento": f"{app}:{image_tag}",
         "container_port": CONTAINER_PORT,
         "service_port": SERVICE_PORT,
         "alias_of": None,
@@ -229,7 +266,7 @@ def render(tenant: TenantConfig, settings: DeploySettings = DeploySettings()) ->
 
 @click.group("deploy")
 def command() -> None:
-    """Deploy files for a tenant: Kubernetes, KEDA, Grafana, alerts."""
+    """Deploy files for a tenant: Kubernetes, KEDA, Grafana, alerts; the Bento their image is built from."""
 
 
 @command.command("render")
@@ -239,7 +276,8 @@ def command() -> None:
 @click.option("--workload-namespace", default=DeploySettings.workload_namespace, show_default=True,
               help="where the scaled workloads (and so their ScaledObjects) live")
 @click.option("--image-registry", default=DeploySettings.image_registry, show_default=True)
-@click.option("--image-tag", default=DeploySettings.image_tag, show_default=True)
+@click.option("--image-tag", default=None,
+              help="the image's tag  [default: the version of the tenant's Bento serving its current champions]")
 @click.option("--prometheus-url", envvar="PROMETHEUS_URL", default=DeploySettings.prometheus_url, show_default=True,
               help="the customer's Prometheus, unless the tenant's source names one")
 @click.option("--store-secret", default=DeploySettings.store_secret, show_default=True,
@@ -248,11 +286,37 @@ def command() -> None:
 def render_command(ctx: click.Context, tenant_id: str, out_dir: Path, **options) -> None:
     """Write the tenant's Deployment, Service, ScaledObjects, Grafana dashboard and alert ConfigMap."""
     tenant = load_tenant(ctx, tenant_id)
-    files = render(tenant, DeploySettings(**options))
+    try:
+        files = render(tenant, DeploySettings(**options))
+    except DeployError as exc:
+        raise click.ClickException(str(exc)) from None
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
         (out_dir / name).write_text(text)
         click.echo(f"wrote {out_dir / name}")
+    pod = yaml.safe_load(files["deployment.yaml"])["spec"]["template"]["spec"]
+    click.echo(f"image {pod['containers'][0]['image']}: push it before applying")
     keys = [v for hook in alerts_document(tenant)["webhooks"] for k, v in hook.items() if k.endswith("_env")]
     if keys:
         click.echo(f"create the Secret helios-alerts-{tenant.id} in {options['namespace']} with: {', '.join(keys)}")
+
+
+@command.command("build")
+@click.argument("tenant_id")
+@click.option("--rebuild", is_flag=True, help="build anew though a Bento serves these champions (after upgrading Helios)")
+@click.pass_context
+def build_command(ctx: click.Context, tenant_id: str, rebuild: bool) -> None:
+    """Build the Bento serving the tenant's current champions (packed first if a promotion or rollback was
+    not packed yet), as the champion change sensor's run does; a Bento built for them before is reused."""
+    from helios_pipelines.core.ml.tracking import Tracker
+    from serving.packaging import PackagingError, build_bento, champions_bento, champions_bento_model
+
+    tenant = load_tenant(ctx, tenant_id)
+    tracker = Tracker()
+    try:
+        bento = None if rebuild else champions_bento(tenant, tracker)
+        if bento is None:
+            bento = build_bento(tenant.id, champions_bento_model(tenant, tracker))
+    except PackagingError as exc:
+        raise click.ClickException(f"{exc}; train it first: helios run {tenant_id}") from None
+    click.echo(f"{bento}: push `bentoml containerize {bento}` to your registry, then helios deploy render {tenant_id}")

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from helios_pipelines.commands.deploy import render
+from helios_pipelines.commands.deploy import DeploySettings, render
 from helios_pipelines.core.ml.training import forecaster_for
 from helios_pipelines.core.ops import alerts
 from helios_pipelines.core.ops.alert_receiver import AlertReceiver
@@ -36,6 +36,8 @@ from tests.harness.serve_harness import bentoml_serve
 from tests.harness.store_backends import NOW, PAGERDUTY_KEY, add_customer
 
 GUIDE = SHARED / "seed" / "helios-integration-guide.md"
+# These tests read the rendered names, environment and triggers; the guide tenant has no champion to build an image of.
+SETTINGS = DeploySettings(image_tag="guide")
 
 # "Gaming App Example" / "Custom Metrics for Gaming": GAMING_METRICS, as written.
 GAMING_METRICS = {
@@ -87,7 +89,7 @@ def test_the_guide_is_there_in_the_order_this_test_walks():
 
 
 def test_deployment_options_sidecar_names_and_env():
-    files = render(guide_tenant())
+    files = render(guide_tenant(), SETTINGS)
     deployment = yaml.safe_load(files["deployment.yaml"])
     env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["PROMETHEUS_URL"] == "http://prometheus.gaming-corp.internal:9090"
@@ -202,7 +204,7 @@ def test_step_5_alerts_as_written_reach_slack_and_pagerduty_in_their_formats(sto
 
 def test_step_5_literal_secrets_stay_out_of_the_rendered_alert_configmap():
     written = step_5_alerts_yaml().replace("CUSTOMER_ROUTING_KEY", PAGERDUTY_KEY)
-    files = render(guide_tenant(plan="pro", alerts=yaml.safe_load(written)))
+    files = render(guide_tenant(plan="pro", alerts=yaml.safe_load(written)), SETTINGS)
     configmap = files["alerts-configmap.yaml"]
     assert "CUSTOMER_WEBHOOK" not in configmap and PAGERDUTY_KEY not in configmap
     routing = yaml.safe_load(yaml.safe_load(configmap)["data"]["alerts.yaml"])
@@ -266,7 +268,7 @@ def test_a_guide_key_beside_the_helios_key_it_maps_to_is_an_error():
 
 
 def test_gaming_specific_scaling_rules_render_the_guide_s_emergency_triggers():
-    scaled = yaml.safe_load(render(guide_tenant())["scaledobject-game-server.yaml"])
+    scaled = yaml.safe_load(render(guide_tenant(), SETTINGS)["scaledobject-game-server.yaml"])
     triggers = {t["name"]: t["metadata"] for t in scaled["spec"]["triggers"]}
     assert list(triggers)[0] == "helios-desired-replicas"  # Helios' answer first (README: why not the forecast)
     assert triggers["matches-in-progress-scale-trigger"] == {

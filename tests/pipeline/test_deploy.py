@@ -30,6 +30,7 @@ from tests.conftest import FIXTURE_TENANTS, SHARED
 
 KUBERNETES_VERSION = "1.37.0"
 KEDA_CRD = SHARED / "schemas" / "keda.sh_scaledobjects.yaml"
+IMAGE_TAG = "v20261201"
 # The labels serving/answers/series.py puts on each series it exports.
 EXPORTED_LABELS = {
     FORECAST_VALUE: {"customer", "metric", "horizon"},
@@ -51,8 +52,9 @@ def gaming_corp():
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
     out = tmp_path_factory.mktemp("deploy")
+    # An explicit image: the image of a tenant's champions is tests/serving/test_packaging.py's.
     result = CliRunner().invoke(main, ["deploy", "render", "gaming-corp", "--out", str(out), "--namespace", "helios",
-                                       "--workload-namespace", "gaming"])
+                                       "--workload-namespace", "gaming", "--image-tag", IMAGE_TAG])
     assert result.exit_code == 0, result.output
     # The operator is told which Secret keys to create: the receiver's URL and its signing secret.
     assert "HELIOS_WEBHOOK_OPS_WEBHOOK_URL, HELIOS_WEBHOOK_SECRET" in result.output
@@ -96,10 +98,19 @@ def test_deployment_carries_the_guide_s_image_env_and_resources(rendered):
     assert env == {"HELIOS_DATABASE_URL": {"name": "helios-store", "key": "database-url"},
                    "HELIOS_ALERTS_FILE": "/etc/helios/alerts.yaml", "HELIOS_HOME": "/var/lib/helios",
                    "PROMETHEUS_URL": env["PROMETHEUS_URL"], "OMP_WAIT_POLICY": "PASSIVE"}
-    assert container["image"].endswith("/helios-gaming-corp:latest")
+    assert container["image"] == f"gcr.io/YOUR_PROJECT/helios-gaming-corp:{IMAGE_TAG}"
     assert container["resources"] == {"requests": {"memory": "512Mi", "cpu": "250m"}, "limits": {"memory": "1Gi", "cpu": "500m"}}
     service = yaml.safe_load((rendered / "service.yaml").read_text())
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+
+
+def test_without_an_image_tag_a_tenant_with_no_champion_is_an_error_naming_it(mlflow_uri, monkeypatch, tmp_path):
+    """No champion, no Bento to name: the image is not `latest` (whatever a node pulled last)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)  # an empty registry
+    result = CliRunner().invoke(main, ["deploy", "render", "gaming-corp", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    assert "tenant 'gaming-corp' has no champion yet" in result.output and "helios run gaming-corp" in result.output
+    assert not (tmp_path / "out").exists()
 
 
 def test_the_guide_s_service_name_reaches_the_same_pods(rendered):
@@ -204,7 +215,7 @@ def test_alert_config_map_keeps_receivers_secret(rendered, gaming_corp):
 
 def test_a_tenant_without_queue_or_utilisation_metrics_gets_only_what_applies(tmp_path):
     result = CliRunner().invoke(main, ["--config-dir", str(FIXTURE_TENANTS), "deploy", "render", "arena",
-                                       "--out", str(tmp_path)])
+                                       "--out", str(tmp_path), "--image-tag", IMAGE_TAG])
     assert result.exit_code == 0, result.output
     scaled = yaml.safe_load((tmp_path / "scaledobject-game-server.yaml").read_text())
     # arena has a queue metric but no queue threshold: no queue trigger.

@@ -1,6 +1,7 @@
 """Packing a tenant's champions, and which packed model is served: `helios serve` serves the champions the
-MLflow registry names now, and `helios-<tenant>:latest` (what a bare `bentoml serve --arg tenants=<tenant>`
-loads) is the last champions packed."""
+MLflow registry names now, `helios-<tenant>:latest` (what a bare `bentoml serve --arg tenants=<tenant>`
+loads) is the last champions packed, and `helios deploy render` names the Bento serving the champions as
+the Deployment's image."""
 
 from __future__ import annotations
 
@@ -78,6 +79,71 @@ def test_helios_serve_serves_the_champion_after_a_rollback_nothing_repacked(two_
     [command] = commands
     assert f"bundles={trained}" in command and f"bundles={promoted}" not in command
 
+
+
+
+def test_deploy_render_names_the_bento_of_the_champions_so_a_promotion_or_rollback_rolls_the_pods(
+        two_versions, monkeypatch, tmp_path):
+    """The rendered image was `:latest` whatever the champions: promoted or rolled back, the re-rendered
+    Deployment did not change, so Kubernetes never rolled the pods and they served what `latest` was when
+    a node pulled it. Now: v1's Bento, then (once built) v2's, then after the rollback v1's again."""
+    import bentoml
+    import yaml
+    from click.testing import CliRunner
+
+    from helios_pipelines.cli import main
+    from serving.packaging import build_bento, save_bento_model
+
+    config_dir, tenant, tracker, name, v1, v2 = two_versions
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracker.tracking_uri)
+    renders = iter(range(100))
+
+    def helios(*args: str):
+        return CliRunner().invoke(main, ["--config-dir", str(config_dir), *args])
+
+    def rendered_image(*options: str) -> str:
+        out = tmp_path / f"render-{next(renders)}"
+        result = helios("deploy", "render", tenant.id, "--out", str(out), *options)
+        assert result.exit_code == 0, result.output
+        deployments = [yaml.safe_load((out / f).read_text()) for f in ("deployment.yaml", "alert-delivery.yaml")]
+        [image] = {d["spec"]["template"]["spec"]["containers"][0]["image"] for d in deployments}
+        return image
+
+    def served_by(bento: str) -> str:
+        """The forecaster version the Bento serves: the metadata of the packed model its arguments name."""
+        model = bentoml.models.get(bentoml.bentos.get(bento).info.args["bundles"])
+        return model.info.metadata["forecaster:concurrent_users"]
+
+    def bentos() -> set[str]:
+        return {str(b.tag) for b in bentoml.bentos.list(f"helios-{tenant.id}")}
+
+    # Trained with v1 the champion: the training run packs it and builds its Bento (the tenant_bento asset).
+    bento_v1 = build_bento(tenant.id, save_bento_model(tenant, tracker))
+    assert served_by(bento_v1) == f"{name}/{v1}"
+    # `bentoml containerize helios-<tenant>:<version>` tags the image with the Bento's tag.
+    assert rendered_image() == f"gcr.io/YOUR_PROJECT/{bento_v1}"
+
+    review.promote(tracker, name, by="ana", reason="test", version=v2)
+    # No Bento serves v2 yet (no Dagster daemon to run the champion change sensor): an error saying what
+    # to run, not v1's image again.
+    refused = helios("deploy", "render", tenant.id, "--out", str(tmp_path / "refused"))
+    assert refused.exit_code == 1
+    assert f"tenant '{tenant.id}'" in refused.output and f"helios deploy build {tenant.id}" in refused.output
+    assert f"{name}/{v2}" in refused.output
+
+    built = helios("deploy", "build", tenant.id)
+    assert built.exit_code == 0, built.output
+    [bento_v2] = bentos() - {bento_v1}
+    assert served_by(bento_v2) == f"{name}/{v2}" and bento_v2 in built.output
+    promoted = rendered_image()
+    assert promoted == f"gcr.io/YOUR_PROJECT/{bento_v2}" != f"gcr.io/YOUR_PROJECT/{bento_v1}"
+
+    review.rollback(tracker, name, by="ana", reason="test")
+    # v1's Bento was built before: its image comes back without a rebuild, and building again reuses it.
+    assert rendered_image() == f"gcr.io/YOUR_PROJECT/{bento_v1}"
+    assert helios("deploy", "build", tenant.id).exit_code == 0 and bentos() == {bento_v1, bento_v2}
+    # An explicit tag still wins.
+    assert rendered_image("--image-tag", "1.2.3") == f"gcr.io/YOUR_PROJECT/helios-{tenant.id}:1.2.3"
 
 
 @pytest.mark.slow  # starts a real service

@@ -4,7 +4,7 @@ the Bento's declared requirements (nothing from the development venv), against t
 PostgreSQL.
 
 What a cluster would provide is mapped onto the machine, and nothing else is added:
-- the image: the Bento's folder (``bentoml containerize`` copies it to ``/home/bentoml/bento``, whose
+- the image: the folder of the Bento the rendered image names (``bentoml containerize`` copies it to ``/home/bentoml/bento``, whose
   entrypoint runs ``bentoml <args> $BENTO_PATH``) and a venv built from ``env/python/requirements.txt``;
   BENTOML_HOME (the image's model store) is the test session's, which holds the packed model;
 - Secrets: filled with local values (the PostgreSQL schema's URL, a local receiver's URL and key);
@@ -111,8 +111,6 @@ def store_url(postgres_admin):
 
 def test_the_rendered_deployments_serve_and_deliver_from_the_bento_in_a_clean_venv(trained_arena, store_url, tmp_path):
     assert trained_arena.success
-    bento_dir = Path(bentoml.bentos.get("helios-arena:latest").path)
-    venv = bento_venv(bento_dir)
     # The tenant's alerts go to an on-call webhook; the bundle (packed from the fixture) routes none, so
     # an alert that arrives was routed by the ConfigMap.
     arena = load_tenants(FIXTURE_TENANTS).get("arena")
@@ -121,6 +119,10 @@ def test_the_rendered_deployments_serve_and_deliver_from_the_bento_in_a_clean_ve
     routed = arena.model_validate(arena.model_dump() | {"alerts": arena.alerts.model_dump() | {"webhooks": [hook]}})
     files = {name: (json.loads(body) if name.endswith(".json") else yaml.safe_load(body))
              for name, body in render(routed, DeploySettings()).items()}
+    # The image is the Bento the render names (the one serving the champions): `registry/<name>:<version>`.
+    image = files["deployment.yaml"]["spec"]["template"]["spec"]["containers"][0]["image"]
+    bento_dir = Path(bentoml.bentos.get(image.rsplit("/", 1)[1]).path)
+    venv = bento_venv(bento_dir)
     config_maps = {files["alerts-configmap.yaml"]["metadata"]["name"]: files["alerts-configmap.yaml"]}
     base = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path / "home"), "BENTOML_HOME": os.environ["BENTOML_HOME"],
             "BENTOML_DO_NOT_TRACK": "true"}
