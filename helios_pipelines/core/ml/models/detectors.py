@@ -13,9 +13,11 @@ tenant's sensitivity: the rarity scorer gives 0.5 to a point ``RARITY_PER_Z x z_
 range seen so far away from anything seen before (in any of its views; the value view takes the
 geometric mean of that and its density-relative rarity, see ``rarity``).
 
-The parts live in modules of their own: ``rarity`` (the per-metric views), ``isolation`` (the
-multivariate forest), ``nearest`` (the neighbour search), ``series_views`` (shared views and
-conventions), ``calibration`` (per-metric thresholds learned from operators' verdicts).
+The parts live in modules of their own: ``rarity`` (the per-metric views), ``residual`` (the
+residual against a one-step seasonal forecast, in units of its interval, which vetoes what the
+forecast expected where the forecast is good), ``isolation`` (the multivariate forest), ``nearest``
+(the neighbour search), ``series_views`` (shared views and conventions), ``calibration`` (per-metric
+thresholds learned from operators' verdicts).
 """
 
 from __future__ import annotations
@@ -30,7 +32,13 @@ from helios_pipelines.core.ml.models.alerting import hold_until_return
 from helios_pipelines.core.ml.models.base import AnomalyDetector, ModelNotFittedError
 from helios_pipelines.core.ml.models.isolation import IsolationForestDetector
 from helios_pipelines.core.ml.models.rarity import RarityDetector
-from helios_pipelines.core.ml.models.series_views import COMBINED, check_frame, keep_onsets
+from helios_pipelines.core.ml.models.residual import SeasonalResidual
+from helios_pipelines.core.ml.models.series_views import (
+    COMBINED,
+    check_frame,
+    keep_onsets,
+    known_causes_removed,
+)
 
 #: An episode whose change has become the new normal closes after this many level windows below the
 #: threshold, even if the value never returns (see ``alerting``).
@@ -49,7 +57,9 @@ def rescale_to_threshold(score: np.ndarray, threshold: float, target: float = 0.
 
 class CombinedDetector(AnomalyDetector):
     """The detector the pipeline trains, ``/detect`` serves and ``helios bench anomaly`` scores:
-    rarity per metric (RarityDetector), plus the multivariate forest, plus alerting sensitivity.
+    rarity per metric (RarityDetector), a veto by the forecast where it is good (``residual``: a ramp
+    the seasonal forecast expected is not an anomaly, an incident during it is), plus the multivariate
+    forest, plus alerting sensitivity.
 
     ``combined`` is the larger of the per-metric rarity scores and the forest's score (rescaled so its
     threshold meets the rarity scorer's 0.5): a point is anomalous on its own or in combination.
@@ -118,7 +128,9 @@ class CombinedDetector(AnomalyDetector):
 
     @property
     def full_history(self) -> int:
-        return max(self.rarity.full_history, self.forest.full_history if self.uses_forest else 0)
+        residual = getattr(self, "residual_", None)
+        return max(self.rarity.full_history, self.forest.full_history if self.uses_forest else 0,
+                   residual.reach if residual is not None else 0)
 
     @property
     def metrics_(self) -> list[str]:
@@ -135,12 +147,23 @@ class CombinedDetector(AnomalyDetector):
         return pd.DataFrame({m: schedule.multiplier(frame.index, m).to_numpy() for m in loaded}, index=frame.index)
 
     def fit(self, frame: pd.DataFrame) -> Self:
-        self.rarity.fit(frame, self.expected(frame))
+        expected = self.expected(frame)
+        self.rarity.fit(frame, expected)
+        self.residual_ = self._fit_residual(frame, expected)
         if self.uses_forest:
             self.forest.fit(frame)
         self.calibrated_: dict[str, float] = {}  # a fit starts from the configured threshold
         self.fitted_ = True
         return self
+
+    def _fit_residual(self, frame: pd.DataFrame, expected: pd.DataFrame | None) -> SeasonalResidual:
+        """The forecast-residual view (``residual``) of each seasonal metric the rarity views score: a
+        metric whose relation to its drivers replaces its own views has its expectation there."""
+        relations = self.rarity.relations_
+        replaced = {m for m in relations.targets if relations.replaces_[m]} if relations is not None else set()
+        seasons = [(p, s) for p, s in self.rarity.seasons_ if self.metrics_[p] not in replaced]
+        values = known_causes_removed(frame, self.metrics_, expected)
+        return SeasonalResidual(seasons, len(self.metrics_), self.rarity.level_window).fit(values)
 
     def calibrate(self, thresholds: dict[str, float]) -> Self:
         """Per-metric thresholds on the raw score (in (0, 1)), replacing any earlier calibration."""
@@ -163,7 +186,12 @@ class CombinedDetector(AnomalyDetector):
         if not self.fitted_:
             raise ModelNotFittedError(f"{self.kind} detector is not fitted")
         check_frame(frame, self.metrics_, self.kind)
-        per_metric = self.rarity.score_matrix(frame, self.expected(frame[self.metrics_], extra_events))
+        expected = self.expected(frame[self.metrics_], extra_events)
+        per_metric = self.rarity.score_matrix(frame, expected)
+        residual = getattr(self, "residual_", None)  # None: pickled before the residual view, scores as it did
+        if residual is not None:
+            per_metric = residual.veto(per_metric, known_causes_removed(frame, self.metrics_, expected),
+                                       self.z_threshold, self.threshold)
         for position, metric in enumerate(self.metrics_):
             if metric in getattr(self, "calibrated_", {}):
                 per_metric[:, position] = rescale_to_threshold(per_metric[:, position], self.calibrated_[metric],
@@ -214,7 +242,15 @@ class CombinedDetector(AnomalyDetector):
             "trigger_share": self.trigger_share,
             "recovery_window": self.recovery_window,
             "forest_weight": self.forest_weight,
-        } | ({"metric_thresholds": self.metric_thresholds} if self.fitted_ else {})
+        } | ({"metric_thresholds": self.metric_thresholds} if self.fitted_ else {}) | self._forecast_weights()
+
+    def _forecast_weights(self) -> dict:
+        """Each metric's weight of the forecast-residual view (0: the rarity views alone), for review."""
+        residual = getattr(self, "residual_", None)
+        if residual is None:
+            return {}
+        weights = zip(self.metrics_, residual.weight_, strict=True)
+        return {"forecast_weights": {m: round(float(w), 3) for m, w in weights}}
 
 
 DETECTORS: dict[str, type[AnomalyDetector]] = {

@@ -21,6 +21,7 @@ from helios_pipelines.core.ml.models.series_views import (
     detect_season,
     held_for,
     keep_onsets,
+    known_causes_removed,
     relative_change,
     seasonal_difference,
     step_of,
@@ -161,10 +162,7 @@ class RarityDetector(AnomalyDetector):
         and (with ``use_change``) change, then a seasonal difference where the history repeats. Those
         univariate views see the value divided by ``expected`` (the multiplier known causes such as
         scheduled events put on it; 1 where absent)."""
-        values = frame[self.metrics_].to_numpy(dtype=float)
-        if expected is not None:
-            factor = expected.reindex(index=frame.index, columns=self.metrics_).fillna(1.0).to_numpy(dtype=float)
-            values = values / np.where(factor > 0, factor, 1.0)
+        values = known_causes_removed(frame, self.metrics_, expected)
         columns = [values, trailing_mean(values, self.level_window, LEVEL_MIN_OBSERVED)]
         if self.use_change:
             columns.append(relative_change(values, self.level_window, LEVEL_MIN_OBSERVED))

@@ -74,6 +74,16 @@ def seasonal_difference(values: np.ndarray, season: int, seasons: int = 1) -> np
     return out
 
 
+def known_causes_removed(frame: pd.DataFrame, metrics: list[str], expected: pd.DataFrame | None) -> np.ndarray:
+    """(rows, metrics) values divided by ``expected``, the multiplier known causes such as scheduled
+    events put on each metric and row (1 where absent or not positive)."""
+    values = frame[metrics].to_numpy(dtype=float)
+    if expected is None:
+        return values
+    factor = expected.reindex(index=frame.index, columns=metrics).fillna(1.0).to_numpy(dtype=float)
+    return values / np.where(factor > 0, factor, 1.0)
+
+
 def keep_onsets(score: np.ndarray, window: int) -> np.ndarray:
     """Each row keeps only its excess over the highest score of the previous ``window`` rows.
 
