@@ -14,6 +14,8 @@ COMBINED = "combined"
 MIN_SEASONAL_AUTOCORRELATION = 0.5
 #: Candidate seasons; a season is tried only when the fit history covers two of them.
 SEASONS = ("1D", "7D")
+#: ... and this share of a season's pairs of rows a season apart is observed.
+SEASON_PAIRS_OBSERVED = 0.9
 
 
 def step_of(index: pd.Index) -> pd.Timedelta | None:
@@ -39,7 +41,8 @@ def detect_season(values: np.ndarray, step: pd.Timedelta | None) -> int | None:
     """The longest candidate season (in rows) at which the history repeats, or None.
 
     Unknown data has no known period, so a season is used only when the history covers two of them
-    and its autocorrelation at that lag reaches MIN_SEASONAL_AUTOCORRELATION.
+    (``SEASON_PAIRS_OBSERVED`` of a season's pairs observed: a few scrape gaps in exactly two seasons
+    of history do not hide it) and its autocorrelation at that lag reaches MIN_SEASONAL_AUTOCORRELATION.
     """
     if step is None:
         return None
@@ -50,7 +53,7 @@ def detect_season(values: np.ndarray, step: pd.Timedelta | None) -> int | None:
             continue
         current, lagged = values[lag:], values[:-lag]
         both = np.isfinite(current) & np.isfinite(lagged)
-        if both.sum() < lag or np.std(current[both]) == 0 or np.std(lagged[both]) == 0:
+        if both.sum() < SEASON_PAIRS_OBSERVED * lag or np.std(current[both]) == 0 or np.std(lagged[both]) == 0:
             continue
         if np.corrcoef(current[both], lagged[both])[0, 1] >= MIN_SEASONAL_AUTOCORRELATION:
             found = lag
