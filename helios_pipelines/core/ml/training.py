@@ -346,6 +346,7 @@ def tenant_detector(tenant: TenantConfig) -> AnomalyDetector:
         pressure=sorted({s.utilization_metric for s in tenant.scaling if s.utilization_metric}
                         & set(tenant.anomaly_metrics)),
         events=tuple(tenant.events),
+        timezone=tenant.timezone,  # a driver's daily and weekly season repeats on the tenant's clock
         forest_weight=0.0,
         seed=tenant.training.seed,
     )

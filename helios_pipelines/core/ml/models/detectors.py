@@ -15,9 +15,10 @@ geometric mean of that and its density-relative rarity, see ``rarity``).
 
 The parts live in modules of their own: ``rarity`` (the per-metric views), ``residual`` (the
 residual against a one-step seasonal forecast, in units of its interval, which vetoes what the
-forecast expected where the forecast is good), ``isolation`` (the multivariate forest), ``nearest``
-(the neighbour search), ``series_views`` (shared views and conventions), ``calibration`` (per-metric
-thresholds learned from operators' verdicts).
+forecast expected where the forecast is good), ``load_season`` (a driver against its own season on
+the tenant's clock), ``isolation`` (the multivariate forest), ``nearest`` (the neighbour search),
+``series_views`` (shared views and conventions), ``calibration`` (per-metric thresholds learned from
+operators' verdicts).
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ class CombinedDetector(AnomalyDetector):
         onset_window: int = 0,
         drivers: tuple[str, ...] | list[str] = (),
         pressure: tuple[str, ...] | list[str] = (),
+        timezone: str = "UTC",
         events: tuple | list = (),
         rarity: dict | None = None,
         forest: dict | None = None,
@@ -109,7 +111,7 @@ class CombinedDetector(AnomalyDetector):
         self.seed = seed
         self.events = tuple(events)
         self.rarity = RarityDetector(z_threshold=z_threshold, seed=seed, drivers=drivers, pressure=pressure,
-                                     **(rarity or {}))
+                                     timezone=timezone, **(rarity or {}))
         self.forest = IsolationForestDetector(z_threshold=z_threshold, seed=seed, **(forest or {}))
         self.fitted_ = False
 

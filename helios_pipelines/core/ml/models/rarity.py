@@ -13,6 +13,7 @@ from helios_pipelines.core.ml.models.base import (
     InsufficientHistoryError,
     ModelNotFittedError,
 )
+from helios_pipelines.core.ml.models.load_season import CLOCK_CHANGE, LoadSeason
 from helios_pipelines.core.ml.models.nearest import density_unit, k_distance, nearest_earlier_distance
 from helios_pipelines.core.ml.models.relations import DRIVER_WINDOWS, Relations
 from helios_pipelines.core.ml.models.series_views import (
@@ -96,6 +97,11 @@ class RarityDetector(AnomalyDetector):
     tight band counts although the band is a sliver of the range, a burst a little past the sparse
     top of a bursty history less.
 
+    A driver (the load the tenant scales on) that repeats daily or weekly is also scored against its
+    own season on the tenant's ``timezone`` clock (``load_season``): its log ratio to the same local
+    time one or two seasons back, in units of the fit history's robust spread, like a relation's
+    residual and with no memory of earlier rows, so an outage is news however many came before.
+
     Its scores, and the alternatives it was measured against, are in bench/results/anomaly.md.
     ``onset_window`` > 0 reports onsets only (see ``keep_onsets``).
     """
@@ -113,6 +119,7 @@ class RarityDetector(AnomalyDetector):
         onset_window: int = 0,
         drivers: tuple[str, ...] | list[str] = (),
         pressure: tuple[str, ...] | list[str] = (),
+        timezone: str = "UTC",
         seed: int = 42,
     ):
         if z_threshold <= 0 or level_window < 2 or onset_window < 0 or not 0 <= trim < 0.5:
@@ -125,6 +132,7 @@ class RarityDetector(AnomalyDetector):
         self.onset_window = int(onset_window)
         self.drivers = tuple(drivers)
         self.pressure = tuple(pressure)  # utilisation: an input of the relations, see ``Relations``
+        self.timezone = timezone  # the tenant's clock, on which a driver's season repeats (``load_season``)
         self.seed = seed  # the relations' boosting is seeded with it
         self.fitted_ = False
 
@@ -145,15 +153,18 @@ class RarityDetector(AnomalyDetector):
         """Rows before a row at which every view of it is there: the warm-up (the level and change
         windows), the relations' driver windows and hold, ``SEASONS_COMPARED`` seasons back where the
         fit history repeats (two weeks for a weekly season), and the earlier rows that count as seen
-        before (``MEMORY_WINDOW``; without a time index every earlier row counts)."""
-        seasons = [SEASONS_COMPARED * season for _, season in getattr(self, "seasons_", ())]
-        relations = ([max(DRIVER_WINDOWS) + getattr(self, "hold_rows_", 1) - 1]
-                     if getattr(self, "relations_", None) is not None else [])
+        before (``MEMORY_WINDOW``; without a time index every earlier row counts), and a driver's
+        seasons on the clock (an hour more where the clocks go back). Unfitted: the warm-up."""
+        if not self.fitted_:
+            return self.min_history
+        seasons = [SEASONS_COMPARED * season for _, season in self.seasons_]
+        relations = [max(DRIVER_WINDOWS) + self.hold_rows_ - 1] if self.relations_ is not None else []
+        clock = [SEASONS_COMPARED * dict(self.seasons_)[p] + self.clock_change_rows_ for p in self.load_seasons_]
         # The rows remembered with their level and change views. Not with their seasonal views too:
         # two more weeks at a weekly season, which cost shopfast's 28-day pass an outage
         # (bench/results/simulator_detection.md); the oldest remembered rows count in their other views.
-        remembered = (getattr(self, "memory_rows_", None) or 0) + self.min_history
-        return max([remembered, *seasons, *relations])
+        remembered = (self.memory_rows_ or 0) + self.min_history
+        return max([remembered, *seasons, *relations, *clock])
 
     def _views(self, frame: pd.DataFrame, expected: pd.DataFrame | None = None) -> np.ndarray:
         """(rows, views) for the fitted metrics, in ``view_owner_`` order: a metric its drivers explain
@@ -209,6 +220,7 @@ class RarityDetector(AnomalyDetector):
                            if drivers and explained else None)
         self.hold_rows_ = max(1, int(np.ceil(RELATION_HOLD / step))) if step is not None else 1
         self.memory_rows_ = max(1, int(np.ceil(MEMORY_WINDOW / step))) if step is not None else None
+        self._fit_load_seasons(frame, expected, step)
         self._arrange_views()
         views = self._views(frame, expected)
         self.memory_, self.low_, self.high_, self.floor_ = [], [], [], []
@@ -231,6 +243,22 @@ class RarityDetector(AnomalyDetector):
         self.fitted_ = True
         return self
 
+    def _fit_load_seasons(self, frame: pd.DataFrame, expected: pd.DataFrame | None,
+                          step: pd.Timedelta | None) -> None:
+        """A ``LoadSeason`` per driver whose fit history repeats at a season of whole days
+        (``load_seasons_``, by metric position): its own season on the tenant's clock is its expectation."""
+        self.load_seasons_: dict[int, LoadSeason] = {}
+        self.clock_change_rows_ = int(np.ceil(CLOCK_CHANGE / step)) if step is not None else 0
+        if step is None or not isinstance(frame.index, pd.DatetimeIndex):
+            return
+        values = known_causes_removed(frame, self.metrics_, expected)
+        for position, season in self.seasons_:
+            if self.metrics_[position] in self.drivers and not (season * step) % pd.Timedelta("1D"):
+                fitted = LoadSeason(season * step, SEASONS_COMPARED, self.timezone).fit(values[:, position],
+                                                                                        frame.index)
+                if fitted is not None:
+                    self.load_seasons_[position] = fitted
+
     def _fit_density(self) -> None:
         """The k-distance of every remembered value of each value view (``value_views_``): the local
         scale of the fit history that the value view's density-relative rarity is measured in."""
@@ -238,9 +266,20 @@ class RarityDetector(AnomalyDetector):
         self.spacing_ = [k_distance(memory, DENSITY_NEIGHBOURS) if value else np.empty(0)
                          for memory, value in zip(self.memory_, self.value_views_, strict=True)]
 
+    #: What a detector fitted before each of these attributes existed did without it: no hold of the
+    #: relations' residuals, every earlier row remembered, no driver's season on the clock.
+    _PICKLED_BEFORE: ClassVar[dict] = {"hold_rows_": 1, "memory_rows_": None, "load_seasons_": {},
+                                       "clock_change_rows_": 0}
+
     def __setstate__(self, state: dict) -> None:
-        # A detector pickled before relations existed scores as it did: univariate views only.
+        # A detector pickled before an attribute existed scores as it did, and holds what it read then:
+        # its thresholds were calibrated on those scores, and a restart must not change what pages.
         self.__dict__.update(state)
+        self.__dict__.setdefault("timezone", "UTC")
+        if state.get("fitted_"):
+            for name, value in self._PICKLED_BEFORE.items():
+                self.__dict__.setdefault(name, value)
+        # ... before relations existed: univariate views only.
         if state.get("fitted_") and "view_columns_" not in state:
             self.drivers, self.relations_ = (), None
             self._arrange_views()
@@ -260,7 +299,7 @@ class RarityDetector(AnomalyDetector):
     def score_matrix(self, frame: pd.DataFrame, expected: pd.DataFrame | None = None) -> np.ndarray:
         """(rows, metrics) raw scores in [0, 1] (no onset suppression); NaN for warm-up and gaps."""
         views = self._views(frame, expected)
-        window = getattr(self, "memory_rows_", None)  # None: detectors fitted before it, every earlier row
+        window = self.memory_rows_  # None (no time index): every earlier row
         distance = nearest_earlier_distance(views, self.memory_, window)
         # The range each row is measured against: the fit history's plus the ``window`` rows before it.
         earlier = pd.DataFrame(views).shift(1)
@@ -280,11 +319,18 @@ class RarityDetector(AnomalyDetector):
         score = np.full((views.shape[0], n_metrics), np.nan)
         for position in set(self.view_owner_.tolist()):
             score[:, position] = np.fmax.reduce(rarity[:, self.view_owner_ == position], axis=1)
+        if self.load_seasons_ and isinstance(frame.index, pd.DatetimeIndex):
+            # A driver against its own season on the clock: no memory of earlier rows, as a relation.
+            values = known_causes_removed(frame, self.metrics_, expected)
+            positions = list(self.load_seasons_)
+            z = np.column_stack([self.load_seasons_[p].z(values[:, p], frame.index) for p in positions])
+            z = np.abs(held_for(z, self.hold_rows_))
+            score[:, positions] = np.fmax(score[:, positions], z / (z + RELATION_Z_PER_Z * self.z_threshold))
         if self.relation_owner_.size:
             # Residual against the relation in units of its held-out spread: no memory of earlier rows,
             # so an incident stays anomalous for as long as it lasts and every recurrence is news.
             residuals = self.relations_.standardised_residuals(frame, self._driver_multipliers(frame, expected))
-            z = np.abs(held_for(residuals, getattr(self, "hold_rows_", 1)))
+            z = np.abs(held_for(residuals, self.hold_rows_))
             relation = z / (z + RELATION_Z_PER_Z * self.z_threshold)
             vetoes, owners = self.relation_vetoes_, self.relation_owner_
             # A veto: rare on its own and not explained by its drivers (NaN, no expectation: no veto),
