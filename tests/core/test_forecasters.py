@@ -430,6 +430,21 @@ def test_helios_falls_back_to_the_last_value_on_a_metric_pinned_between_rare_jum
     np.testing.assert_allclose(forecast["yhat"], level)
 
 
+def test_helios_computes_no_member_of_the_blend_where_its_fallback_forecasts(monkeypatch):
+    """The fallback replaces the blend, so predict computes none of its members (the direct model, a
+    booster call per lead time for the recursive one)."""
+    series = held_levels()
+    model = light("helios").fit(series.iloc[:-12])
+    assert model.fallback_ == "last"
+
+    def no_members(*args, **kwargs):
+        raise AssertionError("a member of the blend was computed")
+
+    monkeypatch.setattr(model, "_members", no_members)
+    forecast = model.predict(HORIZON, series.iloc[:-12])
+    np.testing.assert_allclose(forecast["yhat"], series.iloc[-13])
+
+
 def test_helios_interval_at_an_idle_disk_holds_the_idle_value():
     """Most hours of an idle disk have no change at all: the volatility floor comes from the origins
     that had some (a floor from all of them was zero, and so was every calm origin's interval), and a

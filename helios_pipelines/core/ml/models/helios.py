@@ -262,7 +262,7 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
         # Smoothed levels (as Holt's level): on noisy series they say more than any single lag.
         for alpha in (0.3, 0.1):
             columns.append(rel(pd.Series(values).ewm(alpha=alpha, ignore_na=True).mean().to_numpy()[origins]))
-        volatility = trailing_mean(np.abs(np.diff(values, prepend=np.nan)), self.hour)[origins] / scale
+        volatility = self._volatility(values, origins)
         columns.append(volatility)
         smooth = centred_mean(values, self.smoothing)
         for period in (self.day, self.week):
@@ -289,6 +289,11 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
         calendar = calendar_features(index[targets], self.timezone, self.regions).to_numpy()
         design = np.column_stack(columns + [calendar])
         return design, level, volatility
+
+    def _volatility(self, values: np.ndarray, origins: np.ndarray) -> np.ndarray:
+        """Local volatility at each origin: the mean absolute one-step change over the last hour, in units
+        of the typical one-step change (a feature of the direct model and the intervals' scale)."""
+        return trailing_mean(np.abs(np.diff(values, prepend=np.nan)), self.hour)[origins] / self.scale_
 
     def _training_pairs(self, end: int, rng) -> tuple[np.ndarray, np.ndarray]:
         """A seeded sample of at most ``max_train_rows`` (origin, lead) pairs whose target is before ``end``."""
@@ -543,16 +548,18 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
         future = self.future_index(history, horizon)
         index = history.index.append(future)
         values = history.to_numpy() / self._event_profile(history.index, events)
-        leads = np.arange(1, horizon + 1)
-        members, volatility = self._members(
-            self.booster_, self.recursive_, values, index, np.array([len(history) - 1]), leads,
-            self._driver_values(history.index, drivers, events), getattr(self, "prophet_", None),
-        )
-        forecast, volatility = combine(self.weights_, members)[0], volatility[0]
-        chosen = self.fallback_
-        if chosen is not None:
-            simple = self._simple_members(values, np.array([len(history) - 1]), leads)
-            forecast = simple[0, :, self.SIMPLE_MEMBERS.index(chosen)]
+        leads, origin = np.arange(1, horizon + 1), np.array([len(history) - 1])
+        driver_values = self._driver_values(history.index, drivers, events)  # checked whichever forecast serves
+        if self.fallback_ is None:
+            members, volatility = self._members(self.booster_, self.recursive_, values, index, origin, leads,
+                                                driver_values, getattr(self, "prophet_", None))
+            forecast, volatility = combine(self.weights_, members)[0], volatility[0]
+        else:
+            # The simple forecast replaces the blend: no member is computed, only the origin's volatility
+            # (the intervals' scale), as the direct model's design would have given it for every lead.
+            simple = self._simple_members(values, origin, leads)
+            forecast = simple[0, :, self.SIMPLE_MEMBERS.index(self.fallback_)]
+            volatility = np.repeat(self._volatility(values, origin), horizon)
         origin_volatility = float(np.nan_to_num(volatility[0], nan=self.volatility_floor_))
         lo, hi = step_intervals(self._interval_residuals(origin_volatility)[:, :horizon], level)
         spread = self._spread(volatility)
