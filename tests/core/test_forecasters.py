@@ -246,6 +246,47 @@ def test_an_event_whose_occurrences_disagree_widens_the_interval_where_it_is_in_
     np.testing.assert_allclose(widened[~during][["yhat_lower", "yhat_upper"]], certain[~during][["yhat_lower", "yhat_upper"]])
     assert (widened["yhat_upper"][during] > certain["yhat_upper"][during]).all()
     assert (widened["yhat_lower"][during] < certain["yhat_lower"][during]).all()
+    # Learned from two occurrences, the spread has one degree of freedom: the upper bound moves by Student's
+    # t 90 % quantile with 1 degree of freedom (3.078, from the table) times the spread, not the normal 1.282.
+    spread = np.log(3.5 / 2.5)
+    model.multiplier_spreads_ = {"tournament": spread}
+    exact = model.predict(horizon, history, level=0.8)
+    np.testing.assert_allclose(exact["yhat_upper"][during] / certain["yhat_upper"][during], np.exp(3.078 * spread),
+                               rtol=1e-3)
+
+
+def ramped_tournaments(multiplier: float, ramp_minutes: float) -> EventSchedule:
+    return EventSchedule([
+        ScheduledEvent(name=f"cup {i}", kind="tournament", start=start, duration_hours=3, multiplier=multiplier,
+                       ramp_minutes=ramp_minutes)
+        for i, start in enumerate(TOURNAMENT_STARTS)
+    ])
+
+
+def test_a_ramped_events_multiplier_is_learned_where_it_is_in_full_effect():
+    """``event_full_effect`` (an ablation, off): three-hour tournaments ramping in and out over an hour each
+    triple the load for one hour: that hour is where the multiplier applies whole, and the ramps (applied
+    by the profile) do not pull the learned effect towards 1 (over the whole occurrence, ramps included,
+    it came out 2.5 x)."""
+    plain = synthetic(days=16, seed=1, gaps=False)
+    series = plain * ramped_tournaments(3.0, 60).multiplier(plain.index)
+    history = series[series.index < pd.Timestamp(TOURNAMENT_STARTS[-1])]
+    model = HeliosForecaster(events=ramped_tournaments(3.0, 60), step=STEP, max_horizon=HORIZON, event_full_effect=True)
+    multipliers, _, counts = model._learn_multipliers(history)
+    assert counts == {"tournament": 2}
+    assert multipliers["tournament"] == pytest.approx(3.0, rel=0.05)
+
+
+def test_a_configured_multiplier_counts_as_one_occurrence_beside_the_learned_ones():
+    """``event_prior`` (an ablation, off): two past tournaments tripled the load, the operator configured
+    1.5: with the configuration worth one occurrence, the multiplier is (3 x 3 x 1.5) ** (1/3) = 2.38."""
+    plain = synthetic(days=16, seed=1, gaps=False)
+    series = plain * tournaments(3.0).multiplier(plain.index)
+    history = series[series.index < pd.Timestamp(TOURNAMENT_STARTS[-1])]
+    learned = HeliosForecaster(events=tournaments(1.5), step=STEP, max_horizon=HORIZON)
+    assert learned._learn_multipliers(history)[0]["tournament"] == pytest.approx(3.0, rel=0.03)
+    with_prior = HeliosForecaster(events=tournaments(1.5), step=STEP, max_horizon=HORIZON, event_prior=1)
+    assert with_prior._learn_multipliers(history)[0]["tournament"] == pytest.approx(2.38, rel=0.03)
 
 
 def test_an_event_never_seen_before_uses_its_configured_multiplier(history):

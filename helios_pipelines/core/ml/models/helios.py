@@ -16,8 +16,9 @@ from typing import ClassVar, Self
 import numpy as np
 import pandas as pd
 import xgboost as xgb
+from scipy.stats import t as student_t
 
-from helios_pipelines.core.ml.events import EventSchedule
+from helios_pipelines.core.ml.events import EventSchedule, ramp_weight
 from helios_pipelines.core.ml.features import (
     calendar_features,
     centred_mean,
@@ -120,9 +121,17 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
         driver_forecast: bool = True,  # False: the drivers' past without their forecast, worse on 3 of 4 series
         recursive_estimators: int = 200,
         recursive_steps: int = 24,
+        event_spread_t: bool = True,  # False: a kind's spread at the normal quantile (session 6)
+        # Better on the suite's shopfast flash sale, but gaming-corp's demo backtest lost 2.6 % on two metrics
+        # with both on (bench/results/forecast.md, session 7): off, kept so they reproduce.
+        event_full_effect: bool = False,  # learn a kind on its occurrences' full-effect part only (past the ramps)
+        event_prior: float = 0.0,  # the configured multiplier as a prior worth this many occurrences
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.event_prior = event_prior
+        self.event_full_effect = event_full_effect
+        self.event_spread_t = event_spread_t
         self.regions = list(regions or [])
         self.drivers = tuple(drivers)
         self.driver_forecast = driver_forecast
@@ -158,7 +167,7 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
         # A model saved before the simple fallback, the events' spreads and the volatility bins forecasts
         # as it did: the blend, the learned multipliers as they are, every calibration error for every
         # interval (no edges: one bin, every origin in it).
-        self.__dict__.update({"fallback_": None, "multiplier_spreads_": {}} | state)
+        self.__dict__.update({"fallback_": None, "multiplier_spreads_": {}, "multiplier_counts_": {}} | state)
         if "residuals_" in state and "volatility_edges_" not in state:
             self.volatility_edges_ = np.empty(0)
             self.calibration_bins_ = np.zeros(len(state["residuals_"]), int)
@@ -169,10 +178,14 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
                                      "driver_forecast": self.driver_forecast, "fallback": getattr(self, "fallback_", None)}
 
     # ---- events -------------------------------------------------------------------------------
-    def _event_profile(self, index: pd.DatetimeIndex, events: EventSchedule, widen: float = 0.0) -> np.ndarray:
+    def _event_profile(self, index: pd.DatetimeIndex, events: EventSchedule, bound: float | None = None
+                       ) -> np.ndarray:
         """Multiplier in force at each timestamp, ramps included: learned per kind where possible, else
-        configured. ``widen``: each learned multiplier moved by that many of its spreads (in log), an
-        interval's bound."""
+        configured. ``bound``: an interval bound's probability (0.9 for an 80 % interval's upper one);
+        each learned multiplier is moved, in log, by its spread times that quantile of Student's t
+        with n - 1 degrees of freedom for a kind learned from n occurrences: the spread is estimated from
+        those few, and a normal quantile would take it as known (with two, t's 90 % quantile is 3.08
+        against the normal 1.28)."""
         profile = np.ones(len(index))
         if len(events) == 0 or len(index) == 0:
             return profile
@@ -180,22 +193,39 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
         for occ in events.occurrences(index[0], index[-1] + self.step):
             if occ.applies_to(self.metric):
                 multiplier = self.multipliers_.get(occ.kind)
-                if widen and occ.kind in spreads:
-                    multiplier *= float(np.exp(widen * spreads[occ.kind]))
+                if bound is not None and occ.kind in spreads:
+                    multiplier *= float(np.exp(self._spread_quantile(occ.kind, bound) * spreads[occ.kind]))
                 profile *= occ.factor(index, multiplier)
         return profile
 
-    def _learn_multipliers(self, history: pd.Series) -> tuple[dict[str, float], dict[str, float]]:
-        """Each kind's effect from its past occurrences in ``history``.
+    def _spread_quantile(self, kind: str, bound: float) -> float:
+        """The quantile a learned kind's spread is taken at for an interval bound of probability ``bound``:
+        Student's t with n - 1 degrees of freedom (n occurrences), or the normal one where the model
+        did not count them (saved before, or ``event_spread_t`` off)."""
+        occurrences = self.multiplier_counts_.get(kind)
+        if occurrences is None or not self.event_spread_t:
+            return NormalDist().inv_cdf(bound)
+        return float(student_t.ppf(bound, occurrences - 1))
+
+    def _learn_multipliers(self, history: pd.Series) -> tuple[dict[str, float], dict[str, float], dict[str, int]]:
+        """Each kind's effect from its past occurrences in ``history``: multipliers, spreads and how many
+        occurrences each was learned from.
 
         An occurrence is compared with the same hours a week before and after it, where those are
         in the history and free of events; failing that, a day before and after (weekly recurring
         events have a busy week on both sides). Before and after together cancel a trend and, for
-        days, most of a weekday effect. A kind's multiplier is the median over its occurrences.
+        days, most of a weekday effect. With ``event_full_effect`` only its full-effect part counts (past
+        its ramps, where the multiplier is applied whole; the ramps are the profile's): a ramp's hours
+        pull the effect towards 1.
+
+        A kind's multiplier is the median over its occurrences; with ``event_prior`` = w > 0, the configured
+        multiplier (their geometric mean, should they differ) is a prior worth w occurrences (in log:
+        ``(n median + w log configured) / (n + w)``): one or two occurrences measured against neighbouring
+        days carry those days' noise and weekday effects.
 
         Its spread (kinds with two occurrences or more): how far, in log, one occurrence lies from the
         median of the others, as a root mean square. An event's effect differs from one occurrence to
-        the next; the intervals widen by that much where the kind is in force (``_predict``).
+        the next; the intervals widen by that much where the kind is in force (``_event_profile``).
         """
         index, values = history.index, history.to_numpy()
         occurrences = [
@@ -205,8 +235,10 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
         for occ in occurrences:
             busy |= (index >= occ.start) & (index < occ.end)
         log_ratios: dict[str, list[float]] = {}
+        configured: dict[str, list[float]] = {}  # the configured multipliers (in log) of the occurrences measured
         for occ in occurrences:
-            inside = np.flatnonzero((index >= occ.start) & (index < occ.end))
+            weight = ramp_weight(index, occ.start, occ.end, occ.ramp if self.event_full_effect else pd.Timedelta(0))
+            inside = np.flatnonzero(weight >= 1)
             if inside.size < max(3, self.hour // 2):
                 continue  # too little of it in the window to say anything
             during = np.nanmedian(values[inside])
@@ -221,13 +253,18 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
                     log_ratios.setdefault(occ.kind, []).append(
                         float(np.mean(np.log(during / np.array(references))))
                     )
+                    configured.setdefault(occ.kind, []).append(float(np.log(occ.multiplier)))
                     break
-        multipliers = {kind: float(np.exp(np.median(r))) for kind, r in log_ratios.items()}
+        prior = self.event_prior
+        multipliers = {
+            kind: float(np.exp((len(r) * np.median(r) + prior * np.mean(configured[kind])) / (len(r) + prior)))
+            for kind, r in log_ratios.items()
+        }
         spreads = {
             kind: float(np.sqrt(np.mean([(r[i] - np.median(np.delete(r, i))) ** 2 for i in range(len(r))])))
             for kind, r in log_ratios.items() if len(r) >= 2
         }
-        return multipliers, spreads
+        return multipliers, spreads, {kind: len(r) for kind, r in log_ratios.items()}
 
     @staticmethod
     def _level(values: np.ndarray) -> np.ndarray:
@@ -369,7 +406,7 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
             )
         clock = time.perf_counter
         started = clock()
-        self.multipliers_, self.multiplier_spreads_ = self._learn_multipliers(history)
+        self.multipliers_, self.multiplier_spreads_, self.multiplier_counts_ = self._learn_multipliers(history)
         values = history.to_numpy() / self._event_profile(history.index, self.events)
         driver_values = self._driver_values(history.index, drivers, self.events)
         events_done = clock()
@@ -565,9 +602,9 @@ class HeliosForecaster(SeasonalPeriods, Forecaster):
         spread = self._spread(volatility)
         profile = self._event_profile(future, events)
         # a learned event's effect is uncertain: each bound takes the less favourable of its multiplier
-        # moved down or up by the level's normal quantile of its spread
-        z = NormalDist().inv_cdf((1 + level) / 2)
-        profiles = self._event_profile(future, events, -z), self._event_profile(future, events, z)
+        # moved down or up by the level's quantile of its spread
+        profiles = (self._event_profile(future, events, (1 - level) / 2),
+                    self._event_profile(future, events, (1 + level) / 2))
         lower = np.minimum(*[(forecast + lo * spread) * p for p in profiles])
         upper = np.maximum(*[(forecast + hi * spread) * p for p in profiles])
         return forecast_frame(future, forecast * profile, lower, upper)
