@@ -138,17 +138,19 @@ def champions_bento_model(tenant: TenantConfig, tracker: Tracker) -> str:
 
 
 def champions_bento(tenant: TenantConfig, tracker: Tracker) -> str | None:
-    """The tag of the newest Bento built to serve the tenant's current champions (its ``bundles`` argument,
-    what its ``bentoml serve`` loads, names a model packed with exactly them), or None when none was.
-    After a rollback without a rebuild this is the Bento built for those champions before."""
+    """The tag of the newest Bento built to serve the tenant's current champions with its current
+    configuration (its ``bundles`` argument, what its ``bentoml serve`` loads, is the model
+    ``save_bento_model`` packs for them now), or None when none was. After a rollback without a rebuild this
+    is the Bento built for those champions before; after a config change it is None: a Bento packing the
+    same champions with the old config would serve stale events, thresholds and scaling limits."""
     bentoml = _bentoml()
 
-    models = {str(model.tag) for model in packed_champions(tenant, tracker)}
+    current = f"{bento_model_name(tenant.id)}:{bundle_version(champion_pins(tenant, tracker), tenant)}"
     try:
         bentos = bentoml.bentos.list(bento_model_name(tenant.id))
     except bentoml.exceptions.NotFound:  # no Bento of the tenant built yet
         return None
-    serving = [bento for bento in bentos if bento.info.args.get("bundles") in models]
+    serving = [bento for bento in bentos if bento.info.args.get("bundles") == current]
     return str(max(serving, key=lambda bento: bento.info.creation_time).tag) if serving else None
 
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 import yaml
@@ -40,9 +39,6 @@ from helios_pipelines.core.settings import QUIET
 from helios_pipelines.core.tenants import ScalingTarget, TenantConfig
 from helios_pipelines.core.tenants.base import format_horizon
 from helios_pipelines.core.tenants.source_configs import PrometheusSource
-
-if TYPE_CHECKING:  # MLflow loads only when a command reads the registry
-    from helios_pipelines.core.ml.tracking import Tracker
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "deploy" / "templates"
 CONTAINER_PORT = 3000  # BentoML's default port inside the image
@@ -72,9 +68,12 @@ class DeployError(RuntimeError):
     pass
 
 
-def champion_image_tag(tenant: TenantConfig, tracker: Tracker) -> str:
+def champion_image_tag(tenant: TenantConfig) -> str:
     """The version of the tenant's newest Bento serving its current champions: its image's tag."""
+    from helios_pipelines.core.ml.tracking import Tracker
     from serving.packaging import PackagingError, champion_pins, champions_bento, pinned_versions
+
+    tracker = Tracker()  # MLflow loads only when a render names no image
 
     try:
         bento = champions_bento(tenant, tracker)
@@ -197,7 +196,6 @@ def render(tenant: TenantConfig, settings: DeploySettings = DeploySettings()) ->
     the tenant's champions as the MLflow registry names them now (DeployError when none was built)."""
     import jinja2
 
-    from helios_pipelines.core.ml.tracking import Tracker
     from helios_pipelines.core.ops.scorecard_store import SCORECARD_SERIES
     from serving.answers.series import ANOMALY_SCORE, RECOMMENDATION
 
@@ -205,7 +203,7 @@ def render(tenant: TenantConfig, settings: DeploySettings = DeploySettings()) ->
         loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined, keep_trailing_newline=True
     )
     app = f"helios-{tenant.id}"
-    image_tag = settings.image_tag or champion_image_tag(tenant, Tracker())
+    image_tag = settings.image_tag or champion_image_tag(tenant)
     helios_url = f"http://{app}.{settings.namespace}:{SERVICE_PORT}"
     thresholds = tenant.alerts.thresholds
     values = {
@@ -306,17 +304,17 @@ def render_command(ctx: click.Context, tenant_id: str, out_dir: Path, **options)
 @click.option("--rebuild", is_flag=True, help="build anew though a Bento serves these champions (after upgrading Helios)")
 @click.pass_context
 def build_command(ctx: click.Context, tenant_id: str, rebuild: bool) -> None:
-    """Build the Bento serving the tenant's current champions (packed first if a promotion or rollback was
-    not packed yet), as the champion change sensor's run does; a Bento built for them before is reused."""
+    """Build the Bento serving the tenant's current champions with its current config (packed first unless
+    they were), as the champion change sensor's run does; a Bento built for them before is reused."""
     from helios_pipelines.core.ml.tracking import Tracker
-    from serving.packaging import PackagingError, build_bento, champions_bento, champions_bento_model
+    from serving.packaging import PackagingError, build_bento, champions_bento, save_bento_model
 
     tenant = load_tenant(ctx, tenant_id)
     tracker = Tracker()
     try:
         bento = None if rebuild else champions_bento(tenant, tracker)
         if bento is None:
-            bento = build_bento(tenant.id, champions_bento_model(tenant, tracker))
+            bento = build_bento(tenant.id, save_bento_model(tenant, tracker))
     except PackagingError as exc:
         raise click.ClickException(f"{exc}; train it first: helios run {tenant_id}") from None
     click.echo(f"{bento}: push `bentoml containerize {bento}` to your registry, then helios deploy render {tenant_id}")

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from helios_pipelines.commands.deploy import render
+from helios_pipelines.commands.deploy import DeploySettings, render
 from helios_pipelines.core.ml.anomaly_zscore import score_to_z
 from helios_pipelines.core.ml.models.capacity import observed_replicas
 from helios_pipelines.core.sources import make_source
@@ -31,6 +31,8 @@ from serving.answers.series import ANOMALY_SCORE, ANOMALY_ZSCORE, CURRENT_REPLIC
 from serving.runtime import TenantRuntime
 from tests.conftest import AS_OF
 from tests.harness.serve_harness import bentoml_serve
+
+IMAGE = DeploySettings(image_tag="test")  # the rendered files read here do not name the image
 
 pytestmark = pytest.mark.slow  # starts real processes: the real-process tier (make test-fast skips it)
 
@@ -156,7 +158,7 @@ def test_without_a_count_from_the_source_the_last_published_answer_is_the_curren
 # ---- KEDA and the HPA against a running service --------------------------------------------------
 def test_the_hpa_arithmetic_of_the_rendered_trigger_is_exactly_helios_answer(arena, trained_arena, embedded_store,  # noqa: F811
                                                                               tmp_path):
-    scaled_object = yaml.safe_load(render(arena)["scaledobject-game-server.yaml"])
+    scaled_object = yaml.safe_load(render(arena, IMAGE)["scaledobject-game-server.yaml"])
     primary = scaled_object["spec"]["triggers"][0]
     assert primary["name"] == "helios-desired-replicas"
     with bentoml_serve(tmp_path, "--arg", "tenants=arena") as service:

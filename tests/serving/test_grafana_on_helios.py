@@ -14,15 +14,17 @@ import pandas as pd
 import pytest
 import yaml
 
-from helios_pipelines.commands.deploy import render
+from helios_pipelines.commands.deploy import DeploySettings, render
 from helios_pipelines.core.ops.scorecard_store import all_stored
 from helios_pipelines.core.ops.store import Store
 from helios_pipelines.core.sources import make_source
 from helios_pipelines.core.tenants import TenantConfig
+from serving.answers.series import ANOMALY_SCORE
 from tests.conftest import FIXTURE_TENANTS, SHARED
 from tests.harness.prometheus_harness import PrometheusServer
-from serving.answers.series import ANOMALY_SCORE
 from tests.harness.serve_harness import bentoml_serve
+
+IMAGE = DeploySettings(image_tag="test")  # the rendered files read here do not name the image
 
 GUIDE = SHARED / "seed" / "helios-integration-guide.md"
 # The guide's raw series beside arena's own: the simulator writes any series it has no model for as a
@@ -93,7 +95,7 @@ def test_every_rendered_dashboard_query_returns_data_from_the_data_source_it_nam
     store = Store()  # the service's (it migrated it on start)
     scored = bool(all_stored(store, "arena"))
     store.close()
-    dashboard = json.loads(render(ARENA)["grafana-dashboard.json"])["dashboard"]
+    dashboard = json.loads(render(ARENA, IMAGE)["grafana-dashboard.json"])["dashboard"]
     variables = {v["name"] for v in dashboard["templating"]["list"] if v["type"] == "datasource"}
     assert variables == {"datasource", "prometheus"}
     with httpx.Client(base_url=customer_prometheus, timeout=30) as customer:

@@ -146,6 +146,39 @@ def test_deploy_render_names_the_bento_of_the_champions_so_a_promotion_or_rollba
     assert rendered_image("--image-tag", "1.2.3") == f"gcr.io/YOUR_PROJECT/helios-{tenant.id}:1.2.3"
 
 
+def test_after_a_config_change_deploy_render_refuses_the_bento_packing_the_old_config(two_versions, monkeypatch, tmp_path):
+    """The same champions packed again with a changed config (a training run without a Bento build): the
+    Bento built before carries the old config (events, thresholds, scaling limits), so render must not
+    name it, and `helios deploy build` builds one packing the new config."""
+    import bentoml
+    import yaml
+    from click.testing import CliRunner
+
+    from helios_pipelines.cli import main
+    from helios_pipelines.core.tenants import load_tenants
+    from serving.packaging import build_bento, save_bento_model
+
+    config_dir, tenant, tracker, *_ = two_versions
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracker.tracking_uri)
+    old = build_bento(tenant.id, save_bento_model(tenant, tracker))
+    written = config_dir / f"{tenant.id}.yaml"
+    written.write_text(written.read_text().replace("multiplier: 2.5", "multiplier: 3.0"))
+    repacked = save_bento_model(load_tenants(config_dir).get(tenant.id), tracker)
+    assert bentoml.bentos.get(old).info.args["bundles"] != repacked
+
+    render = ["--config-dir", str(config_dir), "deploy", "render", tenant.id]
+    refused = CliRunner().invoke(main, [*render, "--out", str(tmp_path / "refused")])
+    assert refused.exit_code == 1 and f"helios deploy build {tenant.id}" in refused.output, refused.output
+    built = CliRunner().invoke(main, ["--config-dir", str(config_dir), "deploy", "build", tenant.id])
+    assert built.exit_code == 0, built.output
+    [new] = {str(b.tag) for b in bentoml.bentos.list(f"helios-{tenant.id}")} - {old}
+    assert bentoml.bentos.get(new).info.args["bundles"] == repacked
+    rendered = CliRunner().invoke(main, [*render, "--out", str(tmp_path / "rendered")])
+    assert rendered.exit_code == 0, rendered.output
+    image = yaml.safe_load((tmp_path / "rendered" / "deployment.yaml").read_text())["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == f"gcr.io/YOUR_PROJECT/{new}"
+
+
 @pytest.mark.slow  # starts a real service
 def test_stopping_helios_serve_stops_the_service_it_started(two_versions, tmp_path):
     """SIGTERM to `helios serve` alone (a supervisor's stop, `kill <pid>`) left its `bentoml serve` child
