@@ -80,7 +80,7 @@ def _invalid_parameter(request: Request, error: RequestValidationError) -> JSONR
     """A query parameter out of its bounds is a 400 naming it, in the {"error": ...} shape of every other
     refusal (serving/errors.py); FastAPI's own answer was a 422 with a list under "detail"."""
     problems = "; ".join(f"{e['loc'][0]} parameter '{'.'.join(map(str, e['loc'][1:]))}': {e['msg']}"
-                         for e in error.errors())
+                         if len(e["loc"]) > 1 else f"{e['loc'][0]}: {e['msg']}" for e in error.errors())
     return JSONResponse({"error": problems}, status_code=400)
 
 

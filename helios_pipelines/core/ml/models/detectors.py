@@ -58,9 +58,10 @@ def rescale_to_threshold(score: np.ndarray, threshold: float, target: float = 0.
 
 class CombinedDetector(AnomalyDetector):
     """The detector the pipeline trains, ``/detect`` serves and ``helios bench anomaly`` scores:
-    rarity per metric (RarityDetector), a veto by the forecast where it is good (``residual``: a ramp
-    the seasonal forecast expected is not an anomaly, an incident during it is), plus the multivariate
-    forest, plus alerting sensitivity.
+    rarity per metric (RarityDetector), a veto of each metric's score by the forecast where it is good
+    (``residual``: a ramp the seasonal forecast expected is not an anomaly, an incident during it is; the
+    forest's joint score is not vetoed, and the pipeline trains with ``forest_weight=0``), plus the
+    multivariate forest, plus alerting sensitivity.
 
     ``combined`` is the larger of the per-metric rarity scores and the forest's score (rescaled so its
     threshold meets the rarity scorer's 0.5): a point is anomalous on its own or in combination.

@@ -4,7 +4,8 @@ or two seasons back (the closer of the two, so last week's incident does not ech
 scheduled events' multiplier. Its log ratio to that expectation, in units of the fit history's robust
 spread of the ratio, is scored without any memory of earlier rows, as a relation's residual is: the
 rarity views learn what they see (an earlier outage makes the next one look "seen before", a surge
-stretches their range), this residual does not, so every outage is news (#17.5).
+stretches their range), this residual does not, so every outage is news (#17.5); except an outage at
+the same local time as one a season earlier, whose ratio to that closer season is near 1.
 
 On the tenant's clock, not in rows: when the clocks change, a day's pattern moves an hour in UTC, and
 a comparison in rows would call the whole week after it anomalous (shopfast's simulated load: z of 6
