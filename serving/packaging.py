@@ -139,18 +139,25 @@ def champions_bento_model(tenant: TenantConfig, tracker: Tracker) -> str:
 
 def champions_bento(tenant: TenantConfig, tracker: Tracker) -> str | None:
     """The tag of the newest Bento built to serve the tenant's current champions with its current
-    configuration (its ``bundles`` argument, what its ``bentoml serve`` loads, is the model
-    ``save_bento_model`` packs for them now), or None when none was. After a rollback without a rebuild this
+    configuration (its ``bundles`` argument, what its ``bentoml serve`` loads, names a model packed with
+    exactly them and that configuration), or None when none was. After a rollback without a rebuild this
     is the Bento built for those champions before; after a config change it is None: a Bento packing the
-    same champions with the old config would serve stale events, thresholds and scaling limits."""
+    same champions with the old config would serve stale events, thresholds and scaling limits. The
+    ``alerts`` section is not compared: the rendered ConfigMap replaces the packed one at start
+    (serving/alert_routing.py), so a routing change is a rollout, not a new Bento."""
     bentoml = _bentoml()
 
-    current = f"{bento_model_name(tenant.id)}:{bundle_version(champion_pins(tenant, tracker), tenant)}"
+    def served(config: dict) -> dict:
+        return {key: value for key, value in config.items() if key != "alerts"}
+
+    wanted = served(tenant.model_dump(mode="json"))
+    models = {str(model.tag) for model in packed_champions(tenant, tracker)
+              if served(json.loads((Path(model.path) / MANIFEST).read_text())["tenant"]) == wanted}
     try:
         bentos = bentoml.bentos.list(bento_model_name(tenant.id))
     except bentoml.exceptions.NotFound:  # no Bento of the tenant built yet
         return None
-    serving = [bento for bento in bentos if bento.info.args.get("bundles") == current]
+    serving = [bento for bento in bentos if bento.info.args.get("bundles") in models]
     return str(max(serving, key=lambda bento: bento.info.creation_time).tag) if serving else None
 
 
