@@ -191,14 +191,14 @@ def _print_summary(registry, tenant_ids: list[str]) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.pass_context
 def serve(ctx: click.Context, tenant_id: str, port: int, host: str) -> None:
-    """Serve one tenant's champions, as the MLflow registry names them now, with `bentoml serve` (their
-    BentoML model, packed first if a promotion or rollback was not packed yet)."""
+    """Serve one tenant's champions, as the MLflow registry names them now, with its current config, with
+    `bentoml serve` (their BentoML model, packed first if this pair of champions and config was not yet)."""
     from helios_pipelines.core.ml.tracking import Tracker
-    from serving.packaging import PackagingError, champions_bento_model
+    from serving.packaging import PackagingError, save_bento_model
 
     tenant = load_tenant(ctx, tenant_id)
     try:
-        bundle = champions_bento_model(tenant, Tracker())
+        bundle = save_bento_model(tenant, Tracker())
     except PackagingError as exc:
         raise click.ClickException(f"{exc}; train it first: helios run {tenant_id}") from None
     click.echo(f"serving {bundle}")

@@ -89,7 +89,11 @@ def _bentoml():
 
 
 def save_bento_model(tenant: TenantConfig, tracker: Tracker) -> str:
-    """The tenant's champions as the BentoML model ``helios-<tenant>:<version>``; returns its tag."""
+    """The tenant's current champions with its current config as the BentoML model
+    ``helios-<tenant>:<version>``, packed now unless they were; returns its tag. What `helios serve` serves:
+    a promotion or rollback moves only the registry's alias and a config edit only the file, and without
+    the Dagster daemon nothing repacks (serving `latest`, or the newest packing of the champions, served
+    the old champions or the old config)."""
     bentoml = _bentoml()
 
     pins = champion_pins(tenant, tracker)
@@ -116,25 +120,15 @@ def pinned_versions(pins: dict[str, dict]) -> dict[str, str]:
 
 
 def packed_champions(tenant: TenantConfig, tracker: Tracker) -> list:
-    """The tenant's BentoML models packed with exactly its current champions, oldest first (a training run
-    packs its champions with the configuration it trained with, so one set of champions may have several)."""
+    """The tenant's BentoML models packed with exactly its current champions (a training run packs its
+    champions with the configuration it trained with, so one set of champions may have several)."""
     bentoml = _bentoml()
 
     wanted = pinned_versions(champion_pins(tenant, tracker))
     try:
-        packed = [m for m in bentoml.models.list(bento_model_name(tenant.id)) if dict(m.info.metadata) == wanted]
+        return [m for m in bentoml.models.list(bento_model_name(tenant.id)) if dict(m.info.metadata) == wanted]
     except bentoml.exceptions.NotFound:  # nothing of the tenant packed yet
         return []
-    return sorted(packed, key=lambda model: model.creation_time)
-
-
-def champions_bento_model(tenant: TenantConfig, tracker: Tracker) -> str:
-    """The tag of the BentoML model holding the tenant's current champions: the newest one packed with
-    exactly them, else packed now, as the champion change sensor would. A promotion or rollback moves only
-    the registry's alias, and nothing repacks it without the Dagster daemon: serving ``latest`` served the
-    old champions."""
-    packed = packed_champions(tenant, tracker)
-    return str(packed[-1].tag) if packed else save_bento_model(tenant, tracker)
 
 
 def champions_bento(tenant: TenantConfig, tracker: Tracker) -> str | None:

@@ -80,6 +80,36 @@ def test_helios_serve_serves_the_champion_after_a_rollback_nothing_repacked(two_
     assert f"bundles={trained}" in command and f"bundles={promoted}" not in command
 
 
+def test_helios_serve_serves_the_packing_of_the_current_config_after_it_changed_and_changed_back(
+        two_versions, monkeypatch):
+    """The same champions packed with config A, then B, then the config is set back to A (no retrain, so
+    nothing repacks): `helios serve` must serve A's packing. It took the newest packing of the champions by
+    creation time, B's, and served B's events and thresholds under config A."""
+    from click.testing import CliRunner
+
+    from helios_pipelines.cli import main
+    from helios_pipelines.core.tenants import load_tenants
+    from serving.packaging import save_bento_model
+
+    config_dir, tenant, tracker, *_ = two_versions
+    written = config_dir / f"{tenant.id}.yaml"
+    config_a = written.read_text()
+    packed_a = save_bento_model(tenant, tracker)
+    written.write_text(config_a.replace("multiplier: 2.5", "multiplier: 3.0"))
+    packed_b = save_bento_model(load_tenants(config_dir).get(tenant.id), tracker)
+    assert packed_b != packed_a
+    written.write_text(config_a)
+
+    commands = []
+    monkeypatch.setattr("os.execv", lambda path, command: commands.append(command))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracker.tracking_uri)
+    result = CliRunner().invoke(main, ["--config-dir", str(config_dir), "serve", tenant.id, "--port", "1"])
+
+    assert result.exit_code == 0, result.output
+    [command] = commands
+    assert f"bundles={packed_a}" in command, command
+
+
 
 
 def test_deploy_render_names_the_bento_of_the_champions_so_a_promotion_or_rollback_rolls_the_pods(
