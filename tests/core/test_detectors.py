@@ -15,7 +15,12 @@ from helios_pipelines.core.ml.models.base import SavableModel
 from helios_pipelines.core.ml.models.detectors import COMBINED, DETECTORS, CombinedDetector, make_detector
 from helios_pipelines.core.ml.models.nearest import density_unit, k_distance, nearest_earlier_distance
 from helios_pipelines.core.ml.models.relations import DRIVER_WINDOWS, Relations, in_transition
-from helios_pipelines.core.ml.models.series_views import held_for, seasonal_difference, trailing_mean
+from helios_pipelines.core.ml.models.series_views import (
+    held_for,
+    mean_before,
+    seasonal_difference,
+    trailing_mean,
+)
 from helios_pipelines.core.tenants import ScheduledEvent
 
 METRICS = ["players", "cpu", "latency"]
@@ -314,6 +319,8 @@ def test_trailing_means_use_the_observed_rows_of_a_window_that_is_at_least_the_r
     # Windows of 4: (1, 2, -, 4) -> 7/3; (2, -, 4, -) -> 3; (-, 4, -, -) one of four observed; (4, -, -, 7) -> 5.5.
     np.testing.assert_allclose(trailing_mean(values, 4, 0.5).ravel(), [np.nan, np.nan, np.nan, 7 / 3, 3, np.nan, 5.5])
     assert np.isnan(trailing_mean(values, 4)).all()  # by default a gap leaves the window undefined
+    # The mean of the rows before a row leaves the row out: the same windows, one row later.
+    np.testing.assert_allclose(mean_before(values, 4, 0.5).ravel(), [np.nan, np.nan, np.nan, np.nan, 7 / 3, 3, np.nan])
 
 
 def test_held_for_keeps_what_every_row_of_the_window_shares_and_nothing_across_a_change_of_sign():

@@ -30,7 +30,7 @@ from typing import Self
 import numpy as np
 
 from helios_pipelines.core.ml.models.rarity import LEVEL_MIN_OBSERVED
-from helios_pipelines.core.ml.models.series_views import trailing_mean
+from helios_pipelines.core.ml.models.series_views import mean_before
 
 #: The forecast's central interval: its half-widths are the residual's unit.
 LEVEL = 0.8
@@ -65,8 +65,7 @@ class SeasonalResidual:
         rows before the row) to the level a season ago (shifted by their difference where a level is
         not positive): a week's growth, or a ramp that started earlier than last week's."""
         out = np.full(values.shape, np.nan)
-        level = np.full(values.shape, np.nan)
-        level[1:] = trailing_mean(values, self.level_window, LEVEL_MIN_OBSERVED)[:-1]
+        level = mean_before(values, self.level_window, LEVEL_MIN_OBSERVED)
         for position, season in self.seasons:
             if values.shape[0] <= season:
                 continue

@@ -1,6 +1,7 @@
 """Series conventions and views the detectors share: the frame check, the step and season of a
-history, trailing means, relative change and onset suppression. Each is causal: a row's value uses
-only that row and the rows before it, so a prefix of a frame gets exactly the same numbers.
+history, trailing means (and the mean of the rows before a row), relative change and onset
+suppression. Each is causal: a row's value uses only that row and the rows before it, so a prefix of
+a frame gets exactly the same numbers.
 """
 
 from __future__ import annotations
@@ -130,13 +131,21 @@ def trailing_mean(matrix: np.ndarray, window: int, min_share: float = 1.0) -> np
     return out
 
 
+def mean_before(matrix: np.ndarray, window: int, min_share: float = 1.0) -> np.ndarray:
+    """Mean of the observed values among the ``window`` rows before each row (not the row itself), per
+    column: ``trailing_mean`` one row later, so NaN for the first ``window`` rows and where less than
+    ``min_share`` of the window is observed."""
+    before = np.full(matrix.shape, np.nan)
+    before[1:] = trailing_mean(matrix, window, min_share)[:-1]
+    return before
+
+
 def relative_change(matrix: np.ndarray, window: int, min_share: float = 1.0) -> np.ndarray:
     """Each row against the mean m of the ``window`` rows before it, as log(x / m). Scale-free, so a 3x
     jump is as rare at night as at the daily peak, which the value views cannot see (a night-time
     spike stays inside the day's range), and symmetric: a drop to a third is as far as a tripling.
     NaN while less than ``min_share`` of the window is observed, and where x or m is not positive."""
-    before = np.full(matrix.shape, np.nan)
-    before[1:] = trailing_mean(matrix, window, min_share)[:-1]
+    before = mean_before(matrix, window, min_share)
     with np.errstate(divide="ignore", invalid="ignore"):
         change = np.log(matrix / before)
     change[~np.isfinite(change)] = np.nan
