@@ -39,6 +39,7 @@ from helios_pipelines.core.ml.models.series_views import (
     check_frame,
     keep_onsets,
     known_causes_removed,
+    metrics_to_fit,
 )
 
 #: An episode whose change has become the new normal closes after this many level windows below the
@@ -150,22 +151,24 @@ class CombinedDetector(AnomalyDetector):
         return pd.DataFrame({m: schedule.multiplier(frame.index, m).to_numpy() for m in loaded}, index=frame.index)
 
     def fit(self, frame: pd.DataFrame) -> Self:
+        metrics = metrics_to_fit(frame, self.kind)
         expected = self.expected(frame)
-        self.rarity.fit(frame, expected)
-        self.residual_ = self._fit_residual(frame, expected)
+        values = known_causes_removed(frame, metrics, expected)  # once: every univariate view reads it
+        self.rarity.fit(frame, expected, values)
+        self.residual_ = self._fit_residual(values)
         if self.uses_forest:
             self.forest.fit(frame)
         self.calibrated_: dict[str, float] = {}  # a fit starts from the configured threshold
         self.fitted_ = True
         return self
 
-    def _fit_residual(self, frame: pd.DataFrame, expected: pd.DataFrame | None) -> SeasonalResidual:
-        """The forecast-residual view (``residual``) of each seasonal metric the rarity views score: a
-        metric whose relation to its drivers replaces its own views has its expectation there."""
+    def _fit_residual(self, values: np.ndarray) -> SeasonalResidual:
+        """The forecast-residual view (``residual``) of each seasonal metric the rarity views score, on
+        the fit history's ``values`` with known causes removed: a metric whose relation to its drivers
+        replaces its own views has its expectation there."""
         relations = self.rarity.relations_
         replaced = {m for m in relations.targets if relations.replaces_[m]} if relations is not None else set()
         seasons = [(p, s) for p, s in self.rarity.seasons_ if self.metrics_[p] not in replaced]
-        values = known_causes_removed(frame, self.metrics_, expected)
         return SeasonalResidual(seasons, len(self.metrics_), self.rarity.level_window).fit(values)
 
     def calibrate(self, thresholds: dict[str, float]) -> Self:
@@ -190,11 +193,11 @@ class CombinedDetector(AnomalyDetector):
             raise ModelNotFittedError(f"{self.kind} detector is not fitted")
         check_frame(frame, self.metrics_, self.kind)
         expected = self.expected(frame[self.metrics_], extra_events)
-        per_metric = self.rarity.score_matrix(frame, expected)
+        values = known_causes_removed(frame, self.metrics_, expected)
+        per_metric = self.rarity.score_matrix(frame, expected, values)
         residual = getattr(self, "residual_", None)  # None: pickled before the residual view, scores as it did
         if residual is not None:
-            per_metric = residual.veto(per_metric, known_causes_removed(frame, self.metrics_, expected),
-                                       self.z_threshold, self.threshold)
+            per_metric = residual.veto(per_metric, values, self.z_threshold, self.threshold)
         for position, metric in enumerate(self.metrics_):
             if metric in getattr(self, "calibrated_", {}):
                 per_metric[:, position] = rescale_to_threshold(per_metric[:, position], self.calibrated_[metric],

@@ -14,7 +14,7 @@ from helios_pipelines.core.ml.models.base import (
     InsufficientHistoryError,
     ModelNotFittedError,
 )
-from helios_pipelines.core.ml.models.series_views import COMBINED, check_frame, trailing_mean
+from helios_pipelines.core.ml.models.series_views import COMBINED, check_frame, metrics_to_fit, trailing_mean
 
 
 def z_to_quantile(z: float) -> float:
@@ -77,9 +77,7 @@ class IsolationForestDetector(AnomalyDetector):
         return features
 
     def fit(self, frame: pd.DataFrame) -> Self:
-        if not isinstance(frame, pd.DataFrame) or frame.empty or frame.shape[1] == 0:
-            raise ValueError(f"{self.kind} needs a non-empty frame with one column per metric to fit")
-        self.metrics_ = [str(c) for c in frame.columns]
+        self.metrics_ = metrics_to_fit(frame, self.kind)
         for attribute in ("center_", "spread_"):
             self.__dict__.pop(attribute, None)
         raw = self._features(frame)

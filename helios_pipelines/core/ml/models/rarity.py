@@ -23,6 +23,7 @@ from helios_pipelines.core.ml.models.series_views import (
     held_for,
     keep_onsets,
     known_causes_removed,
+    metrics_to_fit,
     relative_change,
     seasonal_difference,
     step_of,
@@ -166,14 +167,13 @@ class RarityDetector(AnomalyDetector):
         remembered = (self.memory_rows_ or 0) + self.min_history
         return max([remembered, *seasons, *relations, *clock])
 
-    def _views(self, frame: pd.DataFrame, expected: pd.DataFrame | None = None) -> np.ndarray:
+    def _views(self, values: np.ndarray) -> np.ndarray:
         """(rows, views) for the fitted metrics, in ``view_owner_`` order: a metric its drivers explain
         has one view, its residual against the relation (scored in ``score_matrix``); every other
         metric its value, trailing mean
         and (with ``use_change``) change, then a seasonal difference where the history repeats. Those
-        univariate views see the value divided by ``expected`` (the multiplier known causes such as
-        scheduled events put on it; 1 where absent)."""
-        values = known_causes_removed(frame, self.metrics_, expected)
+        univariate views see ``values``: the metrics' values with known causes such as scheduled
+        events divided out (``known_causes_removed``)."""
         columns = [values, trailing_mean(values, self.level_window, LEVEL_MIN_OBSERVED)]
         if self.use_change:
             columns.append(relative_change(values, self.level_window, LEVEL_MIN_OBSERVED))
@@ -195,21 +195,23 @@ class RarityDetector(AnomalyDetector):
         self.relation_owner_ = np.asarray([self.metrics_.index(m) for m in related], dtype=int)
         self.relation_vetoes_ = np.asarray(vetoes, dtype=bool)
 
-    def fit(self, frame: pd.DataFrame, expected: pd.DataFrame | None = None) -> Self:
-        """``expected``: known multipliers per metric and row (scheduled events), see ``_views``."""
-        if not isinstance(frame, pd.DataFrame) or frame.empty or frame.shape[1] == 0:
-            raise ValueError(f"{self.kind} needs a non-empty frame with one column per metric to fit")
-        self.metrics_ = [str(c) for c in frame.columns]
+    def fit(self, frame: pd.DataFrame, expected: pd.DataFrame | None = None,
+            values: np.ndarray | None = None) -> Self:
+        """``expected``: known multipliers per metric and row (scheduled events), see ``_views``;
+        ``values``: ``known_causes_removed(frame, metrics, expected)`` where the caller has it already."""
+        self.metrics_ = metrics_to_fit(frame, self.kind)
+        if values is None:
+            values = known_causes_removed(frame, self.metrics_, expected)
         step = step_of(frame.index)
         self.seasons_: list[tuple[int, int]] = []
         for position, metric in enumerate(self.metrics_):
-            values = frame[metric].to_numpy(dtype=float)
-            if np.isfinite(values).sum() <= self.level_window:
+            raw = frame[metric].to_numpy(dtype=float)
+            if np.isfinite(raw).sum() <= self.level_window:
                 raise InsufficientHistoryError(
                     f"{self.kind} needs more than {self.level_window} observed points of '{metric}' to fit, "
-                    f"got {int(np.isfinite(values).sum())}"
+                    f"got {int(np.isfinite(raw).sum())}"
                 )
-            season = detect_season(values, step) if self.use_season else None
+            season = detect_season(raw, step) if self.use_season else None
             if season:
                 self.seasons_.append((position, season))
         drivers = [d for d in self.drivers if d in self.metrics_]
@@ -220,9 +222,9 @@ class RarityDetector(AnomalyDetector):
                            if drivers and explained else None)
         self.hold_rows_ = max(1, int(np.ceil(RELATION_HOLD / step))) if step is not None else 1
         self.memory_rows_ = max(1, int(np.ceil(MEMORY_WINDOW / step))) if step is not None else None
-        self._fit_load_seasons(frame, expected, step)
+        self._fit_load_seasons(frame, values, step)
         self._arrange_views()
-        views = self._views(frame, expected)
+        views = self._views(values)
         self.memory_, self.low_, self.high_, self.floor_ = [], [], [], []
         for column in views.T:
             observed = column[np.isfinite(column)]
@@ -243,15 +245,14 @@ class RarityDetector(AnomalyDetector):
         self.fitted_ = True
         return self
 
-    def _fit_load_seasons(self, frame: pd.DataFrame, expected: pd.DataFrame | None,
-                          step: pd.Timedelta | None) -> None:
+    def _fit_load_seasons(self, frame: pd.DataFrame, values: np.ndarray, step: pd.Timedelta | None) -> None:
         """A ``LoadSeason`` per driver whose fit history repeats at a season of whole days
-        (``load_seasons_``, by metric position): its own season on the tenant's clock is its expectation."""
+        (``load_seasons_``, by metric position): its own season on the tenant's clock is its expectation.
+        ``values``: the frame's, known causes removed."""
         self.load_seasons_: dict[int, LoadSeason] = {}
         self.clock_change_rows_ = int(np.ceil(CLOCK_CHANGE / step)) if step is not None else 0
         if step is None or not isinstance(frame.index, pd.DatetimeIndex):
             return
-        values = known_causes_removed(frame, self.metrics_, expected)
         for position, season in self.seasons_:
             if self.metrics_[position] in self.drivers and not (season * step) % pd.Timedelta("1D"):
                 fitted = LoadSeason(season * step, SEASONS_COMPARED, self.timezone).fit(values[:, position],
@@ -296,9 +297,13 @@ class RarityDetector(AnomalyDetector):
             return None
         return expected.reindex(index=frame.index, columns=drivers).fillna(1.0).to_numpy(dtype=float)
 
-    def score_matrix(self, frame: pd.DataFrame, expected: pd.DataFrame | None = None) -> np.ndarray:
-        """(rows, metrics) raw scores in [0, 1] (no onset suppression); NaN for warm-up and gaps."""
-        views = self._views(frame, expected)
+    def score_matrix(self, frame: pd.DataFrame, expected: pd.DataFrame | None = None,
+                     values: np.ndarray | None = None) -> np.ndarray:
+        """(rows, metrics) raw scores in [0, 1] (no onset suppression); NaN for warm-up and gaps.
+        ``expected`` and ``values`` as in ``fit``."""
+        if values is None:
+            values = known_causes_removed(frame, self.metrics_, expected)
+        views = self._views(values)
         window = self.memory_rows_  # None (no time index): every earlier row
         distance = nearest_earlier_distance(views, self.memory_, window)
         # The range each row is measured against: the fit history's plus the ``window`` rows before it.
@@ -321,7 +326,6 @@ class RarityDetector(AnomalyDetector):
             score[:, position] = np.fmax.reduce(rarity[:, self.view_owner_ == position], axis=1)
         if self.load_seasons_ and isinstance(frame.index, pd.DatetimeIndex):
             # A driver against its own season on the clock: no memory of earlier rows, as a relation.
-            values = known_causes_removed(frame, self.metrics_, expected)
             positions = list(self.load_seasons_)
             z = np.column_stack([self.load_seasons_[p].z(values[:, p], frame.index) for p in positions])
             z = np.abs(held_for(z, self.hold_rows_))

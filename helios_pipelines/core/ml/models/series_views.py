@@ -28,6 +28,14 @@ def step_of(index: pd.Index) -> pd.Timedelta | None:
     return pd.Timedelta(int(np.median(spacing)), "ns") if spacing.size else None
 
 
+def metrics_to_fit(frame: pd.DataFrame, kind: str) -> list[str]:
+    """The metrics a detector fits: the frame's columns, by name; a clear error for anything but a
+    non-empty frame with columns."""
+    if not isinstance(frame, pd.DataFrame) or frame.empty or frame.shape[1] == 0:
+        raise ValueError(f"{kind} needs a non-empty frame with one column per metric to fit")
+    return [str(c) for c in frame.columns]
+
+
 def check_frame(frame: pd.DataFrame, metrics: list[str], kind: str) -> None:
     if not isinstance(frame, pd.DataFrame):
         raise TypeError(f"{kind} scores a DataFrame with one column per metric, got {type(frame).__name__}")
