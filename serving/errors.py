@@ -38,6 +38,20 @@ def shown(value: object, limit: int = ECHO_LIMIT) -> str:
     return f"'{text[:limit]}...' ({len(text)} characters)"
 
 
+def invalid_fields(errors: list[dict], where: str = "field") -> str:
+    """Validation errors (pydantic's ``errors()``) as one line naming each field and its problem; FastAPI
+    puts where a parameter came from first in its location (``query``, ``path``, ``body``), named here."""
+
+    def one(error: dict) -> str:
+        location = [str(part) for part in error["loc"]]
+        place = where
+        if location and location[0] in ("query", "path", "body", "header") and where == "field":
+            place, location = f"{location[0]} parameter", location[1:]
+        return f"{place} '{'.'.join(location) or '(body)'}': {error['msg']}"
+
+    return "; ".join(one(error) for error in errors)
+
+
 # The one mapping of domain errors to HTTP statuses: serving/service.py renders it for BentoML's routes
 # and for the plain FastAPI ones, each answering {"error": the message} with the status.
 STATUS: dict[type[Exception], HTTPStatus] = {

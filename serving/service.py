@@ -77,11 +77,14 @@ http = FastAPI(title="Helios Prometheus-compatible API")
 
 @http.exception_handler(RequestValidationError)
 def _invalid_parameter(request: Request, error: RequestValidationError) -> JSONResponse:
-    """A query parameter out of its bounds is a 400 naming it, in the {"error": ...} shape of every other
-    refusal (serving/errors.py); FastAPI's own answer was a 422 with a list under "detail"."""
-    problems = "; ".join(f"{e['loc'][0]} parameter '{'.'.join(map(str, e['loc'][1:]))}': {e['msg']}"
-                         if len(e["loc"]) > 1 else f"{e['loc'][0]}: {e['msg']}" for e in error.errors())
-    return JSONResponse({"error": problems}, status_code=400)
+    """A query parameter out of its bounds is a 400 naming it (and the tenant asked about, where the key or
+    the query names one), in the {"error": ...} shape of every other refusal (serving/errors.py); FastAPI's
+    own answer was a 422 with a list under "detail"."""
+    from serving.errors import invalid_fields, shown  # the worker's: errors.py imports the store
+
+    tenant = _authenticated(request) or request.query_params.get("tenant")
+    about = f"tenant {shown(tenant)}: " if tenant else ""
+    return JSONResponse({"error": about + invalid_fields(error.errors())}, status_code=400)
 
 
 replace_bentoml_timeout()  # BentoML's keeps every request alive for the whole timeout (serving/timeout.py)

@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from helios_pipelines.core.ops.store import ForeignAnomalyError, StoreError, UnknownAnomalyError
 from serving import auth
-from serving.errors import shown
+from serving.errors import invalid_fields, shown
 
 MAX_BODY_BYTES = 16 * 1024
 
@@ -39,12 +39,6 @@ class Verdict(BaseModel):
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
-
-
-def _malformed(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    field = ".".join(str(part) for part in first["loc"]) or "(body)"
-    return f"field '{field}': {first['msg']}"
 
 
 @router.post("/anomalies/{episode}/feedback")
@@ -64,7 +58,7 @@ async def anomaly_feedback(episode: str, request: Request) -> JSONResponse:
     except json.JSONDecodeError as exc:
         return _error(400, f"the body is not JSON ({exc.msg}); send {{\"verdict\": \"not_an_incident\"}}")
     except ValidationError as exc:
-        return _error(400, f"verdict on episode {episode} of tenant '{tenant}': {_malformed(exc)}")
+        return _error(400, f"verdict on episode {episode} of tenant '{tenant}': {invalid_fields(exc.errors())}")
     try:
         stored = await run_in_threadpool(auth.KEYS.store.record_verdict, tenant, int(episode), verdict.verdict,
                                          verdict.by or f"tenant '{tenant}' (API key)", verdict.note)

@@ -197,7 +197,8 @@ def test_get_predict_refuses_overflowing_horizons_with_a_400_naming_the_paramete
         assert response.status_code == 400, response.text
         assert "query parameter 'horizon'" in response.json()["error"], response.text
     missing = guarded.get("/predict", params={"horizon": 15}, headers=as_arena)
-    assert missing.status_code == 400 and "query parameter 'metric': Field required" in missing.json()["error"]
+    assert missing.status_code == 400
+    assert missing.json()["error"] == "tenant 'arena': query parameter 'metric': Field required", missing.text
 
 
 def test_an_error_never_drops_the_keep_alive_connection(guarded, as_arena):
