@@ -44,13 +44,15 @@ def test_a_ramp_the_forecast_expected_is_not_an_anomaly_and_an_incident_during_i
     # The forecast expected it: last week's value times the growth since (the mean of the 20 rows
     # before the row over the same a week earlier). Its error is a value's noise and last week's
     # grown 30 %, sd 10 x sqrt(1 + 1.3^2) = 16.4, a little more with the levels' own noise: the 80 %
-    # interval is about +-1.28 x 17 = +-21.5. Judged on the last 30 % of three weeks of residuals, 0.9
-    # of a week, its coverage near 80 %: the weight is 0.9 at most and not far below.
+    # interval is about +-1.28 x 17 = +-21.5. All three weeks of residuals less 20 rows are judged
+    # (evidence 1), each fifth (1206) by the interval of the rest (4822): off 80 % by sampling alone,
+    # sd sqrt(0.16 / 1206 + 0.16 / 4822) = 0.013, on average 0.8 x 0.013 = 0.010: a weight near
+    # 1 - 0.010 / 0.2 = 0.95.
     row = int(np.flatnonzero(ramp)[10])
     growth = values[row - 20: row].mean() / values[row - WEEK - 20: row - WEEK].mean()
     assert residual.forecast(values[:, None])[row, 0] == pytest.approx(values[row - WEEK] * growth, rel=1e-12)
     assert 19 < residual.upper_[0] < 24 and -24 < residual.lower_[0] < -19
-    assert 0.8 < residual.weight_[0] <= 0.9
+    assert 0.9 < residual.weight_[0] <= 1
     scores = detector.score(frame)["players"].to_numpy()
     assert np.nanmax(scores[ramp]) < detector.threshold
     assert np.nanmax(scores[last_week]) < detector.threshold
@@ -70,9 +72,28 @@ def test_a_ramp_the_forecast_expected_is_not_an_anomaly_and_an_incident_during_i
     assert alerts[start] and not alerts[last_week & ~tournament].any()
 
 
-def test_a_forecast_whose_interval_does_not_hold_on_the_held_out_residuals_has_no_say():
-    # A week that repeats at first and turns to noise: the interval fitted on the first residuals covers
-    # few of the held-out ones, so the weight is 0 and the rarity views' scores stand unchanged.
+def test_a_weekly_forecast_that_holds_through_two_weeks_of_history_has_nearly_full_say():
+    # Two weeks of a weekly pattern (a daily wave, weekends at 60 %) with independent noise: the demo
+    # tenants' history. The forecast starts a week and a level window in, so its residuals span a week
+    # less 20 rows, 2016 - 20 = 1996 of them, all judged: evidence 1996 / 2016 = 0.990. Its interval holds
+    # by construction, so each fifth's coverage (399 residuals, by the interval of the other 1597) is off
+    # 0.8 by sampling alone, sd sqrt(0.16 / 399 + 0.16 / 1597) = 0.022, on average 0.8 x 0.022 = 0.018
+    # (a normal's mean absolute deviation): 1 - 0.018 / 0.2 = 0.91 of the evidence, a weight about 0.9.
+    rng = np.random.default_rng(0)
+    rows = 2 * WEEK
+    weekend = (np.arange(rows) // DAY) % 7 >= 5
+    values = (1000 + 300 * np.sin(2 * np.pi * np.arange(rows) / DAY)) * np.where(weekend, 0.6, 1.0)
+    values = values + rng.normal(0, NOISE, rows)
+    residual = SeasonalResidual([(0, WEEK)], 1, 20).fit(values[:, None])
+    assert np.isfinite(residual.standardised(values[:, None])[:, 0]).sum() == 1996
+    assert 0.85 < residual.weight_[0] <= 1996 / 2016
+
+
+def test_a_forecast_whose_interval_stops_holding_has_no_say():
+    # A week that repeats at first and turns to noise for its last 30 % of residuals: the interval of
+    # the other parts covers all of the first three fifths (miscoverage 0.2 each) and few of the last
+    # (more than 0.2), so the mean miscoverage is over 0.2 and the weight 0 (pooled, the two would
+    # cancel: a coverage of 0.73, a weight of 0.65). The rarity views' scores stand unchanged.
     rng = np.random.default_rng(8)
     rows = 3 * WEEK
     values = 1000 + 300 * np.sin(2 * np.pi * np.arange(rows) / DAY) + rng.normal(0, NOISE, rows)

@@ -10,17 +10,27 @@ one expects what recurs weekly without being configured (a learned tournament), 
 A row's residual is measured in units of the forecast's own interval: the ``LEVEL`` central interval of
 the fit history's residuals, on the side the residual falls.
 
-The forecast is used only where it is good: its interval is fitted on the first part of the fit
-history's residuals and its coverage measured on the last ``CALIBRATION_SHARE``. A metric's weight is
-1 at the nominal coverage, falling to 0 at a coverage ``1 - LEVEL`` off it (an interval far too narrow
-or far too wide explains nothing), times the share of a season the coverage was measured on (a
-weekly forecast judged on two days has not been seen through its week). Where the weight is w, the
-rarity views' score s of a row becomes ``(1 - w) s + w min(s, max(r, VETO_FLOOR x threshold))``, r the
-residual's score (0.5 at ``RESIDUAL_PER_Z`` x ``z_threshold`` half-widths): a page for a rise the
-forecast expected is vetoed, an incident during it is as far outside the forecast as it is rare and
-pages. The residual only vetoes, and only pages: below the floor the rarity views' ranking stands (on
-NAB, whose probations judge a daily forecast on a third of a day, lower vetoes cost windows), and the
-residual alone would echo a season later every incident the season-ago value held.
+The forecast is used only where it is good, judged on every residual of the fit history, but never
+by an interval fitted on the residuals it judges (cross-fitting): the residuals are cut into ``FOLDS``
+contiguous parts, each part's coverage measured by the interval fitted on the other parts (contiguous,
+so a part's near neighbours in time, whose residuals resemble its own, are mostly not in that interval).
+A metric's weight is 1 where every part is covered at the nominal rate, falling to 0 at a mean
+miscoverage of ``1 - LEVEL`` (an interval far too narrow or far too wide explains nothing), times the
+residuals judged as a share of a season, at most 1 (a weekly forecast judged on two days has not been
+seen through its week; two weeks of history give a weekly forecast a week of residuals, all judged).
+Each part's miscoverage counts, not the pooled coverage: a forecast that held for most of the history
+and broke at its end has an interval too wide for the parts before and far too narrow for the last,
+which pooled would cancel. A part's coverage is off nominal by sampling alone, which costs a forecast
+that holds about a tenth of its weight on a few hundred residuals a part (0.9 at two weeks of five
+minutes), less on more. The interval served is fitted on every residual.
+
+Where the weight is w, the rarity views' score s of a row becomes
+``(1 - w) s + w min(s, max(r, VETO_FLOOR x threshold))``, r the residual's score (0.5 at
+``RESIDUAL_PER_Z`` x ``z_threshold`` half-widths): a page for a rise the forecast expected is vetoed,
+an incident during it is as far outside the forecast as it is rare and pages. The residual only
+vetoes, and only pages: below the floor the rarity views' ranking stands (on NAB, vetoes below it
+re-ranked sub-threshold rows and cost windows), and the residual alone would echo a season later every
+incident the season-ago value held.
 """
 
 from __future__ import annotations
@@ -34,14 +44,33 @@ from helios_pipelines.core.ml.models.series_views import mean_before
 
 #: The forecast's central interval: its half-widths are the residual's unit.
 LEVEL = 0.8
-#: The last share of the fit history's residuals on which the interval's coverage is measured.
-CALIBRATION_SHARE = 0.3
+#: The fit history's residuals are judged in this many contiguous parts, each by the interval of the others.
+FOLDS = 5
 #: A residual scores 0.5 at z_threshold x this many of the interval's half-widths.
 RESIDUAL_PER_Z = 1.0
 #: The veto lowers a score to no less than this share of the threshold.
 VETO_FLOOR = 0.9
-#: Fewer calibration residuals than this and the forecast is not judged (weight 0).
-MIN_CALIBRATION = 50
+#: Fewer residuals than this and the forecast is not judged (weight 0).
+MIN_JUDGED = 50
+
+
+def interval(residuals: np.ndarray, floor: float) -> tuple[float, float]:
+    """The ``LEVEL`` central interval of ``residuals``, at least ``floor`` either side of 0."""
+    alpha = (1 - LEVEL) / 2
+    low, high = np.quantile(residuals, [alpha, 1 - alpha])
+    return min(low, -floor), max(high, floor)
+
+
+def cross_fitted_miscoverage(residuals: np.ndarray, floor: float) -> float:
+    """How far from ``LEVEL`` each of ``FOLDS`` contiguous parts of ``residuals`` is covered by the
+    interval fitted on the other parts, averaged over the residuals (see the module docstring)."""
+    edges = np.linspace(0, residuals.size, FOLDS + 1).astype(int)
+    miscoverage = 0.0
+    for start, end in zip(edges[:-1], edges[1:], strict=True):
+        low, high = interval(np.concatenate([residuals[:start], residuals[end:]]), floor)
+        part = residuals[start:end]
+        miscoverage += abs(np.mean((part >= low) & (part <= high)) - LEVEL) * part.size
+    return miscoverage / residuals.size
 
 
 class SeasonalResidual:
@@ -80,22 +109,17 @@ class SeasonalResidual:
         self.lower_ = np.full(self.n_metrics, np.nan)
         self.upper_ = np.full(self.n_metrics, np.nan)
         self.weight_ = np.zeros(self.n_metrics)
-        alpha = (1 - LEVEL) / 2
         for position, season in self.seasons:
             column = values[:, position]
             r = residuals[:, position][np.isfinite(residuals[:, position])]
-            split = int(r.size * (1 - CALIBRATION_SHARE))
-            if r.size - split < MIN_CALIBRATION:
+            if r.size < MIN_JUDGED:
                 continue
             # An idle metric's residuals are all 0: a floor keeps the unit finite (a share of its range).
             observed = column[np.isfinite(column)]
             floor = 1e-3 * max(float(np.ptp(observed)), 1e-9)
-            low, high = np.quantile(r[:split], [alpha, 1 - alpha])
-            covered = np.mean((r[split:] >= min(low, -floor)) & (r[split:] <= max(high, floor)))
-            evidence = min(1.0, (r.size - split) / season)
-            self.weight_[position] = evidence * float(np.clip(1 - abs(covered - LEVEL) / (1 - LEVEL), 0, 1))
-            low, high = np.quantile(r, [alpha, 1 - alpha])  # the interval served: every residual
-            self.lower_[position], self.upper_[position] = min(low, -floor), max(high, floor)
+            evidence = min(1.0, r.size / season)
+            self.weight_[position] = evidence * max(0.0, 1 - cross_fitted_miscoverage(r, floor) / (1 - LEVEL))
+            self.lower_[position], self.upper_[position] = interval(r, floor)  # served: every residual
         return self
 
     def standardised(self, values: np.ndarray) -> np.ndarray:
