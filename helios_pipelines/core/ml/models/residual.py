@@ -5,7 +5,9 @@ week) gets a one-step forecast, on its values with the scheduled events' known m
 out: the value one season earlier, scaled by the growth since (the mean of the ``level_window`` rows
 before the row over the same a season earlier). It is the seasonal-naive candidate every champion must
 beat, with the level adjustment of Helios' seasonal members; the one forecaster cheap enough to
-re-forecast every held row at each step of /detect (the champions forecast from one origin). A weekly
+re-forecast every held row at each step of /detect (the champions forecast from one origin; in its
+place the champion changed no simulator figure, vetoed incidents' own rows from one step back and
+cost 40-500 times as much: bench/results/champion_residual.md). A weekly
 one expects what recurs weekly without being configured (a learned tournament), at this week's size.
 A row's residual is measured in units of the forecast's own interval: the ``LEVEL`` central interval of
 the fit history's residuals, on the side the residual falls.
