@@ -31,7 +31,8 @@ none), on residuals no fitted part trained on: the calibration boosters (fitted 
 ``calibration_share`` of the fit history) backcast that slice. The blend's weights and the served interval's
 quantiles were fitted on the same slice (a small optimism; the cross-fitting refits the interval per part).
 
-It lives outside the core package because it is a measurement, not a design: it monkeypatches the bench's
+One file past 400 lines: one measurement (the backcast, its weight, the variants and the tables) read
+and re-run as a whole. It lives outside the core package because it is a measurement, not a design: it monkeypatches the bench's
 ``tenant_detector`` and each fitted detector's ``score`` (the champion needs the raw frame and its
 timestamps, which the detector's veto does not pass on).
 
