@@ -192,7 +192,7 @@ def _print_summary(registry, tenant_ids: list[str]) -> None:
 @click.pass_context
 def serve(ctx: click.Context, tenant_id: str, port: int, host: str) -> None:
     """Serve one tenant's champions, as the MLflow registry names them now, with its current config, with
-    `bentoml serve` (their BentoML model, packed first if this pair of champions and config was not yet)."""
+    `bentoml serve` (their BentoML model, packed first if this pair of champions and config was not packed yet)."""
     from helios_pipelines.core.ml.tracking import Tracker
     from serving.packaging import PackagingError, save_bento_model
 

@@ -38,18 +38,25 @@ def shown(value: object, limit: int = ECHO_LIMIT) -> str:
     return f"'{text[:limit]}...' ({len(text)} characters)"
 
 
-def invalid_fields(errors: list[dict], where: str = "field") -> str:
-    """Validation errors (pydantic's ``errors()``) as one line naming each field and its problem; FastAPI
-    puts where a parameter came from first in its location (``query``, ``path``, ``body``), named here."""
+#: Validation errors an answer names; the rest are counted (a body of many bad keys is not echoed whole).
+ERRORS_NAMED = 5
+
+
+def invalid_fields(errors: list[dict], sourced: bool = False) -> str:
+    """Validation errors (pydantic's ``errors()``) as one line naming each field (cut as ``shown`` cuts)
+    and its problem. ``sourced``: FastAPI's errors, whose location starts with where the parameter came
+    from (``query``, ``path``, ``body``), named as "query parameter 'horizon'"."""
 
     def one(error: dict) -> str:
         location = [str(part) for part in error["loc"]]
-        place = where
-        if location and location[0] in ("query", "path", "body", "header") and where == "field":
+        place = "field"
+        if sourced and location:
             place, location = f"{location[0]} parameter", location[1:]
-        return f"{place} '{'.'.join(location) or '(body)'}': {error['msg']}"
+        name = shown(".".join(location)) if location else "(body)"
+        return f"{place} {name}: {error['msg']}"
 
-    return "; ".join(one(error) for error in errors)
+    named = "; ".join(one(error) for error in errors[:ERRORS_NAMED])
+    return named + (f"; and {len(errors) - ERRORS_NAMED} more" if len(errors) > ERRORS_NAMED else "")
 
 
 # The one mapping of domain errors to HTTP statuses: serving/service.py renders it for BentoML's routes

@@ -84,7 +84,7 @@ def _invalid_parameter(request: Request, error: RequestValidationError) -> JSONR
 
     tenant = _authenticated(request) or request.query_params.get("tenant")
     about = f"tenant {shown(tenant)}: " if tenant else ""
-    return JSONResponse({"error": about + invalid_fields(error.errors())}, status_code=400)
+    return JSONResponse({"error": about + invalid_fields(error.errors(), sourced=True)}, status_code=400)
 
 
 replace_bentoml_timeout()  # BentoML's keeps every request alive for the whole timeout (serving/timeout.py)

@@ -89,6 +89,14 @@ def test_the_http_route_stores_a_verdict_for_the_keys_tenant_only(store, monkeyp
     assert wrong.status_code == 400 and "'verdict'" in wrong.json()["error"]
     extra = client.post(f"/anomalies/{mine}/feedback", json={"verdict": "incident", "score": 1}, headers=headers)
     assert extra.status_code == 400 and "'score'" in extra.json()["error"]
+    # A body key named like FastAPI's parameter sources is the client's field, named as such.
+    sourced = client.post(f"/anomalies/{mine}/feedback", json={"verdict": "incident", "query": 1}, headers=headers)
+    assert sourced.status_code == 400 and "field 'query': Extra inputs" in sourced.json()["error"], sourced.text
+    # The keys a client chose are echoed cut to 64 characters, and at most five of them.
+    many = {"verdict": "incident", "k" * 1000: 1} | {f"extra{i}": i for i in range(9)}
+    flooded = client.post(f"/anomalies/{mine}/feedback", json=many, headers=headers).json()["error"]
+    assert f"field '{'k' * 64}...' (1000 characters)" in flooded and "; and 5 more" in flooded, flooded
+    assert len(flooded) < 600
     garbled = client.post(f"/anomalies/{mine}/feedback", content=b"{not json", headers=headers)
     assert garbled.status_code == 400 and "not JSON" in garbled.json()["error"]
     named = client.post("/anomalies/abc/feedback", json={"verdict": "incident"}, headers=headers)

@@ -1,7 +1,7 @@
 """Packing a tenant's champions, and which packed model is served: `helios serve` serves the champions the
 MLflow registry names now, `helios-<tenant>:latest` (what a bare `bentoml serve --arg tenants=<tenant>`
-loads) is the last champions packed, and `helios deploy render` names the Bento serving the champions as
-the Deployment's image."""
+loads) is the last champions packed or served by `helios serve`, and `helios deploy render` names the
+Bento serving the champions as the Deployment's image."""
 
 from __future__ import annotations
 

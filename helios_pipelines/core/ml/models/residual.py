@@ -6,8 +6,8 @@ out: the value one season earlier, scaled by the growth since (the mean of the `
 before the row over the same a season earlier). It is the seasonal-naive candidate every champion must
 beat, with the level adjustment of Helios' seasonal members; the one forecaster cheap enough to
 re-forecast every held row at each step of /detect (the champions forecast from one origin; in its
-place the champion changed no simulator figure, vetoed incidents' own rows from one step back and
-cost 40-500 times as much: bench/results/champion_residual.md). A weekly
+place the champion changed no simulator figure at the weights it earned; with its weight forced to 1,
+from one step back, it vetoed incidents' own rows and lost a slow drop; it costs 40-500 times as much: bench/results/champion_residual.md). A weekly
 one expects what recurs weekly without being configured (a learned tournament), at this week's size.
 A row's residual is measured in units of the forecast's own interval: the ``LEVEL`` central interval of
 the fit history's residuals, on the side the residual falls.
@@ -41,6 +41,7 @@ from typing import Self
 
 import numpy as np
 
+from helios_pipelines.core.ml.models.base import empirical_interval
 from helios_pipelines.core.ml.models.rarity import LEVEL_MIN_OBSERVED
 from helios_pipelines.core.ml.models.series_views import mean_before
 
@@ -58,14 +59,16 @@ MIN_JUDGED = 50
 
 def interval(residuals: np.ndarray, floor: float) -> tuple[float, float]:
     """The ``LEVEL`` central interval of ``residuals``, at least ``floor`` either side of 0."""
-    alpha = (1 - LEVEL) / 2
-    low, high = np.quantile(residuals, [alpha, 1 - alpha])
+    low, high = empirical_interval(residuals, LEVEL)
     return min(low, -floor), max(high, floor)
 
 
 def cross_fitted_miscoverage(residuals: np.ndarray, floor: float) -> float:
     """How far from ``LEVEL`` each of ``FOLDS`` contiguous parts of ``residuals`` is covered by the
-    interval fitted on the other parts, averaged over the residuals (see the module docstring)."""
+    interval fitted on the other parts, averaged over the residuals (see the module docstring); at least
+    ``FOLDS`` residuals (``SeasonalResidual.fit`` judges ``MIN_JUDGED`` or more)."""
+    if residuals.size < FOLDS:
+        raise ValueError(f"cross-fitting needs at least {FOLDS} residuals, got {residuals.size}")
     edges = np.linspace(0, residuals.size, FOLDS + 1).astype(int)
     miscoverage = 0.0
     for start, end in zip(edges[:-1], edges[1:], strict=True):
