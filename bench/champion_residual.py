@@ -367,24 +367,16 @@ def gradual_drill(tenant, variant: Variant) -> dict:
     fit = Simulator(tenant).fetch(bench.AS_OF - pd.Timedelta(days=tenant.training.history_days), bench.AS_OF)
     detector = bench.tenant_detector(tenant).fit(fit[metrics])  # the drill's (the same history)
     held = bench.served_history(tenant, detector)
-    home = os.environ.get("HELIOS_HOME")
-    os.environ["HELIOS_HOME"] = tempfile.mkdtemp(prefix="helios-gradual-")  # no incidents injected before
-    try:
-        incidents, matched = [], {"delays": [], "found_kinds": [], "false": [], "onsets": 0}
+
+    def cases():
         for incident in gradual_schedule(tenant):
-            start = incident.start
-            with gradual_load(start, incident.magnitude):
-                frame = Simulator(tenant).fetch(start - held, incident.end + bench.AFTER)[metrics]
-            one = bench.match([incident], bench.detected_episodes(detector, frame, start - bench.BEFORE),
-                              tenant.step_timedelta)
-            incidents.append(incident)
-            for key in matched:
-                matched[key] += one[key]
-    finally:
-        if home is None:
-            os.environ.pop("HELIOS_HOME", None)
-        else:
-            os.environ["HELIOS_HOME"] = home
+            with gradual_load(incident.start, incident.magnitude):
+                frame = Simulator(tenant).fetch(incident.start - held, incident.end + bench.AFTER)[metrics]
+            yield incident, frame
+
+    with bench.helios_home_restored():
+        os.environ["HELIOS_HOME"] = tempfile.mkdtemp(prefix="helios-gradual-")  # no incidents injected before
+        incidents, matched = bench.tally(tenant, detector, cases())
     return bench.summary(tenant.id, incidents, matched, len(incidents) * (bench.BEFORE + bench.AFTER))
 
 

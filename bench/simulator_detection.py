@@ -29,6 +29,7 @@ import argparse
 import os
 import tempfile
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -132,30 +133,48 @@ def one_pass(tenant, days: int) -> dict:
     return result
 
 
+@contextmanager
+def helios_home_restored():
+    """HELIOS_HOME as it was once the block ends (a drill points it at fresh homes: the simulator keeps
+    its injected incidents there)."""
+    home = os.environ.get("HELIOS_HOME")
+    try:
+        yield
+    finally:
+        if home is None:
+            os.environ.pop("HELIOS_HOME", None)
+        else:
+            os.environ["HELIOS_HOME"] = home
+
+
+def tally(tenant, detector, cases) -> tuple[list, dict]:
+    """Each (incident, frame) of ``cases`` matched against the episodes the detector finds in its own
+    frame from ``BEFORE`` the incident on; the incidents and the matches summed, for ``summary``."""
+    incidents, matched = [], {"delays": [], "found_kinds": [], "false": [], "onsets": 0}
+    for incident, frame in cases:
+        one = match([incident], detected_episodes(detector, frame, incident.start - BEFORE), tenant.step_timedelta)
+        incidents.append(incident)
+        for key in matched:
+            matched[key] += one[key]
+    return incidents, matched
+
+
 def drill(tenant) -> dict:
     """Incidents injected one at a time after the training window, each scored on the history served."""
     metrics = sorted(tenant.anomaly_metrics)
     training = Simulator(tenant).fetch(AS_OF - pd.Timedelta(days=tenant.training.history_days), AS_OF)[metrics]
     detector = tenant_detector(tenant).fit(training)
     kinds = ANOMALY_KINDS[tenant.source.profile]
-    home = os.environ.get("HELIOS_HOME")
-    incidents, matched = [], {"delays": [], "found_kinds": [], "false": [], "onsets": 0}
-    try:
+
+    def cases():
         for number, hours in enumerate(range(26, 26 + 5 * 24, 7)):
             os.environ["HELIOS_HOME"] = tempfile.mkdtemp(prefix="helios-drill-")  # one incident at a time
             incident = inject_incident(tenant, kinds[number % len(kinds)], AS_OF + pd.Timedelta(hours=hours), 20, 3.0)
-            frame = Simulator(tenant).fetch(incident.start - served_history(tenant, detector),
-                                            incident.end + AFTER)[metrics]
-            found_episodes = detected_episodes(detector, frame, incident.start - BEFORE)
-            one = match([incident], found_episodes, tenant.step_timedelta)
-            incidents.append(incident)
-            for key in matched:
-                matched[key] += one[key]
-    finally:
-        if home is None:
-            os.environ.pop("HELIOS_HOME", None)
-        else:
-            os.environ["HELIOS_HOME"] = home
+            yield incident, Simulator(tenant).fetch(incident.start - served_history(tenant, detector),
+                                                    incident.end + AFTER)[metrics]
+
+    with helios_home_restored():
+        incidents, matched = tally(tenant, detector, cases())
     result = summary(tenant.id, incidents, matched, len(incidents) * (BEFORE + AFTER))
     result["false_after"] = sum(
         any(i.end + GRACE <= e.start < i.end + AFTER for i in incidents) for e in matched["false"]
