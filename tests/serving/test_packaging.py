@@ -37,6 +37,21 @@ def two_versions(tmp_path, mlflow_uri):
     return config_dir, tenant, tracker, name, v1, v2
 
 
+def served_command(config_dir, tenant, tracker, monkeypatch) -> list[str]:
+    """The `bentoml serve` command `helios serve <tenant>` replaces itself with (os.execv captured)."""
+    from click.testing import CliRunner
+
+    from helios_pipelines.cli import main
+
+    commands = []
+    monkeypatch.setattr("os.execv", lambda path, command: commands.append(command))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracker.tracking_uri)
+    result = CliRunner().invoke(main, ["--config-dir", str(config_dir), "serve", tenant.id, "--port", "1"])
+    assert result.exit_code == 0, result.output
+    [command] = commands
+    return command
+
+
 def test_packing_champions_packed_before_makes_them_latest_again(two_versions):
     """Trained v1, promoted v2, rolled back to v1: the third packing finds v1's model already in the store,
     and `latest` must move back to it, or the service keeps serving the rolled-back v2."""
@@ -59,9 +74,6 @@ def test_packing_champions_packed_before_makes_them_latest_again(two_versions):
 def test_helios_serve_serves_the_champion_after_a_rollback_nothing_repacked(two_versions, monkeypatch):
     """v1 trained and packed, v2 promoted and packed, then `helios models rollback`: only the registry's
     alias moves, and without the Dagster daemon nothing repacks. `helios serve` served `latest`, v2."""
-    from click.testing import CliRunner
-
-    from helios_pipelines.cli import main
     from serving.packaging import save_bento_model
 
     config_dir, tenant, tracker, name, v1, v2 = two_versions
@@ -70,13 +82,7 @@ def test_helios_serve_serves_the_champion_after_a_rollback_nothing_repacked(two_
     promoted = save_bento_model(tenant, tracker)
     review.rollback(tracker, name, by="ana", reason="test")
 
-    commands = []
-    monkeypatch.setattr("os.execv", lambda path, command: commands.append(command))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracker.tracking_uri)
-    result = CliRunner().invoke(main, ["--config-dir", str(config_dir), "serve", tenant.id, "--port", "1"])
-
-    assert result.exit_code == 0, result.output
-    [command] = commands
+    command = served_command(config_dir, tenant, tracker, monkeypatch)
     assert f"bundles={trained}" in command and f"bundles={promoted}" not in command
 
 
@@ -85,9 +91,6 @@ def test_helios_serve_serves_the_packing_of_the_current_config_after_it_changed_
     """The same champions packed with config A, then B, then the config is set back to A (no retrain, so
     nothing repacks): `helios serve` must serve A's packing. It took the newest packing of the champions by
     creation time, B's, and served B's events and thresholds under config A."""
-    from click.testing import CliRunner
-
-    from helios_pipelines.cli import main
     from helios_pipelines.core.tenants import load_tenants
     from serving.packaging import save_bento_model
 
@@ -100,15 +103,8 @@ def test_helios_serve_serves_the_packing_of_the_current_config_after_it_changed_
     assert packed_b != packed_a
     written.write_text(config_a)
 
-    commands = []
-    monkeypatch.setattr("os.execv", lambda path, command: commands.append(command))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracker.tracking_uri)
-    result = CliRunner().invoke(main, ["--config-dir", str(config_dir), "serve", tenant.id, "--port", "1"])
-
-    assert result.exit_code == 0, result.output
-    [command] = commands
+    command = served_command(config_dir, tenant, tracker, monkeypatch)
     assert f"bundles={packed_a}" in command, command
-
 
 
 
