@@ -19,8 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-#: A normal distribution's standard deviation per median absolute deviation.
-MAD_TO_SIGMA = 1.4826
+from helios_pipelines.core.ml.models.series_views import nearer_zero, robust_centre_and_spread
 
 #: A season on the clock is this much longer than in UTC at most (the hour the clocks go back).
 CLOCK_CHANGE = pd.Timedelta("1h")
@@ -39,7 +38,7 @@ def log_ratio_to_earlier_seasons(values: np.ndarray, index: pd.DatetimeIndex, se
         earlier = (local - back * season).tz_localize(timezone, ambiguous="NaT", nonexistent="NaT")
         rows = index.get_indexer(earlier.tz_convert("UTC"))
         ratio = np.where(rows >= 0, logged - logged[np.maximum(rows, 0)], np.nan)
-        out = np.where(np.isnan(out) | (np.abs(ratio) < np.abs(out)), ratio, out)
+        out = nearer_zero(out, ratio)
     return out
 
 
@@ -60,8 +59,7 @@ class LoadSeason:
         observed = observed[np.isfinite(observed)]
         if observed.size < 2:
             return None
-        self.centre_ = float(np.median(observed))
-        self.sigma_ = MAD_TO_SIGMA * float(np.median(np.abs(observed - self.centre_)))
+        self.centre_, self.sigma_ = robust_centre_and_spread(observed)
         return self if self.sigma_ > 0 else None
 
     def z(self, values: np.ndarray, index: pd.DatetimeIndex) -> np.ndarray:

@@ -327,15 +327,14 @@ class RarityDetector(AnomalyDetector):
         if self.load_seasons_ and isinstance(frame.index, pd.DatetimeIndex):
             # A driver against its own season on the clock: no memory of earlier rows, as a relation.
             positions = list(self.load_seasons_)
-            z = np.column_stack([self.load_seasons_[p].z(values[:, p], frame.index) for p in positions])
-            z = np.abs(held_for(z, self.hold_rows_))
-            score[:, positions] = np.fmax(score[:, positions], z / (z + RELATION_Z_PER_Z * self.z_threshold))
+            _, held = self._held_score(np.column_stack([self.load_seasons_[p].z(values[:, p], frame.index)
+                                                        for p in positions]))
+            score[:, positions] = np.fmax(score[:, positions], held)
         if self.relation_owner_.size:
             # Residual against the relation in units of its held-out spread: no memory of earlier rows,
             # so an incident stays anomalous for as long as it lasts and every recurrence is news.
             residuals = self.relations_.standardised_residuals(frame, self._driver_multipliers(frame, expected))
-            z = np.abs(held_for(residuals, self.hold_rows_))
-            relation = z / (z + RELATION_Z_PER_Z * self.z_threshold)
+            z, relation = self._held_score(residuals)
             vetoes, owners = self.relation_vetoes_, self.relation_owner_
             # A veto: rare on its own and not explained by its drivers (NaN, no expectation: no veto),
             # or far outside the relation whatever its own views say.
@@ -347,6 +346,13 @@ class RarityDetector(AnomalyDetector):
         score[~observed] = np.nan  # a gap is not scored
         score[: self.min_history] = np.nan  # warm-up: the trailing mean is not there yet
         return score
+
+    def _held_score(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A residual without memory of earlier rows (a relation's, a driver's against its season): its
+        size once held for ``hold_rows_`` (``held_for``), and its score, 0.5 at ``RELATION_Z_PER_Z`` x
+        ``z_threshold``."""
+        z = np.abs(held_for(z, self.hold_rows_))
+        return z, z / (z + RELATION_Z_PER_Z * self.z_threshold)
 
     def score(self, frame: pd.DataFrame) -> pd.DataFrame:
         if not getattr(self, "fitted_", False):

@@ -36,12 +36,13 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.linear_model import HuberRegressor
 from threadpoolctl import ThreadpoolController
 
+from helios_pipelines.core.ml.models.series_views import robust_centre_and_spread
+
 #: Trailing windows (rows) of each driver given to the relation: the driver's recent past stands in
 #: for whatever lag the customer's autoscaler has.
 DRIVER_WINDOWS = (5, 10, 30)
 #: Share of the metric's held-out variance the relation must explain to be used.
 MIN_EXPLAINED = 0.8
-MAD_TO_SIGMA = 1.4826
 #: Log-load distance outside the fitted range that widens a relation's interval by one sigma (5 %).
 WIDEN_PER = 0.05
 HOLDOUT_SHARE = 0.25
@@ -191,8 +192,7 @@ class Relations:
             self.models_[target] = self._model().fit(features[known], y[known])
             self.widen_[target] = self._transition_widening(features, y, known, target, transition)
             self.replaces_[target] = explained >= self.min_explained
-            centre = np.median(residual)
-            self.spread_[target] = max(float(MAD_TO_SIGMA * np.median(np.abs(residual - centre))), 1e-9)
+            self.spread_[target] = max(robust_centre_and_spread(residual)[1], 1e-9)
             loads = _signed_log(frame[inputs].to_numpy(dtype=float))
             self.load_range_[target] = np.nanquantile(loads, [0.005, 0.995], axis=0)
         return self

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+#: A normal distribution's standard deviation per median absolute deviation.
+MAD_TO_SIGMA = 1.4826
 #: The column of a detector's scores that is the row's overall score.
 COMBINED = "combined"
 #: A seasonal forecast is used only when the fit history repeats at that lag at least this well.
@@ -70,6 +72,19 @@ def detect_season(values: np.ndarray, step: pd.Timedelta | None) -> int | None:
 
 
 
+def nearer_zero(current: np.ndarray, candidate: np.ndarray) -> np.ndarray:
+    """Per element, ``candidate`` where it is nearer zero than ``current`` or ``current`` is NaN: the
+    comparison with several earlier seasons keeps the closest (``seasonal_difference``, ``load_season``)."""
+    return np.where(np.isnan(current) | (np.abs(candidate) < np.abs(current)), candidate, current)
+
+
+def robust_centre_and_spread(values: np.ndarray) -> tuple[float, float]:
+    """The median of ``values`` and their median absolute deviation from it as a normal distribution's
+    standard deviation: an incident among them moves neither much."""
+    centre = float(np.median(values))
+    return centre, MAD_TO_SIGMA * float(np.median(np.abs(values - centre)))
+
+
 def seasonal_difference(values: np.ndarray, season: int, seasons: int = 1) -> np.ndarray:
     """Each row minus the same time 1..``seasons`` seasons earlier, keeping the difference nearest zero
     (NaN until one season back exists). With more than one season an incident does not echo a season
@@ -82,7 +97,7 @@ def seasonal_difference(values: np.ndarray, season: int, seasons: int = 1) -> np
             break
         difference = values[lag:] - values[:-lag]
         current = out[lag:]
-        out[lag:] = np.where(np.isnan(current) | (np.abs(difference) < np.abs(current)), difference, current)
+        out[lag:] = nearer_zero(current, difference)
     return out
 
 
