@@ -37,6 +37,7 @@ from serving.errors import (
     NotFoundError,
     RequestError,
     TenantUnavailableError,
+    invalid_fields,
     shown,
     status_of,
 )
@@ -225,7 +226,7 @@ class Host:
             try:  # ScheduledEvent holds the rules (positive duration and multiplier, a known kind of start)
                 event = ScheduledEvent(**fields)
             except ValidationError as exc:
-                raise RequestError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
+                raise RequestError(invalid_fields(exc.errors())) from None
             runtime = self.runtime(tenant, authenticated)
             posted_events.check_room(runtime)
             return _for_tenant(runtime, lambda r: self.events_feed.post(r, event))
