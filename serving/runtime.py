@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from helios_pipelines.core.ml.changes import ChangeAnnotation
 from helios_pipelines.core.ml.events import EventSchedule
 from helios_pipelines.core.ops.capacity_alerts import CapacityReading
 from helios_pipelines.core.ops.exposition import Sample
@@ -55,6 +56,7 @@ class TenantRuntime:
         self.step = self.tenant.step_timedelta
         self.source = source or make_source(self.tenant)
         self.posted_events: list[ScheduledEvent] = []
+        self.posted_changes: list[ChangeAnnotation] = []  # deploys and scaling actions: known causes of alerts
         self.last_desired: dict[str, int] = {}  # last published desired replicas per service
         self.cache = StepCache(per_step=MAX_ANSWERS)
         # The newest step whose refresh the publisher finished (None before its first): until the next
@@ -74,8 +76,8 @@ class TenantRuntime:
 
     @property
     def events_version(self) -> int:
-        """Posted events are only ever appended, so their count says which forecasts they shaped."""
-        return len(self.posted_events)
+        """Posted events and changes are only ever appended, so their count says which answers they shaped."""
+        return len(self.posted_events) + len(self.posted_changes)
 
     def step_end(self, now: pd.Timestamp | None = None) -> pd.Timestamp:
         """The last complete step: every answer is the same from one step boundary to the next."""

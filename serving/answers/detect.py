@@ -11,6 +11,7 @@ import pandas as pd
 from serving.errors import NotFoundError, RequestError
 
 if TYPE_CHECKING:
+    from helios_pipelines.core.ml.models.detectors import AlertState
     from serving.runtime import TenantRuntime
 
 # How far past the last complete step a client's point may lie: the frame is extended to it (a year
@@ -41,13 +42,14 @@ def detect(runtime: TenantRuntime, metric_names: list[str] | None, points: list[
         # The latest scores only change with the step: score the history once per step.
         all_scores, alert_state = runtime.cache.get_or_compute(end, ("scores", frame.index[-1], runtime.events_version),
                                                                lambda: _score(runtime, frame))
-    alerts = alert_state.loc[scored_rows]
+    alerts, after_change = alert_state.state.loc[scored_rows], alert_state.after_change.loc[scored_rows]
     scores = all_scores.loc[scored_rows]
     results = []
     for timestamp in scored_rows:
         for metric in metrics:
             score = scores.at[timestamp, metric]
             value = frame.at[timestamp, metric]
+            change = after_change.at[timestamp, metric]
             results.append(
                 {
                     "metric": metric,
@@ -57,6 +59,8 @@ def detect(runtime: TenantRuntime, metric_names: list[str] | None, points: list[
                     "anomalous": bool(alerts.at[timestamp, metric]),
                     # A missing value (a scrape gap at the source) has no score either, but it is not warming up.
                     "warming_up": bool(pd.isna(score) and not pd.isna(value)),
+                    # Still away when a reported change's window ended: the change is the likely cause.
+                    **({"after_change": change} if change is not None else {}),
                 }
             )
     return {
@@ -67,12 +71,12 @@ def detect(runtime: TenantRuntime, metric_names: list[str] | None, points: list[
     }
 
 
-def _score(runtime: TenantRuntime, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _score(runtime: TenantRuntime, frame: pd.DataFrame) -> tuple[pd.DataFrame, AlertState]:
     # Posted events are known causes too: the detector divides their expected effect out.
     scores = runtime.detector.score(frame, extra_events=runtime.posted_events)
-    # Alert state applies the tenant's trigger and recovery windows and holds an episode until the
-    # value is back at its pre-incident level.
-    return scores, runtime.detector.alerts(scores, frame)
+    # Alert state applies the tenant's trigger and recovery windows, holds an episode until the value is
+    # back at its pre-incident level, and leaves out what the reported changes explain.
+    return scores, runtime.detector.alert_state(scores, frame, runtime.posted_changes)
 
 
 def _with_points(runtime: TenantRuntime, frame: pd.DataFrame, metric: str, points: list[tuple[pd.Timestamp, float]]):

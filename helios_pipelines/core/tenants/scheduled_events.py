@@ -16,6 +16,15 @@ EVENT_MAX_MULTIPLIER = 1000.0
 EVENT_YEARS = (1970, 2200)
 
 
+def utc_within_years(value: datetime, field: str) -> datetime:
+    """``value`` in UTC (a naive time is read as UTC), refused outside ``EVENT_YEARS``."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    if not EVENT_YEARS[0] <= value.year <= EVENT_YEARS[1]:
+        raise ValueError(f"{field} must be between the years {EVENT_YEARS[0]} and {EVENT_YEARS[1]}, got {value.year}")
+    return value.astimezone(UTC)
+
+
 class ScheduledEvent(Strict):
     """A known future (or past) event that multiplies traffic: a launch, a tournament. The guide's
     ``expected_multiplier`` is accepted for ``multiplier``."""
@@ -54,11 +63,7 @@ class ScheduledEvent(Strict):
     @field_validator("start")
     @classmethod
     def _aware_utc(cls, value: datetime) -> datetime:
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        if not EVENT_YEARS[0] <= value.year <= EVENT_YEARS[1]:
-            raise ValueError(f"start must be between the years {EVENT_YEARS[0]} and {EVENT_YEARS[1]}, got {value.year}")
-        return value.astimezone(UTC)
+        return utc_within_years(value, "start")
 
     @property
     def end(self) -> datetime:

@@ -23,11 +23,12 @@ operators' verdicts).
 
 from __future__ import annotations
 
-from typing import ClassVar, Self
+from typing import ClassVar, NamedTuple, Self
 
 import numpy as np
 import pandas as pd
 
+from helios_pipelines.core.ml.changes import ChangeAnnotation, explained
 from helios_pipelines.core.ml.events import EventSchedule
 from helios_pipelines.core.ml.models.alerting import hold_until_return
 from helios_pipelines.core.ml.models.base import AnomalyDetector, ModelNotFittedError
@@ -45,6 +46,11 @@ from helios_pipelines.core.ml.models.series_views import (
 #: An episode whose change has become the new normal closes after this many level windows below the
 #: threshold, even if the value never returns (see ``alerting``).
 SETTLE_WINDOWS = 3
+
+
+class AlertState(NamedTuple):
+    state: pd.DataFrame  # bool per row and column of the scores
+    after_change: pd.DataFrame  # the reported change's label where its window's end opened the episode, else None
 
 
 def rescale_to_threshold(score: np.ndarray, threshold: float, target: float = 0.5) -> np.ndarray:
@@ -213,12 +219,20 @@ class CombinedDetector(AnomalyDetector):
         out[COMBINED] = keep_onsets(combined, self.onset_window)
         return out
 
-    def alerts(self, scores: pd.DataFrame, frame: pd.DataFrame | None = None) -> pd.DataFrame:
+    def alerts(self, scores: pd.DataFrame, frame: pd.DataFrame | None = None,
+               changes: tuple[ChangeAnnotation, ...] | list[ChangeAnnotation] = ()) -> pd.DataFrame:
         """Boolean alert state per column of ``score``'s output, with trigger and recovery windows.
 
         Given the scored ``frame``, each metric's episode is held until its value returns to the
-        pre-incident level and does not re-open on the return's echo (``alerting.hold_until_return``);
-        ``combined`` is then any metric alerting (or the joint forest's own alert)."""
+        pre-incident level and does not re-open on the return's echo (``alerting.hold_until_return``),
+        and the ``changes`` the tenant reported explain what they caused (``changes``); ``combined`` is
+        then any metric alerting (or the joint forest's own alert)."""
+        return self.alert_state(scores, frame, changes).state
+
+    def alert_state(self, scores: pd.DataFrame, frame: pd.DataFrame | None = None,
+                    changes: tuple[ChangeAnnotation, ...] | list[ChangeAnnotation] = ()) -> AlertState:
+        """``alerts``, with the label of the reported change whose window's end opened each alerting
+        metric's episode (``after_change``: None where no change did)."""
         above = (scores >= self.threshold).astype(float).where(scores.notna())
         share = above.rolling(self.trigger_window, min_periods=self.trigger_window).mean()
         triggered = (share >= self.trigger_share) & (above == 1)
@@ -227,17 +241,23 @@ class CombinedDetector(AnomalyDetector):
         state[recent_max == 0] = 0.0
         state[triggered] = 1.0
         state = state.ffill().fillna(0).astype(bool)
+        after_change = pd.DataFrame(None, index=scores.index, columns=scores.columns, dtype=object)
         if frame is None:
-            return state
+            return AlertState(state, after_change)
         below = (above == 0).to_numpy()
+        level_window = self.rarity.level_window
         for position, metric in enumerate(self.metrics_):
-            state[metric] = hold_until_return(
-                triggered[metric].to_numpy(), below[:, position], frame[metric].to_numpy(dtype=float),
-                recovery_window=self.recovery_window, level_window=self.rarity.level_window,
-                settle_window=SETTLE_WINDOWS * self.rarity.level_window)
+            values = frame[metric].to_numpy(dtype=float)
+            held = hold_until_return(
+                triggered[metric].to_numpy(), below[:, position], values,
+                recovery_window=self.recovery_window, level_window=level_window,
+                settle_window=SETTLE_WINDOWS * level_window)
+            state[metric], after_change[metric] = explained(
+                held, values, scores.index, metric, changes, window_rows=level_window + self.recovery_window,
+                level_window=level_window, recovery_window=self.recovery_window)
         joint = state[COMBINED] & ~triggered[self.metrics_].any(axis=1) if self.uses_forest else False
         state[COMBINED] = state[self.metrics_].any(axis=1) | joint
-        return state
+        return AlertState(state, after_change)
 
     def manifest(self) -> dict:
         return super().manifest() | {

@@ -1,0 +1,162 @@
+"""Changes the tenant reports (a deploy, a scaling action) as known causes of the detector's alerts.
+
+A change is posted with ``POST /annotations`` in Grafana's annotation shape (``time`` and ``timeEnd``
+in epoch milliseconds or ISO 8601, ``tags``, ``text``), so a CD step that already annotates Grafana
+can annotate Helios with the same body. It is not a scheduled event: an event multiplies traffic by a
+learned factor, which would reshape forecasts and the planner; a change only tells the detector why a
+metric may move for a while. Its semantics, per metric it applies to (all by default):
+
+- an episode whose onset falls inside the change's window and that returns before the window ends is
+  the change's own blip (pods restarting, caches warming): no alert;
+- an episode still open when the window ends opens then, naming the change: a deploy's regression is
+  the incident operators most need, so it is never silenced, only delayed to the window's end;
+- a scaling action from ``replicas_before`` to ``replicas_after`` moves a per-replica metric (the
+  ``metrics`` it names) by the known factor before/after: a shift by about that factor at the
+  window's end is the new normal, not an episode.
+
+Scores are untouched (the views' memory, and so a later incident's score, do not depend on what was
+reported); the rule runs on the alert state ``alerting.hold_until_return`` drew, whose held episode
+already remembers the pre-change level.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import Field, field_validator, model_validator
+
+from helios_pipelines.core.tenants.base import Strict
+from helios_pipelines.core.tenants.scheduled_events import utc_within_years
+
+#: A change window longer than this is not a change but a period, which a scheduled event describes.
+MAX_CHANGE_HOURS = 6
+#: Tags that make a Grafana annotation a scaling action (any other is a deploy).
+SCALE_TAGS = frozenset({"scale", "scaling", "autoscale"})
+#: How far (as a share of the expected factor) a scaled metric's level may be from the known factor and
+#: still count as the scaling's new normal.
+SCALE_TOLERANCE = 0.25
+#: Grafana's annotation keys that say where to draw it, not what happened: accepted and not kept.
+GRAFANA_PLACEMENT = ("dashboardUID", "dashboardId", "panelId")
+
+
+class ChangeAnnotation(Strict):
+    """A deploy or scaling action the tenant reports. Grafana's ``timeEnd`` is accepted for
+    ``time_end``; a change without an end lasts the detector's own settling time (``window_rows``)."""
+
+    time: datetime
+    time_end: datetime | None = None
+    kind: Literal["deploy", "scale"]
+    text: str = Field("", max_length=1000)
+    tags: list[str] = Field(default_factory=list, max_length=20)
+    metrics: list[str] = Field(default_factory=list, max_length=100,
+                               description="logical metrics it moves; empty = all (the per-replica ones for a scale)")
+    replicas_before: int | None = Field(None, ge=1, le=100_000)
+    replicas_after: int | None = Field(None, ge=1, le=100_000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _grafana_shape(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = {k: v for k, v in data.items() if k not in GRAFANA_PLACEMENT}
+        if "timeEnd" in data:
+            if data.get("time_end") is not None:
+                raise ValueError("time_end: set time_end or Grafana's timeEnd, not both")
+            data = {k: v for k, v in data.items() if k != "timeEnd"} | {"time_end": data["timeEnd"]}
+        if not data.get("kind"):
+            tags = {str(tag).lower() for tag in data.get("tags") or ()}
+            data = data | {"kind": "scale" if tags & SCALE_TAGS else "deploy"}
+        return data
+
+    @field_validator("tags")
+    @classmethod
+    def _short_tags(cls, tags: list[str]) -> list[str]:
+        if any(len(tag) > 100 for tag in tags):
+            raise ValueError("tags are at most 100 characters each")
+        return tags
+
+    @field_validator("time")
+    @classmethod
+    def _time_utc(cls, value: datetime) -> datetime:
+        return utc_within_years(value, "time")
+
+    @field_validator("time_end")
+    @classmethod
+    def _end_utc(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else utc_within_years(value, "time_end")
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ChangeAnnotation:
+        if self.time_end is not None:
+            if self.time_end <= self.time:
+                raise ValueError(f"time_end (Grafana's timeEnd) {self.time_end.isoformat()} must be after time "
+                                 f"{self.time.isoformat()}")
+            if self.time_end - self.time > timedelta(hours=MAX_CHANGE_HOURS):
+                raise ValueError(f"time_end (Grafana's timeEnd): a change lasts at most {MAX_CHANGE_HOURS} hours; "
+                                 "a longer period is a scheduled event (POST /events)")
+        if (self.replicas_before is None) != (self.replicas_after is None):
+            raise ValueError("replicas_before and replicas_after: give both or neither")
+        if self.replicas_before is not None:
+            if self.kind != "scale":
+                raise ValueError("replicas_before and replicas_after describe a scaling action: kind must be 'scale'")
+            if not self.metrics:
+                raise ValueError("metrics: name the per-replica metrics replicas_before/replicas_after scale")
+        return self
+
+    @property
+    def factor(self) -> float | None:
+        """What a scaling action multiplies a per-replica metric by (before/after), if it says."""
+        return None if self.replicas_before is None else self.replicas_before / self.replicas_after
+
+    def applies_to(self, metric: str) -> bool:
+        return not self.metrics or metric in self.metrics
+
+    @property
+    def label(self) -> str:
+        text = f" '{self.text[:80]}'" if self.text else ""
+        return f"{self.kind}{text} at {self.time.isoformat()}"
+
+
+def explained(state: np.ndarray, values: np.ndarray, index: pd.DatetimeIndex, metric: str,
+              changes: tuple[ChangeAnnotation, ...] | list[ChangeAnnotation], *, window_rows: int,
+              level_window: int, recovery_window: int) -> tuple[np.ndarray, list[str | None]]:
+    """One metric's alert ``state`` with the episodes ``changes`` explain removed (the module docstring's
+    rules), and per row the label of the change whose window's end opened the episode alerting there.
+    Causal: a row's state depends on the rows up to it (an episode inside a window is silent until the
+    window ends, whether or not it returns later)."""
+    state, n = state.copy(), len(state)
+    causes: list[str | None] = [None] * n
+    if not n:
+        return state, causes
+    onsets = np.flatnonzero(state & ~np.concatenate([[False], state[:-1]]))
+    for change in changes:
+        if not change.applies_to(metric):
+            continue
+        first = int(index.searchsorted(pd.Timestamp(change.time)))
+        last = (int(index.searchsorted(pd.Timestamp(change.time_end))) if change.time_end is not None
+                else first + window_rows)
+        for onset in onsets[(onsets >= first) & (onsets < last)]:
+            end = onset + int(np.argmin(state[onset:])) if not state[onset:].all() else n
+            if end <= last or last >= n:  # returned inside the window, or the window is still open
+                state[onset:min(end, last)] = False
+                continue
+            state[onset:last] = False
+            if change.factor is not None and metric in change.metrics and _scaled_as_told(values, first, last, change.factor,
+                                                                                      level_window, recovery_window):
+                state[last:end] = False
+                continue
+            causes[last:end] = [change.label] * (end - last)
+    return state, causes
+
+
+def _scaled_as_told(values: np.ndarray, first: int, last: int, factor: float, level_window: int,
+                    recovery_window: int) -> bool:
+    """Whether the level at the window's end is the level before the change times ``factor``."""
+    before, after = values[max(0, first - level_window):first], values[max(first, last - recovery_window):last]
+    before, after = before[np.isfinite(before)], after[np.isfinite(after)]
+    if not before.size or not after.size or np.median(before) == 0:
+        return False
+    return abs(np.median(after) / np.median(before) - factor) <= SCALE_TOLERANCE * factor
