@@ -10,13 +10,15 @@ metric may move for a while. Its semantics, per metric it applies to (all by def
   the change's own blip (pods restarting, caches warming): no alert;
 - an episode still open when the window ends opens then, naming the change: a deploy's regression is
   the incident operators most need, so it is never silenced, only delayed to the window's end;
-- a scaling action from ``replicas_before`` to ``replicas_after`` moves a per-replica metric (the
-  ``metrics`` it names) by the known factor before/after: a shift by about that factor at the
-  window's end is the new normal, not an episode.
+- a scaling action from ``replicas_before`` to ``replicas_after`` moves the per-replica metrics it
+  names by the known factor before/after: from its time on they are divided by it (``rescaled``)
+  before anything is scored, so every view, the relations of other metrics to them included, sees
+  them in the scale the detector learned. Only a scaling after the detector's training history
+  ended is divided out: one inside it is in what the detector learned.
 
-Scores are untouched (the views' memory, and so a later incident's score, do not depend on what was
-reported); the rule runs on the alert state ``alerting.hold_until_return`` drew, whose held episode
-already remembers the pre-change level.
+Apart from a scaling's factor, scores are untouched (the views' memory, and so a later incident's
+score, do not depend on what was reported); the window rule runs on the alert state
+``alerting.hold_until_return`` drew, whose held episode already remembers the pre-change level.
 """
 
 from __future__ import annotations
@@ -35,9 +37,6 @@ from helios_pipelines.core.tenants.scheduled_events import utc_within_years
 MAX_CHANGE_HOURS = 6
 #: Tags that make a Grafana annotation a scaling action (any other is a deploy).
 SCALE_TAGS = frozenset({"scale", "scaling", "autoscale"})
-#: How far (as a share of the expected factor) a scaled metric's level may be from the known factor and
-#: still count as the scaling's new normal.
-SCALE_TOLERANCE = 0.25
 #: Grafana's annotation keys that say where to draw it, not what happened: accepted and not kept.
 GRAFANA_PLACEMENT = ("dashboardUID", "dashboardId", "panelId")
 
@@ -120,13 +119,27 @@ class ChangeAnnotation(Strict):
         return f"{self.kind}{text} at {self.time.isoformat()}"
 
 
-def explained(state: np.ndarray, values: np.ndarray, index: pd.DatetimeIndex, metric: str,
-              changes: tuple[ChangeAnnotation, ...] | list[ChangeAnnotation], *, window_rows: int,
-              level_window: int, recovery_window: int) -> tuple[np.ndarray, list[str | None]]:
+def rescaled(frame: pd.DataFrame, changes: tuple[ChangeAnnotation, ...] | list[ChangeAnnotation],
+             learned_until: pd.Timestamp | None) -> pd.DataFrame:
+    """``frame`` with each per-replica metric a scaling after ``learned_until`` (None: any) named divided
+    by the scaling's factor from its time on: in the scale the detector learned."""
+    scalings = [c for c in changes if c.factor is not None and (learned_until is None or c.time > learned_until)]
+    if not scalings or not isinstance(frame.index, pd.DatetimeIndex):
+        return frame
+    frame = frame.copy()
+    for scaling in scalings:
+        columns = [m for m in scaling.metrics if m in frame.columns]
+        frame.loc[frame.index >= scaling.time, columns] /= scaling.factor
+    return frame
+
+
+def explained(state: np.ndarray, index: pd.DatetimeIndex, metric: str,
+              changes: tuple[ChangeAnnotation, ...] | list[ChangeAnnotation], window_rows: int
+              ) -> tuple[np.ndarray, list[str | None]]:
     """One metric's alert ``state`` with the episodes ``changes`` explain removed (the module docstring's
-    rules), and per row the label of the change whose window's end opened the episode alerting there.
-    Causal: a row's state depends on the rows up to it (an episode inside a window is silent until the
-    window ends, whether or not it returns later)."""
+    window rule), and per row the label of the change whose window's end opened the episode alerting
+    there. Causal: a row's state depends on the rows up to it (an episode inside a window is silent
+    until the window ends, whether or not it returns later)."""
     state, n = state.copy(), len(state)
     causes: list[str | None] = [None] * n
     if not n:
@@ -140,23 +153,7 @@ def explained(state: np.ndarray, values: np.ndarray, index: pd.DatetimeIndex, me
                 else first + window_rows)
         for onset in onsets[(onsets >= first) & (onsets < last)]:
             end = onset + int(np.argmin(state[onset:])) if not state[onset:].all() else n
-            if end <= last or last >= n:  # returned inside the window, or the window is still open
-                state[onset:min(end, last)] = False
-                continue
-            state[onset:last] = False
-            if change.factor is not None and metric in change.metrics and _scaled_as_told(values, first, last, change.factor,
-                                                                                      level_window, recovery_window):
-                state[last:end] = False
-                continue
-            causes[last:end] = [change.label] * (end - last)
+            state[onset:min(end, last)] = False
+            if end > last:  # still away when the window ended: it opens there, naming the change
+                causes[last:end] = [change.label] * (end - last)
     return state, causes
-
-
-def _scaled_as_told(values: np.ndarray, first: int, last: int, factor: float, level_window: int,
-                    recovery_window: int) -> bool:
-    """Whether the level at the window's end is the level before the change times ``factor``."""
-    before, after = values[max(0, first - level_window):first], values[max(first, last - recovery_window):last]
-    before, after = before[np.isfinite(before)], after[np.isfinite(after)]
-    if not before.size or not after.size or np.median(before) == 0:
-        return False
-    return abs(np.median(after) / np.median(before) - factor) <= SCALE_TOLERANCE * factor

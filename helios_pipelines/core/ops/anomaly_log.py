@@ -39,10 +39,13 @@ class EpisodeChange:
     score: float
 
 
-def _describe(tenant: TenantConfig, metric: str, at: datetime, value: float | None, score: float, threshold: float) -> str:
+def _describe(tenant: TenantConfig, at: datetime, point: dict, threshold: float) -> str:
+    metric, value, score = point["metric"], point.get("value"), float(point["score"])
     unit = tenant.metrics[metric].unit if metric in tenant.metrics else ""
     shown = "no value" if value is None else f"value {value:.6g}{' ' + unit if unit else ''}"
-    return f"{metric} anomalous at {at.isoformat()}: {shown}, score {score:.2f} (threshold {threshold:.2f})"
+    # A reported change whose window ended with the metric still away is the likely cause (core/ml/changes.py).
+    cause = f", still away after the {point['after_change']}" if point.get("after_change") else ""
+    return f"{metric} anomalous at {at.isoformat()}: {shown}, score {score:.2f} (threshold {threshold:.2f}){cause}"
 
 
 _NAMED = "; metrics: "
@@ -124,7 +127,7 @@ def _apply(store: Store, session: Transaction, customer_id, tenant: TenantConfig
             episode = store.add_anomaly(
                 session, customer_id=customer_id, metric_name=metric, detected_at=at, last_seen_at=at,
                 anomaly_score=score, peak_value=value, detected_by=detected_by, acknowledged=False,
-                description=_describe(tenant, metric, at, value, score, threshold) + _named([metric]))
+                description=_describe(tenant, at, point, threshold) + _named([metric]))
             return EpisodeChange(episode.id, metric, OPENED, at, score), episode
         named = episode_metrics(episode)
         if at <= episode.last_seen_at and score <= episode.anomaly_score and metric in named:
@@ -133,7 +136,7 @@ def _apply(store: Store, session: Transaction, customer_id, tenant: TenantConfig
         named = named + [metric] if metric not in named else named
         if score > episode.anomaly_score and metric == episode.metric_name:
             episode.anomaly_score, episode.peak_value = score, value
-            episode.description = _describe(tenant, metric, at, value, score, threshold) + _named(named)
+            episode.description = _describe(tenant, at, point, threshold) + _named(named)
         else:
             episode.anomaly_score = max(episode.anomaly_score, score)
             episode.description = episode.description.split(_NAMED)[0] + _named(named)

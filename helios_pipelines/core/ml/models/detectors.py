@@ -28,7 +28,7 @@ from typing import ClassVar, NamedTuple, Self
 import numpy as np
 import pandas as pd
 
-from helios_pipelines.core.ml.changes import ChangeAnnotation, explained
+from helios_pipelines.core.ml.changes import ChangeAnnotation, explained, rescaled
 from helios_pipelines.core.ml.events import EventSchedule
 from helios_pipelines.core.ml.models.alerting import hold_until_return
 from helios_pipelines.core.ml.models.base import AnomalyDetector, ModelNotFittedError
@@ -165,6 +165,7 @@ class CombinedDetector(AnomalyDetector):
         if self.uses_forest:
             self.forest.fit(frame)
         self.calibrated_: dict[str, float] = {}  # a fit starts from the configured threshold
+        self.learned_until_ = frame.index[-1] if isinstance(frame.index, pd.DatetimeIndex) and len(frame) else None
         self.fitted_ = True
         return self
 
@@ -194,10 +195,19 @@ class CombinedDetector(AnomalyDetector):
         calibrated = getattr(self, "calibrated_", {})  # detectors pickled before calibration existed
         return {m: calibrated.get(m, self.threshold) for m in self.metrics_}
 
-    def score(self, frame: pd.DataFrame, extra_events: tuple | list = ()) -> pd.DataFrame:
+    @property
+    def learned_until(self) -> pd.Timestamp | None:
+        """The last timestamp of the fit history (None: not a time index, or pickled before it was kept)."""
+        return getattr(self, "learned_until_", None)
+
+    def score(self, frame: pd.DataFrame, extra_events: tuple | list = (),
+              changes: tuple[ChangeAnnotation, ...] | list[ChangeAnnotation] = ()) -> pd.DataFrame:
+        """``extra_events``: events posted since training; ``changes``: reported changes, whose scalings
+        are divided out of the per-replica metrics they name (``changes.rescaled``)."""
         if not self.fitted_:
             raise ModelNotFittedError(f"{self.kind} detector is not fitted")
         check_frame(frame, self.metrics_, self.kind)
+        frame = rescaled(frame, changes, self.learned_until)
         expected = self.expected(frame[self.metrics_], extra_events)
         values = known_causes_removed(frame, self.metrics_, expected)
         per_metric = self.rarity.score_matrix(frame, expected, values)
@@ -245,16 +255,15 @@ class CombinedDetector(AnomalyDetector):
         if frame is None:
             return AlertState(state, after_change)
         below = (above == 0).to_numpy()
+        frame = rescaled(frame, changes, self.learned_until)  # the levels score() compared
         level_window = self.rarity.level_window
         for position, metric in enumerate(self.metrics_):
-            values = frame[metric].to_numpy(dtype=float)
             held = hold_until_return(
-                triggered[metric].to_numpy(), below[:, position], values,
+                triggered[metric].to_numpy(), below[:, position], frame[metric].to_numpy(dtype=float),
                 recovery_window=self.recovery_window, level_window=level_window,
                 settle_window=SETTLE_WINDOWS * level_window)
-            state[metric], after_change[metric] = explained(
-                held, values, scores.index, metric, changes, window_rows=level_window + self.recovery_window,
-                level_window=level_window, recovery_window=self.recovery_window)
+            state[metric], after_change[metric] = explained(held, scores.index, metric, changes,
+                                                            window_rows=level_window + self.recovery_window)
         joint = state[COMBINED] & ~triggered[self.metrics_].any(axis=1) if self.uses_forest else False
         state[COMBINED] = state[self.metrics_].any(axis=1) | joint
         return AlertState(state, after_change)
