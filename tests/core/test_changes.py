@@ -35,7 +35,7 @@ def rows(*alerting: int) -> np.ndarray:
 
 
 def explain(state, changes, metric="cpu"):
-    return explained(state, INDEX[: len(state)], metric, changes, window_rows=4)
+    return explained(state, INDEX[: len(state)], metric, changes, window_rows=4, recovery_window=2)
 
 
 # ---- the annotation ------------------------------------------------------------------------------
@@ -72,17 +72,24 @@ def test_a_malformed_change_is_refused_naming_the_field(fields, named):
         ChangeAnnotation.model_validate(fields)
 
 
-# ---- the window rule on one metric's alert state (window_rows=4 where a change has no end) ---------
+# ---- the window rule on one metric's alert state ------------------------------------------------
+# window_rows=4 where a change has no end; recovery_window=2: an episode whose value came back at row r
+# closes at row r + 1, so whether it came back inside a window ending at row w is sure at row w + 1.
 
 def test_an_episode_that_starts_and_returns_inside_the_window_is_silent():
     state, causes = explain(rows(3, 4), [change(2, 6)])  # window rows 2..5; the episode is rows 3-4
     assert not state.any() and causes == [None] * 12
 
 
-def test_an_episode_still_open_when_the_window_ends_opens_then_naming_the_change():
-    state, causes = explain(rows(3, 4, 5, 6, 7, 8), [change(2, 6, text="v2")])
-    assert np.flatnonzero(state).tolist() == [6, 7, 8]
-    assert causes[6:9] == [f"deploy 'v2' at {INDEX[2].isoformat()}"] * 3 and causes[:6] == [None] * 6
+def test_an_episode_that_came_back_on_the_windows_last_row_is_silent():
+    state, _ = explain(rows(3, 4, 5, 6), [change(2, 6)])  # back at row 5, closed at row 7 (= 6 + 1)
+    assert not state.any()
+
+
+def test_an_episode_still_away_when_the_window_ends_opens_once_that_is_sure_naming_the_change():
+    state, causes = explain(rows(3, 4, 5, 6, 7, 8), [change(2, 6, text="v2")])  # away through row 7
+    assert np.flatnonzero(state).tolist() == [7, 8]
+    assert causes[7:9] == [f"deploy 'v2' at {INDEX[2].isoformat()}"] * 2 and causes[:7] == [None] * 7
 
 
 def test_inside_a_window_not_yet_ended_an_episode_is_silent_whatever_comes_later():
@@ -92,8 +99,8 @@ def test_inside_a_window_not_yet_ended_an_episode_is_silent_whatever_comes_later
 
 
 def test_a_change_without_an_end_lasts_window_rows():
-    state, causes = explain(rows(3, 4, 5, 6, 7), [change(2)])  # rows 2..5
-    assert np.flatnonzero(state).tolist() == [6, 7] and causes[6] is not None
+    state, causes = explain(rows(3, 4, 5, 6, 7, 8), [change(2)])  # rows 2..5
+    assert np.flatnonzero(state).tolist() == [7, 8] and causes[7] is not None
 
 
 def test_an_episode_that_began_before_the_change_or_on_another_metric_is_untouched():
@@ -156,12 +163,13 @@ def test_a_deploys_lasting_regression_pages_when_its_window_ends_naming_the_depl
     deploy = ChangeAnnotation(time=deployed.to_pydatetime(), time_end=window_end.to_pydatetime(),
                               tags=["deploy"], text="game-server v1.4.2")
     found, scores, state = drawn(detector, regressed, [deploy], since=deployed - pd.Timedelta("1h"))
-    assert len(found) == 1 and found[0].start == window_end and set(found[0].metrics) >= {"game_latency_p99"}
-    lead = found[0].metrics[0]
-    assert state.after_change.at[window_end, lead] == deploy.label
+    # It opens once its return inside the window is ruled out: the recovery window's rows after the end, less one.
+    opened = window_end + (detector.recovery_window - 1) * tenant.step_timedelta
+    assert len(found) == 1 and found[0].start == opened and set(found[0].metrics) >= {"game_latency_p99"}
+    assert state.after_change.at[opened, found[0].first] == deploy.label
 
     add_customer(store, tenant)  # what the operator reads: the episode names the deploy
-    at = window_end
+    at = opened
     result = {"tenant": tenant.id, "threshold": detector.threshold, "scores": [
         {"metric": m, "timestamp": at.isoformat(), "value": float(regressed.at[at, m]), "score": float(scores.at[at, m]),
          "anomalous": bool(state.state.at[at, m]), "warming_up": False,

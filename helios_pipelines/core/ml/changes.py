@@ -8,8 +8,9 @@ metric may move for a while. Its semantics, per metric it applies to (all by def
 
 - an episode whose onset falls inside the change's window and that returns before the window ends is
   the change's own blip (pods restarting, caches warming): no alert;
-- an episode still open when the window ends opens then, naming the change: a deploy's regression is
-  the incident operators most need, so it is never silenced, only delayed to the window's end;
+- an episode still open when the window ends opens once that is sure (the tenant's recovery window
+  after it: the time a return needs to count), naming the change: a deploy's regression is the
+  incident operators most need, so it is never silenced, only delayed;
 - a scaling action from ``replicas_before`` to ``replicas_after`` moves the per-replica metrics it
   names by the known factor before/after: from its time on they are divided by it (``rescaled``)
   before anything is scored, so every view, the relations of other metrics to them included, sees
@@ -134,12 +135,14 @@ def rescaled(frame: pd.DataFrame, changes: tuple[ChangeAnnotation, ...] | list[C
 
 
 def explained(state: np.ndarray, index: pd.DatetimeIndex, metric: str,
-              changes: tuple[ChangeAnnotation, ...] | list[ChangeAnnotation], window_rows: int
-              ) -> tuple[np.ndarray, list[str | None]]:
+              changes: tuple[ChangeAnnotation, ...] | list[ChangeAnnotation], *, window_rows: int,
+              recovery_window: int) -> tuple[np.ndarray, list[str | None]]:
     """One metric's alert ``state`` with the episodes ``changes`` explain removed (the module docstring's
     window rule), and per row the label of the change whose window's end opened the episode alerting
-    there. Causal: a row's state depends on the rows up to it (an episode inside a window is silent
-    until the window ends, whether or not it returns later)."""
+    there. An episode returned inside the window when its value came back before the window ended: the
+    episode then closes ``recovery_window`` - 1 rows later (``alerting``), so that is when it is decided.
+    Causal: a row's state depends on the rows up to it (an episode inside a window is silent until it
+    is decided, whether or not it returns later)."""
     state, n = state.copy(), len(state)
     causes: list[str | None] = [None] * n
     if not n:
@@ -151,9 +154,10 @@ def explained(state: np.ndarray, index: pd.DatetimeIndex, metric: str,
         first = int(index.searchsorted(pd.Timestamp(change.time)))
         last = (int(index.searchsorted(pd.Timestamp(change.time_end))) if change.time_end is not None
                 else first + window_rows)
+        decided = last + recovery_window - 1
         for onset in onsets[(onsets >= first) & (onsets < last)]:
             end = onset + int(np.argmin(state[onset:])) if not state[onset:].all() else n
-            state[onset:min(end, last)] = False
-            if end > last:  # still away when the window ended: it opens there, naming the change
-                causes[last:end] = [change.label] * (end - last)
+            state[onset:min(end, decided)] = False
+            if end > decided:  # still away when the window ended: it opens now, naming the change
+                causes[decided:end] = [change.label] * (end - decided)
     return state, causes

@@ -262,8 +262,9 @@ class CombinedDetector(AnomalyDetector):
                 triggered[metric].to_numpy(), below[:, position], frame[metric].to_numpy(dtype=float),
                 recovery_window=self.recovery_window, level_window=level_window,
                 settle_window=SETTLE_WINDOWS * level_window)
-            state[metric], after_change[metric] = explained(held, scores.index, metric, changes,
-                                                            window_rows=level_window + self.recovery_window)
+            state[metric], after_change[metric] = explained(
+                held, scores.index, metric, changes, window_rows=level_window,
+                recovery_window=self.recovery_window)
         joint = state[COMBINED] & ~triggered[self.metrics_].any(axis=1) if self.uses_forest else False
         state[COMBINED] = state[self.metrics_].any(axis=1) | joint
         return AlertState(state, after_change)
