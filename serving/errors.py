@@ -49,11 +49,13 @@ def invalid_fields(errors: list[dict], sourced: bool = False) -> str:
 
     def one(error: dict) -> str:
         location = [str(part) for part in error["loc"]]
-        place = "field"
-        if sourced and location:
-            place, location = f"{location[0]} parameter", location[1:]
-        name = shown(".".join(location)) if location else "(body)"
-        return f"{place} {name}: {error['msg']}"
+        message = error["msg"].removeprefix("Value error, ")  # a validator's own message, as tenants' errors
+        if not location:
+            return message  # a rule across fields: its message names them
+        if sourced:  # FastAPI's: where the parameter came from, then its name
+            source, location = location[0], location[1:]
+            return f"{source} parameter {shown('.'.join(location))}: {message}" if location else f"{source}: {message}"
+        return f"field {shown('.'.join(location))}: {message}"
 
     named = "; ".join(one(error) for error in errors[:ERRORS_NAMED])
     return named + (f"; and {len(errors) - ERRORS_NAMED} more" if len(errors) > ERRORS_NAMED else "")
