@@ -25,7 +25,7 @@ score, do not depend on what was reported); the window rule runs on the alert st
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -44,13 +44,13 @@ GRAFANA_PLACEMENT = ("dashboardUID", "dashboardId", "panelId")
 
 class ChangeAnnotation(Strict):
     """A deploy or scaling action the tenant reports. Grafana's ``timeEnd`` is accepted for
-    ``time_end``; a change without an end lasts the detector's own settling time (``window_rows``)."""
+    ``time_end``; a change without an end lasts the detector's level window (``explained``)."""
 
     time: datetime
     time_end: datetime | None = None
     kind: Literal["deploy", "scale"]
     text: str = Field("", max_length=1000)
-    tags: list[str] = Field(default_factory=list, max_length=20)
+    tags: list[Annotated[str, Field(max_length=100)]] = Field(default_factory=list, max_length=20)
     metrics: list[str] = Field(default_factory=list, max_length=100,
                                description="logical metrics it moves; empty = all (the per-replica ones for a scale)")
     replicas_before: int | None = Field(None, ge=1, le=100_000)
@@ -70,13 +70,6 @@ class ChangeAnnotation(Strict):
             tags = {str(tag).lower() for tag in data.get("tags") or ()}
             data = data | {"kind": "scale" if tags & SCALE_TAGS else "deploy"}
         return data
-
-    @field_validator("tags")
-    @classmethod
-    def _short_tags(cls, tags: list[str]) -> list[str]:
-        if any(len(tag) > 100 for tag in tags):
-            raise ValueError("tags are at most 100 characters each")
-        return tags
 
     @field_validator("time")
     @classmethod

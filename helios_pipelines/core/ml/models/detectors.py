@@ -235,7 +235,7 @@ class CombinedDetector(AnomalyDetector):
 
         Given the scored ``frame``, each metric's episode is held until its value returns to the
         pre-incident level and does not re-open on the return's echo (``alerting.hold_until_return``),
-        and the ``changes`` the tenant reported explain what they caused (``changes``); ``combined`` is
+        and the ``changes`` the tenant reported explain what they caused (``core.ml.changes``); ``combined`` is
         then any metric alerting (or the joint forest's own alert)."""
         return self.alert_state(scores, frame, changes).state
 
