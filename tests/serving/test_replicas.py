@@ -20,8 +20,8 @@ from sqlalchemy import func, select, text
 
 from helios_pipelines.core.ops import migrations
 from helios_pipelines.core.ops.feedback import PredictionRecorder
-from helios_pipelines.core.ops.store import Store
-from helios_pipelines.core.ops.store.schema import Anomaly, OutboxRow, Prediction, StepLease
+from helios_pipelines.core.ops.store import CustomerDisabledError, Store, UnknownCustomerError
+from helios_pipelines.core.ops.store.schema import DISABLED, Anomaly, OutboxRow, Prediction, StepLease
 from helios_pipelines.core.sources.simulator import inject_incident
 from helios_pipelines.core.tenants import TenantConfig, TenantRegistry
 from tests.harness.serve_harness import bentoml_serve
@@ -96,6 +96,24 @@ def test_events_posted_to_the_store_are_read_back_in_order(store):
                                                     "duration_hours": 1, "multiplier": 2.0})
     assert [e[1]["name"] for e in store.events_after("acme")] == ["Launch", "Cup"]
     assert [e[0] for e in store.events_after("acme", first)] == [second]
+
+
+def test_changes_posted_to_the_store_are_read_back_in_order_and_only_for_an_active_tenant(store):
+    add_customer(store, tenant_config())
+    deploy = {"time": NOW.isoformat(), "kind": "deploy", "text": "v2"}
+    scale = {"time": (NOW + timedelta(hours=1)).isoformat(), "kind": "scale", "replicas_before": 4,
+             "replicas_after": 8, "metrics": ["cpu"]}
+    first = store.add_change("acme", NOW, deploy)
+    second = store.add_change("acme", NOW + timedelta(hours=1), scale)
+    assert store.changes_after("acme") == [(first, deploy), (second, scale)]
+    assert store.changes_after("acme", first) == [(second, scale)]
+    assert store.events_after("acme") == []  # events and changes are apart
+    with pytest.raises(UnknownCustomerError, match="ghost"):
+        store.add_change("ghost", NOW, deploy)
+    store.set_status("acme", DISABLED, NOW)
+    with pytest.raises(CustomerDisabledError, match="'acme' is disabled"):
+        store.add_change("acme", NOW, deploy)
+    assert len(store.changes_after("acme")) == 2
 
 
 def test_the_migration_keeps_one_of_each_forecast_recorded_twice_before_it(tmp_path):

@@ -1,4 +1,5 @@
-"""Posted scheduled events, and once-per-step claims (one replica does a step's work)."""
+"""Posted scheduled events and changes (deploys, scaling actions), and once-per-step claims (one
+replica does a step's work)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.orm import InstrumentedAttribute
 
 from helios_pipelines.core.ops.store.base import StoreBase
-from helios_pipelines.core.ops.store.schema import PostedEvent, StepLease, utcnow
+from helios_pipelines.core.ops.store.schema import PostedChange, PostedEvent, StepLease, utcnow
 
 
 @dataclass(frozen=True)
@@ -22,20 +24,34 @@ class StepClaim:
 class EventQueries(StoreBase):
     def add_event(self, slug: str, name: str, start: datetime, event: dict, now: datetime | None = None) -> int:
         """Store a posted event (already validated by the caller); returns its id."""
+        return self._add_posted(slug, PostedEvent, name=name, start=start, event=event, created_at=now or utcnow())
+
+    def events_after(self, slug: str, after_id: int = 0) -> list[tuple[int, dict]]:
+        """The tenant's posted events with an id above ``after_id``, oldest first."""
+        return self._posted_after(slug, PostedEvent.event, after_id)
+
+    def add_change(self, slug: str, time: datetime, change: dict, now: datetime | None = None) -> int:
+        """Store a posted change (already validated by the caller); returns its id."""
+        return self._add_posted(slug, PostedChange, time=time, change=change, created_at=now or utcnow())
+
+    def changes_after(self, slug: str, after_id: int = 0) -> list[tuple[int, dict]]:
+        """The tenant's posted changes with an id above ``after_id``, oldest first."""
+        return self._posted_after(slug, PostedChange.change, after_id)
+
+    def _add_posted(self, slug: str, table: type[PostedEvent | PostedChange], **columns) -> int:
+        """A row of what an active tenant posted; a disabled or unknown tenant's is refused."""
         with self.transaction() as session:
-            row = PostedEvent(customer_id=self.active_customer(session, slug).id, name=name, start=start,
-                              event=event, created_at=now or utcnow())
+            row = table(customer_id=self.active_customer(session, slug).id, **columns)
             session.add(row)
             session.flush()
             return row.id
 
-    def events_after(self, slug: str, after_id: int = 0) -> list[tuple[int, dict]]:
-        """The tenant's posted events with an id above ``after_id``, oldest first."""
+    def _posted_after(self, slug: str, body: InstrumentedAttribute, after_id: int) -> list[tuple[int, dict]]:
+        table = body.class_  # the posted row's table, whose JSON column ``body`` is
         with self.transaction() as session:
             return [tuple(row) for row in session.execute(
-                select(PostedEvent.id, PostedEvent.event)
-                .where(PostedEvent.customer_id == self.customer_id(slug), PostedEvent.id > after_id)
-                .order_by(PostedEvent.id))]
+                select(table.id, body).where(table.customer_id == self.customer_id(slug), table.id > after_id)
+                .order_by(table.id))]
 
     # ---- once-per-step work ------------------------------------------------------------------
     def claim_step(self, name: str, step: datetime, owner: str, now: datetime | None = None) -> StepClaim | None:

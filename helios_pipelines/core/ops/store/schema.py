@@ -23,6 +23,8 @@ Where the guide and this schema differ, and why:
   training run of the tenant's detector calibrates its thresholds with.
 - ``event_scorecards`` (not in the guide): what an event's forecasts and replicas were worth once it
   ended (issue 19), one row per occurrence and scaled service, a later scoring replacing it.
+- ``posted_events`` and ``posted_changes`` (not in the guide): what tenants post at run time (a
+  scheduled event, a deploy or scaling action), so every replica honours it.
 """
 
 from __future__ import annotations
@@ -304,6 +306,20 @@ class PostedEvent(Base):
     name: Mapped[str] = mapped_column(String(255))
     start: Mapped[datetime]
     event: Mapped[dict] = mapped_column(JSON, comment="the validated ScheduledEvent, as JSON")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PostedChange(Base):
+    """A deploy or scaling action posted through ``POST /annotations``: durable, so every replica's
+    detector takes it as a known cause of alerts."""
+
+    __tablename__ = "posted_changes"
+    __table_args__ = (Index("ix_posted_changes_customer", "customer_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    customer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    time: Mapped[datetime] = mapped_column(comment="when the change started")
+    change: Mapped[dict] = mapped_column(JSON, comment="the validated ChangeAnnotation, as JSON")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
