@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import ValidationError
 
+from helios_pipelines.core.ml.changes import ChangeAnnotation
 from helios_pipelines.core.ops.exposition import Sample, exposition
 from helios_pipelines.core.ops.feedback import PredictionRecorder
 from helios_pipelines.core.ops.migrations import upgrade
@@ -28,7 +29,6 @@ from helios_pipelines.core.ops.store import Store
 from helios_pipelines.core.tenants import ScheduledEvent
 from serving import prometheus_api, publisher, verdicts
 from serving.alert_routing import apply_alert_file
-from serving.answers import events as posted_events
 from serving.answers.scorecards import scorecard_response
 from serving.detections import DetectionRecorder
 from serving.errors import (
@@ -116,7 +116,8 @@ class Host:
         self.detections = DetectionRecorder(self.store)  # /detect's scores, written by the publisher's thread
         self.accuracy = publisher.LiveAccuracy(self.store)
         apply_alert_file(self.runtimes)  # the rendered alert ConfigMap, when the Deployment mounts one
-        # Posted events are kept in the store and polled, so every replica honours them (serving/posted_events.py).
+        # Posted events and changes are kept in the store and polled, so every replica honours them
+        # (serving/posted_events.py).
         self.events_feed = EventFeed(self.store, self.runtimes)
         self.events_feed.sync()
         threading.Thread(target=self.events_feed.poll_forever, name="helios-events", daemon=True).start()
@@ -221,15 +222,23 @@ class Host:
 
     def post_event(self, ctx: bentoml.Context, fields: dict, tenant: str | None, authenticated: str | None) -> dict:
         """ScheduledEvent's rules (finite, bounded, ramps that fit) are checked before anything is kept."""
+        return self._post(ctx, ScheduledEvent, fields, tenant, authenticated)
+
+    def post_change(self, ctx: bentoml.Context, fields: dict, tenant: str | None, authenticated: str | None) -> dict:
+        """ChangeAnnotation's rules (a window that ends after it starts, at most hours long; replicas for
+        a scale) are checked before anything is kept."""
+        return self._post(ctx, ChangeAnnotation, fields, tenant, authenticated)
+
+    def _post(self, ctx: bentoml.Context, model: type[ScheduledEvent] | type[ChangeAnnotation], fields: dict,
+              tenant: str | None, authenticated: str | None) -> dict:
+        """What a tenant posts, validated by ``model``, kept in the store for every replica (serving/posted_events.py)."""
 
         def post() -> dict:
-            try:  # ScheduledEvent holds the rules (positive duration and multiplier, a known kind of start)
-                event = ScheduledEvent(**fields)
+            try:  # the model holds the rules
+                posted = model(**fields)
             except ValidationError as exc:
                 raise RequestError(invalid_fields(exc.errors())) from None
-            runtime = self.runtime(tenant, authenticated)
-            posted_events.check_room(runtime)
-            return _for_tenant(runtime, lambda r: self.events_feed.post(r, event))
+            return _for_tenant(self.runtime(tenant, authenticated), lambda r: self.events_feed.post(r, posted))
 
         return _http_errors(post, ctx)
 

@@ -1,10 +1,12 @@
-"""Events posted through ``POST /events`` live in the store, so every replica of a tenant honours them.
+"""Events posted through ``POST /events`` and changes posted through ``POST /annotations`` live in the
+store, so every replica of a tenant honours them.
 
-A replica that receives an event validates it (its metrics must be the tenant's), stores it, and takes
-every stored event it has not seen yet, its own included, in id order; a thread does the same every
-``HELIOS_EVENTS_POLL_SECONDS`` (default 5), so an event posted to one replica shapes the forecasts of
-the others within that time. The runtime keeps the events in memory (its answers are cached per
-step and per count of posted events); the store is the durable copy, read again on start.
+A replica that receives one validates it (its metrics must be the tenant's), stores it, and takes
+every stored event and change it has not seen yet, its own included, in id order; a thread does the
+same every ``HELIOS_EVENTS_POLL_SECONDS`` (default 5), so what is posted to one replica shapes the
+forecasts and alerts of the others within that time. The runtime keeps them in memory (its answers are
+cached per step and per count of what was posted); the store is the durable copy, read again on start
+(less the changes the detector no longer reads: serving/answers/annotations.py).
 """
 
 from __future__ import annotations
@@ -12,9 +14,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
+from helios_pipelines.core.ml.changes import ChangeAnnotation
 from helios_pipelines.core.ops.store import Store, StoreError, UnknownCustomerError
 from helios_pipelines.core.tenants import ScheduledEvent
+from serving.answers import annotations, events
 from serving.errors import NotFoundError
 from serving.runtime import TenantRuntime
 
@@ -25,28 +32,60 @@ def poll_seconds() -> float:
     return float(os.environ.get("HELIOS_EVENTS_POLL_SECONDS") or 5)
 
 
+@dataclass(frozen=True)
+class Posted:
+    """One kind of what tenants post: how it is checked, stored, read back and applied to a runtime."""
+
+    what: str  # as logs and errors name it
+    model: type[ScheduledEvent] | type[ChangeAnnotation]
+    checked: Callable[[TenantRuntime, Any], Any]  # validation before state: what is stored, or an error
+    check_room: Callable[[TenantRuntime], None]
+    add: Callable[[Store, str, Any], int]
+    stored_after: Callable[[Store, str, int], list[tuple[int, dict]]]
+    apply: Callable[[TenantRuntime, Any], dict]
+    kept: Callable[[TenantRuntime, Any], bool] = lambda runtime, posted: True  # what a runtime reads back
+
+
+def _known_metrics(runtime: TenantRuntime, event: ScheduledEvent) -> ScheduledEvent:
+    for name in event.metrics:
+        runtime.metric(name)
+    return event
+
+
+POSTED = (
+    Posted("event", ScheduledEvent, _known_metrics, events.check_room,
+           lambda store, tenant, event: store.add_event(tenant, event.name, event.start, event.model_dump(mode="json")),
+           Store.events_after, TenantRuntime.post_event),
+    Posted("change", ChangeAnnotation, annotations.resolved, annotations.check_room,
+           lambda store, tenant, change: store.add_change(tenant, change.time, change.model_dump(mode="json")),
+           Store.changes_after, TenantRuntime.post_change, kept=annotations.still_read),
+)
+
+
 class EventFeed:
     def __init__(self, store: Store, runtimes: dict[str, TenantRuntime]):
         self.store, self.runtimes = store, runtimes
-        self._seen: dict[str, int] = dict.fromkeys(runtimes, 0)  # highest event id applied, per tenant
+        # The highest id applied, per kind posted and tenant.
+        self._seen: dict[tuple[str, str], int] = {(kind.what, tenant): 0 for kind in POSTED for tenant in runtimes}
         self._lock = threading.Lock()
         self._not_stored: set[str] = set()  # tenants the store does not know, logged once
 
-    def post(self, runtime: TenantRuntime, event: ScheduledEvent) -> dict:
-        """Store ``event`` for ``runtime``'s tenant and apply it here; the runtime's answer to it."""
-        for name in event.metrics:  # validation before state
-            runtime.metric(name)
+    def post(self, runtime: TenantRuntime, posted: ScheduledEvent | ChangeAnnotation) -> dict:
+        """Store ``posted`` for ``runtime``'s tenant and apply it here; the runtime's answer to it."""
+        kind = next(kind for kind in POSTED if isinstance(posted, kind.model))
+        posted = kind.checked(runtime, posted)  # validation before state
+        kind.check_room(runtime)
         tenant = runtime.tenant_id
         try:
             with self._lock:
-                posted_id = self.store.add_event(tenant, event.name, event.start, event.model_dump(mode="json"))
+                posted_id = kind.add(self.store, tenant, posted)
                 answers = self._sync(runtime)
         except UnknownCustomerError as exc:
-            raise NotFoundError(f"cannot keep an event for tenant '{tenant}': {exc}") from None
-        return answers[posted_id]
+            raise NotFoundError(f"cannot keep the posted {kind.what} for tenant '{tenant}': {exc}") from None
+        return answers[kind.what][posted_id]
 
     def sync(self) -> None:
-        """Apply every tenant's events stored since the last look (those other replicas received)."""
+        """Apply every tenant's events and changes stored since the last look (those other replicas received)."""
         for runtime in self.runtimes.values():
             try:
                 with self._lock:
@@ -54,17 +93,22 @@ class EventFeed:
             except StoreError as exc:
                 if runtime.tenant_id not in self._not_stored:
                     self._not_stored.add(runtime.tenant_id)
-                    log.warning("tenant '%s': posted events not read: %s", runtime.tenant_id, exc)
+                    log.warning("tenant '%s': posted events and changes not read: %s", runtime.tenant_id, exc)
 
-    def _sync(self, runtime: TenantRuntime) -> dict[int, dict]:
+    def _sync(self, runtime: TenantRuntime) -> dict[str, dict[int, dict]]:
+        """The answers to what was applied, by kind and id."""
         tenant = runtime.tenant_id
-        answers = {}
-        for event_id, stored in self.store.events_after(tenant, self._seen[tenant]):
-            try:
-                answers[event_id] = runtime.post_event(ScheduledEvent.model_validate(stored))
-            except (NotFoundError, ValueError) as exc:  # posted to a replica serving another bundle version
-                log.warning("tenant '%s': posted event %d not applicable here: %s", tenant, event_id, exc)
-            self._seen[tenant] = event_id
+        answers: dict[str, dict[int, dict]] = {}
+        for kind in POSTED:
+            applied = answers[kind.what] = {}
+            for posted_id, stored in kind.stored_after(self.store, tenant, self._seen[kind.what, tenant]):
+                try:
+                    posted = kind.model.model_validate(stored)
+                    if kind.kept(runtime, posted):
+                        applied[posted_id] = kind.apply(runtime, posted)
+                except (NotFoundError, ValueError) as exc:  # posted to a replica serving another bundle version
+                    log.warning("tenant '%s': posted %s %d not applicable here: %s", tenant, kind.what, posted_id, exc)
+                self._seen[kind.what, tenant] = posted_id
         return answers
 
     def poll_forever(self, stop: threading.Event | None = None) -> None:
@@ -73,4 +117,4 @@ class EventFeed:
             try:
                 self.sync()
             except Exception:  # a store hiccup must not end the polling; the next round retries
-                log.exception("reading posted events failed")
+                log.exception("reading posted events and changes failed")

@@ -25,7 +25,7 @@ MAX_METRICS_PER_DETECT = 64
 MAX_POINTS_PER_DETECT = 1000
 POINT_YEARS = (1970, 2200)  # pandas holds 1677-2262; the detector's history is days, not centuries
 
-JSON_ENDPOINTS = frozenset({"/predict", "/detect", "/recommend", "/events"})
+JSON_ENDPOINTS = frozenset({"/predict", "/detect", "/recommend", "/events", "/annotations"})
 FORM_ENDPOINTS = frozenset({"/api/v1/query"})
 MAX_BODY_BYTES = 256 * 1024  # a /detect of its most points is about 80 KiB
 MAX_HEADER_BYTES = 16 * 1024

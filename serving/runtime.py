@@ -22,7 +22,7 @@ from helios_pipelines.core.ops.capacity_alerts import CapacityReading
 from helios_pipelines.core.ops.exposition import Sample
 from helios_pipelines.core.sources import MetricsSource, make_source
 from helios_pipelines.core.tenants import ScheduledEvent, UnknownMetricError
-from serving.answers import detect, events, predict, recommend, series
+from serving.answers import annotations, detect, events, predict, recommend, series
 from serving.bundle import load_bundle
 from serving.errors import NotFoundError
 from serving.step_cache import StepCache
@@ -116,6 +116,9 @@ class TenantRuntime:
     def add_event(self, event: ScheduledEvent) -> None:
         self.posted_events.append(event)
 
+    def add_change(self, change: ChangeAnnotation) -> None:
+        self.posted_changes.append(change)
+
     def cached_answer(self, kind: str, *request, now: pd.Timestamp | None = None) -> dict | None:
         """This step's finished answer to ``kind`` ("predict", "recommend" or "detect") with these
         arguments, or None when it has not been computed (or the request is an error). While the
@@ -139,6 +142,9 @@ class TenantRuntime:
     # ---- the answers ---------------------------------------------------------------------------
     def post_event(self, event: ScheduledEvent) -> dict:
         return events.post(self, event)
+
+    def post_change(self, change: ChangeAnnotation) -> dict:
+        return annotations.post(self, change)
 
     def forecast(self, metric: str, horizon_minutes: int, now: pd.Timestamp | None = None,
                  level: float = 0.8) -> pd.DataFrame:

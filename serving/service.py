@@ -1,4 +1,5 @@
-"""The Helios BentoML service: /predict, /detect, /recommend for the tenants it is started with.
+"""The Helios BentoML service: /predict, /detect, /recommend, /events and /annotations for the tenants it
+is started with.
 
 Started per tenant (the integration guide's sidecar option) with
 ``bentoml serve serving.service:HeliosService --arg tenants=gaming-corp``; the tenant's bundle
@@ -189,6 +190,36 @@ class HeliosService:
                   "metrics": metrics or [], "ramp_minutes": ramp_minutes,
                   **{k: v for k, v in given.items() if v is not None}}
         return self.host.post_event(ctx, fields, tenant, _authenticated(ctx.request))
+
+    @bentoml.api(route="/annotations")
+    def annotations(
+        self,
+        time: datetime,
+        timeEnd: datetime | None = None,
+        time_end: datetime | None = None,
+        tags: Annotated[list[str], Field(max_length=20)] | None = None,
+        text: str = "",
+        kind: str | None = Field(None, description="'deploy' or 'scale' (default: 'scale' when a tag says so)"),
+        metrics: Annotated[list[Name], Field(max_length=100)] | None = None,
+        replicas_before: int | None = Field(None, strict=True),
+        replicas_after: int | None = Field(None, strict=True),
+        dashboardUID: str | None = Field(None, description="Grafana's: accepted, not kept"),
+        dashboardId: int | None = Field(None, description="Grafana's: accepted, not kept"),
+        panelId: int | None = Field(None, description="Grafana's: accepted, not kept"),
+        tenant: TenantId | None = None,
+        ctx: bentoml.Context = None,
+    ) -> dict:
+        """Report a deploy or scaling action, in Grafana's annotation body as a CD step already sends it
+        (the same body can go to Grafana and to Helios): the detector takes it as a known cause of
+        alerts. ``time`` and ``timeEnd`` (or ``time_end``) are epoch milliseconds, as Grafana's, or ISO
+        8601; without an end the change lasts the detector's settling time. ChangeAnnotation's rules (a
+        window that ends after it starts, at most a few hours; replicas for a scale) are checked before
+        anything is kept. Kept in the store, so every replica of the tenant honours it."""
+        given = {"timeEnd": timeEnd, "time_end": time_end, "tags": tags, "kind": kind, "metrics": metrics,
+                 "replicas_before": replicas_before, "replicas_after": replicas_after,
+                 "dashboardUID": dashboardUID, "dashboardId": dashboardId, "panelId": panelId}
+        fields = {"time": time, "text": text, **{k: v for k, v in given.items() if v is not None}}
+        return self.host.post_change(ctx, fields, tenant, _authenticated(ctx.request))
 
 
 def _refuse_unknown_keys(service) -> None:
