@@ -2,6 +2,8 @@
 tenant. A key for one tenant never reads another's forecasts, anomalies, recommendations or series,
 on any endpoint."""
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from tests.harness.serve_harness import bentoml_serve
@@ -22,6 +24,8 @@ ENDPOINTS = [
     ("GET", "/predict", {"params": {"metric": "concurrent_users", "horizon": 15}}),
     ("POST", "/detect", {"json": {}}),
     ("POST", "/recommend", {"json": {"service": "game-server"}}),
+    # A deploy two days back: inside the detector's history, far from the incidents other tests inject.
+    ("POST", "/annotations", {"json": {"time": (datetime.now(UTC) - timedelta(days=2)).isoformat(), "tags": ["deploy"]}}),
     ("GET", "/api/v1/query", {"params": {"query": 'helios_forecast_value{metric="concurrent_users", horizon="1h"}'}}),
     ("GET", "/metrics", {}),
 ]
@@ -55,7 +59,7 @@ def test_a_key_sees_only_its_own_tenant(shared, keys, method, path, request_args
     assert other not in response.text
 
 
-@pytest.mark.parametrize(("method", "path", "request_args"), ENDPOINTS[:4])
+@pytest.mark.parametrize(("method", "path", "request_args"), ENDPOINTS[:5])
 def test_naming_another_tenant_is_forbidden(shared, keys, method, path, request_args):
     args = {k: dict(v) for k, v in request_args.items()}
     (args.get("json") if "json" in args else args["params"])["tenant"] = "duel"

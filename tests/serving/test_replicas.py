@@ -187,6 +187,10 @@ def test_two_replicas_on_one_postgresql_store_honour_one_event_and_detect_and_re
         posted = a.post("/events", json={"name": "Flash Tournament", "start": start.isoformat(),
                                          "duration_hours": 3, "multiplier": 3.0})
         assert posted.status_code == 200, posted.text
+        # A deploy two days back (far from the incident): kept in the store like the event.
+        deployed = b.post("/annotations", json={"time": int((now - pd.Timedelta("2D")).timestamp() * 1000),
+                                                "tags": ["deploy"], "text": "checkout v2.3"})
+        assert deployed.status_code == 200, deployed.text
         deadline = time.monotonic() + 20
         while "Flash Tournament" not in (after := b.post("/predict", json={"metric": "concurrent_users",
                                                                          "horizon": 60}).json())["events"]:
@@ -208,7 +212,8 @@ def test_two_replicas_on_one_postgresql_store_honour_one_event_and_detect_and_re
         outbox = session.execute(select(OutboxRow.action, func.count()).group_by(OutboxRow.action)).all()
         leases = session.scalars(select(StepLease).where(StepLease.name == "detect/arena")).all()
         events_stored = session.execute(text("SELECT count(*) FROM posted_events")).scalar_one()
-    assert events_stored == 1
+        changes_stored = session.execute(text("SELECT count(*) FROM posted_changes")).scalar_one()
+    assert (events_stored, changes_stored) == (1, 1)
     assert {(m, h) for m, h, _, _ in per_forecast} >= {("concurrent_users", 15), ("concurrent_users", 60)}
     assert all(n == 1 for *_, n in per_forecast), per_forecast
     # The incident is one episode, found by the scheduled detection of one replica, alerted once.

@@ -224,6 +224,33 @@ def test_a_posted_tournament_raises_the_forecast_over_its_window(service):
     assert too_slow.json() == {"error": "event 'x': ramp_minutes 45 twice over is longer than its 1 hours"}
 
 
+def test_a_grafana_annotation_is_stored_and_a_malformed_or_unknown_metric_one_is_refused_storing_nothing(
+        service, embedded_store):
+    # Two days back: inside the detector's history, and far from the incidents other tests inject around now.
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=2)
+    millis = int(start.timestamp() * 1000)
+    grafana = {"time": millis, "timeEnd": millis + 15 * 60_000, "tags": ["deploy"], "text": "checkout v2.3",
+               "dashboardUID": "ops", "panelId": 4}
+    posted = service.post("/annotations", json=grafana)
+    assert posted.status_code == 200, posted.text
+    assert posted.json() == {
+        "tenant": "arena",
+        "posted": {"time": start.isoformat().replace("+00:00", "Z"),
+                   "time_end": (start + timedelta(minutes=15)).isoformat().replace("+00:00", "Z"),
+                   "kind": "deploy", "text": "checkout v2.3", "tags": ["deploy"], "metrics": [],
+                   "replicas_before": None, "replicas_after": None},
+        "window_end": (start + timedelta(minutes=15)).isoformat(),
+    }
+    stored = embedded_store.changes_after("arena")
+    assert [change["text"] for _, change in stored][-1:] == ["checkout v2.3"]
+
+    backwards = service.post("/annotations", json=grafana | {"text": "backwards", "timeEnd": millis - 60_000})
+    assert backwards.status_code == 400 and "time_end (Grafana's timeEnd)" in backwards.json()["error"]
+    unknown = service.post("/annotations", json=grafana | {"text": "unknown", "metrics": ["mana_pool"]})
+    assert unknown.status_code == 404 and "mana_pool" in unknown.json()["error"]
+    assert embedded_store.changes_after("arena") == stored
+
+
 def test_an_events_scorecard_is_written_by_the_cli_logged_to_mlflow_and_answered_over_http(service):
     from click.testing import CliRunner
 

@@ -161,6 +161,7 @@ def test_inputs_that_gave_500_answer_4xx_naming_the_problem(guarded, as_arena, p
     ("/recommend", {"service": "game-server", "replicas": 300}, "replicas"),
     ("/events", {"name": "Typo", "start": "2030-01-01T00:00:00Z", "duration_hours": 1, "multiplier": 3,
                  "ramp_minute": 30}, "ramp_minute"),
+    ("/annotations", {"time": "2030-01-01T00:00:00Z", "timeend": "2030-01-01T00:10:00Z"}, "timeend"),
 ])
 def test_a_body_key_the_endpoint_does_not_have_is_a_400_naming_it(guarded, as_arena, path, body, unknown):
     """Ignored, a misspelt key was answered with its default: 15 minutes ahead for a 60-minute question,
@@ -298,6 +299,9 @@ SCHEMAS = {
     "/recommend": {"service": "name", "metric": "name", "current_replicas": "int", "tenant": "name"},
     "/events": {"name": "name", "start": "time", "duration_hours": "float", "multiplier": "float", "kind": "name",
                 "metrics": "names", "ramp_minutes": "float", "tenant": "name"},
+    "/annotations": {"time": "time", "timeEnd": "time", "time_end": "time", "tags": "names", "text": "name",
+                     "kind": "name", "metrics": "names", "replicas_before": "int", "replicas_after": "int",
+                     "dashboardUID": "name", "dashboardId": "int", "panelId": "int", "tenant": "name"},
 }
 
 
@@ -309,8 +313,8 @@ def _body(path: str):
 
 
 def test_no_json_endpoint_answers_5xx_or_late_and_readyz_answers_throughout(guarded, as_duel):
-    """As duel (cheap champions): the events this posts are kept in the store, and arena's forecasts
-    are what the other serving tests read."""
+    """As duel (cheap champions): the events and changes this posts are kept in the store, and arena's
+    forecasts and alerts are what the other serving tests read."""
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
