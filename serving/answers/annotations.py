@@ -1,11 +1,13 @@
 """/annotations: a deploy or scaling action the tenant reports (Grafana's annotation body), which the
 detector takes as a known cause of alerts (helios_pipelines/core/ml/changes.py).
 
-A change only matters while it lies inside the history the detector reads (``runtime.history_span``,
-two weeks for a weekly season): one that ended before it can explain no alert. Such a change is
-refused when posted, and not kept when read back from the store (a restarted replica would otherwise
-hold every deploy of the tenant's life), so the bound on posted changes counts those that still matter:
-a tenant that deploys many times a day is not refused for good once it has deployed that often.
+A change matters while its window lies inside the history the detector reads (``runtime.history_span``,
+two weeks for a weekly season), and a scaling after the detector's training history also for as long as
+the detector divides it out of the per-replica metrics it names (``changes.rescaled``: until a detector
+trained on the new scale is served). One that matters no more can explain no alert: it is refused
+when posted, and not kept when read back from the store (a restarted replica would otherwise hold every
+deploy of the tenant's life), so the bound on posted changes counts those that still matter: a tenant
+that deploys many times a day is not refused for good once it has deployed that often.
 """
 
 from __future__ import annotations
@@ -29,7 +31,12 @@ def history_start(runtime: TenantRuntime) -> pd.Timestamp:
 
 
 def still_read(runtime: TenantRuntime, change: ChangeAnnotation) -> bool:
-    return pd.Timestamp(change.time_end or change.time) >= history_start(runtime)
+    if runtime.detector is None:
+        return False
+    if pd.Timestamp(change.time_end or change.time) >= history_start(runtime):
+        return True
+    learned_until = runtime.detector.learned_until  # the scalings changes.rescaled divides out
+    return change.factor is not None and (learned_until is None or change.time > learned_until)
 
 
 def resolved(runtime: TenantRuntime, change: ChangeAnnotation) -> ChangeAnnotation:
@@ -43,15 +50,17 @@ def resolved(runtime: TenantRuntime, change: ChangeAnnotation) -> ChangeAnnotati
     if not still_read(runtime, change):
         field = "time" if change.time_end is None else "time_end (Grafana's timeEnd)"
         raise RequestError(f"tenant '{runtime.tenant_id}': {field} is before {history_start(runtime).isoformat()}, "
-                           "the oldest time its detector reads: the change can explain no alert")
+                           "the oldest time its detector reads (and no scaling it divides out): "
+                           "the change can explain no alert")
     return change if metrics == change.metrics else change.model_copy(update={"metrics": metrics})
 
 
 def check_room(runtime: TenantRuntime) -> None:
     """Before a change is stored: a tenant's changes the detector still reads are bounded."""
     if sum(still_read(runtime, change) for change in runtime.posted_changes) >= MAX_POSTED_CHANGES:
-        raise RequestError(f"tenant '{runtime.tenant_id}' already has {MAX_POSTED_CHANGES} posted changes inside "
-                           f"its detector's history (since {history_start(runtime).isoformat()})")
+        raise RequestError(f"tenant '{runtime.tenant_id}' already has {MAX_POSTED_CHANGES} posted changes its "
+                           f"detector still reads (inside its history, since {history_start(runtime).isoformat()}, "
+                           "or scalings after its training)")
 
 
 def post(runtime: TenantRuntime, change: ChangeAnnotation) -> dict:

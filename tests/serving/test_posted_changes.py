@@ -105,12 +105,37 @@ def test_a_change_that_ended_before_the_detectors_history_is_refused_and_not_rea
     assert len(store.changes_after("arena")) == 2
 
 
-def test_a_tenants_changes_inside_the_detectors_history_are_bounded_and_the_one_refused_is_not_stored(
+def test_a_scaling_after_the_detectors_training_is_kept_while_the_detector_divides_it_out(store, bundle):
+    """Older than the history the detector reads, a scaling after its training still rescales the
+    per-replica metrics it names (changes.rescaled): kept; a deploy then, or a scaling inside the
+    training history, is refused."""
+    feed, runtime = _replica(store, bundle)
+    trained = runtime.detector.learned_until
+    runtime.history_span = runtime.step_end() - (trained + pd.Timedelta("1D"))  # reads from a day after training
+
+    def change(at: pd.Timestamp, **fields) -> ChangeAnnotation:
+        return ChangeAnnotation(time=at.to_pydatetime(), time_end=(at + pd.Timedelta("10min")).to_pydatetime(), **fields)
+
+    scaling = {"kind": "scale", "replicas_before": 4, "replicas_after": 8, "metrics": ["cpu_usage"]}
+    kept = change(trained + pd.Timedelta("2h"), **scaling)
+    feed.post(runtime, kept)
+    for refused in (change(trained + pd.Timedelta("2h"), kind="deploy"), change(trained - pd.Timedelta("2h"), **scaling)):
+        with pytest.raises(RequestError, match="the change can explain no alert"):
+            feed.post(runtime, refused)
+    assert runtime.posted_changes == [kept]
+    assert len(store.changes_after("arena")) == 1
+
+
+def test_a_tenants_changes_the_detector_still_reads_are_bounded_and_the_one_refused_is_not_stored(
         store, bundle, monkeypatch):
     monkeypatch.setattr(annotations, "MAX_POSTED_CHANGES", 2)
     feed, runtime = _replica(store, bundle)
     feed.post(runtime, _deploy(ago="3h"))
     feed.post(runtime, _deploy(ago="2h"))
-    with pytest.raises(RequestError, match="tenant 'arena' already has 2 posted changes inside its detector's history"):
+    with pytest.raises(RequestError, match="tenant 'arena' already has 2 posted changes its detector still reads"):
         feed.post(runtime, _deploy(ago="1h"))
     assert len(store.changes_after("arena")) == len(runtime.posted_changes) == 2
+    # Once the oldest has left the history the detector reads, it no longer counts.
+    runtime.history_span = pd.Timedelta("150min")
+    feed.post(runtime, _deploy(ago="1h"))
+    assert len(store.changes_after("arena")) == len(runtime.posted_changes) == 3
