@@ -1,5 +1,6 @@
 """`helios events scorecard <tenant> [<event>]`: what an event's forecasts and replicas were worth;
-`helios events peaks <tenant>`: the recurring peaks Helios learned, which it scores like events."""
+`helios events peaks <tenant>`: the recurring peaks Helios learned, which it scores like events;
+`helios events annotate <tenant>`: a deploy or scaling action, as `POST /annotations` reports it."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from helios_pipelines.commands import tenant as load_tenant
 
 @click.group("events")
 def command() -> None:
-    """Scheduled events and learned peaks: their scorecards once they are over."""
+    """Scheduled events and learned peaks: their scorecards once they are over; reported changes."""
 
 
 def _now(as_of: str | None):
@@ -134,3 +135,50 @@ def peaks(ctx: click.Context, tenant_id: str, as_of: str | None) -> None:
         store.close()
     for occurrence in learned.occurrences(now - LEARNED_LOOKBACK, now, EventSchedule([*tenant.events, *posted])):
         click.echo(f"  {occurrence.name}: {occurrence.start:%Y-%m-%d %H:%M} - {occurrence.end:%H:%M} UTC")
+
+
+@command.command("annotate")
+@click.argument("tenant_id")
+@click.option("--time", "time_", required=True, help="when the change started: ISO 8601 or epoch milliseconds")
+@click.option("--end", default=None, help="when it ended (default: the detector's settling time)")
+@click.option("--kind", type=click.Choice(["deploy", "scale"]), default=None,
+              help="default: scale when a --tag says so, else deploy")
+@click.option("--text", default="", help="what changed, e.g. 'checkout v2.3'")
+@click.option("--tag", "tags", multiple=True, help="Grafana's tags (repeatable)")
+@click.option("--metric", "metrics", multiple=True, help="a metric it moves (repeatable; default: all)")
+@click.option("--replicas-before", type=int, default=None, help="a scale's replicas before it")
+@click.option("--replicas-after", type=int, default=None, help="a scale's replicas after it")
+@click.pass_context
+def annotate(ctx: click.Context, tenant_id: str, time_: str, end: str | None, kind: str | None, text: str,
+             tags: tuple[str, ...], metrics: tuple[str, ...], replicas_before: int | None,
+             replicas_after: int | None) -> None:
+    """Report a deploy or scaling action of TENANT_ID to its detector, as `POST /annotations` does: kept
+    in the store, where every replica of its service reads it within HELIOS_EVENTS_POLL_SECONDS."""
+    from pydantic import ValidationError
+
+    from helios_pipelines.commands.db import open_store
+    from helios_pipelines.core.ml.changes import ChangeAnnotation
+    from helios_pipelines.core.ops.store import StoreError
+    from helios_pipelines.core.tenants import UnknownMetricError
+    from serving.errors import invalid_fields
+
+    tenant = load_tenant(ctx, tenant_id)
+    given = {"time_end": end, "kind": kind, "replicas_before": replicas_before, "replicas_after": replicas_after}
+    try:
+        names = [tenant.resolve_metric(name) for name in metrics]  # by the logical names the detector compares
+        change = ChangeAnnotation(time=time_, text=text, tags=list(tags), metrics=names,
+                                  **{k: v for k, v in given.items() if v is not None})
+    except UnknownMetricError as exc:
+        raise click.ClickException(str(exc)) from None
+    except ValidationError as exc:  # named as the service names them
+        raise click.ClickException(f"tenant '{tenant.id}': {invalid_fields(exc.errors())}") from None
+    store = open_store()
+    try:
+        posted_id = store.add_change(tenant.id, change.time, change.model_dump(mode="json"))
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        store.close()
+    until = f" until {change.time_end.isoformat()}" if change.time_end else ""
+    click.echo(f"change {posted_id} of {tenant.id}: {change.label}{until}; "
+               "every replica of its service reads it within HELIOS_EVENTS_POLL_SECONDS")

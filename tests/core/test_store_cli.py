@@ -1,4 +1,4 @@
-"""The store's commands: tenants add|show|rotate-key|disable, accuracy, anomalies, alerts, db."""
+"""The store's commands: tenants add|show|rotate-key|disable, accuracy, anomalies, alerts, db, events annotate."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
-from helios_pipelines.commands import accuracy, alerts, anomalies, db, tenants
+from helios_pipelines.commands import accuracy, alerts, anomalies, db, events, tenants
 from helios_pipelines.core.ops.anomaly_log import record_detection
 from helios_pipelines.core.ops.feedback import PredictionRecorder
 from helios_pipelines.core.ops.store import Store
@@ -27,7 +27,7 @@ def helios(ctx: click.Context, config_dir: str) -> None:
     ctx.obj = {"config_dir": config_dir}
 
 
-for module in (accuracy, alerts, anomalies, db, tenants):
+for module in (accuracy, alerts, anomalies, db, events, tenants):
     helios.add_command(module.command)
 
 
@@ -156,6 +156,26 @@ def test_accuracy_and_anomalies_commands(cli, store_url, arena):
     assert "no anomaly 99999" in cli("anomalies", "ack", "99999").output
     # arena has no webhooks, so the anomaly routed no alert
     assert cli("alerts", "list").output == "no alerts\n"
+
+
+def test_events_annotate_stores_a_change_as_post_annotations_does_and_refuses_a_malformed_one_storing_nothing(
+        cli, store_url):
+    assert cli("tenants", "sync").exit_code == 0
+    deployed = cli("events", "annotate", "arena", "--time", "1796133600000", "--end", "2026-12-01T14:15:00Z",
+                   "--tag", "deploy", "--text", "checkout v2.3", "--metric", "game_server_active_players")
+    assert deployed.exit_code == 0, deployed.output
+    assert "of arena: deploy 'checkout v2.3' at 2026-12-01T14:00:00+00:00 until 2026-12-01T14:15:00+00:00" in deployed.output
+    store = Store(store_url)
+    try:
+        ((_, stored),) = store.changes_after("arena")
+        assert (stored["time"], stored["kind"], stored["metrics"]) == ("2026-12-01T14:00:00Z", "deploy", ["concurrent_users"])
+        backwards = cli("events", "annotate", "arena", "--time", "2026-12-01T14:00:00Z", "--end", "2026-12-01T13:00:00Z")
+        assert backwards.exit_code == 1 and "tenant 'arena': time_end (Grafana's timeEnd)" in backwards.output
+        unknown = cli("events", "annotate", "arena", "--time", "2026-12-01T14:00:00Z", "--metric", "mana_pool")
+        assert unknown.exit_code == 1 and "mana_pool" in unknown.output
+        assert len(store.changes_after("arena")) == 1
+    finally:
+        store.close()
 
 
 def test_db_upgrade_and_retention(cli, store_url):
