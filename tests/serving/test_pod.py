@@ -12,17 +12,14 @@ What a cluster would provide is mapped onto the machine, and nothing else is add
   place of its mountPath (paths in the environment follow it);
 - the host: loopback and a free port instead of 0.0.0.0:3000.
 
-The venv costs minutes the first time (downloads); it is kept under ``HELIOS_TEST_CACHE`` (default
-``~/.cache/helios-tests``) keyed by the requirements' hash, so later runs reuse it.
+The venv costs minutes the first time (downloads); later runs reuse it (``tests/harness/venvs.py``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
-import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -41,25 +38,16 @@ from helios_pipelines.core.tenants import load_tenants
 from tests.conftest import FIXTURE_TENANTS
 from tests.harness.serve_harness import free_port, running
 from tests.harness.store_backends import schema_url
+from tests.harness.venvs import cached_venv
 
 pytestmark = pytest.mark.slow
 SIGNING_SECRET = "pod-test-signing-secret"
 
 
 def bento_venv(bento_dir: Path) -> Path:
-    """A virtual environment with exactly the Bento's requirements, cached by their hash."""
+    """A virtual environment with exactly the Bento's requirements."""
     requirements = bento_dir / "env" / "python" / "requirements.txt"
-    key = hashlib.sha256(requirements.read_bytes() + sys.version.encode()).hexdigest()[:16]
-    cache = Path(os.environ.get("HELIOS_TEST_CACHE") or Path.home() / ".cache" / "helios-tests")
-    venv = cache / f"bento-venv-{key}"
-    if (venv / ".complete").exists():
-        return venv
-    uv = [sys.executable, "-m", "uv"]
-    subprocess.run([*uv, "venv", "--quiet", "--clear", "--python", sys.executable, str(venv)], check=True, timeout=300)
-    subprocess.run([*uv, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"), "-r", str(requirements)],
-                   check=True, timeout=1800)
-    (venv / ".complete").touch()
-    return venv
+    return cached_venv("bento-venv", requirements.read_bytes(), ["-r", str(requirements)])
 
 
 def container_env(container: dict, volumes: dict[str, Path], secrets: dict[str, dict[str, str]], base: dict) -> dict:
