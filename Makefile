@@ -19,7 +19,7 @@ export HELIOS_DEMO_PAGERDUTY_ROUTING_KEY ?= demo0pagerduty0routing0key000032
 PORT ?= 3000
 SHARED ?= $(CURDIR)/../shared
 
-.PHONY: install demo test test-fast lint serve ui validate bench-forecast bench-anomaly bench-serve bench-serve-tenants bench-scale bench-capacity bench-scorecards bench-soak bench-train clean
+.PHONY: install demo test test-fast lint serve ui validate bench-forecast bench-anomaly bench-serve bench-serve-tenants bench-scale bench-capacity bench-scorecards bench-soak bench-train image-pipelines clean
 
 install: $(VENV)/.installed
 
@@ -121,6 +121,10 @@ bench-train: install
 bench-scale: install
 	# the repository on the path: the bench starts dagster dev with the tests' harness (tests/harness/dagster_dev.py)
 	PYTHONPATH=$(CURDIR) $(BIN)/python bench/scale_tenants.py --tenants 50 --shape shopfast --executor celery --workers 2
+
+# The training platform's image (`helios platform render --image` names it), on a machine with Docker.
+image-pipelines:
+	docker build -f deploy/pipelines/Dockerfile -t $(or $(IMAGE),gcr.io/YOUR_PROJECT/helios-pipelines:latest) .
 
 clean:
 	rm -rf $(HELIOS_HOME) bench/out

@@ -9,7 +9,8 @@ Dagster's storage in an external PostgreSQL. The run pods get the production env
 (``HELIOS_ENV=production``: GCS IO manager, MLflow on PostgreSQL with artifacts in the bucket) and
 the Secret ``helios-platform`` (``MLFLOW_TRACKING_URI``, ``HELIOS_DATABASE_URL``, cloud credentials).
 ``tests/pipeline/test_platform.py`` validates the launcher and executor settings with dagster-k8s's own
-config schemas, offline.
+config schemas, offline. The image (``--image``) is built from ``deploy/pipelines/Dockerfile``
+(``make image-pipelines``), which ``tests/pipeline/test_pipelines_image.py`` runs as the chart starts it.
 """
 
 from __future__ import annotations
