@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from helios_pipelines.core.ml.changes import ChangeAnnotation
+from helios_pipelines.core.ml.changes import ChangeAnnotation, divided_out
 from serving.errors import NotFoundError, RequestError
 
 if TYPE_CHECKING:
@@ -35,8 +35,7 @@ def still_read(runtime: TenantRuntime, change: ChangeAnnotation) -> bool:
         return False
     if pd.Timestamp(change.time_end or change.time) >= history_start(runtime):
         return True
-    learned_until = runtime.detector.learned_until  # the scalings changes.rescaled divides out
-    return change.factor is not None and (learned_until is None or change.time > learned_until)
+    return divided_out(change, runtime.detector.learned_until)
 
 
 def resolved(runtime: TenantRuntime, change: ChangeAnnotation) -> ChangeAnnotation:
@@ -63,12 +62,19 @@ def check_room(runtime: TenantRuntime) -> None:
                            "or scalings after its training)")
 
 
+def window_end(runtime: TenantRuntime, change: ChangeAnnotation) -> pd.Timestamp:
+    """Its end, or without one the end of the detector's rows for it: from the first step at or after
+    its time (core/ml/changes.py)."""
+    if change.time_end is not None:
+        return pd.Timestamp(change.time_end)
+    return pd.Timestamp(change.time).ceil(runtime.step) + runtime.detector.change_window_rows * runtime.step
+
+
 def post(runtime: TenantRuntime, change: ChangeAnnotation) -> dict:
     change = resolved(runtime, change)
     runtime.add_change(change)
     return {
         "tenant": runtime.tenant_id,
         "posted": change.model_dump(mode="json"),
-        # Without an end the change lasts the detector's own settling time (core/ml/changes.py).
-        "window_end": None if change.time_end is None else change.time_end.isoformat(),
+        "window_end": window_end(runtime, change).isoformat(),
     }

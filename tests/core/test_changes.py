@@ -109,6 +109,12 @@ def test_an_episode_that_began_before_the_change_or_on_another_metric_is_untouch
     assert explain(rows(3, 4), [change(2, 6, metrics=["latency"])])[0].tolist() == rows(3, 4).tolist()
 
 
+def test_a_change_without_an_end_from_before_the_first_row_explains_nothing_in_the_frame():
+    # Its window's rows are not all in the frame: counting them from the first row would silence rows 0-3.
+    early = ChangeAnnotation(time=INDEX[0] - pd.Timedelta("1min"), kind="deploy")
+    assert explain(rows(1, 2), [early])[0].tolist() == rows(1, 2).tolist()
+
+
 def test_a_scaling_after_the_detector_learned_divides_its_per_replica_metrics_by_the_known_factor():
     frame = pd.DataFrame({"cpu": [10.0, 10.0, 10.0, 5.0, 5.0], "players": [100.0] * 5}, index=INDEX[:5])
     scaling = change(3, kind="scale", replicas_before=4, replicas_after=8, metrics=["cpu"])  # per-replica CPU halves

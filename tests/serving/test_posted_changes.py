@@ -66,6 +66,14 @@ def test_a_change_posted_to_one_replica_is_applied_there_at_once_and_on_another_
     assert [ChangeAnnotation.model_validate(stored) for _, stored in store.changes_after("arena")] == [change]
 
 
+def test_a_change_without_an_end_is_answered_with_the_end_of_the_detectors_rows_for_it(store, bundle):
+    feed, runtime = _replica(store, bundle)
+    at = pd.Timestamp.now(tz="UTC").floor("5min") - pd.Timedelta("1h") + pd.Timedelta("2min")
+    answer = feed.post(runtime, ChangeAnnotation(time=at.to_pydatetime(), tags=["deploy"]))
+    # arena's step is 5 minutes and the detector's level window 20 rows: from the next step, 100 minutes.
+    assert answer["window_end"] == (at + pd.Timedelta("3min") + pd.Timedelta("100min")).isoformat()
+
+
 def test_a_replica_starting_later_reads_the_changes_stored_before_it(store, bundle):
     feed_a, a = _replica(store, bundle)
     feed_a.post(a, _deploy(ago="3h"))

@@ -113,11 +113,17 @@ class ChangeAnnotation(Strict):
         return f"{self.kind}{text} at {self.time.isoformat()}"
 
 
+def divided_out(change: ChangeAnnotation, learned_until: pd.Timestamp | None) -> bool:
+    """Whether ``change`` is a scaling the detector divides out: one after its training history ended
+    (``learned_until``; None: any)."""
+    return change.factor is not None and (learned_until is None or change.time > learned_until)
+
+
 def rescaled(frame: pd.DataFrame, changes: tuple[ChangeAnnotation, ...] | list[ChangeAnnotation],
              learned_until: pd.Timestamp | None) -> pd.DataFrame:
     """``frame`` with each per-replica metric a scaling after ``learned_until`` (None: any) named divided
     by the scaling's factor from its time on: in the scale the detector learned."""
-    scalings = [c for c in changes if c.factor is not None and (learned_until is None or c.time > learned_until)]
+    scalings = [c for c in changes if divided_out(c, learned_until)]
     if not scalings or not isinstance(frame.index, pd.DatetimeIndex):
         return frame
     frame = frame.copy()
@@ -142,8 +148,8 @@ def explained(state: np.ndarray, index: pd.DatetimeIndex, metric: str,
         return state, causes
     onsets = np.flatnonzero(state & ~np.concatenate([[False], state[:-1]]))
     for change in changes:
-        if not change.applies_to(metric):
-            continue
+        if not change.applies_to(metric) or (change.time_end is None and pd.Timestamp(change.time) < index[0]):
+            continue  # without an end, a change before the first row has its window rows outside the frame
         first = int(index.searchsorted(pd.Timestamp(change.time)))
         last = (int(index.searchsorted(pd.Timestamp(change.time_end))) if change.time_end is not None
                 else first + window_rows)

@@ -196,6 +196,12 @@ class CombinedDetector(AnomalyDetector):
         return {m: calibrated.get(m, self.threshold) for m in self.metrics_}
 
     @property
+    def change_window_rows(self) -> int:
+        """How many rows a reported change without an end lasts (``core.ml.changes``): the level window,
+        over which the views take a shift for the new level."""
+        return self.rarity.level_window
+
+    @property
     def learned_until(self) -> pd.Timestamp | None:
         """The last timestamp of the fit history (None: not a time index, or pickled before it was kept)."""
         return getattr(self, "learned_until_", None)
@@ -263,7 +269,7 @@ class CombinedDetector(AnomalyDetector):
                 recovery_window=self.recovery_window, level_window=level_window,
                 settle_window=SETTLE_WINDOWS * level_window)
             state[metric], after_change[metric] = explained(
-                held, scores.index, metric, changes, window_rows=level_window,
+                held, scores.index, metric, changes, window_rows=self.change_window_rows,
                 recovery_window=self.recovery_window)
         joint = state[COMBINED] & ~triggered[self.metrics_].any(axis=1) if self.uses_forest else False
         state[COMBINED] = state[self.metrics_].any(axis=1) | joint
