@@ -22,6 +22,13 @@ QUIET = {
 }
 
 
+def with_shipped_driver(url: str) -> str:
+    """A database URL with the PostgreSQL driver Helios ships: SQLAlchemy 2.1 maps a bare
+    ``postgresql://`` to psycopg 3, which is not installed, so the URL the README and the platform's
+    Secret give (``postgresql://...``) would fail in the store and in MLflow alike."""
+    return "postgresql+psycopg2://" + url.removeprefix("postgresql://") if url.startswith("postgresql://") else url
+
+
 def helios_home() -> Path:
     return Path(os.environ.get("HELIOS_HOME", Path.cwd() / ".helios")).resolve()
 

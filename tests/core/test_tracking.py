@@ -1,13 +1,16 @@
 """MLflow naming and experiments, against a real MLflow store."""
 
 import ast
+import uuid
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sqlalchemy import text
 
 from helios_pipelines.core.ml.models.seasonal_naive import SeasonalNaive
 from helios_pipelines.core.ml.tracking import CHALLENGER, CHAMPION, Tracker, VersionTags
+from tests.harness.store_backends import POSTGRES_URL
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,6 +30,23 @@ def test_an_experiment_another_step_created_first_is_reused(mlflow_uri, monkeypa
     monkeypatch.setattr(loser.client, "get_experiment_by_name", lookup_racing_the_winner)
     assert loser.experiment_id("duel") == winner
     assert looked_up == ["helios/duel", "helios/duel"]
+
+
+def test_a_tracking_uri_as_the_platforms_secret_writes_it_reaches_mlflow_on_postgresql(postgres_admin, tmp_path):
+    """The README and the platform's Secret give MLFLOW_TRACKING_URI as postgresql://...: SQLAlchemy 2.1
+    reads that as psycopg 3, which Helios does not install, so it must reach the psycopg2 Helios ships."""
+    database = f"helios_mlflow_{uuid.uuid4().hex[:10]}"
+    admin = postgres_admin.execution_options(isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{database}"'))
+    try:
+        server = POSTGRES_URL.split("@", 1)[1].split("/", 1)[0]
+        tracker = Tracker(f"postgresql://postgres@{server}/{database}", artifact_root=tmp_path.as_uri())
+        experiment = tracker.experiment_id("duel")
+        assert tracker.client.get_experiment(experiment).name == "helios/duel"
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE "{database}" WITH (FORCE)'))
 
 
 def _registered_version(tracker: Tracker, name: str) -> str:

@@ -33,7 +33,7 @@ from mlflow.pyfunc import PythonModel
 from pydantic import BaseModel, ConfigDict
 
 from helios_pipelines.core.ml.models.base import META_FILE, Forecaster, SavableModel
-from helios_pipelines.core.settings import helios_home
+from helios_pipelines.core.settings import helios_home, with_shipped_driver
 
 if TYPE_CHECKING:
     from helios_pipelines.core.ml.models.capacity import CapacityPlanner
@@ -236,7 +236,7 @@ class Tracker:
     when the tracking URI is a database rather than a tracking server (which has its own root)."""
 
     def __init__(self, tracking_uri: str | None = None, artifact_root: str | None = None, dagster_run: str | None = None):
-        self.tracking_uri = tracking_uri or default_tracking_uri()
+        self.tracking_uri = with_shipped_driver(tracking_uri or default_tracking_uri())
         self.artifact_root = artifact_root
         self.dagster_run = dagster_run
         if self.tracking_uri.startswith("sqlite:///"):

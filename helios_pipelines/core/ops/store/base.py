@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from helios_pipelines.core.ops.store.errors import CustomerDisabledError, UnknownCustomerError
 from helios_pipelines.core.ops.store.schema import ACTIVE, Base, Customer
-from helios_pipelines.core.settings import helios_home
+from helios_pipelines.core.settings import helios_home, with_shipped_driver
 
 T = TypeVar("T")
 # A concurrent writer may open the same episode first; the unique index refuses the second, which
@@ -45,16 +45,13 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 
 
 def make_engine(url: str) -> Engine:
-    parsed = make_url(url)
+    parsed = make_url(with_shipped_driver(url))
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(parsed, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    if parsed.drivername == "postgresql":
-        # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3; Helios ships psycopg2.
-        parsed = parsed.set(drivername="postgresql+psycopg2")
     return create_engine(parsed, pool_pre_ping=True)
 
 
