@@ -234,11 +234,12 @@ class Host:
         """What a tenant posts, validated by ``model``, kept in the store for every replica (serving/posted_events.py)."""
 
         def post() -> dict:
+            runtime = self.runtime(tenant, authenticated)
             try:  # the model holds the rules
                 posted = model(**fields)
             except ValidationError as exc:
-                raise RequestError(invalid_fields(exc.errors())) from None
-            return _for_tenant(self.runtime(tenant, authenticated), lambda r: self.events_feed.post(r, posted))
+                raise RequestError(f"tenant '{runtime.tenant_id}': {invalid_fields(exc.errors())}") from None
+            return _for_tenant(runtime, lambda r: self.events_feed.post(r, posted))
 
         return _http_errors(post, ctx)
 

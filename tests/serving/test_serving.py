@@ -221,7 +221,7 @@ def test_a_posted_tournament_raises_the_forecast_over_its_window(service):
                                              "multiplier": 2, "ramp_minutes": 45})
     # A rule across fields is answered in its own words, which name the fields.
     assert too_slow.status_code == 400
-    assert too_slow.json() == {"error": "event 'x': ramp_minutes 45 twice over is longer than its 1 hours"}
+    assert too_slow.json() == {"error": "tenant 'arena': event 'x': ramp_minutes 45 twice over is longer than its 1 hours"}
 
 
 def test_a_grafana_annotation_is_stored_and_a_malformed_or_unknown_metric_one_is_refused_storing_nothing(
@@ -245,7 +245,9 @@ def test_a_grafana_annotation_is_stored_and_a_malformed_or_unknown_metric_one_is
     assert [change["text"] for _, change in stored][-1:] == ["checkout v2.3"]
 
     backwards = service.post("/annotations", json=grafana | {"text": "backwards", "timeEnd": millis - 60_000})
-    assert backwards.status_code == 400 and "time_end (Grafana's timeEnd)" in backwards.json()["error"]
+    assert backwards.status_code == 400
+    assert backwards.json() == {"error": f"tenant 'arena': time_end (Grafana's timeEnd) "
+                                         f"{(start - timedelta(minutes=1)).isoformat()} must be after time {start.isoformat()}"}
     unknown = service.post("/annotations", json=grafana | {"text": "unknown", "metrics": ["mana_pool"]})
     assert unknown.status_code == 404 and "mana_pool" in unknown.json()["error"]
     assert embedded_store.changes_after("arena") == stored
