@@ -186,12 +186,20 @@ def test_a_deploys_lasting_regression_pages_when_its_window_ends_naming_the_depl
     assert "still away after the deploy 'game-server v1.4.2'" in episode.description
 
 
-def test_a_reported_scale_up_halving_utilisation_is_the_new_normal_and_unreported_it_pages(gaming):
+def test_a_reported_scale_up_doubling_the_fleet_pages_no_one_and_unreported_it_pages(gaming, monkeypatch):
     tenant, detector, frame, scaled_at = gaming
-    scaled = frame.copy()
-    scaled.loc[scaled.index >= scaled_at, "server_utilization"] *= 0.5  # 4 -> 8 replicas serve the same players
+    fleet = Simulator._fleet
+
+    def doubled_from_then(simulator, index):  # 2x the replicas from then on: utilisation halves, as do
+        replicas = fleet(simulator, index)    # the queue and latency its pressure drove (the simulator's model)
+        return np.where(index >= scaled_at, 2 * replicas, replicas)
+
+    monkeypatch.setattr(Simulator, "_fleet", doubled_from_then)
+    scaled = Simulator(tenant).fetch(frame.index[0], frame.index[-1] + tenant.step_timedelta)[detector.metrics_]
+    after = scaled.index >= scaled_at
+    assert np.allclose(scaled.loc[after, "server_utilization"], frame.loc[after, "server_utilization"] / 2, rtol=0.03)
     unreported, *_ = drawn(detector, scaled, since=scaled_at - pd.Timedelta("1h"))
-    assert len(unreported) == 1 and unreported[0].metrics[0] == "server_utilization"
+    assert len(unreported) == 1 and unreported[0].metrics == ("server_utilization",)
     scale = ChangeAnnotation(time=scaled_at.to_pydatetime(), tags=["scale"], replicas_before=4, replicas_after=8,
                              metrics=["server_utilization"])
     reported, *_ = drawn(detector, scaled, [scale], since=scaled_at - pd.Timedelta("1h"))

@@ -13,9 +13,12 @@ metric may move for a while. Its semantics, per metric it applies to (all by def
   incident operators most need, so it is never silenced, only delayed;
 - a scaling action from ``replicas_before`` to ``replicas_after`` moves the per-replica metrics it
   names by the known factor before/after: from its time on they are divided by it (``rescaled``)
-  before anything is scored, so every view, the relations of other metrics to them included, sees
-  them in the scale the detector learned. Only a scaling after the detector's training history
-  ended is divided out: one inside it is in what the detector learned.
+  where they are judged on their own level (their own views, and as a relation's target), so a
+  scale-up's halved utilisation is not a level shift. As an input of another metric's relation they
+  stay what the fleet really carried: the queue and latency that pressure drove fall with it, and
+  judged against the old pressure they paged (on the simulator, a doubled fleet at night opened a
+  dozen queue episodes that way). Only a scaling after the detector's training history ended is
+  divided out: one inside it is in what the detector learned.
 
 Apart from a scaling's factor, scores are untouched (the views' memory, and so a later incident's
 score, do not depend on what was reported); the window rule runs on the alert state

@@ -209,14 +209,16 @@ class CombinedDetector(AnomalyDetector):
     def score(self, frame: pd.DataFrame, extra_events: tuple | list = (),
               changes: tuple[ChangeAnnotation, ...] | list[ChangeAnnotation] = ()) -> pd.DataFrame:
         """``extra_events``: events posted since training; ``changes``: reported changes, whose scalings
-        are divided out of the per-replica metrics they name (``changes.rescaled``)."""
+        are divided out of the per-replica metrics they name where those are judged on their own level
+        (their own views, and as a relation's target), not where they are an input to another metric's
+        relation: there they are the pressure the fleet really carried (``changes``)."""
         if not self.fitted_:
             raise ModelNotFittedError(f"{self.kind} detector is not fitted")
         check_frame(frame, self.metrics_, self.kind)
-        frame = rescaled(frame, changes, self.learned_until)
+        own = rescaled(frame, changes, self.learned_until)
         expected = self.expected(frame[self.metrics_], extra_events)
-        values = known_causes_removed(frame, self.metrics_, expected)
-        per_metric = self.rarity.score_matrix(frame, expected, values)
+        values = known_causes_removed(own, self.metrics_, expected)
+        per_metric = self.rarity.score_matrix(frame, expected, values, targets=own)
         residual = getattr(self, "residual_", None)  # None: pickled before the residual view, scores as it did
         if residual is not None:
             per_metric = residual.veto(per_metric, values, self.z_threshold, self.threshold)

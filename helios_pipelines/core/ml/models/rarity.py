@@ -298,9 +298,9 @@ class RarityDetector(AnomalyDetector):
         return expected.reindex(index=frame.index, columns=drivers).fillna(1.0).to_numpy(dtype=float)
 
     def score_matrix(self, frame: pd.DataFrame, expected: pd.DataFrame | None = None,
-                     values: np.ndarray | None = None) -> np.ndarray:
+                     values: np.ndarray | None = None, targets: pd.DataFrame | None = None) -> np.ndarray:
         """(rows, metrics) raw scores in [0, 1] (no onset suppression); NaN for warm-up and gaps.
-        ``expected`` and ``values`` as in ``fit``."""
+        ``expected`` and ``values`` as in ``fit``; ``targets`` as ``Relations.standardised_residuals``'."""
         if values is None:
             values = known_causes_removed(frame, self.metrics_, expected)
         views = self._views(values)
@@ -333,7 +333,8 @@ class RarityDetector(AnomalyDetector):
         if self.relation_owner_.size:
             # Residual against the relation in units of its held-out spread: no memory of earlier rows,
             # so an incident stays anomalous for as long as it lasts and every recurrence is news.
-            residuals = self.relations_.standardised_residuals(frame, self._driver_multipliers(frame, expected))
+            residuals = self.relations_.standardised_residuals(frame, self._driver_multipliers(frame, expected),
+                                                               targets)
             z, relation = self._held_score(residuals)
             vetoes, owners = self.relation_vetoes_, self.relation_owner_
             # A veto: rare on its own and not explained by its drivers (NaN, no expectation: no veto),

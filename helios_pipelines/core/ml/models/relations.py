@@ -213,13 +213,15 @@ class Relations:
     def targets(self) -> list[str]:
         return list(self.models_)
 
-    def standardised_residuals(self, frame: pd.DataFrame, multipliers: np.ndarray | None = None) -> np.ndarray:
+    def standardised_residuals(self, frame: pd.DataFrame, multipliers: np.ndarray | None = None,
+                               targets: pd.DataFrame | None = None) -> np.ndarray:
         """(rows, targets) observed minus expected in the targets' log space, in units of each
         relation's interval: its held-out robust sigma, widened where an input is beyond the range the
         relation was learned on (one sigma more per ``WIDEN_PER`` of log input outside it), as a
         forecast's interval widens far from its data, and by the relation's learned widening while a
         scheduled event ramps (``multipliers`` as in ``fit``). NaN where the target or an input is
-        unknown."""
+        unknown. ``targets``: the targets' values where they differ from ``frame``'s (a reported scaling
+        divided out of a per-replica target, while the inputs stay what the fleet really carried)."""
         out = np.full((len(frame), len(self.models_)), np.nan)
         transition = in_transition(multipliers, max(DRIVER_WINDOWS))
         features = self._features(frame, self.targets)
@@ -229,7 +231,8 @@ class Relations:
             low, high = self.load_range_[target]
             loads = _signed_log(raw)
             outside = np.nan_to_num(np.fmax(np.fmax(loads - high, low - loads), 0.0).max(axis=1))
-            residual = _signed_log(frame[target].to_numpy(dtype=float)) - model.predict(target_features)
+            observed = (frame if targets is None else targets)[target].to_numpy(dtype=float)
+            residual = _signed_log(observed) - model.predict(target_features)
             residual[~np.isfinite(raw).all(axis=1)] = np.nan  # no load, no expectation
             out[:, k] = residual / self.spread_[target] / (1 + outside / WIDEN_PER)
             if transition is not None:
