@@ -9,7 +9,10 @@ deploy at that time is scored on the history the service holds, up to ``AFTER`` 
 - ``blip, unreported``: the latency metrics (those measured in seconds or milliseconds) five times
   higher for ``BLIP`` (at least one step), as pods restart;
 - ``blip, reported``: the same, with the deploy reported with a ``WINDOW`` window;
-- ``regression, reported``: the latency metrics three times higher from the deploy on, reported.
+- ``regression, reported``: the latency metrics three times higher from the deploy on, reported;
+- ``scale-up``, where the tenant's utilisation metric is watched: the simulator's fleet doubled from
+  then on (utilisation halves; the queue and latency its pressure drove follow), unreported and
+  reported as a scaling from 4 to 8 replicas of that metric.
 
 A deploy pages when an episode starts from it to ``AFTER`` after it. A regression is found when such an
 episode names the deploy; its delay is from the deploy to the episode's start (the window, then the
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -49,15 +53,34 @@ def paged(detector, frame: pd.DataFrame, deployed: pd.Timestamp, changes=()) -> 
     return [(e, state.after_change.at[e.start, e.first]) for e in found]
 
 
+@contextmanager
+def fleet_doubled_from(at: pd.Timestamp):
+    """The simulator's fleet twice its size from ``at`` on. The simulator has no scaling action of its
+    own (its injections are incidents, labelled as such), so its fleet model is wrapped here."""
+    fleet = Simulator._fleet
+
+    def doubled(simulator, index):
+        replicas = fleet(simulator, index)
+        return np.where(index >= at, 2 * replicas, replicas)
+
+    Simulator._fleet = doubled
+    try:
+        yield
+    finally:
+        Simulator._fleet = fleet
+
+
 def deploy_drill(tenant, deploys: int) -> dict:
     metrics = sorted(tenant.anomaly_metrics)
+    utilization = next((s.utilization_metric for s in tenant.scaling if s.utilization_metric in metrics), None)
     latencies = [m for m in metrics if tenant.metrics[m].unit in LATENCY_UNITS]
     simulator = Simulator(tenant)
     detector = tenant_detector(tenant).fit(
         simulator.fetch(AS_OF - pd.Timedelta(days=tenant.training.history_days), AS_OF)[metrics])
     held = served_history(tenant, detector)
     blip = max(BLIP, tenant.step_timedelta)
-    counts = {"quiet": 0, "blip, unreported": 0, "blip, reported": 0, "regression found": 0}
+    counts = {"quiet": 0, "blip, unreported": 0, "blip, reported": 0, "regression found": 0,
+              "scale-up, unreported": 0, "scale-up, reported": 0}
     delays = []
     for hours in range(26, 26 + 7 * deploys, 7):
         deployed = AS_OF + pd.Timedelta(hours=hours)
@@ -74,7 +97,15 @@ def deploy_drill(tenant, deploys: int) -> dict:
         named = [e for e, cause in paged(detector, regressed, deployed, [deploy]) if cause == deploy.label]
         counts["regression found"] += bool(named)
         delays += [(named[0].start - deployed) / pd.Timedelta("1min")] if named else []
+        if utilization is not None:
+            with fleet_doubled_from(deployed):
+                scaled = Simulator(tenant).fetch(deployed - held, deployed + AFTER)[metrics]
+            scale = ChangeAnnotation(time=deployed.to_pydatetime(), tags=["scale"], replicas_before=4,
+                                     replicas_after=8, metrics=[utilization])
+            counts["scale-up, unreported"] += len(paged(detector, scaled, deployed))
+            counts["scale-up, reported"] += len(paged(detector, scaled, deployed, [scale]))
     return {"tenant": tenant.id, "deploys": deploys, "latencies": latencies, "step": tenant.step,
+            "utilization": utilization,
             "delay": float(np.median(delays)) if delays else float("nan")} | counts
 
 
@@ -86,13 +117,15 @@ def render(rows: list[dict]) -> list[str]:
         f"{WINDOW.seconds // 60} minutes; pages: episodes starting from the deploy to {AFTER.seconds // 3600} hours "
         "after it).", "",
         "| tenant | step | deploys | latency metrics | pages, quiet | pages, blip unreported | pages, blip reported "
-        "| regressions paged naming the deploy | median minutes from deploy to page |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| regressions paged naming the deploy | median minutes from deploy to page "
+        "| pages, scale-up unreported | pages, scale-up reported |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(f"| {r['tenant']} | {r['step']} | {r['deploys']} | {', '.join(r['latencies'])} | {r['quiet']} | "
                      f"{r['blip, unreported']} | {r['blip, reported']} | {r['regression found']}/{r['deploys']} | "
-                     f"{r['delay']:g} |")
+                     f"{r['delay']:g} | " + (f"{r['scale-up, unreported']} | {r['scale-up, reported']} |"
+                                            if r["utilization"] else "(utilisation not watched) | |"))
     return lines
 
 
