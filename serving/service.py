@@ -212,9 +212,9 @@ class HeliosService:
         """Report a deploy or scaling action, in Grafana's annotation body as a CD step already sends it
         (the same body can go to Grafana and to Helios): the detector takes it as a known cause of
         alerts. ``time`` and ``timeEnd`` (or ``time_end``) are epoch milliseconds, as Grafana's, or ISO
-        8601; without an end the change lasts the detector's settling time. ChangeAnnotation's rules (a
-        window that ends after it starts, at most a few hours; replicas for a scale) are checked before
-        anything is kept. Kept in the store, so every replica of the tenant honours it."""
+        8601; without an end the change lasts the detector's level window (20 steps by default).
+        ChangeAnnotation's rules (a window that ends after it starts, at most a few hours; replicas for a
+        scale) are checked before anything is kept. Kept in the store, so every replica of the tenant honours it."""
         given = {"timeEnd": timeEnd, "time_end": time_end, "tags": tags, "kind": kind, "metrics": metrics,
                  "replicas_before": replicas_before, "replicas_after": replicas_after,
                  "dashboardUID": dashboardUID, "dashboardId": dashboardId, "panelId": panelId}

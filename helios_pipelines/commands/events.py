@@ -140,7 +140,7 @@ def peaks(ctx: click.Context, tenant_id: str, as_of: str | None) -> None:
 @command.command("annotate")
 @click.argument("tenant_id")
 @click.option("--time", "time_", required=True, help="when the change started: ISO 8601 or epoch milliseconds")
-@click.option("--end", default=None, help="when it ended (default: the detector's settling time)")
+@click.option("--end", default=None, help="when it ended (default: the detector's level window, 20 steps by default)")
 @click.option("--kind", type=click.Choice(["deploy", "scale"]), default=None,
               help="default: scale when a --tag says so, else deploy")
 @click.option("--text", default="", help="what changed, e.g. 'checkout v2.3'")
