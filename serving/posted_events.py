@@ -44,21 +44,17 @@ class Posted:
     stored_after: Callable[[Store, str, int], list[tuple[int, dict]]]
     apply: Callable[[TenantRuntime, Any], dict]
     kept: Callable[[TenantRuntime, Any], bool] = lambda runtime, posted: True  # what a runtime reads back
-
-
-def _known_metrics(runtime: TenantRuntime, event: ScheduledEvent) -> ScheduledEvent:
-    for name in event.metrics:
-        runtime.metric(name)
-    return event
+    forget: Callable[[TenantRuntime], None] = lambda runtime: None  # what it drops once it matters no more
 
 
 POSTED = (
-    Posted("event", ScheduledEvent, _known_metrics, events.check_room,
+    Posted("event", ScheduledEvent, events.checked, events.check_room,
            lambda store, tenant, event: store.add_event(tenant, event.name, event.start, event.model_dump(mode="json")),
            Store.events_after, TenantRuntime.post_event),
     Posted("change", ChangeAnnotation, annotations.resolved, annotations.check_room,
            lambda store, tenant, change: store.add_change(tenant, change.time, change.model_dump(mode="json")),
-           Store.changes_after, TenantRuntime.post_change, kept=annotations.still_read),
+           Store.changes_after, TenantRuntime.post_change, kept=annotations.still_read,
+           forget=annotations.forget_unread),
 )
 
 
@@ -73,11 +69,11 @@ class EventFeed:
     def post(self, runtime: TenantRuntime, posted: ScheduledEvent | ChangeAnnotation) -> dict:
         """Store ``posted`` for ``runtime``'s tenant and apply it here; the runtime's answer to it."""
         kind = next(kind for kind in POSTED if isinstance(posted, kind.model))
-        posted = kind.checked(runtime, posted)  # validation before state
-        kind.check_room(runtime)
         tenant = runtime.tenant_id
         try:
-            with self._lock:
+            with self._lock:  # concurrent posts see each other's room
+                posted = kind.checked(runtime, posted)  # validation before state
+                kind.check_room(runtime)
                 posted_id = kind.add(self.store, tenant, posted)
                 answers = self._sync(runtime)
         except UnknownCustomerError as exc:
@@ -109,6 +105,7 @@ class EventFeed:
                 except (NotFoundError, ValueError) as exc:  # posted to a replica serving another bundle version
                     log.warning("tenant '%s': posted %s %d not applicable here: %s", tenant, kind.what, posted_id, exc)
                 self._seen[kind.what, tenant] = posted_id
+            kind.forget(runtime)
         return answers
 
     def poll_forever(self, stop: threading.Event | None = None) -> None:

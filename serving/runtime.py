@@ -57,6 +57,7 @@ class TenantRuntime:
         self.source = source or make_source(self.tenant)
         self.posted_events: list[ScheduledEvent] = []
         self.posted_changes: list[ChangeAnnotation] = []  # deploys and scaling actions: known causes of alerts
+        self._posted = 0  # events and changes applied so far (answers/annotations.py drops old changes)
         self.last_desired: dict[str, int] = {}  # last published desired replicas per service
         self.cache = StepCache(per_step=MAX_ANSWERS)
         # The newest step whose refresh the publisher finished (None before its first): until the next
@@ -76,8 +77,9 @@ class TenantRuntime:
 
     @property
     def events_version(self) -> int:
-        """Posted events and changes are only ever appended, so their count says which answers they shaped."""
-        return len(self.posted_events) + len(self.posted_changes)
+        """How many events and changes were ever applied here: it says which answers they shaped (a
+        count of those held would repeat an earlier one once old changes are dropped)."""
+        return self._posted
 
     def step_end(self, now: pd.Timestamp | None = None) -> pd.Timestamp:
         """The last complete step: every answer is the same from one step boundary to the next."""
@@ -115,9 +117,11 @@ class TenantRuntime:
 
     def add_event(self, event: ScheduledEvent) -> None:
         self.posted_events.append(event)
+        self._posted += 1
 
     def add_change(self, change: ChangeAnnotation) -> None:
-        self.posted_changes.append(change)
+        self.posted_changes = [*self.posted_changes, change]  # a new list: detection reads a consistent one
+        self._posted += 1
 
     def cached_answer(self, kind: str, *request, now: pd.Timestamp | None = None) -> dict | None:
         """This step's finished answer to ``kind`` ("predict", "recommend" or "detect") with these

@@ -54,6 +54,12 @@ def resolved(runtime: TenantRuntime, change: ChangeAnnotation) -> ChangeAnnotati
     return change if metrics == change.metrics else change.model_copy(update={"metrics": metrics})
 
 
+def forget_unread(runtime: TenantRuntime) -> None:
+    """Drop the runtime's changes the detector no longer reads: they explain nothing, and each is
+    weighed on every detection (a replica up for months would otherwise hold every deploy since)."""
+    runtime.posted_changes = [change for change in runtime.posted_changes if still_read(runtime, change)]
+
+
 def check_room(runtime: TenantRuntime) -> None:
     """Before a change is stored: a tenant's changes the detector still reads are bounded."""
     if sum(still_read(runtime, change) for change in runtime.posted_changes) >= MAX_POSTED_CHANGES:

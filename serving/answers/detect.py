@@ -72,11 +72,13 @@ def detect(runtime: TenantRuntime, metric_names: list[str] | None, points: list[
 
 
 def _score(runtime: TenantRuntime, frame: pd.DataFrame) -> tuple[pd.DataFrame, AlertState]:
-    # Posted events are known causes too: the detector divides their expected effect out.
-    scores = runtime.detector.score(frame, extra_events=runtime.posted_events, changes=runtime.posted_changes)
+    # Posted events are known causes too: the detector divides their expected effect out. The changes
+    # are read once: the events feed's thread may add one meanwhile, and scores and alerts must agree.
+    changes = runtime.posted_changes
+    scores = runtime.detector.score(frame, extra_events=runtime.posted_events, changes=changes)
     # Alert state applies the tenant's trigger and recovery windows, holds an episode until the value is
     # back at its pre-incident level, and leaves out what the reported changes explain.
-    return scores, runtime.detector.alert_state(scores, frame, runtime.posted_changes)
+    return scores, runtime.detector.alert_state(scores, frame, changes)
 
 
 def _with_points(runtime: TenantRuntime, frame: pd.DataFrame, metric: str, points: list[tuple[pd.Timestamp, float]]):

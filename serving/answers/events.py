@@ -30,10 +30,15 @@ def check_room(runtime: TenantRuntime) -> None:
                            "put lasting ones in its YAML")
 
 
-def post(runtime: TenantRuntime, event: ScheduledEvent) -> dict:
+def checked(runtime: TenantRuntime, event: ScheduledEvent) -> ScheduledEvent:
+    """``event``, refused (404) when it names a metric the tenant does not have."""
     for name in event.metrics:
         runtime.metric(name)
-    runtime.add_event(event)
+    return event
+
+
+def post(runtime: TenantRuntime, event: ScheduledEvent) -> dict:
+    runtime.add_event(checked(runtime, event))
     now = pd.Timestamp.now(tz="UTC")
     upcoming = schedule(runtime).occurrences(now, now + pd.Timedelta("90D"))
     return {

@@ -74,7 +74,8 @@ def test_a_malformed_change_is_refused_naming_the_field(fields, named):
 
 # ---- the window rule on one metric's alert state ------------------------------------------------
 # window_rows=4 where a change has no end; recovery_window=2: an episode whose value came back at row r
-# closes at row r + 1, so whether it came back inside a window ending at row w is sure at row w + 1.
+# alerts through row r and has closed at row r + 1, so one that came back by a window's last row w has
+# closed by row w + 1, the first row after the window: there the rule decides.
 
 def test_an_episode_that_starts_and_returns_inside_the_window_is_silent():
     state, causes = explain(rows(3, 4), [change(2, 6)])  # window rows 2..5; the episode is rows 3-4
@@ -82,14 +83,28 @@ def test_an_episode_that_starts_and_returns_inside_the_window_is_silent():
 
 
 def test_an_episode_that_came_back_on_the_windows_last_row_is_silent():
-    state, _ = explain(rows(3, 4, 5, 6), [change(2, 6)])  # back at row 5, closed at row 7 (= 6 + 1)
+    state, _ = explain(rows(3, 4, 5), [change(2, 6)])  # back at row 5, closed at row 6
     assert not state.any()
 
 
-def test_an_episode_still_away_when_the_window_ends_opens_once_that_is_sure_naming_the_change():
-    state, causes = explain(rows(3, 4, 5, 6, 7, 8), [change(2, 6, text="v2")])  # away through row 7
-    assert np.flatnonzero(state).tolist() == [7, 8]
-    assert causes[7:9] == [f"deploy 'v2' at {INDEX[2].isoformat()}"] * 2 and causes[:7] == [None] * 7
+def test_an_episode_that_came_back_on_the_first_row_after_the_window_opens_there_naming_the_change():
+    state, causes = explain(rows(3, 4, 5, 6), [change(2, 6, text="v2")])  # back at row 6: outside
+    assert np.flatnonzero(state).tolist() == [6]
+    assert causes[6] == f"deploy 'v2' at {INDEX[2].isoformat()}" and causes[:6] == [None] * 6
+
+
+def test_an_episode_still_away_when_the_window_ends_opens_at_its_first_row_after_it():
+    state, causes = explain(rows(3, 4, 5, 6, 7, 8), [change(2, 6, text="v2")])
+    assert np.flatnonzero(state).tolist() == [6, 7, 8]
+    assert causes[6:9] == [f"deploy 'v2' at {INDEX[2].isoformat()}"] * 3 and causes[:6] == [None] * 6
+
+
+def test_an_episode_inside_overlapping_windows_is_decided_at_the_latest_whatever_their_order():
+    short, long = change(2, 4, text="api"), change(2, 9, text="web")  # rows 2..3 and rows 2..8
+    for order in ([short, long], [long, short]):
+        assert not explain(rows(*range(3, 9)), order)[0].any()  # back at row 8, inside the long one
+        state, causes = explain(rows(*range(3, 10)), order)  # back at row 9: after both
+        assert np.flatnonzero(state).tolist() == [9] and causes[9] == long.label
 
 
 def test_inside_a_window_not_yet_ended_an_episode_is_silent_whatever_comes_later():
@@ -100,7 +115,7 @@ def test_inside_a_window_not_yet_ended_an_episode_is_silent_whatever_comes_later
 
 def test_a_change_without_an_end_lasts_window_rows():
     state, causes = explain(rows(3, 4, 5, 6, 7, 8), [change(2)])  # rows 2..5
-    assert np.flatnonzero(state).tolist() == [7, 8] and causes[7] is not None
+    assert np.flatnonzero(state).tolist() == [6, 7, 8] and causes[6] is not None
 
 
 def test_an_episode_that_began_before_the_change_or_on_another_metric_is_untouched():
@@ -169,8 +184,9 @@ def test_a_deploys_lasting_regression_pages_when_its_window_ends_naming_the_depl
     deploy = ChangeAnnotation(time=deployed.to_pydatetime(), time_end=window_end.to_pydatetime(),
                               tags=["deploy"], text="game-server v1.4.2")
     found, scores, state = drawn(detector, regressed, [deploy], since=deployed - pd.Timedelta("1h"))
-    # It opens once its return inside the window is ruled out: the recovery window's rows after the end, less one.
-    opened = window_end + (detector.recovery_window - 1) * tenant.step_timedelta
+    # It opens once a return inside the window would have closed it: the recovery window after the
+    # window's last step, less one step (the module docstring's rule, worked by hand above).
+    opened = window_end + (detector.recovery_window - 2) * tenant.step_timedelta
     assert len(found) == 1 and found[0].start == opened and set(found[0].metrics) >= {"game_latency_p99"}
     assert state.after_change.at[opened, found[0].first] == deploy.label
 

@@ -138,12 +138,15 @@ def test_a_tenants_changes_the_detector_still_reads_are_bounded_and_the_one_refu
         store, bundle, monkeypatch):
     monkeypatch.setattr(annotations, "MAX_POSTED_CHANGES", 2)
     feed, runtime = _replica(store, bundle)
-    feed.post(runtime, _deploy(ago="3h"))
-    feed.post(runtime, _deploy(ago="2h"))
+    oldest, older, newest = _deploy(ago="3h"), _deploy(ago="2h"), _deploy(ago="1h")
+    feed.post(runtime, oldest)
+    feed.post(runtime, older)
     with pytest.raises(RequestError, match="tenant 'arena' already has 2 posted changes its detector still reads"):
-        feed.post(runtime, _deploy(ago="1h"))
+        feed.post(runtime, newest)
     assert len(store.changes_after("arena")) == len(runtime.posted_changes) == 2
-    # Once the oldest has left the history the detector reads, it no longer counts.
+    # Once the oldest has left the history the detector reads, it no longer counts, and the runtime
+    # drops it (the store keeps it).
     runtime.history_span = pd.Timedelta("150min")
-    feed.post(runtime, _deploy(ago="1h"))
-    assert len(store.changes_after("arena")) == len(runtime.posted_changes) == 3
+    feed.post(runtime, newest)
+    assert len(store.changes_after("arena")) == 3
+    assert runtime.posted_changes == [older, newest]

@@ -8,9 +8,10 @@ metric may move for a while. Its semantics, per metric it applies to (all by def
 
 - an episode whose onset falls inside the change's window and that returns before the window ends is
   the change's own blip (pods restarting, caches warming): no alert;
-- an episode still open when the window ends opens once that is sure (the tenant's recovery window
-  after it: the time a return needs to count), naming the change: a deploy's regression is the
-  incident operators most need, so it is never silenced, only delayed;
+- an episode still away when the window ends opens once a return inside the window would have
+  closed it (the tenant's recovery window after the window's last row, less one row), naming the
+  change: a deploy's regression is the incident operators most need, so it is never silenced, only
+  delayed;
 - a scaling action from ``replicas_before`` to ``replicas_after`` moves the per-replica metrics it
   names by the known factor before/after: from its time on they are divided by it (``rescaled``)
   where they are judged on their own level (their own views, and as a relation's target), so a
@@ -55,7 +56,8 @@ class ChangeAnnotation(Strict):
     text: str = Field("", max_length=1000)
     tags: list[Annotated[str, Field(max_length=100)]] = Field(default_factory=list, max_length=20)
     metrics: list[str] = Field(default_factory=list, max_length=100,
-                               description="logical metrics it moves; empty = all (the per-replica ones for a scale)")
+                               description="logical metrics it moves, empty = all; a scale with replicas names "
+                                           "the per-replica metrics they divide")
     replicas_before: int | None = Field(None, ge=1, le=100_000)
     replicas_after: int | None = Field(None, ge=1, le=100_000)
 
@@ -118,14 +120,15 @@ class ChangeAnnotation(Strict):
 
 def divided_out(change: ChangeAnnotation, learned_until: pd.Timestamp | None) -> bool:
     """Whether ``change`` is a scaling the detector divides out: one after its training history ended
-    (``learned_until``; None: any)."""
-    return change.factor is not None and (learned_until is None or change.time > learned_until)
+    (``learned_until``; None, a detector that did not keep it: none, as such a scaling may be in what it
+    learned)."""
+    return change.factor is not None and learned_until is not None and change.time > learned_until
 
 
 def rescaled(frame: pd.DataFrame, changes: tuple[ChangeAnnotation, ...] | list[ChangeAnnotation],
              learned_until: pd.Timestamp | None) -> pd.DataFrame:
-    """``frame`` with each per-replica metric a scaling after ``learned_until`` (None: any) named divided
-    by the scaling's factor from its time on: in the scale the detector learned."""
+    """``frame`` with each per-replica metric a scaling ``divided_out`` named divided by the scaling's
+    factor from its time on: in the scale the detector learned."""
     scalings = [c for c in changes if divided_out(c, learned_until)]
     if not scalings or not isinstance(frame.index, pd.DatetimeIndex):
         return frame
@@ -141,25 +144,33 @@ def explained(state: np.ndarray, index: pd.DatetimeIndex, metric: str,
               recovery_window: int) -> tuple[np.ndarray, list[str | None]]:
     """One metric's alert ``state`` with the episodes ``changes`` explain removed (the module docstring's
     window rule), and per row the label of the change whose window's end opened the episode alerting
-    there. An episode returned inside the window when its value came back before the window ended: the
-    episode then closes ``recovery_window`` - 1 rows later (``alerting``), so that is when it is decided.
-    Causal: a row's state depends on the rows up to it (an episode inside a window is silent until it
-    is decided, whether or not it returns later)."""
-    state, n = state.copy(), len(state)
+    there. An episode whose value came back at row r closes at row r + ``recovery_window`` - 1
+    (``alerting``): one that came back by a window's last row has closed by that window's last row +
+    ``recovery_window`` - 1, which is when the rule decides. An onset inside several windows is decided
+    at the latest of them, naming that change. Causal: a row's state depends on the rows up to it (an
+    episode inside a window is silent until it is decided, whether or not it returns later)."""
+    held, n = state, len(state)
+    state = held.copy()
     causes: list[str | None] = [None] * n
     if not n:
         return state, causes
-    onsets = np.flatnonzero(state & ~np.concatenate([[False], state[:-1]]))
+    windows = []  # (first row, first row after the window, row the rule decides at, change)
     for change in changes:
         if not change.applies_to(metric) or (change.time_end is None and pd.Timestamp(change.time) < index[0]):
             continue  # without an end, a change before the first row has its window rows outside the frame
         first = int(index.searchsorted(pd.Timestamp(change.time)))
         last = (int(index.searchsorted(pd.Timestamp(change.time_end))) if change.time_end is not None
                 else first + window_rows)
-        decided = last + recovery_window - 1
-        for onset in onsets[(onsets >= first) & (onsets < last)]:
-            end = onset + int(np.argmin(state[onset:])) if not state[onset:].all() else n
-            state[onset:min(end, decided)] = False
-            if end > decided:  # still away when the window ended: it opens now, naming the change
-                causes[decided:end] = [change.label] * (end - decided)
+        windows.append((first, last, last + recovery_window - 2, change))
+    if not windows:
+        return state, causes
+    for onset in np.flatnonzero(held & ~np.concatenate([[False], held[:-1]])):
+        covering = [(decided, change) for first, last, decided, change in windows if first <= onset < last]
+        if not covering:
+            continue
+        decided, change = max(covering, key=lambda window: window[0])
+        end = onset + int(np.argmin(held[onset:])) if not held[onset:].all() else n
+        state[onset:min(end, decided)] = False
+        if end > decided:  # not back inside the window: it opens now, naming the change
+            causes[decided:end] = [change.label] * (end - decided)
     return state, causes

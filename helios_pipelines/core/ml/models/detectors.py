@@ -203,7 +203,8 @@ class CombinedDetector(AnomalyDetector):
 
     @property
     def learned_until(self) -> pd.Timestamp | None:
-        """The last timestamp of the fit history (None: not a time index, or pickled before it was kept)."""
+        """The last timestamp of the fit history (None: not a time index, or pickled before it was kept,
+        and then no reported scaling is divided out)."""
         return getattr(self, "learned_until_", None)
 
     def score(self, frame: pd.DataFrame, extra_events: tuple | list = (),
@@ -259,7 +260,8 @@ class CombinedDetector(AnomalyDetector):
         state[recent_max == 0] = 0.0
         state[triggered] = 1.0
         state = state.ffill().fillna(0).astype(bool)
-        after_change = pd.DataFrame(None, index=scores.index, columns=scores.columns, dtype=object)
+        after_change = pd.DataFrame(np.full(scores.shape, None, dtype=object), index=scores.index,
+                                    columns=scores.columns)
         if frame is None:
             return AlertState(state, after_change)
         below = (above == 0).to_numpy()
