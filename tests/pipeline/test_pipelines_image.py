@@ -203,6 +203,16 @@ def test_the_chart_starts_the_image_as_a_production_code_location_with_helios_jo
     assert container_image == "registry.example/helios-pipelines:1.0"
 
 
+def test_the_helios_command_in_the_image_reads_the_tenant_registry_from_any_directory(image: Image, deployment):
+    """`kubectl exec` into a pod and `helios validate` from the shell's directory: the command imports the
+    packages from the working directory too (the image's PYTHONPATH), beside configs/, not the copy pip
+    installed in site-packages, beside which there is no tenant registry."""
+    run = subprocess.run([str(image.venv / "bin" / "helios"), "validate"], cwd=image.home,
+                         env=container_env(image, deployment), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    assert run.stdout.split() == ["ok", "gaming-corp", "ok", "shopfast"]
+
+
 def test_a_runs_bento_build_finds_the_service_sources_and_requirements_in_the_image(image: Image, deployment):
     """tenant_bento's step imports serving.packaging (lazily: the code location loads without it) and
     `bentoml build`s with the parent of the imported serving/ as its context, which must hold what the
