@@ -16,7 +16,7 @@ deploy at that time is scored on the history the service holds, up to ``AFTER`` 
 
 A deploy pages when an episode starts from it to ``AFTER`` after it. A regression is found when such an
 episode names the deploy; its delay is from the deploy to the episode's start (the window, then the
-tenant's recovery window less a row: ``core/ml/changes.py``).
+tenant's recovery window less two rows: ``core/ml/changes.py``).
 
     python bench/change_drill.py --out bench/results/change_drill.md
 """
