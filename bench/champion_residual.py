@@ -45,15 +45,16 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from bench import simulator_detection as bench
 from helios_pipelines.core.ml import training
 from helios_pipelines.core.ml.models.base import fit_forecaster, on_grid, step_intervals
 from helios_pipelines.core.ml.models.helios_blend import combine
@@ -65,7 +66,9 @@ from helios_pipelines.core.ml.models.residual import (
 )
 from helios_pipelines.core.ml.models.series_views import known_causes_removed
 from helios_pipelines.core.sources.simulator import InjectedAnomaly, Simulator
-from helios_pipelines.core.tenants import load_tenants
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as `python bench/champion_residual.py` or with -m
+import simulator_detection as bench  # noqa: E402
 
 #: The lead an hour ahead at shopfast's 5-minute steps (12 minutes at gaming-corp's 1-minute steps).
 HOUR_AT_FIVE_MINUTES = 12
@@ -478,9 +481,7 @@ def main() -> None:
     parser.add_argument("--no-drill", action="store_true")
     parser.add_argument("--no-cost", action="store_true")
     args = parser.parse_args()
-    registry = load_tenants()
-    tenants = [registry.get(t) for t in registry.ids if registry.get(t).source.type == "simulator"]
-    tenants = [t for t in tenants if not args.tenant or t.id in args.tenant]
+    tenants = bench.simulated_tenants(args.tenant)
     results, costs = [], []
     for tenant in tenants:
         for name in args.variants:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,12 +33,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.simulator_detection import AS_OF, NOTES_MARKER, helios_home_restored, served_history
 from helios_pipelines.core.ml.changes import ChangeAnnotation
 from helios_pipelines.core.ml.models.episodes import episodes
 from helios_pipelines.core.ml.training import tenant_detector
 from helios_pipelines.core.sources.simulator import Simulator
-from helios_pipelines.core.tenants import load_tenants
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as `python bench/change_drill.py` or with -m
+from results_notes import kept_notes  # noqa: E402
+from simulator_detection import AS_OF, helios_home_restored, served_history, simulated_tenants  # noqa: E402
 
 BLIP = pd.Timedelta("3min")
 WINDOW = pd.Timedelta("15min")
@@ -134,14 +137,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results/change_drill.md"))
     parser.add_argument("--deploys", type=int, default=10)
     args = parser.parse_args()
-    registry = load_tenants()
-    simulated = [registry.get(t) for t in registry.ids if registry.get(t).source.type == "simulator"]
     with helios_home_restored():
         os.environ["HELIOS_HOME"] = tempfile.mkdtemp(prefix="helios-deploys-")  # no injected incidents
-        lines = render([deploy_drill(tenant, args.deploys) for tenant in simulated])
-    text = args.out.read_text() if args.out.exists() else ""
-    notes = text[text.index(NOTES_MARKER):] if NOTES_MARKER in text else NOTES_MARKER + "\n"
-    args.out.write_text("\n".join(lines) + "\n" + notes)
+        lines = render([deploy_drill(tenant, args.deploys) for tenant in simulated_tenants()])
+    args.out.write_text("\n".join(lines) + "\n" + kept_notes(args.out))
     print("\n".join(lines))
 
 

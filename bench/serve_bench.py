@@ -38,6 +38,9 @@ import psutil
 
 from helios_pipelines.core.tenants import load_tenants
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_notes import kept_notes  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 BODIES = {
     "gaming-corp": {
@@ -57,8 +60,6 @@ WARM_UP_SECONDS = 2
 UNIT_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}
 # Issue #20.4's targets at concurrency 8.
 TARGET_CONCURRENCY, TARGET_P99_MS, TARGET_SHARE_OF_BENTOML, TARGET_RSS_MIB = 8, 10.0, 0.70, 600
-# Written above this line by every run; what follows it in the results file (notes by hand) is kept.
-NOTES_MARKER = "<!-- notes below this line are kept across runs -->"
 
 
 @dataclass
@@ -275,11 +276,6 @@ def report(args, rows: list[Run], crossing: list[Crossing], rss: dict[str, list[
         *verdicts,
         "",
     ]) + "\n"
-
-
-def kept_notes(out: Path) -> str:
-    text = out.read_text() if out.exists() else ""
-    return text[text.index(NOTES_MARKER):] if NOTES_MARKER in text else NOTES_MARKER + "\n"
 
 
 def main() -> None:

@@ -35,7 +35,8 @@ import httpx
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_bench import free_port, kept_notes, uptime  # noqa: E402
+from results_notes import kept_notes  # noqa: E402
+from serve_bench import free_port, uptime  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BODIES = {

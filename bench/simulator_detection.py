@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 from collections import Counter
 from contextlib import contextmanager
@@ -42,6 +43,9 @@ from helios_pipelines.core.sources.simulator import ANOMALY_KINDS, Simulator, in
 from helios_pipelines.core.tenants import load_tenants
 from serving.runtime import history_span
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as `python bench/simulator_detection.py` or with -m
+from results_notes import kept_notes  # noqa: E402
+
 AS_OF = pd.Timestamp("2026-11-20T00:00:00Z")
 GRACE = pd.Timedelta("10min")
 BEFORE, AFTER = pd.Timedelta("3h"), pd.Timedelta("1h")
@@ -49,8 +53,13 @@ WEEK = pd.Timedelta("7D")
 #: The forecasters' kind taken for the history the service holds: gaming-corp's champions (shopfast's
 #: would be Prophet, which reads less, but its detector's weekly views reach further back than either).
 SERVED_FORECASTER = "helios"
-#: --out keeps what its file holds below this line: the hand-written notes.
-NOTES_MARKER = "<!-- notes below this line are kept across runs -->"
+
+
+def simulated_tenants(only: list[str] | None = None) -> list:
+    """The registry's tenants whose source is the simulator (those named in ``only``, when given)."""
+    registry = load_tenants()
+    simulated = [registry.get(t) for t in registry.ids if registry.get(t).source.type == "simulator"]
+    return [t for t in simulated if not only or t.id in only]
 
 
 def detected_episodes(detector, frame: pd.DataFrame, scored_from: pd.Timestamp):
@@ -226,15 +235,11 @@ def main() -> None:
     parser.add_argument("--tenant", action="append", help="only these tenants (default: every simulated one)")
     parser.add_argument("--no-drill", action="store_true", help="only the one-pass table (quicker while iterating)")
     args = parser.parse_args()
-    registry = load_tenants()
-    simulated = [registry.get(t) for t in registry.ids if registry.get(t).source.type == "simulator"]
-    simulated = [t for t in simulated if not args.tenant or t.id in args.tenant]
+    simulated = simulated_tenants(args.tenant)
     rows = [one_pass(tenant, args.days) for tenant in simulated]
     drills = [] if args.no_drill else [drill(tenant) for tenant in simulated]
     lines = render(rows, drills, args.days)
-    text = args.out.read_text() if args.out.exists() else ""
-    notes = text[text.index(NOTES_MARKER):] if NOTES_MARKER in text else NOTES_MARKER + "\n"
-    args.out.write_text("\n".join(lines) + "\n" + notes)
+    args.out.write_text("\n".join(lines) + "\n" + kept_notes(args.out))
     print("\n".join(lines))
 
 

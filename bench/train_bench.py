@@ -25,9 +25,11 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_notes import kept_notes  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 AS_OF = "2026-11-20T00:00:00+00:00"
-NOTES_MARKER = "<!-- notes below this line are kept across runs -->"
 TOLERANCE = 0.02  # MASE per metric within 2 % of the BEFORE run (#20.1)
 
 
@@ -182,9 +184,7 @@ def main() -> None:
     runs = json.loads(store.read_text()) if store.exists() else []
     runs = [r for r in runs if r["label"] != args.label] + [record]
     store.write_text(json.dumps(runs, indent=1) + "\n")
-    text = args.out.read_text() if args.out.exists() else ""
-    notes = text[text.index(NOTES_MARKER):] if NOTES_MARKER in text else NOTES_MARKER + "\n"
-    args.out.write_text(render(runs, notes))
+    args.out.write_text(render(runs, kept_notes(args.out)))
     print(f"{args.label}: {figures['wall_seconds']:.1f} s wall, {figures['cpu_seconds']:.1f} s CPU; {args.out} and {store} updated")
     for asset, seconds in figures["assets"].items():
         print(f"  {asset:22} {seconds:7.1f} s")
